@@ -1,0 +1,290 @@
+"""The Gymnasium environment joining a PyBullet World and a Task, and its registration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from surgsim._data import data_dir
+from surgsim.sim import World
+from surgsim.tasks import make_task
+from surgsim.tasks.base import Measurement
+from surgsim.tasks.rewards import reward_terms
+from surgsim.tasks.spec import SpecError, TaskSpec, load_spec, parse_spec
+
+ACTION_TYPES = ("continuous", "discrete")
+OBS_TYPES = ("state", "goal", "rgb", "depth")
+REWARD_TYPES = ("dense", "sparse")
+DIFFICULTIES = ("easy", "medium", "hard")
+_COST_TERMS = ("time", "proximity", "damage", "failure")
+
+
+def _choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise ValueError(f"{name}={value!r} is not valid; expected one of {list(allowed)}")
+    return value
+
+
+def resolve_spec(task_spec: str | Path | Mapping | TaskSpec) -> TaskSpec:
+    """A spec from a model, a mapping, a YAML path, or the file name of a built-in spec."""
+    if isinstance(task_spec, Mapping):
+        return parse_spec(dict(task_spec))
+    if isinstance(task_spec, (str, Path)):
+        path = Path(task_spec)
+        if not path.is_file():
+            path = data_dir("envs") / path
+        if not path.is_file():
+            raise SpecError(f"{task_spec}: spec file not found (nor in {data_dir('envs')})")
+        return load_spec(path)
+    return task_spec
+
+
+class SurgSimEnv(gym.Env):
+    """A surgical task in PyBullet.
+
+    Args:
+        task_spec: spec model, mapping, YAML path, or file name of a spec in ``envs/``.
+        action_type: ``"continuous"`` (Box in [-1, 1]; values outside are clipped) or
+            ``"discrete"`` (2n+1 actions: no-op, then plus and minus along each degree of freedom).
+        obs_type: ``"state"``, ``"goal"`` (Dict for HER; position-goal tasks only),
+            ``"rgb"`` or ``"depth"`` (endoscope camera, ``image_size`` square).
+        reward_type: ``"dense"`` (every shaped term) or ``"sparse"`` (success / failure only;
+            with ``obs_type="goal"``: -1 until the goal is reached, plus the failure penalty).
+        difficulty: ``"easy"``, ``"medium"`` or ``"hard"``; widens the anatomy randomisation.
+        render_mode: ``"rgb_array"`` or ``"human"`` (a PyBullet GUI window).
+
+    ``reset(options={"patient": name})`` builds a named fixed patient from the spec.
+    """
+
+    metadata = {"render_modes": ["rgb_array", "human"], "render_fps": 20}
+
+    def __init__(
+        self,
+        task_spec: str | Path | Mapping | TaskSpec = "surgical_path.yaml",
+        action_type: str = "continuous",
+        obs_type: str = "state",
+        reward_type: str = "dense",
+        difficulty: str = "medium",
+        render_mode: str | None = None,
+        **unknown: Any,
+    ) -> None:
+        if unknown:
+            raise TypeError(
+                f"SurgSimEnv got unknown keyword argument(s) {sorted(unknown)}; valid: task_spec, "
+                "action_type, obs_type, reward_type, difficulty, render_mode"
+            )
+        self.task_spec = resolve_spec(task_spec)
+        self.action_type = _choice("action_type", action_type, ACTION_TYPES)
+        self.obs_type = _choice("obs_type", obs_type, OBS_TYPES)
+        self.reward_type = _choice("reward_type", reward_type, REWARD_TYPES)
+        self.difficulty = _choice("difficulty", difficulty, DIFFICULTIES)
+        if render_mode is not None:
+            _choice("render_mode", render_mode, tuple(self.metadata["render_modes"]))
+        self.render_mode = render_mode
+        self.task = make_task(self.task_spec)
+        if obs_type == "goal" and not self.task.position_goal:
+            raise ValueError(
+                f"obs_type='goal' needs a task whose goal is a position; {self.task_spec.name} has none"
+            )
+
+        n = self.task.action_dim
+        if self.action_type == "continuous":
+            self.action_space = spaces.Box(-1.0, 1.0, (n,), np.float32)
+        else:
+            self.action_space = spaces.Discrete(2 * n + 1)
+            self._discrete_actions = np.zeros((2 * n + 1, n))
+            for i in range(n):
+                self._discrete_actions[2 * i + 1, i] = 1.0
+                self._discrete_actions[2 * i + 2, i] = -1.0
+        self.observation_space = self._make_observation_space()
+
+        self.world = World(gui=render_mode == "human")
+        self.task.attach(self.world)
+        self._dense = self.reward_type == "dense"
+        self._potential = 0.0
+        self._measurement: Measurement | None = None
+
+    def _make_observation_space(self) -> spaces.Space:
+        size = self.task_spec.image_size
+        state = spaces.Box(-np.inf, np.inf, (self.task.obs_dim,), np.float32)
+        if self.obs_type == "state":
+            return state
+        if self.obs_type == "goal":
+            goal = spaces.Box(-np.inf, np.inf, (3,), np.float32)
+            return spaces.Dict({"observation": state, "achieved_goal": goal, "desired_goal": goal})
+        if self.obs_type == "rgb":
+            return spaces.Box(0, 255, (size, size, 3), np.uint8)
+        return spaces.Box(0.0, self.task_spec.camera.far, (size, size, 1), np.float32)
+
+    # ---------------------------------------------------------------- API
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        rng, difficulty = self.np_random, self.difficulty
+        options = dict(options or {})
+        patient = options.pop("patient", None)
+        if options:
+            raise ValueError(f"unknown reset option(s) {sorted(options)}; valid: ['patient']")
+        if patient is not None:
+            patients = self.task_spec.patients
+            if patient not in patients:
+                raise ValueError(
+                    f"unknown patient {patient!r} for {self.task_spec.name}; known: {sorted(patients)}"
+                )
+            rng = np.random.default_rng(patients[patient].seed)
+            difficulty = patients[patient].difficulty
+        self.task.build(rng, difficulty)
+        m = self.task.measure()
+        self._measurement = m
+        self._potential = m.potential
+        zero = dict.fromkeys(self._term_names(), 0.0)
+        return self._observation(m), self._info(m, zero)
+
+    def step(self, action):
+        self.task.apply(self._to_unit_action(action))
+        m = self.task.measure()
+        self._measurement = m
+        task = self.task
+        task.damage_total += m.damage_increment
+        failure = m.failure_reason is not None
+        spec = self.task_spec
+        terms = reward_terms(
+            spec.reward,
+            gamma=spec.gamma,
+            potential_before=self._potential,
+            potential_after=m.potential,
+            clearance=m.clearance,
+            safety_margin=task.safety_margin,
+            damage_increment=m.damage_increment * task.damage_to_reward_units,
+            success=m.success,
+            failure=failure,
+            dense=self._dense,
+        )
+        self._potential = m.potential
+        if self.obs_type == "goal":
+            costs = terms["time"] + terms["proximity"] + terms["damage"] + terms["failure"]
+            terms = {"goal": float(self._goal_term(m.distance)), **{k: terms[k] for k in _COST_TERMS}}
+            info = self._info(m, terms)
+            info["goal_independent_reward"] = costs
+            reward = terms["goal"] + costs
+        else:
+            info = self._info(m, terms)
+            reward = sum(terms.values())
+        return self._observation(m), float(reward), m.success or failure, False, info
+
+    def render(self):
+        if self.render_mode == "rgb_array":
+            size = self.task_spec.render_size
+            return self.task.camera.rgb(self.world, size, size)
+        return None
+
+    def close(self) -> None:
+        self.world.close()
+
+    # ----------------------------------------------------------- helpers
+    def compute_reward(self, achieved_goal, desired_goal, info) -> np.ndarray:
+        """Vectorised goal reward for HER: the goal term plus the goal-independent costs in ``info``."""
+        distance = np.linalg.norm(np.asarray(achieved_goal) - np.asarray(desired_goal), axis=-1)
+        reward = self._goal_term(distance)
+        if info is not None:
+            if isinstance(info, Mapping):
+                costs = info["goal_independent_reward"]
+            else:
+                infos = np.asarray(info, dtype=object)
+                flat = [i["goal_independent_reward"] for i in infos.ravel()]
+                costs = np.asarray(flat, dtype=np.float64).reshape(infos.shape)
+            reward = reward + np.reshape(costs, np.shape(reward))
+        return np.asarray(reward, dtype=np.float32)
+
+    def _goal_term(self, distance):
+        if self._dense:
+            return -np.asarray(distance) / self.task.progress_scale
+        return -(np.asarray(distance) > self.task.tolerance).astype(np.float64)
+
+    def expert_action(self):
+        """The scripted expert's action in this env's action space."""
+        unit = self.task.expert_action()
+        if self.action_type == "continuous":
+            return unit.astype(np.float32)
+        k = int(np.argmax(np.abs(unit)))
+        if abs(unit[k]) < 0.5:
+            return 0
+        return 2 * k + (1 if unit[k] > 0 else 2)
+
+    def _to_unit_action(self, action) -> np.ndarray:
+        if self.action_type == "discrete":
+            try:
+                k = int(action)
+            except (TypeError, ValueError):
+                raise ValueError(f"discrete action must be an integer, got {action!r}") from None
+            if not 0 <= k < self.action_space.n or k != np.asarray(action):
+                raise ValueError(f"discrete action {action!r} is outside 0..{self.action_space.n - 1}")
+            return self._discrete_actions[k]
+        a = np.asarray(action, dtype=np.float64)
+        if a.shape != self.action_space.shape:
+            raise ValueError(f"action shape {a.shape} does not match {self.action_space.shape}")
+        if not np.isfinite(a).all():
+            raise ValueError(f"action contains NaN or infinite values: {a.tolist()}")
+        return np.clip(a, -1.0, 1.0)
+
+    def _term_names(self) -> Iterable[str]:
+        if self.obs_type == "goal":
+            return ("goal", *_COST_TERMS)
+        from surgsim.tasks.rewards import TERM_NAMES
+
+        return TERM_NAMES
+
+    def _observation(self, m: Measurement):
+        if self.obs_type == "state":
+            return self.task.observation(m)
+        if self.obs_type == "goal":
+            return {
+                "observation": self.task.observation(m),
+                "achieved_goal": m.tip.astype(np.float32),
+                "desired_goal": self.task.goal().astype(np.float32),
+            }
+        size = self.task_spec.image_size
+        if self.obs_type == "rgb":
+            return self.task.camera.rgb(self.world, size, size)
+        return self.task.camera.rgbd(self.world, size, size)[1][:, :, None]
+
+    def _info(self, m: Measurement, terms: Mapping[str, float]) -> dict[str, Any]:
+        info = {f"reward_{name}": value for name, value in terms.items()}
+        _, orientation = self.world.pose(self.task.instrument_body)
+        info.update(
+            is_success=m.success,
+            is_failure=m.failure_reason is not None,
+            failure_reason=m.failure_reason,
+            distance_to_target=m.distance,
+            clearance=m.clearance,
+            depth=m.depth,
+            tissue_damage=self.task.damage_total,
+            tip_position=m.tip.copy(),
+            tip_orientation=np.asarray(orientation),
+        )
+        return info
+
+
+# ------------------------------------------------------------- registration
+#: registered id -> one-line description, filled by :func:`register_envs`
+REGISTERED: dict[str, str] = {}
+
+
+def register_envs() -> None:
+    """Register ``surgsim/<Name>-v0`` and ``surgsim/<Name>Discrete-v0`` for every spec in envs/."""
+    for path in sorted(data_dir("envs").glob("*.yaml")):
+        spec = load_spec(path)
+        for suffix, action_type in (("", "continuous"), ("Discrete", "discrete")):
+            env_id = f"surgsim/{spec.name}{suffix}-v0"
+            REGISTERED[env_id] = spec.description + (" (discrete actions)" if suffix else "")
+            if env_id in gym.registry:
+                continue
+            gym.register(
+                id=env_id,
+                entry_point="surgsim.env:SurgSimEnv",
+                max_episode_steps=spec.max_episode_steps,
+                kwargs={"task_spec": path.name, "action_type": action_type},
+            )

@@ -1,0 +1,6 @@
+"""PyBullet layer: the World, anatomy builders, instruments and camera. No Gymnasium here."""
+
+from surgsim.sim.camera import Camera
+from surgsim.sim.world import ClosestPoint, RayHit, World
+
+__all__ = ["Camera", "ClosestPoint", "RayHit", "World"]

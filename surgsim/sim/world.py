@@ -1,0 +1,313 @@
+"""A PyBullet world that owns its own physics client and names its bodies.
+
+Every call passes ``physicsClientId`` so that any number of worlds can live in one
+process without interfering (the global default client is never used).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pybullet as p
+
+Vec3 = Sequence[float]
+Quat = Sequence[float]
+
+IDENTITY_QUAT = (0.0, 0.0, 0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class ClosestPoint:
+    """Nearest pair of points between two bodies; ``distance`` < 0 means penetration."""
+
+    distance: float
+    point_a: tuple[float, float, float]
+    point_b: tuple[float, float, float]
+
+
+@dataclass(frozen=True)
+class RayHit:
+    body: str
+    fraction: float
+    position: tuple[float, float, float]
+
+
+@dataclass(frozen=True)
+class Contact:
+    body_a: str
+    body_b: str
+    position: tuple[float, float, float]
+    distance: float
+    normal_force: float
+
+
+class World:
+    """One PyBullet simulation: DIRECT (headless) or GUI, with bodies addressed by name."""
+
+    def __init__(self, gui: bool = False, timestep: float = 1.0 / 240.0) -> None:
+        self.gui = gui
+        self.client = p.connect(p.GUI if gui else p.DIRECT)
+        if self.client < 0:
+            raise RuntimeError(
+                "PyBullet could not open a GUI window (no display?); use render_mode='rgb_array'"
+                if gui
+                else "PyBullet could not start a DIRECT physics client"
+            )
+        self.timestep = timestep
+        self._bodies: dict[str, int] = {}
+        self._names: dict[int, str] = {}
+        p.setTimeStep(timestep, physicsClientId=self.client)
+        p.setGravity(0.0, 0.0, -9.81, physicsClientId=self.client)
+        if gui:
+            p.configureDebugVisualizer(p.COV_ENABLE_GUI, 0, physicsClientId=self.client)
+
+    # ------------------------------------------------------------------ bodies
+    def body(self, name: str) -> int:
+        try:
+            return self._bodies[name]
+        except KeyError:
+            raise KeyError(f"no body named '{name}' in this world; have {sorted(self._bodies)}") from None
+
+    def has(self, name: str) -> bool:
+        return name in self._bodies
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._bodies)
+
+    def _register(self, name: str, body_id: int) -> int:
+        if body_id < 0:
+            raise RuntimeError(f"PyBullet failed to create body '{name}'")
+        if name in self._bodies:
+            self.remove(name)
+        self._bodies[name] = body_id
+        self._names[body_id] = name
+        return body_id
+
+    def add_shape(
+        self,
+        name: str,
+        kind: str,
+        position: Vec3,
+        orientation: Quat = IDENTITY_QUAT,
+        rgba: Sequence[float] = (0.8, 0.8, 0.8, 1.0),
+        *,
+        half_extents: Vec3 | None = None,
+        radius: float | None = None,
+        length: float | None = None,
+        mesh: Path | None = None,
+        scale: Vec3 | None = None,
+        collide: bool = True,
+    ) -> int:
+        """Add a static body of one primitive: ``box``, ``sphere``, ``capsule``, ``cylinder`` or ``mesh``.
+
+        Capsules and cylinders lie along their local z axis; ``length`` is the cylindrical part.
+        A ``mesh`` is a convex OBJ scaled by ``scale`` (a unit sphere scaled gives an ellipsoid).
+        """
+        geom = {
+            "box": p.GEOM_BOX,
+            "sphere": p.GEOM_SPHERE,
+            "capsule": p.GEOM_CAPSULE,
+            "cylinder": p.GEOM_CYLINDER,
+            "mesh": p.GEOM_MESH,
+        }[kind]
+        args: dict = {}
+        if kind == "box":
+            args["halfExtents"] = list(half_extents)
+        elif kind == "mesh":
+            args["fileName"] = str(mesh)
+            args["meshScale"] = list(scale)
+        else:
+            args["radius"] = float(radius)
+        vis_args = dict(args)
+        if kind in ("capsule", "cylinder"):
+            args["height"] = float(length)
+            vis_args["length"] = float(length)
+        col = p.createCollisionShape(geom, physicsClientId=self.client, **args) if collide else -1
+        vis = p.createVisualShape(geom, rgbaColor=list(rgba), physicsClientId=self.client, **vis_args)
+        body = p.createMultiBody(
+            baseMass=0.0,
+            baseCollisionShapeIndex=col,
+            baseVisualShapeIndex=vis,
+            basePosition=list(position),
+            baseOrientation=list(orientation),
+            physicsClientId=self.client,
+        )
+        return self._register(name, body)
+
+    def add_capsule_chain(
+        self, name: str, points: np.ndarray, radius: float, rgba: Sequence[float], collide: bool = True
+    ) -> int:
+        """Add a bent tube through ``points`` (N x 3) as one body of N-1 capsules.
+
+        One compound body per tube keeps a clearance query to one ``getClosestPoints`` call.
+        """
+        points = np.asarray(points, dtype=float)
+        starts, ends = points[:-1], points[1:]
+        centre = points.mean(axis=0)
+        positions, orientations, lengths = [], [], []
+        for a, b in zip(starts, ends):
+            axis = b - a
+            length = float(np.linalg.norm(axis))
+            positions.append(((a + b) / 2 - centre).tolist())
+            orientations.append(quat_z_to(axis / length))
+            lengths.append(length)
+        n = len(lengths)
+        col = -1
+        if collide:
+            col = p.createCollisionShapeArray(
+                [p.GEOM_CAPSULE] * n,
+                radii=[radius] * n,
+                lengths=lengths,
+                collisionFramePositions=positions,
+                collisionFrameOrientations=orientations,
+                physicsClientId=self.client,
+            )
+        vis = p.createVisualShapeArray(
+            [p.GEOM_CAPSULE] * n,
+            radii=[radius] * n,
+            lengths=lengths,
+            rgbaColors=[list(rgba)] * n,
+            visualFramePositions=positions,
+            visualFrameOrientations=orientations,
+            physicsClientId=self.client,
+        )
+        body = p.createMultiBody(
+            baseMass=0.0,
+            baseCollisionShapeIndex=col,
+            baseVisualShapeIndex=vis,
+            basePosition=centre.tolist(),
+            physicsClientId=self.client,
+        )
+        return self._register(name, body)
+
+    def load_urdf(self, name: str, path: Path, position: Vec3, orientation: Quat = IDENTITY_QUAT) -> int:
+        body = p.loadURDF(
+            str(path),
+            basePosition=list(position),
+            baseOrientation=list(orientation),
+            useFixedBase=True,
+            physicsClientId=self.client,
+        )
+        return self._register(name, body)
+
+    def move(self, name: str, position: Vec3, orientation: Quat = IDENTITY_QUAT) -> None:
+        """Teleport a body (instruments are position-controlled, like a surgical robot's)."""
+        p.resetBasePositionAndOrientation(
+            self._bodies[name], position, orientation, physicsClientId=self.client
+        )
+
+    def pose(self, name: str) -> tuple[tuple[float, float, float], tuple[float, float, float, float]]:
+        return p.getBasePositionAndOrientation(self._bodies[name], physicsClientId=self.client)
+
+    def remove(self, name: str) -> None:
+        body = self._bodies.pop(name)
+        del self._names[body]
+        p.removeBody(body, physicsClientId=self.client)
+
+    def remove_all(self, names: Sequence[str]) -> None:
+        for name in list(names):
+            if name in self._bodies:
+                self.remove(name)
+
+    def set_color(self, name: str, rgba: Sequence[float]) -> None:
+        p.changeVisualShape(self._bodies[name], -1, rgbaColor=list(rgba), physicsClientId=self.client)
+
+    # ----------------------------------------------------------------- queries
+    def closest(self, a: str, b: str, max_distance: float) -> ClosestPoint | None:
+        """Nearest points between bodies ``a`` and ``b`` if closer than ``max_distance``, else None."""
+        points = p.getClosestPoints(
+            self._bodies[a], self._bodies[b], max_distance, physicsClientId=self.client
+        )
+        if not points:
+            return None
+        best = min(points, key=lambda pt: pt[8])
+        return ClosestPoint(best[8], best[5], best[6])
+
+    def distance(self, a: str, b: str, max_distance: float) -> float:
+        """Signed distance between two bodies, capped at ``max_distance`` (negative = penetration)."""
+        points = p.getClosestPoints(
+            self._bodies[a], self._bodies[b], max_distance, physicsClientId=self.client
+        )
+        if not points:
+            return max_distance
+        return min(pt[8] for pt in points)
+
+    def contacts(self, a: str, b: str | None = None) -> list[Contact]:
+        """Contact points of body ``a`` (with ``b`` only, if given) after collision detection.
+
+        ``normal_force`` is non-zero only for contacts resolved by ``step()``.
+        """
+        p.performCollisionDetection(physicsClientId=self.client)
+        kwargs = {"bodyA": self._bodies[a]}
+        if b is not None:
+            kwargs["bodyB"] = self._bodies[b]
+        return [
+            Contact(
+                self._names.get(c[1], str(c[1])),
+                self._names.get(c[2], str(c[2])),
+                c[5],
+                c[8],
+                c[9],
+            )
+            for c in p.getContactPoints(physicsClientId=self.client, **kwargs)
+        ]
+
+    def ray(self, start: Vec3, end: Vec3) -> RayHit | None:
+        """First body hit by the segment ``start`` -> ``end``."""
+        hit = p.rayTest(start, end, physicsClientId=self.client)[0]
+        if hit[0] < 0:
+            return None
+        return RayHit(self._names.get(hit[0], str(hit[0])), hit[2], hit[3])
+
+    def step(self) -> None:
+        p.stepSimulation(physicsClientId=self.client)
+
+    def camera_image(
+        self, width: int, height: int, view: Sequence[float], projection: Sequence[float]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """RGB (H x W x 3 uint8) and the raw depth buffer (H x W float32) from TinyRenderer."""
+        _, _, rgba, depth, _ = p.getCameraImage(
+            width,
+            height,
+            viewMatrix=view,
+            projectionMatrix=projection,
+            renderer=p.ER_TINY_RENDERER,
+            flags=p.ER_NO_SEGMENTATION_MASK,
+            physicsClientId=self.client,
+        )
+        rgb = np.asarray(rgba, dtype=np.uint8).reshape(height, width, 4)[:, :, :3]
+        return rgb, np.asarray(depth, dtype=np.float32).reshape(height, width)
+
+    def close(self) -> None:
+        if self.client >= 0:
+            try:
+                p.disconnect(physicsClientId=self.client)
+            except p.error:
+                pass
+            self.client = -1
+            self._bodies.clear()
+            self._names.clear()
+
+    def __del__(self) -> None:  # pragma: no cover - best effort at interpreter exit
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+def quat_z_to(direction: np.ndarray) -> list[float]:
+    """Quaternion rotating the local z axis onto the unit vector ``direction``."""
+    z = np.array([0.0, 0.0, 1.0])
+    axis = np.cross(z, direction)
+    s = float(np.linalg.norm(axis))
+    c = float(np.dot(z, direction))
+    if s < 1e-12:
+        return [0.0, 0.0, 0.0, 1.0] if c > 0 else [1.0, 0.0, 0.0, 0.0]
+    angle = np.arctan2(s, c)
+    axis = axis / s * np.sin(angle / 2)
+    return [float(axis[0]), float(axis[1]), float(axis[2]), float(np.cos(angle / 2))]
+

@@ -1,0 +1,180 @@
+"""Incision: cut along a planned curve on a tissue surface, keeping the blade depth in a band.
+
+Too deep reaches the critical structure below (failure); straying from the line while
+cutting fails; cutting outside the band or off the line damages tissue (cost).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from surgsim.sim import anatomy
+from surgsim.sim.instruments import Scalpel
+from surgsim.tasks.base import MM, Measurement, Task, potential
+from surgsim.tasks.spec import IncisionSpec
+
+CLEARANCE_RANGE = 0.02
+_CURVE_POINTS = 81
+_LOOKAHEAD = 0.003
+_CRITICAL_RGBA = (0.95, 0.85, 0.30, 1.0)
+_LINE_RGBA = (0.1, 0.3, 0.9, 1.0)
+
+
+class IncisionTask(Task):
+    action_dim = 3
+    obs_dim = 16
+    position_goal = False
+    instrument_body = Scalpel.body
+    damage_to_reward_units = 1e3  # length of bad cut: m -> mm
+
+    def __init__(self, spec: IncisionSpec) -> None:
+        super().__init__(spec)
+        p = spec.params
+        self.half_xy = np.array(p.tissue_size_mm) * MM / 2
+        self.step = p.max_step_mm * MM
+        self.depth_step = p.max_depth_step_mm * MM
+        self.band = (p.depth_band_mm[0] * MM, p.depth_band_mm[1] * MM)
+        self.band_mid = sum(self.band) / 2
+        self.lateral_tolerance = p.lateral_tolerance_mm * MM
+        self.max_deviation = p.max_deviation_mm * MM
+        self.curve = np.zeros((_CURVE_POINTS, 2))
+        self.arc = np.zeros(_CURVE_POINTS)
+        self.cut = np.zeros(_CURVE_POINTS, dtype=bool)
+        self.length = 1.0
+        self._nearest = (0.0, 0.0, 0.0, 0.0, 0.0)  # deviation, s, tangent x, tangent y, depth
+        self._previous_xy = np.zeros(2)
+
+    def attach(self, world) -> None:
+        super().attach(world)
+        p = self.params
+        anatomy.add_tissue_slab(world, "tissue", 0.0, self.half_xy, p.tissue_thickness_mm * MM)
+        self.tool = Scalpel(world, (0.0, 0.0, 0.01))
+
+    def build(self, rng: np.random.Generator, difficulty: str) -> None:
+        p = self.params
+        scale = self.spec.difficulty_scale[difficulty]
+        self.world.remove_all(["critical_layer", "incision_line"])
+        critical_depth = rng.uniform(*p.critical_depth_mm) * MM
+        anatomy.add_tissue_slab(
+            self.world, "critical_layer", -critical_depth, self.half_xy, 0.003, _CRITICAL_RGBA
+        )
+        length = rng.uniform(*p.incision_length_mm) * MM
+        heading = rng.uniform(-math.pi, math.pi)
+        along = np.array([math.cos(heading), math.sin(heading)])
+        normal = np.array([-along[1], along[0]])
+        middle = rng.uniform(-0.01, 0.01, 2) * scale
+        start, end = middle - along * length / 2, middle + along * length / 2
+        control = middle + normal * 2 * rng.uniform(-1, 1) * p.curvature_mm * MM * scale
+        u = np.linspace(0.0, 1.0, _CURVE_POINTS)[:, None]
+        self.curve = (1 - u) ** 2 * start + 2 * u * (1 - u) * control + u**2 * end
+        segments = np.linalg.norm(np.diff(self.curve, axis=0), axis=1)
+        self.arc = np.concatenate([[0.0], np.cumsum(segments)])
+        self.length = float(self.arc[-1])
+        self.cut = np.zeros(_CURVE_POINTS, dtype=bool)
+        points = np.column_stack([self.curve, np.full(_CURVE_POINTS, 0.0003)])
+        self.world.add_capsule_chain("incision_line", points[::8], 0.0004, _LINE_RGBA, collide=False)
+        height = rng.uniform(*p.start_height_mm) * MM
+        offset = rng.uniform(-0.002, 0.002, 2) * scale
+        tip = np.array([start[0] + offset[0], start[1] + offset[1], height])
+        self.tool.set_tip(tip)
+        self._previous_xy = tip[:2].copy()
+        self.damage_total = 0.0
+
+    def apply(self, action: np.ndarray) -> None:
+        tip = self.tool.tip
+        self._previous_xy = tip[:2].copy()
+        moved = tip + np.array([action[0] * self.step, action[1] * self.step, action[2] * self.depth_step])
+        self.tool.set_tip(moved)
+
+    def _project(self, xy: np.ndarray) -> tuple[float, float, int]:
+        """Distance from ``xy`` to the planned curve, arc length of its projection, segment index."""
+        a = self.curve[:-1]
+        ab = self.curve[1:] - a
+        t = np.clip(np.einsum("ij,ij->i", xy - a, ab) / np.einsum("ij,ij->i", ab, ab), 0.0, 1.0)
+        offsets = a + t[:, None] * ab - xy
+        dist2 = np.einsum("ij,ij->i", offsets, offsets)
+        i = int(np.argmin(dist2))
+        return math.sqrt(dist2[i]), float(self.arc[i] + t[i] * (self.arc[i + 1] - self.arc[i])), i
+
+    def measure(self) -> Measurement:
+        tip = self.tool.tip
+        xy = tip[:2]
+        probe = (tip[0], tip[1] + 0.002)  # beside the blade, so the ray meets the tissue, not the blade
+        hit = self.world.ray((probe[0], probe[1], 0.1), (probe[0], probe[1], -0.1))
+        surface = hit.position[2] if hit is not None and hit.body == "tissue" else -math.inf
+        depth = max(0.0, surface - tip[2])
+        deviation, s, i = self._project(xy)
+        in_band = self.band[0] <= depth <= self.band[1]
+        if in_band:
+            near = np.einsum("ij,ij->i", self.curve - xy, self.curve - xy) <= self.lateral_tolerance**2
+            self.cut |= near
+        damage = 0.0
+        if depth > 0.0 and (not in_band or deviation > self.lateral_tolerance):
+            damage = float(np.hypot(*(xy - self._previous_xy)))
+        clearance = self.world.distance(self.tool.body, "critical_layer", CLEARANCE_RANGE)
+        tangent = self.curve[i + 1] - self.curve[i]
+        tangent = tangent / np.linalg.norm(tangent)
+        self._nearest = (deviation, s, tangent[0], tangent[1], depth)
+        remaining = self.length - s
+        distance = remaining + deviation + abs(depth - self.band_mid)
+        coverage = float(self.cut.mean())
+        end_error = float(np.hypot(*(xy - self.curve[-1])))
+
+        failure = None
+        if clearance <= 0.0:
+            failure = "critical_structure"
+        elif depth > 0.0 and deviation > self.max_deviation:
+            failure = "off_path"
+        elif np.any(np.abs(xy) > self.half_xy) or tip[2] > 0.05:
+            failure = "workspace"
+        success = (
+            failure is None
+            and coverage >= self.params.coverage_required
+            and end_error <= self.tolerance
+        )
+        return Measurement(
+            tip=tip,
+            distance=distance,
+            potential=potential(distance, self.progress_scale),
+            clearance=clearance,
+            depth=depth,
+            damage_increment=damage,
+            success=success,
+            failure_reason=failure,
+        )
+
+    def observation(self, m: Measurement) -> np.ndarray:
+        tip = m.tip
+        deviation, s, tx, ty, depth = self._nearest
+        s_ahead = min(s + 0.01, self.length)
+        ahead = np.array([np.interp(s_ahead, self.arc, self.curve[:, k]) for k in (0, 1)])
+        nearest = np.array([np.interp(s, self.arc, self.curve[:, k]) for k in (0, 1)])
+        start, end = self.curve[0], self.curve[-1]
+        scale = self.progress_scale
+        return np.array(
+            [
+                (tip[0] - start[0]) / scale, (tip[1] - start[1]) / scale, tip[2] / 0.01,
+                (nearest[0] - tip[0]) / 0.01, (nearest[1] - tip[1]) / 0.01,
+                tx, ty,
+                (ahead[0] - tip[0]) / 0.01, (ahead[1] - tip[1]) / 0.01,
+                (end[0] - tip[0]) / scale, (end[1] - tip[1]) / scale,
+                depth / 0.005, (depth - self.band_mid) / 0.005,
+                float(self.cut.mean()), s / self.length, m.clearance / CLEARANCE_RANGE,
+            ],
+            dtype=np.float32,
+        )
+
+    def expert_action(self) -> np.ndarray:
+        """Sink the blade to mid-band at the start, then follow the line just ahead of the blade."""
+        tip = self.tool.tip
+        depth = self._nearest[4]
+        dz = float(np.clip((-self.band_mid - tip[2]) / self.depth_step, -1, 1))
+        if depth < self.band[0] + 0.25 * MM:
+            return np.array([0.0, 0.0, dz])
+        _, s, _ = self._project(tip[:2])
+        s_ahead = min(s + _LOOKAHEAD, self.length)
+        ahead = np.array([np.interp(s_ahead, self.arc, self.curve[:, k]) for k in (0, 1)])
+        move = np.clip((ahead - tip[:2]) / self.step, -1, 1)
+        return np.array([move[0], move[1], dz])

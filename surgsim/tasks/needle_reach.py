@@ -1,0 +1,79 @@
+"""NeedleReach: bring the free tool tip to a target point in the workspace."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from surgsim.sim.instruments import FreeTool
+from surgsim.tasks.base import MM, Measurement, Task, potential
+from surgsim.tasks.spec import NeedleReachSpec
+
+_TARGET_RGBA = (0.1, 0.8, 0.2, 0.9)
+
+
+class NeedleReachTask(Task):
+    action_dim = 3
+    obs_dim = 9
+    instrument_body = FreeTool.body
+
+    def __init__(self, spec: NeedleReachSpec) -> None:
+        super().__init__(spec)
+        p = spec.params
+        self.low = np.array(p.workspace_low)
+        self.high = np.array(p.workspace_high)
+        self.centre = (self.low + self.high) / 2
+        self.half = (self.high - self.low) / 2
+        self.step = p.max_step_mm * MM
+        self.target = np.array(p.start)
+
+    def attach(self, world) -> None:
+        super().attach(world)
+        self.tool = FreeTool(world, self.params.start)
+        world.add_shape("target", "sphere", self.target, rgba=_TARGET_RGBA, radius=self.tolerance, collide=False)
+
+    def build(self, rng: np.random.Generator, difficulty: str) -> None:
+        p = self.params
+        scale = self.spec.difficulty_scale[difficulty]
+        start = np.array(p.start)
+        half = np.array(p.target_half_range_mm) * MM * scale
+        while True:
+            target = start + rng.uniform(-half, half)
+            inside = np.all(target > self.low + self.tolerance) and np.all(target < self.high - self.tolerance)
+            if inside and np.linalg.norm(target - start) > 2 * self.tolerance:
+                break
+        self.target = target
+        self.world.move("target", target)
+        self.tool.set_tip(start.copy())
+        self.damage_total = 0.0
+
+    def apply(self, action: np.ndarray) -> None:
+        self.tool.set_tip(self.tool.tip + action * self.step)
+
+    def measure(self) -> Measurement:
+        tip = self.tool.tip
+        d = tip - self.target
+        distance = math.sqrt(d[0] * d[0] + d[1] * d[1] + d[2] * d[2])
+        outside = bool(np.any(tip < self.low) or np.any(tip > self.high))
+        return Measurement(
+            tip=tip,
+            distance=distance,
+            potential=potential(distance, self.progress_scale),
+            clearance=math.inf,
+            depth=0.0,
+            damage_increment=0.0,
+            success=distance <= self.tolerance and not outside,
+            failure_reason="workspace" if outside else None,
+        )
+
+    def observation(self, m: Measurement) -> np.ndarray:
+        tip = (m.tip - self.centre) / self.half
+        target = (self.target - self.centre) / self.half
+        return np.concatenate([tip, target, target - tip]).astype(np.float32)
+
+    def goal(self) -> np.ndarray:
+        return self.target
+
+    def expert_action(self) -> np.ndarray:
+        return np.clip((self.target - self.tool.tip) / self.step, -1.0, 1.0)

@@ -1,0 +1,244 @@
+"""SurgicalPath: a trocar-constrained tool must reach a lesion inside an organ past vessels and nerves.
+
+Good technique pays: the shaft pivots about the port, so re-aiming while deep sweeps it
+sideways through tissue (damage cost) and possibly into a vessel (failure). The expert
+retracts, re-aims outside the organ, then advances along the safe straight line.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from surgsim.sim import anatomy
+from surgsim.sim.instruments import TrocarTool, trocar_angles
+from surgsim.tasks.base import MM, Measurement, Task, potential
+from surgsim.tasks.spec import SurgicalPathSpec
+
+#: clearance queries look this far (m); anything farther reads as this value
+CLEARANCE_RANGE = 0.03
+_TUBE_LENGTH = 0.09
+_MAX_ATTEMPTS = 200
+
+
+class InfeasibleScenario(RuntimeError):
+    pass
+
+
+class SurgicalPathTask(Task):
+    action_dim = 3
+    obs_dim = 17
+    instrument_body = TrocarTool.body
+    damage_to_reward_units = 1e6  # swept area: m^2 -> mm^2
+
+    def __init__(self, spec: SurgicalPathSpec) -> None:
+        super().__init__(spec)
+        p = spec.params
+        self.port = np.array(p.port, dtype=float)
+        self.angle_limit = math.radians(p.angle_limit_deg)
+        self.angle_step = math.radians(p.max_angle_step_deg)
+        self.insertion_step = p.max_insertion_step_mm * MM
+        self.insertion_min, self.insertion_max = (v * MM for v in p.insertion_range_mm)
+        self.start_insertion = p.start_insertion_mm * MM
+        self.required_clearance = p.required_clearance_mm * MM
+        self.critical: list[str] = []
+        self._anatomy: list[str] = []
+        self.target = self.port.copy()
+        self.target_angles = (0.0, 0.0)
+        self.target_insertion = 0.0
+        self.tissue_length = 0.0
+        self._swept_angle = 0.0
+        self._escape = (0.0, 0.0, 0.0)
+
+    def attach(self, world) -> None:
+        super().attach(world)
+        self.tool = TrocarTool(world, self.port)
+        anatomy.add_body_wall(world, self.port, self.params.wall_thickness_mm * MM, 0.15)
+
+    # ------------------------------------------------------------- scenario
+    def build(self, rng: np.random.Generator, difficulty: str) -> None:
+        scale = self.spec.difficulty_scale[difficulty]
+        for _ in range(_MAX_ATTEMPTS):
+            self.world.remove_all(self._anatomy)
+            if self._try_build(rng, scale, difficulty):
+                self.damage_total = 0.0
+                self.tissue_length = self._tissue_length()
+                return
+        raise InfeasibleScenario(
+            f"no feasible SurgicalPath scenario in {_MAX_ATTEMPTS} attempts; "
+            "the spec's anatomy ranges leave no clear straight path to the target"
+        )
+
+    def _try_build(self, rng: np.random.Generator, scale: float, difficulty: str) -> bool:
+        p = self.params
+        depth = rng.uniform(*p.target_depth_mm) * MM
+        lateral = rng.uniform(0.0, p.target_lateral_mm * MM * scale)
+        heading = rng.uniform(-math.pi, math.pi)
+        target = self.port + np.array([lateral * math.cos(heading), lateral * math.sin(heading), -depth])
+        direction = (target - self.port) / np.linalg.norm(target - self.port)
+        yaw_t, pitch_t = trocar_angles(direction)
+        if max(abs(yaw_t), abs(pitch_t)) > 0.9 * self.angle_limit:
+            return False
+
+        radii = np.array(p.organ_radii_mm) * MM * (1.0 + rng.uniform(-0.15, 0.15, 3) * scale)
+        centre = target + rng.uniform(-0.3, 0.3, 3) * radii * scale
+        top_limit = self.port[2] - self.start_insertion - p.organ_gap_mm * MM
+        centre[2] = min(centre[2], top_limit - radii[2])
+        if np.sum(((target - centre) / radii) ** 2) > 0.6**2:
+            return False
+
+        names = ["organ", "lesion"]
+        self._anatomy = names
+        anatomy.add_organ(self.world, "organ", centre, radii)
+        anatomy.add_lesion(self.world, target, p.lesion_radius_mm * MM)
+
+        n_vessels = p.vessels[difficulty]
+        self.critical = []
+        for k in range(n_vessels + p.nerves):
+            nerve = k >= n_vessels
+            radius = p.nerve_radius_mm * MM if nerve else rng.uniform(*p.vessel_radius_mm) * MM
+            name = f"nerve_{k - n_vessels}" if nerve else f"vessel_{k}"
+            points = self._tube_points(rng, scale, target, direction, radius)
+            anatomy.add_vessel(self.world, name, points, radius, nerve=nerve)
+            names.append(name)
+            self.critical.append(name)
+
+        self.target = target
+        self.target_angles = (yaw_t, pitch_t)
+        self.target_insertion = float(np.linalg.norm(target - self.port))
+        self.tool.set_config(yaw_t, pitch_t, self.target_insertion)
+        if self._clearance()[0] < self.required_clearance:
+            return False
+
+        limit = 0.8 * self.angle_limit
+        misalignment = math.radians(p.min_start_misalignment_deg)
+        for _ in range(50):
+            yaw, pitch = rng.uniform(-limit, limit, 2)
+            if math.hypot(yaw - yaw_t, pitch - pitch_t) < misalignment:
+                continue
+            self.tool.set_config(float(yaw), float(pitch), self.start_insertion)
+            if self._clearance()[0] >= self.safety_margin:
+                return True
+        return False
+
+    def _tube_points(self, rng: np.random.Generator, scale: float, target: np.ndarray,
+                     direction: np.ndarray, radius: float) -> np.ndarray:
+        """A tube crossing near the straight path: its axis passes ``offset`` from the path."""
+        p = self.params
+        u = rng.uniform(0.55, 0.95)
+        near = self.port + u * (target - self.port)
+        heading = rng.uniform(-math.pi, math.pi)
+        along = np.array([math.cos(heading), math.sin(heading), 0.0])
+        side = np.cross(direction, along)
+        side /= np.linalg.norm(side)
+        if rng.random() < 0.5:
+            side = -side
+        low, high = p.vessel_offset_mm
+        offset = self.required_clearance + radius + rng.uniform(low, low + (high - low) / scale) * MM
+        bend = rng.uniform(-1.0, 1.0) * p.vessel_bend_mm * MM * scale
+        return anatomy.bent_tube(near + offset * side, along, side, _TUBE_LENGTH, bend)
+
+    # --------------------------------------------------------------- motion
+    def apply(self, action: np.ndarray) -> None:
+        t = self.tool
+        lim = self.angle_limit
+        yaw = min(max(t.yaw + float(action[0]) * self.angle_step, -lim), lim)
+        pitch = min(max(t.pitch + float(action[1]) * self.angle_step, -lim), lim)
+        insertion = t.insertion + float(action[2]) * self.insertion_step
+        insertion = min(max(insertion, self.insertion_min), self.insertion_max)
+        before = t.direction
+        t.set_config(yaw, pitch, insertion)
+        after = t.direction
+        dot = before[0] * after[0] + before[1] * after[1] + before[2] * after[2]
+        self._swept_angle = math.acos(min(1.0, dot))
+
+    # ----------------------------------------------------------- measuring
+    def _clearance(self) -> tuple[float, tuple[float, float, float]]:
+        """Clearance of the whole shaft to the nearest critical structure, and the escape vector."""
+        best, vector = CLEARANCE_RANGE, (0.0, 0.0, 0.0)
+        for name in self.critical:
+            cp = self.world.closest(self.tool.body, name, CLEARANCE_RANGE)
+            if cp is not None and cp.distance < best:
+                best = cp.distance
+                a, b = cp.point_a, cp.point_b
+                vector = (b[0] - a[0], b[1] - a[1], b[2] - a[2])
+        return best, vector
+
+    def _tissue_length(self) -> float:
+        """Length of shaft inside the organ: from where the shaft enters it (ray test) to the tip."""
+        hit = self.world.ray(self.port, self.tool.tip)
+        if hit is None or hit.body != "organ":
+            return 0.0
+        return (1.0 - hit.fraction) * self.tool.insertion
+
+    def measure(self) -> Measurement:
+        t = self.tool
+        tip = t.tip
+        d = tip - self.target
+        distance = math.sqrt(d[0] * d[0] + d[1] * d[1] + d[2] * d[2])
+        clearance, self._escape = self._clearance()
+        inside = self._tissue_length()
+        # lateral sweep of the part of the shaft inside tissue: area = dtheta * (r_tip^2 - r_in^2) / 2
+        r_tip = t.insertion
+        r_in = r_tip - inside
+        damage = self._swept_angle * (r_tip * r_tip - r_in * r_in) / 2 if inside > 0 else 0.0
+        self._swept_angle = 0.0
+        self.tissue_length = inside
+        failure = None
+        if clearance <= 0.0:
+            failure = "critical_structure"
+        elif t.insertion > self.target_insertion + self.params.overshoot_mm * MM:
+            failure = "depth_limit"
+        return Measurement(
+            tip=tip,
+            distance=distance,
+            potential=potential(distance, self.progress_scale),
+            clearance=clearance,
+            depth=t.insertion,
+            damage_increment=damage,
+            success=failure is None and distance <= self.tolerance,
+            failure_reason=failure,
+        )
+
+    def observation(self, m: Measurement) -> np.ndarray:
+        t = self.tool
+        s = self.progress_scale
+        lim = self.angle_limit
+        yaw_t, pitch_t = self.target_angles
+        tip, target, port, esc = m.tip, self.target, self.port, self._escape
+        return np.array(
+            [
+                (tip[0] - target[0]) / s, (tip[1] - target[1]) / s, (tip[2] - target[2]) / s,
+                (target[0] - port[0]) / 0.1, (target[1] - port[1]) / 0.1, (target[2] - port[2]) / 0.1,
+                t.yaw / lim, t.pitch / lim, t.insertion / self.insertion_max,
+                (yaw_t - t.yaw) / lim, (pitch_t - t.pitch) / lim,
+                (self.target_insertion - t.insertion) / 0.1,
+                m.clearance / CLEARANCE_RANGE,
+                esc[0] / CLEARANCE_RANGE, esc[1] / CLEARANCE_RANGE, esc[2] / CLEARANCE_RANGE,
+                self.tissue_length / 0.05,
+            ],
+            dtype=np.float32,
+        )
+
+    def goal(self) -> np.ndarray:
+        return self.target
+
+    # --------------------------------------------------------------- expert
+    def expert_action(self) -> np.ndarray:
+        """Retract to the safe depth, re-aim there, then advance along the straight safe line."""
+        t = self.tool
+        yaw_t, pitch_t = self.target_angles
+        d_yaw, d_pitch = yaw_t - t.yaw, pitch_t - t.pitch
+        aim_tolerance = max(0.4 * self.tolerance / self.target_insertion, 0.6 * self.angle_step)
+        aim = [
+            float(np.clip(d_yaw / self.angle_step, -1, 1)),
+            float(np.clip(d_pitch / self.angle_step, -1, 1)),
+        ]
+        if max(abs(d_yaw), abs(d_pitch)) > aim_tolerance:
+            if t.insertion > self.start_insertion + 0.5 * MM:
+                retract = (self.start_insertion - t.insertion) / self.insertion_step
+                return np.array([0.0, 0.0, max(retract, -1.0)])
+            return np.array(aim + [0.0])
+        advance = (self.target_insertion - t.insertion) / self.insertion_step
+        return np.array(aim + [float(np.clip(advance, -1, 1))])
