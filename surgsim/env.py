@@ -102,7 +102,8 @@ class SurgSimEnv(gym.Env):
                 self._discrete_actions[2 * i + 2, i] = -1.0
         self.observation_space = self._make_observation_space()
 
-        self.world = World(gui=render_mode == "human")
+        renders = render_mode is not None or self.obs_type in ("rgb", "depth")
+        self.world = World(gui=render_mode == "human", visuals=renders)
         self.task.attach(self.world)
         self._dense = self.reward_type == "dense"
         self._potential = 0.0

@@ -47,8 +47,11 @@ class Contact:
 class World:
     """One PyBullet simulation: DIRECT (headless) or GUI, with bodies addressed by name."""
 
-    def __init__(self, gui: bool = False, timestep: float = 1.0 / 240.0) -> None:
+    def __init__(self, gui: bool = False, visuals: bool = True, timestep: float = 1.0 / 240.0) -> None:
+        """``visuals=False`` skips visual shapes of added bodies (a large share of build time)
+        for worlds that are never rendered."""
         self.gui = gui
+        self.visuals = visuals or gui
         self.client = p.connect(p.GUI if gui else p.DIRECT)
         if self.client < 0:
             raise RuntimeError(
@@ -127,7 +130,9 @@ class World:
             args["height"] = float(length)
             vis_args["length"] = float(length)
         col = p.createCollisionShape(geom, physicsClientId=self.client, **args) if collide else -1
-        vis = p.createVisualShape(geom, rgbaColor=list(rgba), physicsClientId=self.client, **vis_args)
+        vis = -1
+        if self.visuals:
+            vis = p.createVisualShape(geom, rgbaColor=list(rgba), physicsClientId=self.client, **vis_args)
         body = p.createMultiBody(
             baseMass=0.0,
             baseCollisionShapeIndex=col,
@@ -166,15 +171,17 @@ class World:
                 collisionFrameOrientations=orientations,
                 physicsClientId=self.client,
             )
-        vis = p.createVisualShapeArray(
-            [p.GEOM_CAPSULE] * n,
-            radii=[radius] * n,
-            lengths=lengths,
-            rgbaColors=[list(rgba)] * n,
-            visualFramePositions=positions,
-            visualFrameOrientations=orientations,
-            physicsClientId=self.client,
-        )
+        vis = -1
+        if self.visuals:
+            vis = p.createVisualShapeArray(
+                [p.GEOM_CAPSULE] * n,
+                radii=[radius] * n,
+                lengths=lengths,
+                rgbaColors=[list(rgba)] * n,
+                visualFramePositions=positions,
+                visualFrameOrientations=orientations,
+                physicsClientId=self.client,
+            )
         body = p.createMultiBody(
             baseMass=0.0,
             baseCollisionShapeIndex=col,

@@ -7,6 +7,7 @@ cutting fails; cutting outside the band or off the line damages tissue (cost).
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 
 import numpy as np
 
@@ -18,6 +19,8 @@ from surgsim.tasks.spec import IncisionSpec
 CLEARANCE_RANGE = 0.02
 _CURVE_POINTS = 81
 _LOOKAHEAD = 0.003
+_OBS_AHEAD = 0.01
+_LAYER_THICKNESS = 0.003
 _CRITICAL_RGBA = (0.95, 0.85, 0.30, 1.0)
 _LINE_RGBA = (0.1, 0.3, 0.9, 1.0)
 
@@ -40,26 +43,28 @@ class IncisionTask(Task):
         self.lateral_tolerance = p.lateral_tolerance_mm * MM
         self.max_deviation = p.max_deviation_mm * MM
         self.curve = np.zeros((_CURVE_POINTS, 2))
-        self.arc = np.zeros(_CURVE_POINTS)
         self.cut = np.zeros(_CURVE_POINTS, dtype=bool)
         self.length = 1.0
-        self._nearest = (0.0, 0.0, 0.0, 0.0, 0.0)  # deviation, s, tangent x, tangent y, depth
+        self._nearest = (0.0, np.zeros(2), np.zeros(2), 0.0)  # arc length, point, tangent, depth
+        self._arc_list = [0.0]
+        self.coverage = 0.0
         self._previous_xy = np.zeros(2)
 
     def attach(self, world) -> None:
         super().attach(world)
         p = self.params
         anatomy.add_tissue_slab(world, "tissue", 0.0, self.half_xy, p.tissue_thickness_mm * MM)
+        anatomy.add_tissue_slab(
+            world, "critical_layer", -p.critical_depth_mm[0] * MM, self.half_xy, _LAYER_THICKNESS,
+            _CRITICAL_RGBA,
+        )
         self.tool = Scalpel(world, (0.0, 0.0, 0.01))
 
     def build(self, rng: np.random.Generator, difficulty: str) -> None:
         p = self.params
         scale = self.spec.difficulty_scale[difficulty]
-        self.world.remove_all(["critical_layer", "incision_line"])
         critical_depth = rng.uniform(*p.critical_depth_mm) * MM
-        anatomy.add_tissue_slab(
-            self.world, "critical_layer", -critical_depth, self.half_xy, 0.003, _CRITICAL_RGBA
-        )
+        self.world.move("critical_layer", (0.0, 0.0, -critical_depth - _LAYER_THICKNESS / 2))
         length = rng.uniform(*p.incision_length_mm) * MM
         heading = rng.uniform(-math.pi, math.pi)
         along = np.array([math.cos(heading), math.sin(heading)])
@@ -70,11 +75,15 @@ class IncisionTask(Task):
         u = np.linspace(0.0, 1.0, _CURVE_POINTS)[:, None]
         self.curve = (1 - u) ** 2 * start + 2 * u * (1 - u) * control + u**2 * end
         segments = np.linalg.norm(np.diff(self.curve, axis=0), axis=1)
-        self.arc = np.concatenate([[0.0], np.cumsum(segments)])
-        self.length = float(self.arc[-1])
+        self._arc_list = [0.0, *np.cumsum(segments).tolist()]
+        self.length = self._arc_list[-1]
+        self._segments = self.curve[1:] - self.curve[:-1]
+        self._segment_norm2 = np.einsum("ij,ij->i", self._segments, self._segments)
         self.cut = np.zeros(_CURVE_POINTS, dtype=bool)
-        points = np.column_stack([self.curve, np.full(_CURVE_POINTS, 0.0003)])
-        self.world.add_capsule_chain("incision_line", points[::8], 0.0004, _LINE_RGBA, collide=False)
+        self.coverage = 0.0
+        if self.world.visuals:
+            points = np.column_stack([self.curve, np.full(_CURVE_POINTS, 0.0003)])
+            self.world.add_capsule_chain("incision_line", points[::8], 0.0004, _LINE_RGBA, collide=False)
         height = rng.uniform(*p.start_height_mm) * MM
         offset = rng.uniform(-0.002, 0.002, 2) * scale
         tip = np.array([start[0] + offset[0], start[1] + offset[1], height])
@@ -88,15 +97,22 @@ class IncisionTask(Task):
         moved = tip + np.array([action[0] * self.step, action[1] * self.step, action[2] * self.depth_step])
         self.tool.set_tip(moved)
 
-    def _project(self, xy: np.ndarray) -> tuple[float, float, int]:
-        """Distance from ``xy`` to the planned curve, arc length of its projection, segment index."""
+    def _project(self, xy: np.ndarray) -> tuple[float, float, np.ndarray, np.ndarray]:
+        """Distance from ``xy`` to the planned curve, arc length there, nearest point, tangent."""
         a = self.curve[:-1]
-        ab = self.curve[1:] - a
-        t = np.clip(np.einsum("ij,ij->i", xy - a, ab) / np.einsum("ij,ij->i", ab, ab), 0.0, 1.0)
-        offsets = a + t[:, None] * ab - xy
+        ab = self._segments
+        t = np.einsum("ij,ij->i", xy - a, ab) / self._segment_norm2
+        np.clip(t, 0.0, 1.0, out=t)
+        nearest = a + t[:, None] * ab
+        offsets = nearest - xy
         dist2 = np.einsum("ij,ij->i", offsets, offsets)
-        i = int(np.argmin(dist2))
-        return math.sqrt(dist2[i]), float(self.arc[i] + t[i] * (self.arc[i + 1] - self.arc[i])), i
+        i = int(dist2.argmin())
+        s = self._arc_list[i] + float(t[i]) * (self._arc_list[i + 1] - self._arc_list[i])
+        return math.sqrt(dist2[i]), s, nearest[i], ab[i] / math.sqrt(self._segment_norm2[i])
+
+    def _point_at(self, s: float) -> np.ndarray:
+        """Curve point at (about) arc length ``s``: the first sample at or beyond it."""
+        return self.curve[min(bisect_left(self._arc_list, s), _CURVE_POINTS - 1)]
 
     def measure(self) -> Measurement:
         tip = self.tool.tip
@@ -105,33 +121,32 @@ class IncisionTask(Task):
         hit = self.world.ray((probe[0], probe[1], 0.1), (probe[0], probe[1], -0.1))
         surface = hit.position[2] if hit is not None and hit.body == "tissue" else -math.inf
         depth = max(0.0, surface - tip[2])
-        deviation, s, i = self._project(xy)
+        deviation, s, nearest, tangent = self._project(xy)
         in_band = self.band[0] <= depth <= self.band[1]
-        if in_band:
-            near = np.einsum("ij,ij->i", self.curve - xy, self.curve - xy) <= self.lateral_tolerance**2
-            self.cut |= near
+        if in_band and deviation <= self.lateral_tolerance:
+            offsets = self.curve - xy
+            self.cut |= np.einsum("ij,ij->i", offsets, offsets) <= self.lateral_tolerance**2
+            self.coverage = np.count_nonzero(self.cut) / _CURVE_POINTS
         damage = 0.0
         if depth > 0.0 and (not in_band or deviation > self.lateral_tolerance):
-            damage = float(np.hypot(*(xy - self._previous_xy)))
+            prev = self._previous_xy
+            damage = math.hypot(xy[0] - prev[0], xy[1] - prev[1])
         clearance = self.world.distance(self.tool.body, "critical_layer", CLEARANCE_RANGE)
-        tangent = self.curve[i + 1] - self.curve[i]
-        tangent = tangent / np.linalg.norm(tangent)
-        self._nearest = (deviation, s, tangent[0], tangent[1], depth)
-        remaining = self.length - s
-        distance = remaining + deviation + abs(depth - self.band_mid)
-        coverage = float(self.cut.mean())
-        end_error = float(np.hypot(*(xy - self.curve[-1])))
+        self._nearest = (s, nearest, tangent, depth)
+        distance = (self.length - s) + deviation + abs(depth - self.band_mid)
+        end = self.curve[-1]
+        end_error = math.hypot(xy[0] - end[0], xy[1] - end[1])
 
         failure = None
         if clearance <= 0.0:
             failure = "critical_structure"
         elif depth > 0.0 and deviation > self.max_deviation:
             failure = "off_path"
-        elif np.any(np.abs(xy) > self.half_xy) or tip[2] > 0.05:
+        elif abs(xy[0]) > self.half_xy[0] or abs(xy[1]) > self.half_xy[1] or tip[2] > 0.05:
             failure = "workspace"
         success = (
             failure is None
-            and coverage >= self.params.coverage_required
+            and self.coverage >= self.params.coverage_required
             and end_error <= self.tolerance
         )
         return Measurement(
@@ -147,34 +162,37 @@ class IncisionTask(Task):
 
     def observation(self, m: Measurement) -> np.ndarray:
         tip = m.tip
-        deviation, s, tx, ty, depth = self._nearest
-        s_ahead = min(s + 0.01, self.length)
-        ahead = np.array([np.interp(s_ahead, self.arc, self.curve[:, k]) for k in (0, 1)])
-        nearest = np.array([np.interp(s, self.arc, self.curve[:, k]) for k in (0, 1)])
+        s, nearest, tangent, depth = self._nearest
+        ahead = self._point_at(s + _OBS_AHEAD)
         start, end = self.curve[0], self.curve[-1]
         scale = self.progress_scale
         return np.array(
             [
                 (tip[0] - start[0]) / scale, (tip[1] - start[1]) / scale, tip[2] / 0.01,
                 (nearest[0] - tip[0]) / 0.01, (nearest[1] - tip[1]) / 0.01,
-                tx, ty,
+                tangent[0], tangent[1],
                 (ahead[0] - tip[0]) / 0.01, (ahead[1] - tip[1]) / 0.01,
                 (end[0] - tip[0]) / scale, (end[1] - tip[1]) / scale,
                 depth / 0.005, (depth - self.band_mid) / 0.005,
-                float(self.cut.mean()), s / self.length, m.clearance / CLEARANCE_RANGE,
+                self.coverage, s / self.length, m.clearance / CLEARANCE_RANGE,
             ],
             dtype=np.float32,
         )
 
     def expert_action(self) -> np.ndarray:
-        """Sink the blade to mid-band at the start, then follow the line just ahead of the blade."""
+        """Sink the blade to mid-band at the start, then follow the line (pure pursuit).
+
+        The heading aims a little ahead along the tangent and pulls back onto the line with
+        twice the cross-track error, so deviations stay small even one axis at a time.
+        """
         tip = self.tool.tip
-        depth = self._nearest[4]
+        s, nearest, tangent, depth = self._nearest
         dz = float(np.clip((-self.band_mid - tip[2]) / self.depth_step, -1, 1))
         if depth < self.band[0] + 0.25 * MM:
             return np.array([0.0, 0.0, dz])
-        _, s, _ = self._project(tip[:2])
-        s_ahead = min(s + _LOOKAHEAD, self.length)
-        ahead = np.array([np.interp(s_ahead, self.arc, self.curve[:, k]) for k in (0, 1)])
-        move = np.clip((ahead - tip[:2]) / self.step, -1, 1)
+        ahead = min(_LOOKAHEAD, self.length - s)
+        heading = tangent * ahead + 2.0 * (nearest - tip[:2])
+        if self.length - s < _LOOKAHEAD:
+            heading = self.curve[-1] - tip[:2]
+        move = np.clip(heading / self.step, -1, 1)
         return np.array([move[0], move[1], dz])
