@@ -42,4 +42,4 @@ class Camera:
         """Colour image and metric depth (H x W float32, metres from the camera plane)."""
         rgb, buffer = world.camera_image(width, height, self._view, self._projection_for(width, height))
         depth = self.far * self.near / (self.far - (self.far - self.near) * buffer)
-        return rgb, depth.astype(np.float32)
+        return rgb, np.clip(depth, self.near, self.far).astype(np.float32)

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 
+from surgsim.sim import anatomy
 from surgsim.sim.instruments import FreeTool
 from surgsim.tasks.base import MM, Measurement, Task, potential
 from surgsim.tasks.spec import NeedleReachSpec
@@ -31,6 +32,7 @@ class NeedleReachTask(Task):
     def attach(self, world) -> None:
         super().attach(world)
         self.tool = FreeTool(world, self.params.start)
+        anatomy.add_tissue_slab(world, "tissue", float(self.low[2]), self.half[:2], 0.01)
         world.add_shape("target", "sphere", self.target, rgba=_TARGET_RGBA, radius=self.tolerance, collide=False)
 
     def build(self, rng: np.random.Generator, difficulty: str) -> None:
