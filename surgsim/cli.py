@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import Optional
+from pathlib import Path
+from typing import List, Optional
 
 import typer
 
@@ -82,6 +83,127 @@ def demo(
         if outcome != "success":
             typer.echo(f"  ended by {outcome}: {count}")
     typer.echo(f"mean return: {np.mean(returns):.2f}   mean length: {np.mean(lengths):.1f} steps")
+
+
+_PICKLE_NOTE = (
+    "SB3 model zips, replay buffers and normalisation statistics are pickles: "
+    "load only run folders you made or trust."
+)
+
+
+@app.command("train", help=f"Train an agent (rl_zoo3 flags and log layout). {_PICKLE_NOTE}")
+def train_cmd(
+    algo: str = typer.Option("ppo", "--algo", help="ppo, dqn (discrete ids) or sac (continuous ids)."),
+    env: str = typer.Option("surgsim/SurgicalPath-v0", "--env", help="Registered env id."),
+    n_timesteps: Optional[int] = typer.Option(None, "-n", "--n-timesteps", help="Total timesteps (preset's if unset)."),
+    seed: int = typer.Option(0, "--seed"),
+    log_folder: Path = typer.Option(Path("logs"), "-f", "--log-folder", help="Runs go to <f>/<algo>/<env>_<n>/."),
+    env_kwargs: Optional[List[str]] = typer.Option(None, "--env-kwargs", help="key:value (repeatable), e.g. obs_type:goal."),
+    eval_freq: int = typer.Option(10_000, "--eval-freq", help="Evaluate every N timesteps."),
+    eval_episodes: int = typer.Option(20, "--eval-episodes"),
+    n_envs: Optional[int] = typer.Option(None, "--n-envs", help="Parallel envs (preset's if unset)."),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA when present), cpu or cuda."),
+    hyperparams: Optional[List[str]] = typer.Option(None, "--hyperparams", help="key:value overrides of the preset."),
+    save_freq: int = typer.Option(50_000, "--save-freq", help="Checkpoint every N timesteps."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue this run folder from its last checkpoint."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    from surgsim.rl.presets import parse_overrides
+    from surgsim.rl.train import TrainArgs, TrainingError, train
+
+    try:
+        args = TrainArgs(
+            algo=algo, env_id=env, n_timesteps=n_timesteps, seed=seed, log_folder=str(log_folder),
+            env_kwargs=parse_overrides(env_kwargs, "--env-kwargs"), eval_freq=eval_freq,
+            eval_episodes=eval_episodes, n_envs=n_envs, device=device,
+            hyperparams=parse_overrides(hyperparams, "--hyperparams"), save_freq=save_freq,
+            progress_bar=progress,
+        )
+        run_dir = train(args, resume=resume)
+    except (TrainingError, ValueError) as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        raise typer.Exit(130)
+    import json
+
+    summary = json.loads((run_dir / "summary.json").read_text())
+    final = summary["final_eval"]
+    typer.echo(f"run: {run_dir}")
+    typer.echo(
+        f"timesteps {summary['timesteps']}  success {final['success_rate']:.1%}  "
+        f"critical-structure failures {final['critical_failure_rate']:.1%}  return {final['mean_return']:.2f}"
+    )
+
+
+@app.command("eval", help=f"Evaluate a trained run over seeded episodes. {_PICKLE_NOTE}")
+def eval_cmd(
+    run: Path = typer.Argument(..., help="Run folder written by `surgsim train`."),
+    episodes: int = typer.Option(100, "--episodes", "-n", min=1),
+    seed: int = typer.Option(0, "--seed", help="Episode i uses seed + i."),
+    patient: Optional[str] = typer.Option(None, "--patient", help="Evaluate on one named fixed patient."),
+    stochastic: bool = typer.Option(False, "--stochastic", help="Sample actions (default: deterministic)."),
+    best: bool = typer.Option(False, "--best", help="Use best_model.zip instead of the final model."),
+    device: str = typer.Option("auto", "--device"),
+    out: Optional[Path] = typer.Option(None, "--out", help="JSON results (default: <run>/eval.json)."),
+) -> None:
+    import json
+
+    import gymnasium as gym
+    from tqdm import tqdm
+
+    from surgsim.rl.evaluate import model_policy, run_episodes
+    from surgsim.rl.train import TrainingError, load_run
+
+    try:
+        model, normalizer, args = load_run(run, device=device, best=best)
+    except TrainingError as exc:
+        _fail(str(exc))
+    env = gym.make(args.env_id, **args.env_kwargs)
+    with tqdm(total=episodes, desc=f"eval {args.env_id}", unit="ep") as bar:
+        try:
+            result = run_episodes(
+                env, model_policy(model, not stochastic, normalizer), episodes, seed, patient,
+                on_episode=lambda i, info: bar.update(),
+            )
+        except ValueError as exc:
+            _fail(str(exc))
+    typer.echo(f"{args.env_id}  {args.algo}  episodes={episodes}  deterministic={not stochastic}")
+    typer.echo(f"success rate: {result.success_rate:.1%}")
+    for outcome, count in result.outcomes.items():
+        if outcome != "success":
+            typer.echo(f"  ended by {outcome}: {count}")
+    typer.echo(f"mean return: {result.mean_return:.2f} +- {result.std_return:.2f}   mean length: {result.mean_length:.1f}")
+    target = out or run / "eval.json"
+    target.write_text(json.dumps({"env_id": args.env_id, "algo": args.algo, **result.to_dict()}, indent=2))
+    typer.echo(f"written: {target}")
+
+
+@app.command("render", help=f"Write a GIF (or MP4 with the video extra) of a trained policy. {_PICKLE_NOTE}")
+def render_cmd(
+    run: Path = typer.Argument(..., help="Run folder written by `surgsim train`."),
+    out: Path = typer.Option(Path("run.gif"), "--out", help=".gif, or .mp4 with surgsim[video]."),
+    episodes: int = typer.Option(1, "--episodes", "-n", min=1),
+    seed: int = typer.Option(0, "--seed"),
+    fps: int = typer.Option(20, "--fps", min=1),
+    device: str = typer.Option("auto", "--device"),
+) -> None:
+    import gymnasium as gym
+
+    from surgsim.rl.evaluate import model_policy
+    from surgsim.rl.render import record_frames, write_video
+    from surgsim.rl.train import TrainingError, load_run
+
+    try:
+        model, normalizer, args = load_run(run, device=device)
+    except TrainingError as exc:
+        _fail(str(exc))
+    env = gym.make(args.env_id, render_mode="rgb_array", **args.env_kwargs)
+    frames = record_frames(env, model_policy(model, True, normalizer), episodes, seed)
+    try:
+        path = write_video(frames, out, fps)
+    except (ValueError, RuntimeError) as exc:
+        _fail(str(exc))
+    typer.echo(f"written: {path} ({len(frames)} frames)")
 
 
 def main() -> None:  # pragma: no cover

@@ -1,0 +1,1 @@
+"""Training, evaluation and rendering of stable-baselines3 agents on surgsim envs."""

@@ -1,0 +1,46 @@
+"""Training presets: rl_zoo3-style YAML files in ``agents/<algo>.yml`` keyed by env id."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from surgsim._data import data_dir
+
+ALGOS = ("ppo", "dqn", "sac")
+#: keys of a preset that configure the run rather than the algorithm (as in rl_zoo3)
+RUN_KEYS = ("n_timesteps", "policy", "n_envs", "normalize")
+
+
+def preset_path(algo: str) -> Path:
+    return data_dir("agents") / f"{algo}.yml"
+
+
+def load_preset(algo: str, env_id: str) -> dict[str, Any]:
+    """The preset for ``env_id`` from ``agents/<algo>.yml``, or the file's ``default`` entry."""
+    path = preset_path(algo)
+    if not path.is_file():
+        raise ValueError(f"unknown algorithm {algo!r}; expected one of {list(ALGOS)}")
+    presets = yaml.safe_load(path.read_text()) or {}
+    if env_id in presets:
+        return dict(presets[env_id])
+    if "default" in presets:
+        return dict(presets["default"])
+    raise ValueError(f"{path}: no preset for {env_id!r} and no 'default' entry")
+
+
+def parse_overrides(items: list[str] | None, what: str) -> dict[str, Any]:
+    """``["learning_rate:3e-4", "policy_kwargs:{net_arch: [64, 64]}"]`` -> dict (values parsed as YAML)."""
+    result: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, raw = item.partition(":")
+        if not sep or not key.strip():
+            raise ValueError(f"{what} entry {item!r} is not of the form key:value")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise ValueError(f"{what} entry {item!r}: value is not valid YAML ({exc})") from None
+        result[key.strip()] = value
+    return result
