@@ -188,7 +188,7 @@ class CheckpointSaver(BaseCallback):
         return True
 
     def save(self) -> Path:
-        self.last = steps = self.num_timesteps
+        self.last = steps = self.model.num_timesteps
         model = self.model
         buffer = getattr(model, "replay_buffer", None)
         if buffer is not None:
@@ -279,6 +279,8 @@ def train(args: TrainArgs, resume: str | Path | None = None) -> Path:
         raise
     finally:
         venv.close()
+    if saver.last != model.num_timesteps:
+        saver.save()  # so that --resume with a larger -n continues exactly from here
     if not evaluator.history or evaluator.history[-1]["timesteps"] != model.num_timesteps:
         evaluator.evaluate()
     eval_env.close()

@@ -6,6 +6,8 @@ process without interfering (the global default client is never used).
 
 from __future__ import annotations
 
+import functools
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -48,8 +50,9 @@ class World:
     """One PyBullet simulation: DIRECT (headless) or GUI, with bodies addressed by name."""
 
     def __init__(self, gui: bool = False, visuals: bool = True, timestep: float = 1.0 / 240.0) -> None:
-        """``visuals=False`` skips visual shapes of added bodies (a large share of build time)
-        for worlds that are never rendered."""
+        """``visuals=False`` gives added bodies one shared, invisible placeholder visual shape,
+        for worlds that are never rendered. (A body with *no* visual shape is worse: PyBullet
+        then tessellates its collision shape for the renderer, about 1.4 ms for a bent vessel.)"""
         self.gui = gui
         self.visuals = visuals or gui
         self.client = p.connect(p.GUI if gui else p.DIRECT)
@@ -62,6 +65,11 @@ class World:
         self.timestep = timestep
         self._bodies: dict[str, int] = {}
         self._names: dict[int, str] = {}
+        self._placeholder_visual = -1
+        if not self.visuals:
+            self._placeholder_visual = p.createVisualShape(
+                p.GEOM_BOX, halfExtents=[1e-5] * 3, rgbaColor=[0, 0, 0, 0], physicsClientId=self.client
+            )
         p.setTimeStep(timestep, physicsClientId=self.client)
         p.setGravity(0.0, 0.0, -9.81, physicsClientId=self.client)
         if gui:
@@ -121,16 +129,18 @@ class World:
         if kind == "box":
             args["halfExtents"] = list(half_extents)
         elif kind == "mesh":
-            args["fileName"] = str(mesh)
             args["meshScale"] = list(scale)
         else:
             args["radius"] = float(radius)
         vis_args = dict(args)
+        if kind == "mesh":
+            args["vertices"] = _obj_vertices(str(mesh))  # parsed once, not at every reset
+            vis_args["fileName"] = str(mesh)
         if kind in ("capsule", "cylinder"):
             args["height"] = float(length)
             vis_args["length"] = float(length)
         col = p.createCollisionShape(geom, physicsClientId=self.client, **args) if collide else -1
-        vis = -1
+        vis = self._placeholder_visual
         if self.visuals:
             vis = p.createVisualShape(geom, rgbaColor=list(rgba), physicsClientId=self.client, **vis_args)
         body = p.createMultiBody(
@@ -171,7 +181,7 @@ class World:
                 collisionFrameOrientations=orientations,
                 physicsClientId=self.client,
             )
-        vis = -1
+        vis = self._placeholder_visual
         if self.visuals:
             vis = p.createVisualShapeArray(
                 [p.GEOM_CAPSULE] * n,
@@ -306,15 +316,20 @@ class World:
             pass
 
 
-def quat_z_to(direction: np.ndarray) -> list[float]:
-    """Quaternion rotating the local z axis onto the unit vector ``direction``."""
-    z = np.array([0.0, 0.0, 1.0])
-    axis = np.cross(z, direction)
-    s = float(np.linalg.norm(axis))
-    c = float(np.dot(z, direction))
-    if s < 1e-12:
-        return [0.0, 0.0, 0.0, 1.0] if c > 0 else [1.0, 0.0, 0.0, 0.0]
-    angle = np.arctan2(s, c)
-    axis = axis / s * np.sin(angle / 2)
-    return [float(axis[0]), float(axis[1]), float(axis[2]), float(np.cos(angle / 2))]
+@functools.lru_cache(maxsize=8)
+def _obj_vertices(path: str) -> list[list[float]]:
+    """Vertex list of an OBJ file, for convex collision shapes built from vertices."""
+    with open(path) as fh:
+        return [[float(v) for v in line.split()[1:4]] for line in fh if line.startswith("v ")]
 
+
+def quat_z_to(direction: Sequence[float]) -> list[float]:
+    """Quaternion rotating the local z axis onto the unit vector ``direction`` (plain floats: fast)."""
+    x, y, z = (float(v) for v in direction)
+    # axis = z_hat x direction = (-y, x, 0); |axis| = sin(angle); z = cos(angle)
+    s = math.hypot(x, y)
+    if s < 1e-12:
+        return [0.0, 0.0, 0.0, 1.0] if z > 0 else [1.0, 0.0, 0.0, 0.0]
+    half = math.atan2(s, z) / 2
+    k = math.sin(half) / s
+    return [-y * k, x * k, 0.0, math.cos(half)]
