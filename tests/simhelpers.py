@@ -1,0 +1,47 @@
+"""Plain helpers shared by the surgsim tests (imported as ``from simhelpers import ...``)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+CONTINUOUS_IDS = ["surgsim/NeedleReach-v0", "surgsim/SurgicalPath-v0", "surgsim/Incision-v0"]
+DISCRETE_IDS = [env_id.replace("-v0", "Discrete-v0") for env_id in CONTINUOUS_IDS]
+ALL_IDS = CONTINUOUS_IDS + DISCRETE_IDS
+GOAL_IDS = ["surgsim/NeedleReach-v0", "surgsim/SurgicalPath-v0"]
+
+REWARD_TERMS = ("progress", "time", "proximity", "damage", "success", "failure")
+INFO_KEYS = (
+    "is_success",
+    "is_failure",
+    "failure_reason",
+    *(f"reward_{term}" for term in REWARD_TERMS),
+    "distance_to_target",
+    "clearance",
+    "depth",
+    "tissue_damage",
+    "tip_position",
+    "tip_orientation",
+)
+
+
+def run_episode(env, policy, seed=None, options=None, max_steps=10_000):
+    """One episode with ``policy(env)`` as the actor: (last info, steps, return, infos)."""
+    env.reset(seed=seed, options=options)
+    infos, total = [], 0.0
+    for steps in range(1, max_steps + 1):
+        _, reward, terminated, truncated, info = env.step(policy(env))
+        total += reward
+        infos.append(info)
+        if terminated or truncated:
+            return info, steps, total, infos
+    raise AssertionError(f"episode did not end within {max_steps} steps")
+
+
+def expert(env):
+    return env.unwrapped.expert_action()
+
+
+def push(*action):
+    """A policy that always takes the same continuous action."""
+    a = np.array(action, dtype=np.float32)
+    return lambda env: a

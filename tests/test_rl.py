@@ -1,0 +1,155 @@
+"""Training, resuming, evaluating and rendering agents, and the training CLI's errors."""
+
+from __future__ import annotations
+
+import json
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+import surgsim  # noqa: F401
+from surgsim.cli import app
+from surgsim.rl.evaluate import model_policy, run_episodes
+from surgsim.rl.train import SurgicalEvalCallback, TrainArgs, latest_checkpoint, load_run, train
+
+runner = CliRunner()
+
+
+def _random_success(env_id: str, episodes: int = 30) -> float:
+    env = gym.make(env_id)
+    env.action_space.seed(123)
+    return run_episodes(env, lambda obs: env.action_space.sample(), episodes, seed=500).success_rate
+
+
+def _trained_success(run_dir, episodes: int = 30) -> float:
+    model, normalizer, args = load_run(run_dir, device="cpu")
+    env = gym.make(args.env_id)
+    return run_episodes(env, model_policy(model, True, normalizer), episodes, seed=500).success_rate
+
+
+def _args(tmp_path, algo: str, env_id: str, n: int, **extra) -> TrainArgs:
+    return TrainArgs(
+        algo=algo, env_id=env_id, n_timesteps=n, seed=0, log_folder=str(tmp_path), eval_freq=n,
+        eval_episodes=10, device="cpu", progress_bar=False, **extra,
+    )
+
+
+def test_ppo_learns_needle_reach(tmp_path):
+    run = train(_args(tmp_path, "ppo", "surgsim/NeedleReach-v0", 16_384))
+    trained = _trained_success(run)
+    random = _random_success("surgsim/NeedleReach-v0")
+    assert trained >= 0.8, f"PPO success {trained:.0%} after 16k steps"
+    assert trained >= random + 0.5, f"PPO {trained:.0%} vs random {random:.0%}"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["timesteps"] >= 16_384
+    assert (run / "learning_curve.png").stat().st_size > 0
+    assert (run / "best_model.zip").is_file()
+    assert (run / "surgsim-NeedleReach-v0" / "config.yml").is_file()
+
+
+def test_dqn_learns_needle_reach_discrete(tmp_path):
+    run = train(_args(tmp_path, "dqn", "surgsim/NeedleReachDiscrete-v0", 25_000))
+    trained = _trained_success(run)
+    random = _random_success("surgsim/NeedleReachDiscrete-v0")
+    assert trained >= 0.6, f"DQN success {trained:.0%} after 25k steps"
+    assert trained >= random + 0.4, f"DQN {trained:.0%} vs random {random:.0%}"
+
+
+def test_resume_continues_timesteps_and_replay_buffer(tmp_path):
+    args = _args(tmp_path, "dqn", "surgsim/NeedleReachDiscrete-v0", 1_500, save_freq=1_000)
+    args.hyperparams = {"learning_starts": 100}
+    run = train(args)
+    path, steps = latest_checkpoint(run)
+    assert steps == 1_500  # the end of a run is a checkpoint too
+    assert (run / "checkpoints" / f"replay_buffer_{steps}_steps.pkl").is_file()
+
+    resumed = train(TrainArgs(algo="dqn", env_id="", n_timesteps=2_500, progress_bar=False, device="cpu"),
+                    resume=run)
+    assert resumed == run
+    model, _, _ = load_run(run, device="cpu")
+    assert model.num_timesteps == 2_500
+    _, last = latest_checkpoint(run)
+    assert last >= 2_000
+    model.load_replay_buffer(str(run / "checkpoints" / f"replay_buffer_{last}_steps.pkl"))
+    # the buffer carried over: a restarted one would hold at most the 1,000 new transitions
+    assert model.replay_buffer.size() >= 1_900
+
+
+def test_resume_keeps_normalisation_statistics(tmp_path):
+    args = _args(tmp_path, "ppo", "surgsim/NeedleReach-v0", 512, save_freq=512, n_envs=2)
+    args.hyperparams = {"normalize": True, "n_steps": 128, "batch_size": 64}
+    run = train(args)
+    _, normalizer, _ = load_run(run, device="cpu")
+    count_before = normalizer.obs_rms.count
+    train(TrainArgs(algo="ppo", env_id="", n_timesteps=1_024, progress_bar=False, device="cpu"), resume=run)
+    _, normalizer, _ = load_run(run, device="cpu")
+    assert normalizer.obs_rms.count > count_before + 400
+
+
+def test_ctrl_c_saves_a_checkpoint(tmp_path, monkeypatch):
+    def interrupt(self):
+        if self.num_timesteps >= 300:
+            raise KeyboardInterrupt
+        return True
+
+    monkeypatch.setattr(SurgicalEvalCallback, "_on_step", interrupt)
+    result = runner.invoke(app, ["train", "--algo", "ppo", "--env", "surgsim/NeedleReach-v0", "-n", "5000",
+                                 "-f", str(tmp_path), "--no-progress", "--device", "cpu",
+                                 "--hyperparams", "n_steps:64", "--hyperparams", "batch_size:64"])
+    assert result.exit_code == 130
+    run = tmp_path / "ppo" / "surgsim-NeedleReach-v0_1"
+    _, steps = latest_checkpoint(run)
+    assert steps >= 300
+    assert not list(run.rglob("*.partial*"))
+
+
+def test_eval_and_render_cli(tmp_path):
+    run = train(_args(tmp_path, "ppo", "surgsim/NeedleReach-v0", 256, n_envs=1,
+                      hyperparams={"n_steps": 128, "batch_size": 64}))
+    result = runner.invoke(app, ["eval", str(run), "--episodes", "5", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "success rate:" in result.output
+    record = json.loads((run / "eval.json").read_text())
+    assert record["episodes"] == 5 and 0.0 <= record["success_rate"] <= 1.0
+    assert sum(record["outcomes"].values()) == 5
+
+    gif = tmp_path / "watch.gif"
+    result = runner.invoke(app, ["render", str(run), "--out", str(gif), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    with Image.open(gif) as image:
+        assert image.n_frames > 1
+        assert len(np.unique(np.asarray(image.convert("RGB")))) > 1
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--algo", "ppo", "--env", "surgsim/Nope-v0"], "unknown env id 'surgsim/Nope-v0'"),
+        (["--algo", "a2z", "--env", "surgsim/NeedleReach-v0"], "unknown algorithm 'a2z'"),
+        (["--algo", "dqn", "--env", "surgsim/SurgicalPath-v0"], "surgsim/SurgicalPathDiscrete-v0"),
+        (["--env", "surgsim/NeedleReach-v0", "--env-kwargs", "colour:red"], "colour"),
+        (["--env", "surgsim/NeedleReach-v0", "--env-kwargs", "obs_type"], "key:value"),
+        (["--env", "surgsim/NeedleReach-v0", "--resume", "no/such/run"], "does not exist"),
+    ],
+)
+def test_train_cli_errors(tmp_path, argv, message):
+    result = runner.invoke(app, ["train", *argv, "-f", str(tmp_path), "--no-progress"])
+    assert result.exit_code == 2
+    assert message in result.output
+
+
+def test_eval_of_missing_or_corrupt_run(tmp_path):
+    result = runner.invoke(app, ["eval", str(tmp_path / "missing")])
+    assert result.exit_code == 2 and "does not exist" in result.output
+
+    args = _args(tmp_path, "ppo", "surgsim/NeedleReach-v0", 128, n_envs=1, save_freq=128,
+                 hyperparams={"n_steps": 128, "batch_size": 64})
+    run = train(args)
+    path, _ = latest_checkpoint(run)
+    path.write_bytes(b"this is not a zip file")
+    result = runner.invoke(app, ["train", "--resume", str(run), "-n", "512", "--no-progress"])
+    assert result.exit_code == 2
+    assert "cannot load checkpoint" in result.output and path.name in result.output

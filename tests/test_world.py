@@ -1,0 +1,123 @@
+"""The PyBullet World: own clients, named bodies, distances, rays and contacts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from surgsim._data import asset_path
+from surgsim.sim import World
+from surgsim.sim.instruments import TrocarTool, trocar_angles, trocar_direction
+
+
+@pytest.fixture
+def world():
+    w = World(visuals=False)
+    yield w
+    w.close()
+
+
+def test_worlds_have_their_own_clients():
+    a, b = World(visuals=False), World(visuals=False)
+    try:
+        assert a.client >= 0 and b.client >= 0 and a.client != b.client
+        a.add_shape("ball", "sphere", (0, 0, 0), radius=0.01)
+        assert a.has("ball") and not b.has("ball")
+        assert b.names == []
+    finally:
+        a.close()
+        b.close()
+    assert a.client == -1
+    a.close()  # closing twice is harmless
+
+
+def test_sphere_distance_and_penetration(world):
+    world.add_shape("a", "sphere", (0, 0, 0), radius=0.01)
+    world.add_shape("b", "sphere", (0.05, 0, 0), radius=0.02)
+    world.add_shape("c", "sphere", (0, 0.025, 0), radius=0.02)
+    assert world.distance("a", "b", 1.0) == pytest.approx(0.02, abs=1e-6)
+    cp = world.closest("a", "b", 1.0)
+    assert cp.distance == pytest.approx(0.02, abs=1e-6)
+    np.testing.assert_allclose(cp.point_a, (0.01, 0, 0), atol=1e-6)
+    np.testing.assert_allclose(cp.point_b, (0.03, 0, 0), atol=1e-6)
+    # overlapping: negative signed distance (penetration depth)
+    assert world.distance("a", "c", 1.0) == pytest.approx(-0.005, abs=1e-6)
+    assert world.closest("a", "c", 1.0).distance == pytest.approx(-0.005, abs=1e-6)
+    # beyond the query range: None / the range itself
+    assert world.closest("a", "b", 0.01) is None
+    assert world.distance("a", "b", 0.01) == 0.01
+    world.move("b", (0.2, 0, 0))
+    assert world.distance("a", "b", 1.0) == pytest.approx(0.17, abs=1e-6)
+
+
+def test_capsule_chain_distance(world):
+    points = np.array([[-0.05, 0.0, 0.0], [0.0, 0.0, 0.0], [0.05, 0.0, 0.0]])
+    world.add_capsule_chain("tube", points, 0.004, (1, 0, 0, 1))
+    world.add_shape("ball", "sphere", (0.02, 0.0, 0.03), radius=0.01)
+    assert world.distance("tube", "ball", 1.0) == pytest.approx(0.03 - 0.004 - 0.01, abs=1e-6)
+
+
+def test_ray_returns_the_named_body(world):
+    world.add_shape("slab", "box", (0, 0, -0.01), half_extents=(0.1, 0.1, 0.01))
+    world.add_shape("ball", "sphere", (0.05, 0.0, 0.05), radius=0.01)
+    world.add_shape("ghost", "sphere", (-0.05, 0.0, 0.05), radius=0.01, collide=False)
+    hit = world.ray((0.05, 0.0, 0.2), (0.05, 0.0, -0.2))
+    assert hit.body == "ball"
+    assert hit.position[2] == pytest.approx(0.06, abs=1e-6)
+    assert hit.fraction == pytest.approx((0.2 - 0.06) / 0.4, abs=1e-6)
+    # a visual-only body is transparent to rays: the slab's top is hit
+    hit = world.ray((-0.05, 0.0, 0.2), (-0.05, 0.0, -0.2))
+    assert hit.body == "slab" and hit.position[2] == pytest.approx(0.0, abs=1e-6)
+    assert world.ray((0.5, 0.5, 0.2), (0.5, 0.5, -0.2)) is None
+
+
+def test_removed_and_replaced_bodies(world):
+    world.add_shape("ball", "sphere", (0, 0, 0), radius=0.01)
+    world.add_shape("ball", "sphere", (0, 0, 0.1), radius=0.01)  # same name replaces
+    assert world.names == ["ball"]
+    hit = world.ray((0, 0, 0.3), (0, 0, -0.3))
+    assert hit.body == "ball" and hit.position[2] == pytest.approx(0.11, abs=1e-6)
+    world.remove("ball")
+    assert world.ray((0, 0, 0.3), (0, 0, -0.3)) is None
+    with pytest.raises(KeyError, match="ball"):
+        world.body("ball")
+
+
+def test_trocar_tool_kinematics(world):
+    tool = TrocarTool(world, (0.0, 0.0, 0.0))
+    for yaw, pitch in [(0.0, 0.0), (0.3, -0.2), (-0.5, 0.6)]:
+        d = np.array(trocar_direction(yaw, pitch))
+        assert np.linalg.norm(d) == pytest.approx(1.0)
+        assert trocar_angles(d) == pytest.approx((yaw, pitch))
+        tool.set_config(yaw, pitch, 0.08)
+        np.testing.assert_allclose(tool.tip, 0.08 * d, atol=1e-12)
+        # the collision capsule's rounded end is the tip; it runs back out along the shaft
+        world.add_shape("probe", "sphere", tuple(0.08 * d + 0.02 * d), radius=0.001)
+        assert world.distance(tool.body, "probe", 1.0) == pytest.approx(0.02 - 0.001, abs=1e-5)
+        side = np.cross(d, [0.0, 0.0, 1.0]) if abs(d[2]) < 0.99 else np.array([1.0, 0.0, 0.0])
+        side /= np.linalg.norm(side)
+        world.add_shape("probe", "sphere", tuple(0.04 * d + 0.01 * side), radius=0.001)  # mid-shaft
+        assert world.distance(tool.body, "probe", 1.0) == pytest.approx(
+            0.01 - 0.0025 - 0.001, abs=1e-5
+        )
+        world.add_shape("probe", "sphere", tuple(-0.1 * d), radius=0.001)  # outside the port
+        assert world.distance(tool.body, "probe", 1.0) < 0
+
+
+@pytest.mark.xfail(
+    reason="World.contacts never reports anything: every World body is static (mass 0 / fixed "
+    "base) and Bullet skips static-static pairs in collision detection",
+    strict=True,
+)
+def test_contacts_between_overlapping_bodies(world):
+    world.add_shape("a", "sphere", (0, 0, 0), radius=0.01)
+    world.add_shape("b", "sphere", (0.015, 0, 0), radius=0.01)
+    world.add_shape("far", "sphere", (0.5, 0, 0), radius=0.01)
+    world.load_urdf("tool", asset_path("instruments/free_tool.urdf"), (0.0, 0.0, 0.005))
+    assert world.distance("a", "b", 1.0) < 0  # they do overlap
+    contacts = world.contacts("a", "b")
+    assert contacts, "no contact reported between overlapping bodies"
+    assert {contacts[0].body_a, contacts[0].body_b} == {"a", "b"}
+    assert contacts[0].distance < 0
+    assert {c.body_b for c in world.contacts("a")} >= {"b", "tool"}
+    assert world.contacts("a", "far") == []
