@@ -54,6 +54,7 @@ def demo(
         environment = gym.make(env, difficulty=difficulty)
     except ValueError as exc:
         _fail(str(exc))
+    environment.action_space.seed(seed)
     options = {"patient": patient} if patient else None
     outcomes: Counter[str] = Counter()
     returns, lengths = [], []

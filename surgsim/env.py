@@ -58,6 +58,7 @@ class SurgSimEnv(gym.Env):
         render_mode: ``"rgb_array"`` or ``"human"`` (a PyBullet GUI window).
 
     ``reset(options={"patient": name})`` builds a named fixed patient from the spec.
+    Episodes are truncated at the spec's ``max_episode_steps``.
     """
 
     metadata = {"render_modes": ["rgb_array", "human"], "render_fps": 20}
@@ -101,6 +102,12 @@ class SurgSimEnv(gym.Env):
                 self._discrete_actions[2 * i + 1, i] = 1.0
                 self._discrete_actions[2 * i + 2, i] = -1.0
         self.observation_space = self._make_observation_space()
+        if self.obs_type == "goal":
+            # Only goal envs expose compute_reward: SB3 and HER tools take its presence to mean
+            # a GoalEnv with Dict observations.
+            self.compute_reward = self._compute_reward
+        self._max_steps = self.task_spec.max_episode_steps
+        self._steps = 0
 
         renders = render_mode is not None or self.obs_type in ("rgb", "depth")
         self.world = World(gui=render_mode == "human", visuals=renders)
@@ -138,6 +145,7 @@ class SurgSimEnv(gym.Env):
             rng = np.random.default_rng(patients[patient].seed)
             difficulty = patients[patient].difficulty
         self.task.build(rng, difficulty)
+        self._steps = 0
         m = self.task.measure()
         self._measurement = m
         self._potential = m.potential
@@ -156,7 +164,8 @@ class SurgSimEnv(gym.Env):
             spec.reward,
             gamma=spec.gamma,
             potential_before=self._potential,
-            potential_after=m.potential,
+            # Phi = 0 at terminal states keeps the shaping policy-invariant (Ng et al., 1999)
+            potential_after=0.0 if (m.success or failure) else m.potential,
             clearance=m.clearance,
             safety_margin=task.safety_margin,
             damage_increment=m.damage_increment * task.damage_to_reward_units,
@@ -165,16 +174,22 @@ class SurgSimEnv(gym.Env):
             dense=self._dense,
         )
         self._potential = m.potential
+        observation = self._observation(m)
         if self.obs_type == "goal":
             costs = terms["time"] + terms["proximity"] + terms["damage"] + terms["failure"]
-            terms = {"goal": float(self._goal_term(m.distance)), **{k: terms[k] for k in _COST_TERMS}}
+            achieved, desired = observation["achieved_goal"], observation["desired_goal"]
+            goal = float(self._goal_term(np.linalg.norm(achieved - desired)))
+            terms = {"goal": goal, **{k: terms[k] for k in _COST_TERMS}}
             info = self._info(m, terms)
             info["goal_independent_reward"] = costs
-            reward = terms["goal"] + costs
+            # computed exactly as HER will recompute it, from the float32 goals
+            reward = float(self._compute_reward(achieved, desired, info))
         else:
             info = self._info(m, terms)
             reward = sum(terms.values())
-        return self._observation(m), float(reward), m.success or failure, False, info
+        self._steps += 1
+        truncated = self._steps >= self._max_steps and not (m.success or failure)
+        return observation, reward, m.success or failure, truncated, info
 
     def render(self):
         if self.render_mode == "rgb_array":
@@ -186,8 +201,11 @@ class SurgSimEnv(gym.Env):
         self.world.close()
 
     # ----------------------------------------------------------- helpers
-    def compute_reward(self, achieved_goal, desired_goal, info) -> np.ndarray:
-        """Vectorised goal reward for HER: the goal term plus the goal-independent costs in ``info``."""
+    def _compute_reward(self, achieved_goal, desired_goal, info) -> np.ndarray:
+        """Vectorised goal reward for HER: the goal term plus the goal-independent costs in ``info``.
+
+        Exposed as ``compute_reward`` when ``obs_type="goal"``.
+        """
         distance = np.linalg.norm(np.asarray(achieved_goal) - np.asarray(desired_goal), axis=-1)
         reward = self._goal_term(distance)
         if info is not None:

@@ -146,11 +146,6 @@ def test_invalid_spec_file_raises_spec_error_naming_file_field_value(
     assert issubclass(SpecError, ValueError)
 
 
-@pytest.mark.xfail(
-    reason="a bad discriminator ('task') is reported as field '<top level>' with the whole spec "
-    "dumped as the value, not as field 'task' = 'appendectomy'",
-    strict=True,
-)
 def test_bad_task_error_names_the_task_field_itself(tmp_path):
     path = _spec_with(tmp_path, "bad_task.yaml", task="appendectomy")
     with pytest.raises(SpecError) as excinfo:

@@ -22,12 +22,6 @@ OBS_VARIANTS = [
     ("surgsim/Incision-v0", "depth"),
 ]
 
-SB3_GOAL_BUG = (
-    "SurgSimEnv defines compute_reward for every obs_type, so SB3's check_env takes state / rgb / "
-    "depth envs for GoalEnvs and asserts that their observation space is a Dict"
-)
-
-
 def test_every_id_is_registered_and_listed():
     assert set(surgsim.REGISTERED) == set(ALL_IDS)
     for env_id in ALL_IDS:
@@ -75,31 +69,16 @@ def test_gymnasium_render_checker_rgb_array(make_env, env_id):
     env_render_passive_checker(env.unwrapped)
 
 
-@pytest.mark.xfail(reason=SB3_GOAL_BUG, strict=True)
 @pytest.mark.parametrize("env_id", ALL_IDS)
 def test_sb3_check_env_state(make_env, env_id):
     sb3_check_env(make_env(env_id))
 
 
-@pytest.mark.xfail(reason=SB3_GOAL_BUG, strict=True)
 @pytest.mark.parametrize(
     ("env_id", "obs_type"), [("surgsim/SurgicalPath-v0", "rgb"), ("surgsim/Incision-v0", "depth")]
 )
 def test_sb3_check_env_images(make_env, env_id, obs_type):
     sb3_check_env(make_env(env_id, obs_type=obs_type))
-
-
-@pytest.mark.parametrize("env_id", ALL_IDS)
-def test_sb3_check_env_state_passes_apart_from_goal_env_detection(make_env, env_id, monkeypatch):
-    """Everything SB3 checks besides the GoalEnv detection of the xfail above already passes."""
-    import stable_baselines3.common.env_checker as sb3_checker
-
-    monkeypatch.setattr(sb3_checker, "_is_goal_env", lambda env: False)
-    env = make_env(env_id)
-    env.action_space.seed(0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", UserWarning)
-        sb3_checker.check_env(env)
 
 
 # SB3's check_env calls env.compute_reward() on the object it is given, and gymnasium>=1.0
@@ -114,12 +93,6 @@ def test_sb3_check_env_goal_sparse(make_env, env_id):
         sb3_check_env(env.unwrapped)
 
 
-@pytest.mark.xfail(
-    reason="dense goal reward: step() computes the goal term from the float64 tip and target, "
-    "compute_reward from the float32 achieved/desired goals of the observation, so SB3's exact "
-    "reward == compute_reward check fails on some steps",
-    strict=True,
-)
 @pytest.mark.parametrize("env_id", GOAL_IDS)
 def test_sb3_check_env_goal_dense(make_env, env_id):
     env = make_env(env_id, obs_type="goal", reward_type="dense")
@@ -189,11 +162,6 @@ def test_episodes_are_truncated_at_the_spec_limit(make_env, env_id):
         assert truncated == (step == limit)
 
 
-@pytest.mark.xfail(
-    reason="gym.make(id, task_spec=...) keeps the registered id's max_episode_steps (TimeLimit); "
-    "the given spec's max_episode_steps is ignored",
-    strict=True,
-)
 def test_custom_spec_max_episode_steps_is_honoured(make_env, tmp_path):
     import yaml
 

@@ -85,13 +85,6 @@ def test_image_and_state_envs_run_the_same_simulation(make_env):
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="DISPLAY semantics are X11's")
-@pytest.mark.xfail(
-    reason="render_mode='human' without a display: PyBullet's GUI connect prints 'cannot connect "
-    "to X server' and exits the whole interpreter (status 1) instead of World raising its "
-    "RuntimeError; gymnasium's check_env(env.unwrapped) without skip_render_check dies the "
-    "same way",
-    strict=True,
-)
 def test_human_render_mode_without_display_raises_instead_of_exiting():
     code = textwrap.dedent(
         """

@@ -104,11 +104,6 @@ def test_trocar_tool_kinematics(world):
         assert world.distance(tool.body, "probe", 1.0) < 0
 
 
-@pytest.mark.xfail(
-    reason="World.contacts never reports anything: every World body is static (mass 0 / fixed "
-    "base) and Bullet skips static-static pairs in collision detection",
-    strict=True,
-)
 def test_contacts_between_overlapping_bodies(world):
     world.add_shape("a", "sphere", (0, 0, 0), radius=0.01)
     world.add_shape("b", "sphere", (0.015, 0, 0), radius=0.01)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import functools
 import math
+import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -39,11 +41,12 @@ class RayHit:
 
 @dataclass(frozen=True)
 class Contact:
+    """A touching or penetrating point pair; ``distance`` <= 0 is minus the penetration depth."""
+
     body_a: str
     body_b: str
     position: tuple[float, float, float]
     distance: float
-    normal_force: float
 
 
 class World:
@@ -55,6 +58,10 @@ class World:
         then tessellates its collision shape for the renderer, about 1.4 ms for a bent vessel.)"""
         self.gui = gui
         self.visuals = visuals or gui
+        if gui and sys.platform.startswith("linux") and not os.environ.get("DISPLAY"):
+            # PyBullet's GUI would print an X error and exit the interpreter instead of failing
+            raise RuntimeError("render_mode='human' needs a display (DISPLAY is not set); "
+                               "use render_mode='rgb_array'")
         self.client = p.connect(p.GUI if gui else p.DIRECT)
         if self.client < 0:
             raise RuntimeError(
@@ -254,24 +261,19 @@ class World:
         return min(pt[8] for pt in points)
 
     def contacts(self, a: str, b: str | None = None) -> list[Contact]:
-        """Contact points of body ``a`` (with ``b`` only, if given) after collision detection.
+        """Contact points of body ``a`` (with ``b`` only, if given): closest points at distance <= 0.
 
-        ``normal_force`` is non-zero only for contacts resolved by ``step()``.
+        Works for static and kinematic bodies alike (Bullet's own contact pass skips pairs of
+        static bodies, and every body here is static or kinematic).
         """
-        p.performCollisionDetection(physicsClientId=self.client)
-        kwargs = {"bodyA": self._bodies[a]}
-        if b is not None:
-            kwargs["bodyB"] = self._bodies[b]
-        return [
-            Contact(
-                self._names.get(c[1], str(c[1])),
-                self._names.get(c[2], str(c[2])),
-                c[5],
-                c[8],
-                c[9],
+        others = [b] if b is not None else [name for name in self._bodies if name != a]
+        found = []
+        for other in others:
+            points = p.getClosestPoints(
+                self._bodies[a], self._bodies[other], 0.0, physicsClientId=self.client
             )
-            for c in p.getContactPoints(physicsClientId=self.client, **kwargs)
-        ]
+            found += [Contact(a, other, pt[5], pt[8]) for pt in points if pt[8] <= 0.0]
+        return found
 
     def ray(self, start: Vec3, end: Vec3) -> RayHit | None:
         """First body hit by the segment ``start`` -> ``end``."""

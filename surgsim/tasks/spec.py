@@ -149,6 +149,7 @@ TaskSpec = Annotated[
     Union[NeedleReachSpec, SurgicalPathSpec, IncisionSpec], Field(discriminator="task")
 ]
 _ADAPTER: TypeAdapter = TypeAdapter(TaskSpec)
+_TASKS = ("needle_reach", "surgical_path", "incision")
 
 
 def parse_spec(data: object, source: str = "<spec>") -> TaskSpec:
@@ -158,8 +159,13 @@ def parse_spec(data: object, source: str = "<spec>") -> TaskSpec:
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
-            field = ".".join(str(part) for part in err["loc"]) or "<top level>"
+            loc = list(err["loc"])
             value = err.get("input")
+            if err["type"].startswith("union_tag"):  # missing or unknown `task`
+                loc, value = ["task"], data.get("task") if isinstance(data, dict) else None
+            elif loc and loc[0] in _TASKS:  # drop the discriminator's branch name
+                loc = loc[1:]
+            field = ".".join(str(part) for part in loc) or "<top level>"
             problems.append(f"field '{field}' = {value!r}: {err['msg']}")
         raise SpecError(f"{source}: invalid spec: " + "; ".join(problems)) from None
 

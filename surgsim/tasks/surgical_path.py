@@ -151,7 +151,11 @@ class SurgicalPathTask(Task):
         t.set_config(yaw, pitch, insertion)
         after = t.direction
         dot = before[0] * after[0] + before[1] * after[1] + before[2] * after[2]
-        self._swept_angle = math.acos(min(1.0, dot))
+        cx = before[1] * after[2] - before[2] * after[1]
+        cy = before[2] * after[0] - before[0] * after[2]
+        cz = before[0] * after[1] - before[1] * after[0]
+        # atan2(|a x b|, a . b) stays exact for tiny angles, where acos(dot) reads rounding as sweep
+        self._swept_angle = math.atan2(math.sqrt(cx * cx + cy * cy + cz * cz), dot)
 
     # ----------------------------------------------------------- measuring
     def _clearance(self) -> tuple[float, tuple[float, float, float]]:
