@@ -323,3 +323,21 @@ def test_needle_leaving_the_workspace_fails(make_env, seed, axis):
     tip = info["tip_position"]
     assert np.any(tip < task.low) or np.any(tip > task.high)
     assert info["reward_failure"] == -env.unwrapped.task_spec.reward.failure
+
+
+@pytest.mark.parametrize("difficulty", ["easy", "medium", "hard"])
+def test_every_generated_patient_is_feasible_with_the_stated_clearance(make_env, difficulty):
+    """The straight shaft to the lesion keeps required_clearance_mm from every critical structure."""
+    env = make_env("surgsim/SurgicalPath-v0", difficulty=difficulty)
+    task = env.unwrapped.task
+    counts = set()
+    for seed in range(15):
+        env.reset(seed=seed)
+        counts.add(len(task.critical))
+        task.tool.set_config(*task.target_angles, task.target_insertion)
+        measured = task.measure()
+        assert measured.success and measured.failure_reason is None
+        for name in task.critical:
+            assert task.world.distance(task.tool.body, name, 0.05) >= task.required_clearance - 1e-6
+    vessels = task.params.vessels[difficulty]
+    assert counts == {vessels + task.params.nerves}
