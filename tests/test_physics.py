@@ -341,3 +341,33 @@ def test_every_generated_patient_is_feasible_with_the_stated_clearance(make_env,
             assert task.world.distance(task.tool.body, name, 0.05) >= task.required_clearance - 1e-6
     vessels = task.params.vessels[difficulty]
     assert counts == {vessels + task.params.nerves}
+
+
+def test_good_technique_pays_off(make_env):
+    """Retract, re-aim outside the organ, advance (the expert) out-earns aiming while advancing."""
+    env = make_env("surgsim/SurgicalPath-v0")
+    task = env.unwrapped.task
+
+    def naive():  # turn and push at once, sweeping the shaft through tissue
+        yaw_t, pitch_t = task.target_angles
+        t = task.tool
+        return np.clip([(yaw_t - t.yaw) / task.angle_step, (pitch_t - t.pitch) / task.angle_step,
+                        (task.target_insertion - t.insertion) / task.insertion_step], -1, 1)
+
+    results = {}
+    for name, policy in (("expert", env.unwrapped.expert_action), ("naive", naive)):
+        returns, damage, hits = [], [], 0
+        for seed in range(30):
+            env.reset(seed=seed)
+            total, done = 0.0, False
+            while not done:
+                _, reward, terminated, truncated, info = env.step(policy())
+                total += reward
+                done = terminated or truncated
+            returns.append(total)
+            damage.append(info["tissue_damage"])
+            hits += info["failure_reason"] == "critical_structure"
+        results[name] = (np.mean(returns), np.mean(damage), hits)
+    assert results["expert"][0] > results["naive"][0] + 2.0
+    assert results["expert"][1] < 0.1 * results["naive"][1]
+    assert results["expert"][2] == 0 < results["naive"][2]

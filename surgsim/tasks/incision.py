@@ -120,7 +120,8 @@ class IncisionTask(Task):
         probe = (tip[0], tip[1] + 0.002)  # beside the blade, so the ray meets the tissue, not the blade
         hit = self.world.ray((probe[0], probe[1], 0.1), (probe[0], probe[1], -0.1))
         surface = hit.position[2] if hit is not None and hit.body == "tissue" else -math.inf
-        depth = max(0.0, surface - tip[2])
+        signed_depth = surface - tip[2]  # negative above the surface
+        depth = max(0.0, signed_depth)
         deviation, s, nearest, tangent = self._project(xy)
         in_band = self.band[0] <= depth <= self.band[1]
         if in_band and deviation <= self.lateral_tolerance:
@@ -133,7 +134,9 @@ class IncisionTask(Task):
             damage = math.hypot(xy[0] - prev[0], xy[1] - prev[1])
         clearance = self.world.distance(self.tool.body, "critical_layer", CLEARANCE_RANGE)
         self._nearest = (s, nearest, tangent, depth)
-        distance = (self.length - s) + deviation + abs(depth - self.band_mid)
+        # "distance" to the goal: the part of the line still to cut, plus how far the blade is
+        # from cutting it (off the line, or off mid-band); tracing above the surface earns nothing
+        distance = self.length * (1.0 - self.coverage) + deviation + abs(signed_depth - self.band_mid)
         end = self.curve[-1]
         end_error = math.hypot(xy[0] - end[0], xy[1] - end[1])
 
