@@ -69,9 +69,7 @@ def test_step_reward_is_the_sum_of_the_terms_and_progress_is_potential_based(mak
     for previous, reward, info in triples:
         assert reward == pytest.approx(sum(info[f"reward_{t}"] for t in REWARD_TERMS), abs=1e-12)
         phi_before = -previous["distance_to_target"] / scale
-        terminal = info["is_success"] or info["is_failure"]
-        # Phi = 0 at terminal states, so the shaping is policy-invariant (Ng et al., 1999)
-        phi_after = 0.0 if terminal else -info["distance_to_target"] / scale
+        phi_after = -info["distance_to_target"] / scale
         assert info["reward_progress"] == pytest.approx(
             weight * (gamma * phi_after - phi_before), abs=1e-9
         )
