@@ -37,25 +37,25 @@ def _args(tmp_path, algo: str, env_id: str, n: int, **extra) -> TrainArgs:
     )
 
 
-def test_ppo_learns_needle_reach(tmp_path):
-    run = train(_args(tmp_path, "ppo", "surgsim/NeedleReach-v0", 16_384))
+@pytest.mark.parametrize(
+    "algo, env_id, steps, floor, margin",
+    [
+        ("ppo", "surgsim/NeedleReach-v0", 16_384, 0.8, 0.5),
+        ("dqn", "surgsim/NeedleReachDiscrete-v0", 25_000, 0.6, 0.4),
+    ],
+)
+def test_agent_learns_needle_reach(tmp_path, algo, env_id, steps, floor, margin):
+    """Within about a minute of CPU the agent beats the random policy measured here by a margin."""
+    run = train(_args(tmp_path, algo, env_id, steps))
     trained = _trained_success(run)
-    random = _random_success("surgsim/NeedleReach-v0")
-    assert trained >= 0.8, f"PPO success {trained:.0%} after 16k steps"
-    assert trained >= random + 0.5, f"PPO {trained:.0%} vs random {random:.0%}"
+    random = _random_success(env_id)
+    assert trained >= floor, f"{algo} success {trained:.0%} after {steps} steps"
+    assert trained >= random + margin, f"{algo} {trained:.0%} vs random {random:.0%}"
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["timesteps"] >= 16_384
+    assert summary["timesteps"] >= steps
     assert (run / "learning_curve.png").stat().st_size > 0
     assert (run / "best_model.zip").is_file()
-    assert (run / "surgsim-NeedleReach-v0" / "config.yml").is_file()
-
-
-def test_dqn_learns_needle_reach_discrete(tmp_path):
-    run = train(_args(tmp_path, "dqn", "surgsim/NeedleReachDiscrete-v0", 25_000))
-    trained = _trained_success(run)
-    random = _random_success("surgsim/NeedleReachDiscrete-v0")
-    assert trained >= 0.6, f"DQN success {trained:.0%} after 25k steps"
-    assert trained >= random + 0.4, f"DQN {trained:.0%} vs random {random:.0%}"
+    assert (run / env_id.replace("/", "-") / "config.yml").is_file()
 
 
 def test_resume_continues_timesteps_and_replay_buffer(tmp_path):
