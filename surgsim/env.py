@@ -13,7 +13,7 @@ from surgsim._data import data_dir
 from surgsim.sim import World
 from surgsim.tasks import make_task
 from surgsim.tasks.base import Measurement
-from surgsim.tasks.rewards import reward_terms
+from surgsim.tasks.rewards import TERM_NAMES, reward_terms
 from surgsim.tasks.spec import SpecError, TaskSpec, load_spec, parse_spec
 
 ACTION_TYPES = ("continuous", "discrete")
@@ -251,11 +251,7 @@ class SurgSimEnv(gym.Env):
         return np.clip(a, -1.0, 1.0)
 
     def _term_names(self) -> Iterable[str]:
-        if self.obs_type == "goal":
-            return ("goal", *_COST_TERMS)
-        from surgsim.tasks.rewards import TERM_NAMES
-
-        return TERM_NAMES
+        return ("goal", *_COST_TERMS) if self.obs_type == "goal" else TERM_NAMES
 
     def _observation(self, m: Measurement):
         if self.obs_type == "state":

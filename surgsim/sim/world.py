@@ -52,7 +52,7 @@ class Contact:
 class World:
     """One PyBullet simulation: DIRECT (headless) or GUI, with bodies addressed by name."""
 
-    def __init__(self, gui: bool = False, visuals: bool = True, timestep: float = 1.0 / 240.0) -> None:
+    def __init__(self, gui: bool = False, visuals: bool = True) -> None:
         """``visuals=False`` gives added bodies one shared, invisible placeholder visual shape,
         for worlds that are never rendered. (A body with *no* visual shape is worse: PyBullet
         then tessellates its collision shape for the renderer, about 1.4 ms for a bent vessel.)"""
@@ -69,7 +69,6 @@ class World:
                 if gui
                 else "PyBullet could not start a DIRECT physics client"
             )
-        self.timestep = timestep
         self._bodies: dict[str, int] = {}
         self._names: dict[int, str] = {}
         self._placeholder_visual = -1
@@ -77,8 +76,6 @@ class World:
             self._placeholder_visual = p.createVisualShape(
                 p.GEOM_BOX, halfExtents=[1e-5] * 3, rgbaColor=[0, 0, 0, 0], physicsClientId=self.client
             )
-        p.setTimeStep(timestep, physicsClientId=self.client)
-        p.setGravity(0.0, 0.0, -9.81, physicsClientId=self.client)
         if gui:
             p.configureDebugVisualizer(p.COV_ENABLE_GUI, 0, physicsClientId=self.client)
 
@@ -237,9 +234,6 @@ class World:
             if name in self._bodies:
                 self.remove(name)
 
-    def set_color(self, name: str, rgba: Sequence[float]) -> None:
-        p.changeVisualShape(self._bodies[name], -1, rgbaColor=list(rgba), physicsClientId=self.client)
-
     # ----------------------------------------------------------------- queries
     def closest(self, a: str, b: str, max_distance: float) -> ClosestPoint | None:
         """Nearest points between bodies ``a`` and ``b`` if closer than ``max_distance``, else None."""
@@ -281,9 +275,6 @@ class World:
         if hit[0] < 0:
             return None
         return RayHit(self._names.get(hit[0], str(hit[0])), hit[2], hit[3])
-
-    def step(self) -> None:
-        p.stepSimulation(physicsClientId=self.client)
 
     def camera_image(
         self, width: int, height: int, view: Sequence[float], projection: Sequence[float]
