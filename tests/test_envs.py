@@ -85,17 +85,10 @@ def test_sb3_check_env_images(make_env, env_id, obs_type):
 # wrappers do not forward attributes, so a goal env goes in unwrapped (SB3's own VecEnvs reach
 # it through get_wrapper_attr). check_env steps with action_space.sample(): seed it, and try
 # several seeds so that a reward mismatch in any sampled step shows.
+@pytest.mark.parametrize("reward_type", ["sparse", "dense"])
 @pytest.mark.parametrize("env_id", GOAL_IDS)
-def test_sb3_check_env_goal_sparse(make_env, env_id):
-    env = make_env(env_id, obs_type="goal", reward_type="sparse")
-    for seed in range(10):
-        env.action_space.seed(seed)
-        sb3_check_env(env.unwrapped)
-
-
-@pytest.mark.parametrize("env_id", GOAL_IDS)
-def test_sb3_check_env_goal_dense(make_env, env_id):
-    env = make_env(env_id, obs_type="goal", reward_type="dense")
+def test_sb3_check_env_goal(make_env, env_id, reward_type):
+    env = make_env(env_id, obs_type="goal", reward_type=reward_type)
     for seed in range(10):
         env.action_space.seed(seed)
         sb3_check_env(env.unwrapped)
