@@ -288,16 +288,21 @@ def train(args: TrainArgs, resume: str | Path | None = None) -> Path:
     return run_dir
 
 
-def _prepare_resume(run_dir: Path, overrides: TrainArgs) -> tuple[Path, TrainArgs, Path]:
+def read_run_args(run_dir: Path) -> TrainArgs:
+    """The arguments a run folder was trained with (its ``<env>/args.yml``)."""
     if not run_dir.is_dir():
         raise TrainingError(f"run folder {run_dir} does not exist")
     records = list(run_dir.glob("*/args.yml"))
     if not records:
         raise TrainingError(f"{run_dir} is not a surgsim run folder (no <env>/args.yml)")
     try:
-        stored = TrainArgs(**yaml.safe_load(records[0].read_text()))
+        return TrainArgs(**yaml.safe_load(records[0].read_text()))
     except (TypeError, yaml.YAMLError) as exc:
         raise TrainingError(f"{records[0]}: unreadable run arguments ({exc})") from None
+
+
+def _prepare_resume(run_dir: Path, overrides: TrainArgs) -> tuple[Path, TrainArgs, Path]:
+    stored = read_run_args(run_dir)
     if overrides.n_timesteps:
         stored.n_timesteps = overrides.n_timesteps
     stored.progress_bar = overrides.progress_bar
@@ -362,12 +367,7 @@ def load_run(run_dir: str | Path, device: str = "auto", best: bool = False):
     SB3 model zips and the statistics are pickles: load only runs you trust.
     """
     run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise TrainingError(f"run folder {run_dir} does not exist")
-    records = list(run_dir.glob("*/args.yml"))
-    if not records:
-        raise TrainingError(f"{run_dir} is not a surgsim run folder (no <env>/args.yml)")
-    args = TrainArgs(**yaml.safe_load(records[0].read_text()))
+    args = read_run_args(run_dir)
     name = env_name(args.env_id)
     model_path = run_dir / ("best_model.zip" if best else f"{name}.zip")
     if not model_path.is_file():

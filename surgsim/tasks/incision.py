@@ -74,11 +74,10 @@ class IncisionTask(Task):
         control = middle + normal * 2 * rng.uniform(-1, 1) * p.curvature_mm * MM * scale
         u = np.linspace(0.0, 1.0, _CURVE_POINTS)[:, None]
         self.curve = (1 - u) ** 2 * start + 2 * u * (1 - u) * control + u**2 * end
-        segments = np.linalg.norm(np.diff(self.curve, axis=0), axis=1)
-        self._arc_list = [0.0, *np.cumsum(segments).tolist()]
-        self.length = self._arc_list[-1]
-        self._segments = self.curve[1:] - self.curve[:-1]
+        self._segments = np.diff(self.curve, axis=0)
         self._segment_norm2 = np.einsum("ij,ij->i", self._segments, self._segments)
+        self._arc_list = [0.0, *np.cumsum(np.sqrt(self._segment_norm2)).tolist()]
+        self.length = self._arc_list[-1]
         self.cut = np.zeros(_CURVE_POINTS, dtype=bool)
         self.coverage = 0.0
         if self.world.visuals:
@@ -193,9 +192,9 @@ class IncisionTask(Task):
         dz = float(np.clip((-self.band_mid - tip[2]) / self.depth_step, -1, 1))
         if depth < self.band[0] + 0.25 * MM:
             return np.array([0.0, 0.0, dz])
-        ahead = min(_LOOKAHEAD, self.length - s)
-        heading = tangent * ahead + 2.0 * (nearest - tip[:2])
         if self.length - s < _LOOKAHEAD:
             heading = self.curve[-1] - tip[:2]
+        else:
+            heading = tangent * _LOOKAHEAD + 2.0 * (nearest - tip[:2])
         move = np.clip(heading / self.step, -1, 1)
         return np.array([move[0], move[1], dz])
