@@ -1,4 +1,4 @@
-"""The ``surgsim`` command: thin, parses arguments and calls the library."""
+"""Simulator and agent commands: envs, demo, train, eval, render."""
 
 from __future__ import annotations
 
@@ -8,16 +8,7 @@ from typing import List, Optional
 
 import typer
 
-app = typer.Typer(
-    help="surgsim: a reinforcement-learning surgical simulator (Gymnasium + PyBullet).",
-    no_args_is_help=True,
-    add_completion=False,
-)
-
-
-def _fail(message: str) -> None:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(2)
+from surgsim.cli._common import app, fail
 
 
 @app.command("envs")
@@ -47,13 +38,13 @@ def demo(
     import surgsim
 
     if env not in surgsim.REGISTERED:
-        _fail(f"unknown env id {env!r}; run `surgsim envs` to list them")
+        fail(f"unknown env id {env!r}; run `surgsim envs` to list them")
     if policy not in ("expert", "random"):
-        _fail(f"--policy {policy!r} is not valid; expected 'expert' or 'random'")
+        fail(f"--policy {policy!r} is not valid; expected 'expert' or 'random'")
     try:
         environment = gym.make(env, difficulty=difficulty)
     except ValueError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     environment.action_space.seed(seed)
     options = {"patient": patient} if patient else None
     outcomes: Counter[str] = Counter()
@@ -62,7 +53,7 @@ def demo(
         try:
             environment.reset(seed=seed + i, options=options)
         except ValueError as exc:
-            _fail(str(exc))
+            fail(str(exc))
         total, steps, done = 0.0, 0, False
         while not done:
             if policy == "expert":
@@ -122,7 +113,7 @@ def train_cmd(
         )
         run_dir = train(args, resume=resume)
     except (TrainingError, ValueError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     except KeyboardInterrupt:
         raise typer.Exit(130)
     import json
@@ -158,7 +149,7 @@ def eval_cmd(
     try:
         model, normalizer, args = load_run(run, device=device, best=best)
     except TrainingError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     env = gym.make(args.env_id, **args.env_kwargs)
     with tqdm(total=episodes, desc=f"eval {args.env_id}", unit="ep") as bar:
         try:
@@ -167,7 +158,7 @@ def eval_cmd(
                 on_episode=lambda i, info: bar.update(),
             )
         except ValueError as exc:
-            _fail(str(exc))
+            fail(str(exc))
     typer.echo(f"{args.env_id}  {args.algo}  episodes={episodes}  deterministic={not stochastic}")
     typer.echo(f"success rate: {result.success_rate:.1%}")
     for outcome, count in result.outcomes.items():
@@ -197,19 +188,11 @@ def render_cmd(
     try:
         model, normalizer, args = load_run(run, device=device)
     except TrainingError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     env = gym.make(args.env_id, render_mode="rgb_array", **args.env_kwargs)
     frames = record_frames(env, model_policy(model, True, normalizer), episodes, seed)
     try:
         path = write_video(frames, out, fps)
     except (ValueError, RuntimeError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     typer.echo(f"written: {path} ({len(frames)} frames)")
-
-
-def main() -> None:  # pragma: no cover
-    app()
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()

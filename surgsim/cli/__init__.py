@@ -1,0 +1,15 @@
+"""The ``surgsim`` command (Typer): thin modules that parse arguments and call the library.
+
+Each module registers its commands on the shared ``app``; importing them here wires them up.
+"""
+
+from __future__ import annotations
+
+from surgsim.cli._common import app
+from surgsim.cli import rl  # noqa: F401  (registers envs, demo, train, eval, render)
+
+__all__ = ["app", "main"]
+
+
+def main() -> None:  # pragma: no cover
+    app()

@@ -1,0 +1,3 @@
+from surgsim.cli import main
+
+main()
