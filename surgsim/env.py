@@ -234,6 +234,10 @@ class SurgSimEnv(gym.Env):
             return 0
         return 2 * k + (1 if unit[k] > 0 else 2)
 
+    def reference_path(self) -> np.ndarray:
+        """The current patient's reference path of the tool tip, (N, 3) in metres."""
+        return self.task.reference_path()
+
     def _to_unit_action(self, action) -> np.ndarray:
         if self.action_type == "discrete":
             try:

@@ -69,7 +69,7 @@ class Session:
         if len(steps) and (steps <= 0).any():
             i = int(np.argmax(steps <= 0)) + 1
             raise SessionError(
-                f"{source}: time is not strictly increasing at row {i} ({t[i - 1]!r} -> {t[i]!r})"
+                f"{source}: time is not strictly increasing at row {i} ({float(t[i - 1])!r} -> {float(t[i])!r})"
             )
         if not self.tracks:
             raise SessionError(f"{source}: no instrument track")

@@ -80,6 +80,13 @@ class Task(ABC):
         raise NotImplementedError(f"{type(self).__name__} has no position goal")
 
     @abstractmethod
+    def reference_path(self) -> np.ndarray:
+        """The safe reference path of the tool tip for this patient, (N, 3) in metres.
+
+        Recorded into sessions so that the scorer can measure deviation from it.
+        """
+
+    @abstractmethod
     def expert_action(self) -> np.ndarray:
         """A scripted expert's continuous action in [-1, 1] that uses good technique."""
 

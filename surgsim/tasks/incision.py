@@ -90,6 +90,10 @@ class IncisionTask(Task):
         self._previous_xy = tip[:2].copy()
         self.damage_total = 0.0
 
+    def reference_path(self) -> np.ndarray:
+        """The incision line at the middle of the depth band."""
+        return np.column_stack([self.curve, np.full(len(self.curve), -self.band_mid)])
+
     def apply(self, action: np.ndarray) -> None:
         tip = self.tool.tip
         self._previous_xy = tip[:2].copy()

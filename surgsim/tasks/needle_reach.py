@@ -49,6 +49,11 @@ class NeedleReachTask(Task):
         self.world.move("target", target)
         self.tool.set_tip(start.copy())
         self.damage_total = 0.0
+        self._reference = np.vstack([start, target])
+
+    def reference_path(self) -> np.ndarray:
+        """The straight line from the start to the target."""
+        return self._reference
 
     def apply(self, action: np.ndarray) -> None:
         self.tool.set_tip(self.tool.tip + action * self.step)

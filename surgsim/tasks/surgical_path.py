@@ -56,6 +56,10 @@ class SurgicalPathTask(Task):
         self.tool = TrocarTool(world, self.port)
         anatomy.add_body_wall(world, self.port, self.params.wall_thickness_mm * MM, 0.15)
 
+    def reference_path(self) -> np.ndarray:
+        """Port to target along the safe straight line (the planner refines this)."""
+        return np.vstack([self.port, self.target])
+
     # ------------------------------------------------------------- scenario
     def build(self, rng: np.random.Generator, difficulty: str) -> None:
         scale = self.spec.difficulty_scale[difficulty]
