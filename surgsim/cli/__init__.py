@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from surgsim.cli._common import app
 from surgsim.cli import rl  # noqa: F401  (registers envs, demo, train, eval, render)
+from surgsim.cli import sessions  # noqa: F401  (registers play, import, session)
 
 __all__ = ["app", "main"]
 

@@ -137,6 +137,9 @@ def eval_cmd(
     best: bool = typer.Option(False, "--best", help="Use best_model.zip instead of the final model."),
     device: str = typer.Option("auto", "--device"),
     out: Optional[Path] = typer.Option(None, "--out", help="JSON results (default: <run>/eval.json)."),
+    record: Optional[Path] = typer.Option(
+        None, "--record", help="Record each episode as a session in this folder (trainee agent-<algo>)."
+    ),
 ) -> None:
     import json
 
@@ -145,12 +148,15 @@ def eval_cmd(
 
     from surgsim.rl.evaluate import model_policy, run_episodes
     from surgsim.rl.train import TrainingError, load_run
+    from surgsim.sessions.recorder import SessionRecorder
 
     try:
         model, normalizer, args = load_run(run, device=device, best=best)
     except TrainingError as exc:
         fail(str(exc))
     env = gym.make(args.env_id, **args.env_kwargs)
+    if record is not None:
+        env = SessionRecorder(env, record, f"agent-{args.algo}")
     with tqdm(total=episodes, desc=f"eval {args.env_id}", unit="ep") as bar:
         try:
             result = run_episodes(
@@ -158,6 +164,7 @@ def eval_cmd(
                 on_episode=lambda i, info: bar.update(),
             )
         except ValueError as exc:
+            env.close()  # a recorder keeps the episode cut short as an incomplete session
             fail(str(exc))
     typer.echo(f"{args.env_id}  {args.algo}  episodes={episodes}  deterministic={not stochastic}")
     typer.echo(f"success rate: {result.success_rate:.1%}")
@@ -165,6 +172,9 @@ def eval_cmd(
         if outcome != "success":
             typer.echo(f"  ended by {outcome}: {count}")
     typer.echo(f"mean return: {result.mean_return:.2f} +- {result.std_return:.2f}   mean length: {result.mean_length:.1f}")
+    env.close()
+    if record is not None:
+        typer.echo(f"recorded {len(env.written)} session(s) in {record}")
     target = out or run / "eval.json"
     target.write_text(json.dumps({"env_id": args.env_id, "algo": args.algo, **result.to_dict()}, indent=2))
     typer.echo(f"written: {target}")

@@ -78,6 +78,8 @@ class World:
             )
         if gui:
             p.configureDebugVisualizer(p.COV_ENABLE_GUI, 0, physicsClientId=self.client)
+            # letters drive teleoperation; PyBullet's own shortcuts (w: wireframe, ...) would clash
+            p.configureDebugVisualizer(p.COV_ENABLE_KEYBOARD_SHORTCUTS, 0, physicsClientId=self.client)
 
     # ------------------------------------------------------------------ bodies
     def body(self, name: str) -> int:
@@ -291,6 +293,24 @@ class World:
         )
         rgb = np.asarray(rgba, dtype=np.uint8).reshape(height, width, 4)[:, :, :3]
         return rgb, np.asarray(depth, dtype=np.float32).reshape(height, width)
+
+    # ------------------------------------------------------------------ GUI window
+    def keys_down(self) -> set[str]:
+        """Printable keys held, or pressed since the last call, in the GUI window (empty when headless).
+
+        Raises ``RuntimeError`` once the window has been closed.
+        """
+        try:
+            events = p.getKeyboardEvents(physicsClientId=self.client)
+        except p.error as exc:
+            raise RuntimeError(f"the PyBullet window is closed ({exc})") from None
+        pressed = p.KEY_IS_DOWN | p.KEY_WAS_TRIGGERED
+        return {chr(key) for key, state in events.items() if 32 < key < 127 and state & pressed}
+
+    def view_from(self, distance: float, yaw_deg: float, pitch_deg: float, target: Vec3) -> None:
+        """Place the GUI window's camera (PyBullet's yaw / pitch convention); no effect when headless."""
+        if self.gui:
+            p.resetDebugVisualizerCamera(distance, yaw_deg, pitch_deg, list(target), physicsClientId=self.client)
 
     def close(self) -> None:
         if self.client >= 0:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from surgsim.sim import Camera, World
 from surgsim.tasks.spec import TaskSpec
+
+if TYPE_CHECKING:  # PyBullet is imported when a task is built, not by `import surgsim`
+    from surgsim.sim import World
 
 MM = 1e-3
 
@@ -43,6 +46,14 @@ class Task(ABC):
     damage_to_reward_units: float = 1.0
     #: body name of the instrument, for its pose in ``info``
     instrument_body: str
+    #: names of the instrument's configuration coordinates (the planner's search space)
+    config_names: tuple[str, ...] = ("x", "y", "z")
+    #: names of the entries of :meth:`start_vector` (the predictor's start input)
+    start_fields: tuple[str, ...] = ("tip_x", "tip_y", "tip_z")
+    #: how far ahead (m) along a reference path the next reference waypoint lies
+    reference_lookahead: float = 0.005
+    #: failure reason :meth:`check_poses` gives a pose outside the instrument's joint limits
+    UNREACHABLE = "unreachable"
 
     def __init__(self, spec: TaskSpec) -> None:
         self.spec = spec
@@ -51,9 +62,13 @@ class Task(ABC):
         self.progress_scale = spec.progress_scale_mm * MM
         self.safety_margin = spec.safety_margin_mm * MM
         c = spec.camera
+        from surgsim.sim import Camera
+
         self.camera = Camera(c.eye, c.target, c.up, c.fov_deg, c.near, c.far)
         self.world: World | None = None
         self.damage_total = 0.0
+        #: the tip position (m) the current episode started from; set by :meth:`build`
+        self.start_tip = np.zeros(3)
 
     def attach(self, world: World) -> None:
         """Create the bodies that live for the whole episode series (the instrument)."""
@@ -81,10 +96,56 @@ class Task(ABC):
 
     @abstractmethod
     def reference_path(self) -> np.ndarray:
-        """The safe reference path of the tool tip for this patient, (N, 3) in metres.
+        """The task's simple ("straight") reference path of the tool tip, (N, 3) in metres.
 
-        Recorded into sessions so that the scorer can measure deviation from it.
+        The env's ``reference="straight"``; the planner (``surgsim.planning``) gives the
+        default, collision-checked reference.
         """
+
+    # ------------------------------------------------ planning interface
+    # Configurations are what the instrument is commanded in (free tools: the tip itself);
+    # the planner searches them and the path checks replay them through the env's own queries.
+    @property
+    @abstractmethod
+    def config_steps(self) -> np.ndarray:
+        """Largest change of each configuration coordinate in one step (a unit action)."""
+
+    def tip_to_config(self, tips: np.ndarray) -> np.ndarray:
+        """Configurations (N, dof) that put the tip at ``tips`` (N, 3)."""
+        return np.array(tips, dtype=float).reshape(-1, 3)
+
+    def config_to_tip(self, configs: np.ndarray) -> np.ndarray:
+        """Tip positions (N, 3) of configurations (N, dof)."""
+        return np.array(configs, dtype=float).reshape(-1, 3)
+
+    def current_config(self) -> np.ndarray:
+        """The instrument's configuration now."""
+        return self.tip_to_config(self.tool.tip)[0]
+
+    def start_vector(self) -> np.ndarray:
+        """The episode's start pose as the path predictor reads it (see :attr:`start_fields`)."""
+        return self.start_tip.copy()
+
+    @abstractmethod
+    def path_end(self) -> np.ndarray:
+        """Where a reference path of the tip ends (m): the target, or the end of the incision."""
+
+    @abstractmethod
+    def check_poses(self, tips: np.ndarray) -> tuple[np.ndarray, list[str | None]]:
+        """Pose the instrument with its tip at each of ``tips`` (N, 3) in turn and read the env's
+        own clearance (N,) and failure rule (a failure reason or None per pose).
+
+        Poses outside the joint limits give :attr:`UNREACHABLE`. The instrument is put back
+        where it was afterwards, so an episode in progress is not disturbed.
+        """
+
+    def action_towards(self, point: np.ndarray) -> np.ndarray:
+        """The unit action that moves the instrument straight (in configuration space) towards
+        ``point``, as far as one step allows."""
+        delta = self.tip_to_config(point)[0] - self.current_config()
+        action = delta / self.config_steps
+        largest = float(np.max(np.abs(action)))
+        return action / largest if largest > 1.0 else action
 
     @abstractmethod
     def expert_action(self) -> np.ndarray:

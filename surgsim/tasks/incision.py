@@ -20,7 +20,7 @@ CLEARANCE_RANGE = 0.02
 _CURVE_POINTS = 81
 _LOOKAHEAD = 0.003
 _OBS_AHEAD = 0.01
-_LAYER_THICKNESS = 0.003
+LAYER_THICKNESS = 0.003
 _CRITICAL_RGBA = (0.95, 0.85, 0.30, 1.0)
 _LINE_RGBA = (0.1, 0.3, 0.9, 1.0)
 
@@ -30,6 +30,7 @@ class IncisionTask(Task):
     obs_dim = 16
     position_goal = False
     instrument_body = Scalpel.body
+    reference_lookahead = _LOOKAHEAD
     damage_to_reward_units = 1e3  # length of bad cut: m -> mm
 
     def __init__(self, spec: IncisionSpec) -> None:
@@ -40,6 +41,7 @@ class IncisionTask(Task):
         self.depth_step = p.max_depth_step_mm * MM
         self.band = (p.depth_band_mm[0] * MM, p.depth_band_mm[1] * MM)
         self.band_mid = sum(self.band) / 2
+        self.critical_depth = p.critical_depth_mm[0] * MM
         self.lateral_tolerance = p.lateral_tolerance_mm * MM
         self.max_deviation = p.max_deviation_mm * MM
         self.curve = np.zeros((_CURVE_POINTS, 2))
@@ -55,7 +57,7 @@ class IncisionTask(Task):
         p = self.params
         anatomy.add_tissue_slab(world, "tissue", 0.0, self.half_xy, p.tissue_thickness_mm * MM)
         anatomy.add_tissue_slab(
-            world, "critical_layer", -p.critical_depth_mm[0] * MM, self.half_xy, _LAYER_THICKNESS,
+            world, "critical_layer", -p.critical_depth_mm[0] * MM, self.half_xy, LAYER_THICKNESS,
             _CRITICAL_RGBA,
         )
         self.tool = Scalpel(world, (0.0, 0.0, 0.01))
@@ -64,7 +66,8 @@ class IncisionTask(Task):
         p = self.params
         scale = self.spec.difficulty_scale[difficulty]
         critical_depth = rng.uniform(*p.critical_depth_mm) * MM
-        self.world.move("critical_layer", (0.0, 0.0, -critical_depth - _LAYER_THICKNESS / 2))
+        self.critical_depth = critical_depth
+        self.world.move("critical_layer", (0.0, 0.0, -critical_depth - LAYER_THICKNESS / 2))
         length = rng.uniform(*p.incision_length_mm) * MM
         heading = rng.uniform(-math.pi, math.pi)
         along = np.array([math.cos(heading), math.sin(heading)])
@@ -87,6 +90,7 @@ class IncisionTask(Task):
         offset = rng.uniform(-0.002, 0.002, 2) * scale
         tip = np.array([start[0] + offset[0], start[1] + offset[1], height])
         self.tool.set_tip(tip)
+        self.start_tip = tip.copy()
         self._previous_xy = tip[:2].copy()
         self.damage_total = 0.0
 
@@ -94,6 +98,30 @@ class IncisionTask(Task):
         """The incision line at the middle of the depth band."""
         return np.column_stack([self.curve, np.full(len(self.curve), -self.band_mid)])
 
+    # ------------------------------------------------ planning interface
+    @property
+    def config_steps(self) -> np.ndarray:
+        return np.array([self.step, self.step, self.depth_step])
+
+    def path_end(self) -> np.ndarray:
+        return np.array([self.curve[-1, 0], self.curve[-1, 1], -self.band_mid])
+
+    def check_poses(self, tips: np.ndarray) -> tuple[np.ndarray, list[str | None]]:
+        tips = np.asarray(tips, dtype=float).reshape(-1, 3)
+        saved = self.tool.tip.copy()
+        clearance, reasons = np.empty(len(tips)), []
+        try:
+            for i, tip in enumerate(tips):
+                self.tool.set_tip(tip)
+                depth = max(0.0, self._signed_depth(tip))
+                deviation = self._project(tip[:2])[0]
+                clearance[i] = self.world.distance(self.tool.body, "critical_layer", CLEARANCE_RANGE)
+                reasons.append(self._failure(tip, depth, deviation, clearance[i]))
+        finally:
+            self.tool.set_tip(saved)
+        return clearance, reasons
+
+    # --------------------------------------------------------------- motion
     def apply(self, action: np.ndarray) -> None:
         tip = self.tool.tip
         self._previous_xy = tip[:2].copy()
@@ -117,13 +145,26 @@ class IncisionTask(Task):
         """Curve point at (about) arc length ``s``: the first sample at or beyond it."""
         return self.curve[min(bisect_left(self._arc_list, s), _CURVE_POINTS - 1)]
 
-    def measure(self) -> Measurement:
-        tip = self.tool.tip
-        xy = tip[:2]
+    def _signed_depth(self, tip: np.ndarray) -> float:
+        """Depth of the blade point below the tissue surface (negative above it), by a ray test."""
         probe = (tip[0], tip[1] + 0.002)  # beside the blade, so the ray meets the tissue, not the blade
         hit = self.world.ray((probe[0], probe[1], 0.1), (probe[0], probe[1], -0.1))
         surface = hit.position[2] if hit is not None and hit.body == "tissue" else -math.inf
-        signed_depth = surface - tip[2]  # negative above the surface
+        return surface - tip[2]
+
+    def _failure(self, tip: np.ndarray, depth: float, deviation: float, clearance: float) -> str | None:
+        if clearance <= 0.0:
+            return "critical_structure"
+        if depth > 0.0 and deviation > self.max_deviation:
+            return "off_path"
+        if abs(tip[0]) > self.half_xy[0] or abs(tip[1]) > self.half_xy[1] or tip[2] > 0.05:
+            return "workspace"
+        return None
+
+    def measure(self) -> Measurement:
+        tip = self.tool.tip
+        xy = tip[:2]
+        signed_depth = self._signed_depth(tip)
         depth = max(0.0, signed_depth)
         deviation, s, nearest, tangent = self._project(xy)
         in_band = self.band[0] <= depth <= self.band[1]
@@ -143,13 +184,7 @@ class IncisionTask(Task):
         end = self.curve[-1]
         end_error = math.hypot(xy[0] - end[0], xy[1] - end[1])
 
-        failure = None
-        if clearance <= 0.0:
-            failure = "critical_structure"
-        elif depth > 0.0 and deviation > self.max_deviation:
-            failure = "off_path"
-        elif abs(xy[0]) > self.half_xy[0] or abs(xy[1]) > self.half_xy[1] or tip[2] > 0.05:
-            failure = "workspace"
+        failure = self._failure(tip, depth, deviation, clearance)
         success = (
             failure is None
             and self.coverage >= self.params.coverage_required

@@ -27,6 +27,8 @@ class NeedleReachTask(Task):
         self.centre = (self.low + self.high) / 2
         self.half = (self.high - self.low) / 2
         self.step = p.max_step_mm * MM
+        # one step moves up to a full step on every axis: pursue a point that far ahead
+        self.reference_lookahead = self.step * math.sqrt(3.0)
         self.target = np.array(p.start)
 
     def attach(self, world) -> None:
@@ -48,6 +50,7 @@ class NeedleReachTask(Task):
         self.target = target
         self.world.move("target", target)
         self.tool.set_tip(start.copy())
+        self.start_tip = start
         self.damage_total = 0.0
         self._reference = np.vstack([start, target])
 
@@ -55,6 +58,21 @@ class NeedleReachTask(Task):
         """The straight line from the start to the target."""
         return self._reference
 
+    # ------------------------------------------------ planning interface
+    @property
+    def config_steps(self) -> np.ndarray:
+        return np.full(3, self.step)
+
+    def path_end(self) -> np.ndarray:
+        return self.target.copy()
+
+    def check_poses(self, tips: np.ndarray) -> tuple[np.ndarray, list[str | None]]:
+        """No critical structures here (clearance is infinite); leaving the workspace fails."""
+        tips = np.asarray(tips, dtype=float).reshape(-1, 3)
+        outside = np.any((tips < self.low) | (tips > self.high), axis=1)
+        return np.full(len(tips), math.inf), ["workspace" if o else None for o in outside]
+
+    # --------------------------------------------------------------- motion
     def apply(self, action: np.ndarray) -> None:
         self.tool.set_tip(self.tool.tip + action * self.step)
 

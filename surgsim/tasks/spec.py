@@ -45,6 +45,15 @@ class CameraSpec(_Model):
     far: float = Field(0.5, gt=0)
 
 
+class VolumeSpec(_Model):
+    """The pre-operative volume: a cube of ``resolution``^3 voxels, ``extent_mm`` on a side,
+    centred at ``centre`` (m, world frame) over the operative region."""
+
+    resolution: int = Field(32, ge=4, le=256)
+    extent_mm: float = Field(gt=0)
+    centre: Vec3
+
+
 class PatientSpec(_Model):
     seed: int = Field(ge=0)
     difficulty: Difficulty = "medium"
@@ -128,6 +137,7 @@ class _SpecBase(_Model):
     image_size: int = Field(84, ge=16, le=512)
     render_size: int = Field(256, ge=16, le=2048)
     patients: dict[str, PatientSpec] = {}
+    volume: VolumeSpec | None = None
 
 
 class NeedleReachSpec(_SpecBase):

@@ -31,6 +31,8 @@ class SurgicalPathTask(Task):
     obs_dim = 17
     instrument_body = TrocarTool.body
     damage_to_reward_units = 1e6  # swept area: m^2 -> mm^2
+    config_names = ("yaw", "pitch", "insertion")
+    start_fields = ("yaw", "pitch", "insertion", "tip_x", "tip_y", "tip_z")
 
     def __init__(self, spec: SurgicalPathSpec) -> None:
         super().__init__(spec)
@@ -42,7 +44,14 @@ class SurgicalPathTask(Task):
         self.insertion_min, self.insertion_max = (v * MM for v in p.insertion_range_mm)
         self.start_insertion = p.start_insertion_mm * MM
         self.required_clearance = p.required_clearance_mm * MM
+        self.reference_lookahead = self.insertion_step
         self.critical: list[str] = []
+        #: the patient's anatomy as numbers (for the pre-operative volume and the planner):
+        #: organ ellipsoid centre and radii (m), and each critical tube's points (K, 3) and radius
+        self.organ_centre = np.zeros(3)
+        self.organ_radii = np.ones(3)
+        self.tubes: dict[str, tuple[np.ndarray, float]] = {}
+        self.start_config = (0.0, 0.0, self.start_insertion)
         self._anatomy: list[str] = []
         self.target = self.port.copy()
         self.target_angles = (0.0, 0.0)
@@ -57,7 +66,7 @@ class SurgicalPathTask(Task):
         anatomy.add_body_wall(world, self.port, self.params.wall_thickness_mm * MM, 0.15)
 
     def reference_path(self) -> np.ndarray:
-        """Port to target along the safe straight line (the planner refines this)."""
+        """Port to target along the safe straight line (the planner gives the full path)."""
         return np.vstack([self.port, self.target])
 
     # ------------------------------------------------------------- scenario
@@ -95,6 +104,8 @@ class SurgicalPathTask(Task):
         names = ["organ", "lesion"]
         self._anatomy = names
         anatomy.add_organ(self.world, "organ", centre, radii)
+        self.organ_centre, self.organ_radii = centre, radii
+        self.tubes = {}
         anatomy.add_lesion(self.world, target, p.lesion_radius_mm * MM)
 
         n_vessels = p.vessels[difficulty]
@@ -105,6 +116,7 @@ class SurgicalPathTask(Task):
             name = f"nerve_{k - n_vessels}" if nerve else f"vessel_{k}"
             points = self._tube_points(rng, scale, target, direction, radius)
             anatomy.add_vessel(self.world, name, points, radius, nerve=nerve)
+            self.tubes[name] = (points, radius)
             names.append(name)
             self.critical.append(name)
 
@@ -123,6 +135,8 @@ class SurgicalPathTask(Task):
                 continue
             self.tool.set_config(float(yaw), float(pitch), self.start_insertion)
             if self._clearance()[0] >= self.safety_margin:
+                self.start_config = (float(yaw), float(pitch), self.start_insertion)
+                self.start_tip = self.tool.tip.copy()
                 return True
         return False
 
@@ -142,6 +156,62 @@ class SurgicalPathTask(Task):
         offset = self.required_clearance + radius + rng.uniform(low, low + (high - low) / scale) * MM
         bend = rng.uniform(-1.0, 1.0) * p.vessel_bend_mm * MM * scale
         return anatomy.bent_tube(near + offset * side, along, side, _TUBE_LENGTH, bend)
+
+    # ------------------------------------------------ planning interface
+    @property
+    def config_steps(self) -> np.ndarray:
+        return np.array([self.angle_step, self.angle_step, self.insertion_step])
+
+    def tip_to_config(self, tips: np.ndarray) -> np.ndarray:
+        """(yaw, pitch, insertion): the shaft points from the port through the tip."""
+        offsets = np.asarray(tips, dtype=float).reshape(-1, 3) - self.port
+        insertion = np.linalg.norm(offsets, axis=1)
+        d = offsets / np.maximum(insertion, 1e-12)[:, None]
+        yaw = np.arctan2(d[:, 1], -d[:, 2])
+        pitch = -np.arcsin(np.clip(d[:, 0], -1.0, 1.0))
+        return np.column_stack([yaw, pitch, insertion])
+
+    def config_to_tip(self, configs: np.ndarray) -> np.ndarray:
+        yaw, pitch, insertion = np.asarray(configs, dtype=float).reshape(-1, 3).T
+        cp = np.cos(pitch)
+        d = np.column_stack([-np.sin(pitch), np.sin(yaw) * cp, -np.cos(yaw) * cp])
+        return self.port + insertion[:, None] * d
+
+    def current_config(self) -> np.ndarray:
+        t = self.tool
+        return np.array([t.yaw, t.pitch, t.insertion])
+
+    def start_vector(self) -> np.ndarray:
+        return np.array([*self.start_config, *self.start_tip])
+
+    def path_end(self) -> np.ndarray:
+        return self.target.copy()
+
+    def within_limits(self, configs: np.ndarray) -> np.ndarray:
+        """Whether configurations (N, 3) lie inside the angle and insertion limits."""
+        yaw, pitch, insertion = np.asarray(configs, dtype=float).reshape(-1, 3).T
+        lim = self.angle_limit + 1e-9
+        return (
+            (np.abs(yaw) <= lim) & (np.abs(pitch) <= lim)
+            & (insertion >= self.insertion_min - 1e-9) & (insertion <= self.insertion_max + 1e-9)
+        )
+
+    def check_poses(self, tips: np.ndarray) -> tuple[np.ndarray, list[str | None]]:
+        """The whole shaft's clearance and the env's failure rule at each tip position."""
+        configs = self.tip_to_config(tips)
+        inside = self.within_limits(configs)
+        t = self.tool
+        saved = (t.yaw, t.pitch, t.insertion)
+        clearance, reasons = np.empty(len(configs)), []
+        try:
+            for i, (yaw, pitch, insertion) in enumerate(configs):
+                t.set_config(float(yaw), float(pitch), float(insertion))
+                clearance[i] = self._clearance()[0]
+                failure = self._failure(clearance[i], float(insertion))
+                reasons.append(failure or (None if inside[i] else self.UNREACHABLE))
+        finally:
+            t.set_config(*saved)
+        return clearance, reasons
 
     # --------------------------------------------------------------- motion
     def apply(self, action: np.ndarray) -> None:
@@ -173,6 +243,13 @@ class SurgicalPathTask(Task):
                 vector = (b[0] - a[0], b[1] - a[1], b[2] - a[2])
         return best, vector
 
+    def _failure(self, clearance: float, insertion: float) -> str | None:
+        if clearance <= 0.0:
+            return "critical_structure"
+        if insertion > self.target_insertion + self.params.overshoot_mm * MM:
+            return "depth_limit"
+        return None
+
     def _tissue_length(self) -> float:
         """Length of shaft inside the organ: from where the shaft enters it (ray test) to the tip."""
         hit = self.world.ray(self.port, self.tool.tip)
@@ -193,11 +270,7 @@ class SurgicalPathTask(Task):
         damage = self._swept_angle * (r_tip * r_tip - r_in * r_in) / 2 if inside > 0 else 0.0
         self._swept_angle = 0.0
         self.tissue_length = inside
-        failure = None
-        if clearance <= 0.0:
-            failure = "critical_structure"
-        elif t.insertion > self.target_insertion + self.params.overshoot_mm * MM:
-            failure = "depth_limit"
+        failure = self._failure(clearance, t.insertion)
         return Measurement(
             tip=tip,
             distance=distance,

@@ -1,0 +1,273 @@
+"""Session commands: play (keyboard teleop, recorded), import jigsaws / csv, session verify / recover / show."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from surgsim.cli._common import app, fail
+from surgsim.sessions.teleop import END_KEY, NOOP_KEY, describe_keys
+
+import_app = typer.Typer(help="Import sessions recorded elsewhere (da Vinci kinematics, trackers).", no_args_is_help=True)
+session_app = typer.Typer(help="Check, recover and inspect session files.", no_args_is_help=True)
+app.add_typer(import_app, name="import")
+app.add_typer(session_app, name="session")
+
+_KEYS_HELP = (
+    f"Keys: {describe_keys()}. Continuous envs move +/-1 (full step) per held key, several axes at once; "
+    "discrete envs take the first axis key. Axes: NeedleReach x, y, z; SurgicalPath yaw, pitch, insertion; "
+    "Incision x, y, depth."
+)
+
+
+@app.command(
+    "play",
+    short_help="Teleoperate an env from the keyboard, recording each episode as a session.",
+    help="Teleoperate an env from the keyboard and record each episode as a session. Without --keys or "
+    f"--keys-file a PyBullet window opens (needs a display); keys held are read at the env's control rate. {_KEYS_HELP}",
+)
+def play_cmd(
+    env: str = typer.Option(..., "--env", help="Registered env id (see `surgsim envs`)."),
+    trainee: str = typer.Option(..., "--trainee", help="Pseudonymous trainee id (file name prefix), e.g. t07."),
+    record: Path = typer.Option(..., "--record", help="Folder for the sessions (<trainee>-<NNNN>.parquet)."),
+    episodes: int = typer.Option(1, "--episodes", "-n", min=1, help="Episodes to play."),
+    keys: Optional[str] = typer.Option(
+        None, "--keys", help=f"Scripted keys instead of a window, one step each (e.g. 'wwwdd{NOOP_KEY}{END_KEY}')."
+    ),
+    keys_file: Optional[Path] = typer.Option(None, "--keys-file", help="Scripted keys from a text file (whitespace ignored)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Episode i uses seed + i (default: unseeded)."),
+    difficulty: str = typer.Option("medium", "--difficulty", help="easy, medium or hard."),
+    patient: Optional[str] = typer.Option(None, "--patient", help="A named fixed patient from the env's spec."),
+) -> None:
+    import gymnasium as gym
+
+    import surgsim
+    from surgsim.sessions.io import read_meta
+    from surgsim.sessions.recorder import SessionRecorder, check_trainee
+    from surgsim.sessions.teleop import KeyMap, ScriptedKeys, WindowKeys, parse_keys, play
+
+    if env not in surgsim.REGISTERED:
+        fail(f"unknown env id {env!r}; run `surgsim envs` to list them")
+    if keys is not None and keys_file is not None:
+        fail("give --keys or --keys-file, not both")
+    try:
+        check_trainee(trainee)
+    except ValueError as exc:
+        fail(f"--trainee: {exc}")
+    script, script_source = keys, "--keys"
+    if keys_file is not None:
+        if not keys_file.is_file():
+            fail(f"--keys-file {keys_file}: no such file")
+        script, script_source = keys_file.read_text(), str(keys_file)
+    try:
+        environment = gym.make(env, difficulty=difficulty, render_mode=None if script is not None else "human")
+    except RuntimeError as exc:
+        fail(f"{exc}; without a display pass scripted keys with --keys or --keys-file")
+    except ValueError as exc:
+        fail(str(exc))
+    recorder = SessionRecorder(environment, record, trainee)
+    try:
+        key_map = KeyMap.for_space(environment.action_space)
+        if script is not None:
+            source = ScriptedKeys(parse_keys(script, key_map, script_source))
+        else:
+            typer.echo(f"Focus the PyBullet window. {describe_keys(key_map.n_axes)}. Close the window to stop.")
+            source = WindowKeys(environment, recorder.rate_hz)
+        result = play(recorder, source, episodes, seed, {"patient": patient} if patient else None)
+    except ValueError as exc:
+        recorder.close()
+        fail(str(exc))
+    except KeyboardInterrupt:
+        recorder.close()
+        typer.echo(f"interrupted; {len(recorder.written)} session(s) written to {record}")
+        raise typer.Exit(130)
+    recorder.close()
+    for path in recorder.written:
+        complete = read_meta(path).get("complete")
+        typer.echo(f"written: {path}" + ("" if complete else " (incomplete)"))
+    if script is not None and result.input_ended:
+        typer.echo(f"the scripted keys ran out in episode {result.episodes_started} of {episodes}")
+
+
+# ------------------------------------------------------------------ import
+@import_app.command("jigsaws")
+def import_jigsaws_cmd(
+    task_dir: Path = typer.Argument(
+        ..., help="A JIGSAWS task folder (kinematics/AllGestures/*.txt and meta_file_<Task>.txt), or a flat folder of .txt files."
+    ),
+    out: Path = typer.Option(..., "--out", help="Folder for the sessions (<Task>_<S><NNN>.parquet)."),
+) -> None:
+    """Import JIGSAWS da Vinci kinematics: patient-side arms as tracks left / right, labels from the meta file.
+
+    Surgeon letter -> trainee, skill N/I/E, GRS and the six sub-scores -> labels. A bad trial does not stop
+    the others; the failures are listed at the end and the exit status is 1.
+    """
+    from surgsim.sessions.importers import ImportFailed, import_jigsaws
+    from surgsim.sessions.session import SessionError
+
+    try:
+        paths = import_jigsaws(task_dir, out)
+    except ImportFailed as exc:
+        typer.echo(f"imported {len(exc.written)} trial(s) into {out}")
+        fail(str(exc), code=1)
+    except SessionError as exc:
+        fail(str(exc))
+    typer.echo(f"imported {len(paths)} trial(s) into {out}")
+
+
+@import_app.command("csv")
+def import_csv_cmd(
+    file: Path = typer.Argument(..., help="Tracker CSV with a header row, one sample per row."),
+    out: Path = typer.Option(..., "--out", help="Folder for the session (<file stem>.parquet)."),
+    trainee: str = typer.Option(..., "--trainee", help="Pseudonymous trainee id, e.g. t07."),
+    time: str = typer.Option("t", "--time", help="Time column."),
+    time_units: str = typer.Option("s", "--time-units", help="s or ms."),
+    xyz: str = typer.Option("x,y,z", "--xyz", help="Position columns, comma-separated."),
+    units: str = typer.Option("mm", "--units", help="Position units: mm, cm or m."),
+    quat: Optional[str] = typer.Option(None, "--quat", help="Orientation columns x,y,z,w (optional)."),
+    gripper: Optional[str] = typer.Option(None, "--gripper", help="Gripper angle column, radians (optional)."),
+    instrument: str = typer.Option("tool", "--instrument", help="Instrument (track) name."),
+    task: Optional[str] = typer.Option(None, "--task", help="Task name stored in the metadata."),
+) -> None:
+    """Import a generic tracker CSV: column mapping and units are converted to SI (m, s)."""
+    from surgsim.sessions.importers import import_csv
+    from surgsim.sessions.session import SessionError
+
+    try:
+        path = import_csv(
+            file, out, time=time, xyz=_names(xyz), quat=_names(quat) if quat else None, gripper=gripper,
+            units=units, time_units=time_units, trainee=trainee, instrument=instrument, task=task,
+        )
+    except (SessionError, ValueError) as exc:
+        fail(str(exc))
+    typer.echo(f"written: {path}")
+
+
+def _names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",")]
+
+
+# ------------------------------------------------------------------ session
+def _expand(paths: List[Path], pattern: str) -> list[Path]:
+    """Files as given; folders become their matching files (recursively, sorted)."""
+    found: list[Path] = []
+    for path in paths:
+        found += sorted(path.rglob(pattern)) if path.is_dir() else [path]
+    return found
+
+
+@session_app.command("verify")
+def verify_cmd(
+    files: List[Path] = typer.Argument(..., help="Session files, or folders searched for *.parquet."),
+) -> None:
+    """Check session files: readable, well-formed and unchanged since written (SHA-256 digest).
+
+    Prints `ok  FILE` or `FAILED  FILE` per file, then lists each failure with its problem;
+    the exit status is 0 when all are intact, 1 otherwise.
+    """
+    from surgsim.sessions.io import verify_session
+    from surgsim.sessions.session import SessionError
+
+    targets = _expand(files, "*.parquet")
+    if not targets:
+        fail("no session files found in " + ", ".join(map(str, files)))
+    failures = []
+    for path in targets:
+        try:
+            verify_session(path)
+        except SessionError as exc:
+            failures.append(str(exc))
+            typer.echo(f"FAILED  {path}")
+        else:
+            typer.echo(f"ok  {path}")
+    _fail_batch(failures, len(targets), "failed verification")
+
+
+@session_app.command("recover")
+def recover_cmd(
+    journals: List[Path] = typer.Argument(..., help="Journals (*.parquet.partial) left by a crash, or folders of them."),
+) -> None:
+    """Turn journals left by a crashed or killed recording into sessions marked incomplete.
+
+    Keeps every sample up to the last flush (at most the last second is lost); exit status 1 if any failed.
+    """
+    from surgsim.sessions.io import read_session
+    from surgsim.sessions.recorder import recover_partial
+    from surgsim.sessions.session import SessionError
+
+    targets = _expand(journals, "*.parquet.partial")
+    if not targets:
+        fail("no journals (*.parquet.partial) found in " + ", ".join(map(str, journals)))
+    failures = []
+    for path in targets:
+        try:
+            session = read_session(recover_partial(path))
+        except SessionError as exc:
+            failures.append(str(exc))
+        else:
+            typer.echo(
+                f"recovered: {path.name[: -len('.partial')]} ({session.n_samples} samples, "
+                f"{session.duration:.2f} s, complete: false)"
+            )
+    _fail_batch(failures, len(targets), "could not be recovered")
+
+
+def _fail_batch(failures: list[str], total: int, what: str) -> None:
+    """After a batch: list the failures, one per file, and exit 1 when there are any."""
+    if failures:
+        fail(f"{len(failures)} of {total} file(s) {what}:\n" + "\n".join(failures), code=1)
+
+
+@session_app.command("show")
+def show_cmd(file: Path = typer.Argument(..., help="A session file.")) -> None:
+    """Print a session's metadata, integrity and a summary of every column (lengths in mm)."""
+    import numpy as np
+
+    from surgsim.sessions.io import IntegrityError, read_session, verify_session
+    from surgsim.sessions.session import CHANNELS, SessionError
+
+    try:
+        session = read_session(file, verify=False)
+    except SessionError as exc:
+        fail(str(exc))
+    try:
+        verify_session(file)
+        integrity = "ok (SHA-256 digest matches)"
+    except IntegrityError as exc:
+        integrity = "FAILED: " + str(exc).removeprefix(f"{file}: ")
+    meta = session.meta
+    source = meta.get("source") or {}
+    echo = typer.echo
+    echo(f"file:        {file}")
+    echo(f"trainee:     {meta.get('trainee')}    task: {meta.get('task')}    complete: {meta.get('complete')}")
+    echo("source:      " + ", ".join(f"{k}={v}" for k, v in source.items() if v not in (None, {}, [])))
+    rate = meta.get("sampling_rate_hz")
+    echo(f"samples:     {session.n_samples}, {session.duration:.3f} s" + (f" at {rate:g} Hz" if rate else ""))
+    echo(f"integrity:   {integrity}")
+    if meta.get("labels"):
+        echo("labels:      " + ", ".join(f"{k}={v}" for k, v in meta["labels"].items()))
+    for event in meta.get("events") or []:
+        echo(f"event:       {event.get('time', float('nan')):.3f} s  {event.get('name')}")
+    if meta.get("reference_path"):
+        echo(f"reference:   {len(meta['reference_path'])} points")
+    if meta.get("target"):
+        echo("target:      (" + ", ".join(f"{1e3 * v:.1f}" for v in meta["target"]) + ") mm")
+    rows = [("time", "s", session.time, 1.0)]
+    for name, track in session.tracks.items():
+        path_length = float(np.linalg.norm(np.diff(track.position, axis=0), axis=1).sum())
+        echo(f"instrument:  {name}  path length {1e3 * path_length:.1f} mm")
+        rows += [(f"{name}_{axis}", "mm", track.position[:, i], 1e3) for i, axis in enumerate("xyz")]
+        if track.orientation is not None:
+            rows += [(f"{name}_q{axis}", "", track.orientation[:, i], 1.0) for i, axis in enumerate("xyzw")]
+        if track.gripper is not None:
+            rows.append((f"{name}_gripper", "rad", track.gripper, 1.0))
+    for name, values in session.channels.items():
+        unit = CHANNELS.get(name, "")
+        rows.append((name, "mm" if unit == "m" else unit, values, 1e3 if unit == "m" else 1.0))
+    width, unit_width = max(len(r[0]) for r in rows), max(len(r[1]) for r in rows)
+    echo(f"{'column':<{width}}  {'unit':<{unit_width}} {'min':>12} {'mean':>12} {'max':>12}")
+    for name, unit, values, scale in rows:
+        v = np.asarray(values, dtype=np.float64) * scale
+        echo(f"{name:<{width}}  {unit:<{unit_width}} {v.min():>12.4g} {v.mean():>12.4g} {v.max():>12.4g}")

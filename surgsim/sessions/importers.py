@@ -1,0 +1,299 @@
+"""Import sessions recorded elsewhere: JIGSAWS da Vinci kinematics and generic tracker CSV files.
+
+Both write one session file per recording (see :mod:`surgsim.sessions.io`) and overwrite an
+earlier import of the same recording, so importing again is safe.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+from scipy.spatial.transform import Rotation
+from tqdm import tqdm
+
+from surgsim.sessions.io import write_session
+from surgsim.sessions.recorder import check_trainee
+from surgsim.sessions.session import Session, SessionError, Track
+
+# ------------------------------------------------------------------ JIGSAWS
+JIGSAWS_RATE_HZ = 30.0
+JIGSAWS_COLUMNS = 76
+_ARM_WIDTH = 19
+#: patient-side arms imported as tracks: name -> first (0-based) column of the arm's 19 values
+JIGSAWS_ARMS = {"left": 38, "right": 57}
+#: the six modified-OSATS items of the meta file, in file order (each 1-5; GRS is their sum)
+JIGSAWS_SUBSCORES = (
+    "respect_for_tissue",
+    "suture_needle_handling",
+    "time_and_motion",
+    "flow_of_operation",
+    "overall_performance",
+    "quality_of_final_product",
+)
+JIGSAWS_SKILLS = ("N", "I", "E")
+_TRIAL = re.compile(r"(?P<task>[A-Za-z][A-Za-z_]*?)_(?P<surgeon>[A-Z])(?P<trial>\d{3})")
+
+
+class ImportFailed(SessionError):
+    """Some recordings of a batch could not be imported; the others were.
+
+    ``written`` lists the sessions written, ``failures`` one message per failed recording.
+    """
+
+    def __init__(self, written: list[Path], failures: list[str]) -> None:
+        self.written = written
+        self.failures = failures
+        super().__init__(f"{len(failures)} recording(s) failed to import:\n" + "\n".join(failures))
+
+
+@dataclass
+class JigsawsTrial:
+    """One line of a JIGSAWS ``meta_file_<Task>.txt``."""
+
+    name: str
+    skill: str
+    grs: int
+    subscores: dict[str, int] = field(default_factory=dict)
+
+    def labels(self) -> dict[str, Any]:
+        return {"skill": self.skill, "grs": self.grs, **self.subscores}
+
+
+def parse_trial_name(name: str, source: str) -> tuple[str, str, int]:
+    """``Suturing_B001`` -> (``"Suturing"``, surgeon ``"B"``, trial 1)."""
+    match = _TRIAL.fullmatch(name)
+    if not match:
+        raise SessionError(f"{source}: {name!r} is not a JIGSAWS trial name like 'Suturing_B001'")
+    return match["task"], match["surgeon"], int(match["trial"])
+
+
+def read_jigsaws_meta(path: str | Path) -> dict[str, JigsawsTrial]:
+    """Parse a JIGSAWS meta file: trial name, skill N/I/E, GRS, then six sub-scores (1-5) per line."""
+    path = Path(path)
+    trials: dict[str, JigsawsTrial] = {}
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        where = f"{path}, line {number}"
+        if len(fields) != 3 + len(JIGSAWS_SUBSCORES):
+            raise SessionError(
+                f"{where}: {len(fields)} fields, expected 9 (trial, skill, GRS and six sub-scores)"
+            )
+        name, skill = fields[0], fields[1]
+        parse_trial_name(name, where)
+        if skill not in JIGSAWS_SKILLS:
+            raise SessionError(f"{where}: skill {skill!r} is not one of N, I, E")
+        try:
+            grs, *scores = (int(v) for v in fields[2:])
+        except ValueError:
+            raise SessionError(f"{where}: GRS and sub-scores must be integers, got {fields[2:]}") from None
+        for item, score in zip(JIGSAWS_SUBSCORES, scores):
+            if not 1 <= score <= 5:
+                raise SessionError(f"{where}: sub-score {item} = {score} is outside 1-5")
+        if grs != sum(scores):
+            raise SessionError(f"{where}: GRS {grs} is not the sum of the sub-scores ({sum(scores)})")
+        trials[name] = JigsawsTrial(name, skill, grs, dict(zip(JIGSAWS_SUBSCORES, scores)))
+    return trials
+
+
+def read_jigsaws_kinematics(path: str | Path, labels: dict[str, Any] | None = None) -> Session:
+    """One JIGSAWS kinematics file as a session: patient-side arms as tracks ``left`` / ``right``.
+
+    Positions are taken as metres and gripper angles as radians, as JIGSAWS stores them; each
+    rotation matrix (row-major) becomes a quaternion (x, y, z, w; w >= 0). Velocities and the
+    master arms are not imported (the scorer derives velocities from positions).
+    """
+    path = Path(path)
+    task, surgeon, trial = parse_trial_name(path.stem, str(path))
+    rows = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != JIGSAWS_COLUMNS:
+            raise SessionError(f"{path}, line {number}: {len(fields)} values, expected {JIGSAWS_COLUMNS}")
+        try:
+            rows.append([float(v) for v in fields])
+        except ValueError:
+            bad = next(v for v in fields if not _is_float(v))
+            raise SessionError(f"{path}, line {number}: {bad!r} is not a number") from None
+    if not rows:
+        raise SessionError(f"{path}: empty session (no frames)")
+    data = np.array(rows)
+    if not np.isfinite(data).all():
+        line = int(np.argwhere(~np.isfinite(data))[0][0]) + 1
+        raise SessionError(f"{path}, line {line}: NaN or infinite value")
+    tracks = {}
+    for arm, start in JIGSAWS_ARMS.items():
+        values = data[:, start : start + _ARM_WIDTH]
+        matrices = values[:, 3:12].reshape(-1, 3, 3)
+        try:
+            quaternions = Rotation.from_matrix(matrices).as_quat()
+        except ValueError as exc:
+            raise SessionError(f"{path}: {arm} arm: rotation matrix is not a rotation ({exc})") from None
+        quaternions *= np.where(quaternions[:, 3:] < 0, -1.0, 1.0)
+        tracks[arm] = Track(position=values[:, 0:3].copy(), orientation=quaternions, gripper=values[:, 18].copy())
+    meta = {
+        "source": {"kind": "import", "importer": "jigsaws", "file": path.name},
+        "sampling_rate_hz": JIGSAWS_RATE_HZ,
+        "task": task,
+        "trainee": surgeon,
+        "trial": trial,
+        "labels": dict(labels or {}),
+        "events": [],
+        "complete": True,
+    }
+    return Session(np.arange(len(data)) / JIGSAWS_RATE_HZ, tracks, {}, meta).validate(str(path))
+
+
+def import_jigsaws(task_dir: str | Path, out_dir: str | Path, progress: bool = True) -> list[Path]:
+    """Import every trial of a JIGSAWS task folder into ``out_dir/<trial>.parquet``.
+
+    ``task_dir`` holds ``kinematics/AllGestures/<Task>_<S><NNN>.txt`` and ``meta_file_<Task>.txt``,
+    or is a flat folder of the kinematics ``.txt`` files (with or without the meta file). Trials
+    missing from the meta file are imported without labels. A bad file does not stop the others:
+    :class:`ImportFailed` lists the failures at the end.
+    """
+    task_dir, out_dir = Path(task_dir), Path(out_dir)
+    if not task_dir.is_dir():
+        raise SessionError(f"{task_dir}: no such folder")
+    nested = task_dir / "kinematics" / "AllGestures"
+    folder = nested if nested.is_dir() else task_dir
+    files = sorted(p for p in folder.glob("*.txt") if not p.name.startswith("meta_file_"))
+    if not files:
+        raise SessionError(f"{task_dir}: no kinematics files (<Task>_<S><NNN>.txt) here or in kinematics/AllGestures/")
+    trials: dict[str, JigsawsTrial] = {}
+    for meta_file in sorted(task_dir.glob("meta_file_*.txt")):
+        trials.update(read_jigsaws_meta(meta_file))
+    written, failures = [], []
+    for path in tqdm(files, desc=f"import {task_dir.name}", unit="trial", disable=not progress):
+        trial = trials.get(path.stem)
+        try:
+            session = read_jigsaws_kinematics(path, trial.labels() if trial else None)
+            written.append(write_session(session, out_dir / f"{path.stem}.parquet"))
+        except SessionError as exc:
+            failures.append(str(exc))
+    if failures:
+        raise ImportFailed(written, failures)
+    return written
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+# ------------------------------------------------------------------ generic CSV
+LENGTH_UNITS = {"m": 1.0, "cm": 1e-2, "mm": 1e-3}
+TIME_UNITS = {"s": 1.0, "ms": 1e-3}
+
+
+def import_csv(
+    path: str | Path,
+    out_dir: str | Path,
+    time: str = "t",
+    xyz: Sequence[str] = ("x", "y", "z"),
+    quat: Sequence[str] | None = None,
+    gripper: str | None = None,
+    units: str = "mm",
+    time_units: str = "s",
+    trainee: str = "anonymous",
+    instrument: str = "tool",
+    task: str | None = None,
+    labels: dict[str, Any] | None = None,
+) -> Path:
+    """Import a tracker CSV (header row, one sample per row) into ``out_dir/<file stem>.parquet``.
+
+    ``time``, ``xyz``, ``quat`` (x, y, z, w order; normalised) and ``gripper`` (radians) name the
+    columns; positions are converted from ``units`` (m, cm, mm) and times from ``time_units``
+    (s, ms) to SI. Other columns are ignored.
+    """
+    path, out_dir = Path(path), Path(out_dir)
+    check_trainee(trainee)
+    if units not in LENGTH_UNITS:
+        raise SessionError(f"units {units!r} is not valid; expected one of {list(LENGTH_UNITS)}")
+    if time_units not in TIME_UNITS:
+        raise SessionError(f"time_units {time_units!r} is not valid; expected one of {list(TIME_UNITS)}")
+    if len(xyz) != 3:
+        raise SessionError(f"xyz names {len(xyz)} columns ({list(xyz)}), expected 3")
+    if quat is not None and len(quat) != 4:
+        raise SessionError(f"quat names {len(quat)} columns ({list(quat)}), expected 4 (x, y, z, w)")
+    if not path.is_file():
+        raise SessionError(f"{path}: no such file")
+    wanted = [time, *xyz, *(quat or ()), *([gripper] if gripper else [])]
+    try:
+        # only an empty cell is missing; "nan" stays a (non-finite) number and is reported as such
+        options = pacsv.ConvertOptions(null_values=[""], strings_can_be_null=True)
+        table = pacsv.read_csv(path, convert_options=options)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise SessionError(f"{path}: not a readable CSV file ({exc})") from None
+    missing = [c for c in wanted if c not in table.column_names]
+    if missing:
+        raise SessionError(f"{path}: no column {missing[0]!r}; the header has {table.column_names}")
+    if table.num_rows == 0:
+        raise SessionError(f"{path}: empty session (no rows)")
+    columns = {name: _numeric_column(path, table, name) for name in wanted}
+    scale = LENGTH_UNITS[units]
+    orientation = None
+    if quat is not None:
+        orientation = np.column_stack([columns[c] for c in quat])
+        norms = np.linalg.norm(orientation, axis=1)
+        if (norms < 1e-6).any():
+            line = int(np.argmax(norms < 1e-6)) + 2
+            raise SessionError(f"{path}, line {line}: quaternion {list(quat)} is zero")
+        orientation = orientation / norms[:, None]
+    track = Track(
+        position=np.column_stack([columns[c] for c in xyz]) * scale,
+        orientation=orientation,
+        gripper=columns[gripper] if gripper else None,
+    )
+    times = columns[time] * TIME_UNITS[time_units]
+    steps = np.diff(times)
+    rate = float(1.0 / np.median(steps)) if len(steps) and np.median(steps) > 0 else None
+    meta = {
+        "source": {
+            "kind": "import",
+            "importer": "csv",
+            "file": path.name,
+            "columns": {"time": time, "xyz": list(xyz), "quat": list(quat) if quat else None, "gripper": gripper},
+            "units": units,
+            "time_units": time_units,
+        },
+        "sampling_rate_hz": rate,
+        "task": task,
+        "trainee": trainee,
+        "labels": dict(labels or {}),
+        "events": [],
+        "complete": True,
+    }
+    session = Session(times, {instrument: track}, {}, meta)
+    return write_session(session.validate(str(path)), out_dir / f"{path.stem}.parquet")
+
+
+def _numeric_column(path: Path, table: pa.Table, name: str) -> np.ndarray:
+    """A CSV column as float64; the error names the file, column and first bad line."""
+    column = table.column(name)
+    if column.null_count:
+        line = int(np.argmax(column.is_null().to_numpy(zero_copy_only=False))) + 2
+        raise SessionError(f"{path}, line {line}: column {name!r} is empty")
+    if not (pa.types.is_floating(column.type) or pa.types.is_integer(column.type)):
+        values = column.to_pylist()
+        line, bad = next(((i + 2, v) for i, v in enumerate(values) if not _is_float(str(v))), (None, None))
+        where = f"{path}, line {line}" if line else str(path)
+        detail = f"has {bad!r}" if line else f"has type {column.type}"
+        raise SessionError(f"{where}: column {name!r} {detail}, expected a number")
+    values = column.to_numpy().astype(np.float64)
+    if not np.isfinite(values).all():
+        line = int(np.argmax(~np.isfinite(values))) + 2
+        raise SessionError(f"{path}, line {line}: column {name!r} is NaN or infinite")
+    return values

@@ -1,0 +1,300 @@
+"""Sessions on disk: one Parquet file per session, with JSON metadata and an integrity digest.
+
+Layout of a session file:
+
+- columns, in this order: ``time`` (s, float64); per instrument ``<name>_x``, ``<name>_y``,
+  ``<name>_z`` (tip position, m), then ``<name>_qx .. <name>_qw`` (orientation quaternion) and
+  ``<name>_gripper`` (rad) when known; then the channels (``action_<i>`` first, then the names
+  of :data:`~surgsim.sessions.session.CHANNELS` in that order). Boolean channels are stored
+  as booleans, everything else as float64.
+- Parquet schema metadata ``surgsim``: the session's metadata as canonical JSON (sorted keys),
+  always with ``format_version`` and ``complete``.
+- Parquet schema metadata ``surgsim.sha256``: SHA-256 over every column (name, dtype and
+  little-endian bytes, in file order) and the canonical metadata JSON. Any later edit of a value,
+  a column or the metadata changes it, so :func:`read_session` detects it.
+
+Files are never unpickled; reading one runs no code from it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from surgsim.sessions.session import ACTION_PREFIX, CHANNELS, FORMAT_VERSION, Session, SessionError, Track
+
+META_KEY = b"surgsim"
+DIGEST_KEY = b"surgsim.sha256"
+_DIGEST_DOMAIN = b"surgsim-session\0"
+POSITION_SUFFIXES = ("_x", "_y", "_z")
+ORIENTATION_SUFFIXES = ("_qx", "_qy", "_qz", "_qw")
+GRIPPER_SUFFIX = "_gripper"
+_ACTION = re.compile(re.escape(ACTION_PREFIX) + r"(\d+)$")
+_INSTRUMENT = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:_[A-Za-z0-9]+)*")
+
+
+class IntegrityError(SessionError):
+    """The stored digest does not match the file's content: it was changed after it was written."""
+
+
+# ------------------------------------------------------------------ columns
+def track_columns(name: str, orientation: bool, gripper: bool) -> list[str]:
+    """Column names of one instrument's track, in file order."""
+    suffixes = list(POSITION_SUFFIXES)
+    if orientation:
+        suffixes += ORIENTATION_SUFFIXES
+    if gripper:
+        suffixes.append(GRIPPER_SUFFIX)
+    return [name + suffix for suffix in suffixes]
+
+
+def channel_order(names: Iterable[str]) -> list[str]:
+    """Channels in file order: ``action_<i>`` by index, then the known channels in CHANNELS order."""
+    names = list(names)
+    actions = sorted((n for n in names if _ACTION.match(n)), key=lambda n: int(_ACTION.match(n).group(1)))
+    known = [n for n in CHANNELS if n in names]
+    others = sorted(n for n in names if n not in known and not _ACTION.match(n))
+    return actions + known + others
+
+
+def session_table(session: Session) -> pa.Table:
+    """The session's columns as an Arrow table (no metadata, no validation)."""
+    columns: dict[str, np.ndarray] = {"time": np.asarray(session.time, dtype=np.float64)}
+    for name, track in session.tracks.items():
+        parts = [np.asarray(track.position, dtype=np.float64).reshape(-1, 3)]
+        if track.orientation is not None:
+            parts.append(np.asarray(track.orientation, dtype=np.float64).reshape(-1, 4))
+        if track.gripper is not None:
+            parts.append(np.asarray(track.gripper, dtype=np.float64).reshape(-1, 1))
+        values = np.hstack(parts)
+        names = track_columns(name, track.orientation is not None, track.gripper is not None)
+        for i, column in enumerate(names):
+            columns[column] = np.ascontiguousarray(values[:, i])
+    for name in channel_order(session.channels):
+        values = np.asarray(session.channels[name])
+        columns[name] = values if values.dtype == np.bool_ else values.astype(np.float64)
+    return pa.table(columns)
+
+
+def session_from_table(table: pa.Table, meta: dict[str, Any], source: str) -> Session:
+    """Split a table's columns into tracks and channels; raise :class:`SessionError` naming ``source``."""
+    names = table.column_names
+    if "time" not in names:
+        raise SessionError(f"{source}: missing required column 'time'")
+    arrays: dict[str, np.ndarray] = {}
+    for name in names:
+        column = table.column(name)
+        if column.null_count:
+            raise SessionError(f"{source}: column {name!r} has {column.null_count} missing (null) values")
+        kind = column.type
+        if not (pa.types.is_floating(kind) or pa.types.is_integer(kind) or pa.types.is_boolean(kind)):
+            raise SessionError(f"{source}: column {name!r} has type {kind}, expected a number")
+        arrays[name] = column.to_numpy()
+    channels: dict[str, np.ndarray] = {}
+    parts: dict[str, dict[str, np.ndarray]] = {}
+    # longest first: "tool_qx" is tool's qx, not the x of a track "tool_q"
+    suffixes = (GRIPPER_SUFFIX, *ORIENTATION_SUFFIXES, *POSITION_SUFFIXES)
+    for name, values in arrays.items():
+        if name == "time":
+            continue
+        if name in CHANNELS or _ACTION.match(name):
+            channels[name] = values
+            continue
+        suffix = next((s for s in suffixes if name.endswith(s) and len(name) > len(s)), None)
+        if suffix is None:
+            raise SessionError(
+                f"{source}: unknown column {name!r}; expected time, <instrument>_x/_y/_z/_qx/_qy/_qz/_qw/"
+                f"_gripper, action_<i> or one of {list(CHANNELS)}"
+            )
+        parts.setdefault(name[: -len(suffix)], {})[suffix] = values.astype(np.float64)
+    if not parts:
+        raise SessionError(f"{source}: missing required columns: no instrument position (<name>_x, _y, _z)")
+    tracks = {}
+    for track, found in parts.items():
+        for group in (POSITION_SUFFIXES, ORIENTATION_SUFFIXES):
+            if group is POSITION_SUFFIXES or any(s in found for s in group):
+                missing = [track + s for s in group if s not in found]
+                if missing:
+                    raise SessionError(f"{source}: missing required column {missing[0]!r} of instrument {track!r}")
+        orientation = None
+        if "_qx" in found:
+            orientation = np.column_stack([found[s] for s in ORIENTATION_SUFFIXES])
+        tracks[track] = Track(
+            position=np.column_stack([found[s] for s in POSITION_SUFFIXES]),
+            orientation=orientation,
+            gripper=found.get(GRIPPER_SUFFIX),
+        )
+    return Session(np.asarray(arrays["time"], dtype=np.float64), tracks, channels, meta)
+
+
+# ------------------------------------------------------------------ digest
+def canonical_json(meta: dict[str, Any]) -> bytes:
+    """Metadata as canonical JSON bytes: sorted keys, no spaces, UTF-8, no NaN."""
+    return json.dumps(meta, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+def content_digest(table: pa.Table, meta: dict[str, Any]) -> str:
+    """SHA-256 (hex) over every column (name, dtype, little-endian bytes) and the canonical metadata."""
+    h = hashlib.sha256(_DIGEST_DOMAIN)
+
+    def put(data: bytes) -> None:
+        h.update(len(data).to_bytes(8, "little"))
+        h.update(data)
+
+    for name in table.column_names:
+        values = table.column(name).to_numpy()
+        values = np.ascontiguousarray(values, dtype=values.dtype.newbyteorder("<"))
+        put(name.encode())
+        put(values.dtype.str.encode())
+        put(values.tobytes())
+    put(canonical_json(meta))
+    return h.hexdigest()
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` with numpy arrays and scalars turned into lists and Python numbers."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+# ------------------------------------------------------------------ write / read
+def write_session(session: Session, path: str | Path) -> Path:
+    """Validate ``session`` and write it to ``path`` atomically (temp file in the same folder, rename).
+
+    The metadata gets ``format_version`` and, unless given, ``complete: true``.
+    """
+    path = Path(path)
+    session.validate(str(path))
+    for name in session.tracks:
+        if not _INSTRUMENT.fullmatch(name) or name in CHANNELS or _ACTION.match(name):
+            raise SessionError(
+                f"{path}: instrument name {name!r} is not valid; use letters and digits (words joined by '_')"
+            )
+    meta = jsonable(dict(session.meta))
+    meta["format_version"] = FORMAT_VERSION
+    meta.setdefault("complete", True)
+    try:
+        meta_json = canonical_json(meta)
+    except (TypeError, ValueError) as exc:
+        raise SessionError(f"{path}: metadata is not JSON-able ({exc})") from None
+    table = session_table(session)
+    table = table.replace_schema_metadata(
+        {META_KEY: meta_json, DIGEST_KEY: content_digest(table, meta).encode()}
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_meta(path: str | Path) -> dict[str, Any]:
+    """The metadata of a session file, without reading its columns or checking them."""
+    path = Path(path)
+    return _parse_meta(path, _read_schema(path).metadata)
+
+
+def read_session(path: str | Path, verify: bool = True) -> Session:
+    """Read a session file; raise :class:`SessionError` naming the file and the problem.
+
+    With ``verify`` the integrity digest is checked as well (:class:`IntegrityError` when the file
+    was changed after it was written; the message also names any other problem found).
+    """
+    path = Path(path)
+    schema = _read_schema(path)
+    meta = _parse_meta(path, schema.metadata)
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise SessionError(f"{path}: cannot read the Parquet data ({exc})") from None
+    problem: SessionError | None = None
+    session = None
+    try:
+        session = session_from_table(table, meta, str(path)).validate(str(path))
+    except SessionError as exc:
+        problem = exc
+    if verify:
+        _check_digest(path, table, meta, schema.metadata, problem)
+    if problem is not None:
+        raise problem
+    return session
+
+
+def verify_session(path: str | Path) -> None:
+    """Raise :class:`SessionError` / :class:`IntegrityError` unless ``path`` is an intact session."""
+    read_session(path, verify=True)
+
+
+def _read_schema(path: Path) -> pa.Schema:
+    if not path.exists():
+        raise SessionError(f"{path}: no such file")
+    if not path.is_file():
+        raise SessionError(f"{path}: not a file")
+    if path.name.endswith(".partial"):
+        raise SessionError(
+            f"{path}: an unfinished recording journal, not a complete session; "
+            f"`surgsim session recover {path}` turns it into a session marked incomplete"
+        )
+    try:
+        return pq.read_schema(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise SessionError(f"{path}: not a Parquet file ({exc})") from None
+
+
+def _parse_meta(path: Path, metadata: dict[bytes, bytes] | None) -> dict[str, Any]:
+    if not metadata or META_KEY not in metadata:
+        raise SessionError(f"{path}: not a surgsim session (no 'surgsim' metadata in the Parquet schema)")
+    try:
+        meta = json.loads(metadata[META_KEY])
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise SessionError(f"{path}: the 'surgsim' metadata is not valid JSON ({exc})") from None
+    if not isinstance(meta, dict):
+        raise SessionError(f"{path}: the 'surgsim' metadata is {type(meta).__name__}, expected a JSON object")
+    version = meta.get("format_version")
+    if not isinstance(version, int):
+        raise SessionError(f"{path}: metadata field 'format_version' is {version!r}, expected an integer")
+    if version > FORMAT_VERSION:
+        raise SessionError(
+            f"{path}: format_version {version} is newer than this surgsim reads ({FORMAT_VERSION}); upgrade surgsim"
+        )
+    return meta
+
+
+def _check_digest(
+    path: Path, table: pa.Table, meta: dict[str, Any], metadata: dict[bytes, bytes], problem: SessionError | None
+) -> None:
+    also = ""
+    if problem is not None:
+        also = "; also: " + str(problem).removeprefix(f"{path}: ")
+    stored = metadata.get(DIGEST_KEY, b"").decode("ascii", "replace")
+    if not stored:
+        raise IntegrityError(f"{path}: no integrity digest ('surgsim.sha256' metadata is missing){also}")
+    actual = content_digest(table, meta)
+    if actual != stored:
+        raise IntegrityError(
+            f"{path}: integrity check failed: the content digest {actual[:16]}... does not match the stored "
+            f"{stored[:16]}...; the file was changed after it was written{also}"
+        )
