@@ -3,7 +3,9 @@
 For each env (PPO on the continuous ids, DQN on the discrete ids) and seed, trains with
 `surgsim train`'s code and the preset from agents/, evaluating every --eval-freq steps, and
 reports: timesteps and wall time until the evaluation success rate first reaches the goal,
-the final success rate and critical-structure failure rate over 100 seeded episodes.
+the final success rate and critical-structure failure rate over 100 held-out seeded episodes,
+for the final model and for the run's best model (the one `surgsim train` keeps by its periodic
+20-episode evaluations, on other seeds than the 100).
 With panda-gym installed (the `bench` extra), PandaReachDense-v3 is trained in the same run
 with the NeedleReach PPO settings, as the peer.
 
@@ -47,9 +49,7 @@ def bench_env(env_id: str, seed: int, eval_freq: int, budget: int | None, folder
     wall = time.time() - start
     history = [json.loads(line) for line in (run / "evaluations.jsonl").read_text().splitlines()]
     reached = next((h for h in history if h["success_rate"] >= goal), None)
-    model, normalizer, args = load_run(run, device="cpu")
-    env = gym.make(env_id)
-    final = run_episodes(env, model_policy(model, True, normalizer), FINAL_EPISODES, seed=100_000)
+    final, best = (_final_eval(run, env_id, use_best) for use_best in (False, True))
     return {
         "env_id": env_id, "algo": algo, "seed": seed, "goal": goal, "timesteps": steps,
         "wall_s": round(wall, 1),
@@ -58,7 +58,15 @@ def bench_env(env_id: str, seed: int, eval_freq: int, budget: int | None, folder
         "final_success": final.success_rate,
         "final_critical_failure": final.critical_failure_rate,
         "final_outcomes": final.outcomes,
+        "best_model_success": best.success_rate,
+        "best_model_critical_failure": best.critical_failure_rate,
     }
+
+
+def _final_eval(run: Path, env_id: str, best: bool):
+    model, normalizer, _ = load_run(run, device="cpu", best=best)
+    env = gym.make(env_id)
+    return run_episodes(env, model_policy(model, True, normalizer), FINAL_EPISODES, seed=100_000)
 
 
 def bench_panda_peer(seed: int, steps: int) -> dict | None:
@@ -93,13 +101,15 @@ def main() -> None:
     parser.add_argument("--timesteps", type=int, default=None, help="override every env's budget")
     parser.add_argument("--no-peer", action="store_true", help="skip PandaReachDense-v3")
     parser.add_argument("--json", type=Path, default=None, help="write every row to this file")
+    parser.add_argument("--keep", type=Path, default=None, help="keep the run folders here (default: a temp dir)")
     opts = parser.parse_args()
 
     rows = []
-    with tempfile.TemporaryDirectory() as folder:
+    with tempfile.TemporaryDirectory() as temp:
+        folder = opts.keep or Path(temp)
         for env_id in opts.envs:
             for seed in opts.seeds:
-                row = bench_env(env_id, seed, opts.eval_freq, opts.timesteps, Path(folder))
+                row = bench_env(env_id, seed, opts.eval_freq, opts.timesteps, folder)
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     if not opts.no_peer and "surgsim/NeedleReach-v0" in opts.envs:
@@ -110,12 +120,13 @@ def main() -> None:
                 print(json.dumps(row), flush=True)
 
     print("\n| env id | algo | seed | budget | steps to goal | wall s to goal | wall s | final success "
-          "(100 ep) | critical failures |")
-    print("|---|---|--:|--:|--:|--:|--:|--:|--:|")
+          "(100 ep) | critical failures | best model success | best model critical |")
+    print("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
     for r in rows:
         print(f"| {r['env_id']} | {r['algo']} | {r['seed']} | {r['timesteps']:,} | "
               f"{r.get('steps_to_goal') or '-'} | {r.get('wall_s_to_goal') or '-'} | {r['wall_s']} | "
-              f"{r['final_success']:.0%} | {r.get('final_critical_failure', 0):.0%} |")
+              f"{r['final_success']:.0%} | {r.get('final_critical_failure', 0):.0%} | "
+              f"{_percent(r.get('best_model_success'))} | {_percent(r.get('best_model_critical_failure'))} |")
     for env_id in opts.envs:
         mine = [r for r in rows if r["env_id"] == env_id]
         algo, goal, _ = GOALS[env_id]
@@ -124,6 +135,10 @@ def main() -> None:
         print(f"{verdict}  {env_id} ({algo}): mean final success {mean:.1%} over {len(mine)} seeds, goal {goal:.0%}")
     if opts.json:
         opts.json.write_text(json.dumps(rows, indent=2))
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0%}"
 
 
 if __name__ == "__main__":

@@ -84,9 +84,15 @@ def test_resume_keeps_normalisation_statistics(tmp_path):
     run = train(args)
     _, normalizer, _ = load_run(run, device="cpu")
     count_before = normalizer.obs_rms.count
+    best_before = (run / "best_model.zip").read_bytes()
     train(TrainArgs(algo="ppo", env_id="", n_timesteps=1_024, progress_bar=False, device="cpu"), resume=run)
     _, normalizer, _ = load_run(run, device="cpu")
     assert normalizer.obs_rms.count > count_before + 400
+    # the best model comes with the statistics it was evaluated with, not the final ones
+    _, best_normalizer, _ = load_run(run, device="cpu", best=True)
+    best_kept = (run / "best_model.zip").read_bytes() == best_before
+    expected = count_before if best_kept else normalizer.obs_rms.count
+    assert best_normalizer.obs_rms.count == expected
 
 
 def test_ctrl_c_saves_a_checkpoint(tmp_path, monkeypatch):

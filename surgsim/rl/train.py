@@ -21,7 +21,7 @@ import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import gymnasium as gym
 import numpy as np
@@ -38,6 +38,8 @@ from surgsim.rl.presets import ALGOS, RUN_KEYS, load_preset
 
 ALGO_CLASSES: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "dqn": DQN, "sac": SAC}
 _CHECKPOINT = re.compile(r"rl_model_(\d+)_steps\.zip$")
+#: VecNormalize statistics saved with best_model.zip (the final ones differ)
+BEST_STATS = "best_vecnormalize.pkl"
 
 
 class TrainingError(ValueError):
@@ -120,9 +122,13 @@ def _atomic_save(save: Any, path: Path) -> None:
 class SurgicalEvalCallback(BaseCallback):
     """Periodic seeded evaluation: success rate, failure breakdown, return; keeps the best model."""
 
-    def __init__(self, args: TrainArgs, run_dir: Path, eval_env: gym.Env) -> None:
+    def __init__(
+        self, args: TrainArgs, run_dir: Path, eval_env: gym.Env,
+        on_evaluation: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
         super().__init__()
         self.args = args
+        self.on_evaluation = on_evaluation
         self.run_dir = run_dir
         self.eval_env = eval_env
         self.every = max(args.eval_freq, 1)
@@ -166,6 +172,10 @@ class SurgicalEvalCallback(BaseCallback):
         if self.best is None or score > self.best:
             self.best = score
             _atomic_save(self.model.save, self.run_dir / "best_model.zip")
+            if normalizer is not None:  # the statistics the best model was evaluated with
+                _atomic_save(normalizer.save, self.run_dir / BEST_STATS)
+        if self.on_evaluation is not None:
+            self.on_evaluation(record)
         return result
 
 
@@ -225,8 +235,14 @@ def latest_checkpoint(run_dir: Path) -> tuple[Path, int] | None:
     return max(found, key=lambda item: item[1]) if found else None
 
 
-def train(args: TrainArgs, resume: str | Path | None = None) -> Path:
-    """Train (or resume) a run; returns its folder. Ctrl-C saves a checkpoint first."""
+def train(
+    args: TrainArgs, resume: str | Path | None = None,
+    on_evaluation: Callable[[dict[str, Any]], None] | None = None,
+) -> Path:
+    """Train (or resume) a run; returns its folder. Ctrl-C saves a checkpoint first.
+
+    ``on_evaluation`` receives each evaluation record as it is written (a sweep reports it to Ray).
+    """
     if resume is not None:
         run_dir, args, checkpoint = _prepare_resume(Path(resume), args)
     else:
@@ -260,7 +276,7 @@ def train(args: TrainArgs, resume: str | Path | None = None) -> Path:
         model = _load_checkpoint(algo_class, checkpoint, venv, args, run_dir)
 
     eval_env = gym.make(args.env_id, **args.env_kwargs)
-    evaluator = SurgicalEvalCallback(args, run_dir, eval_env)
+    evaluator = SurgicalEvalCallback(args, run_dir, eval_env, on_evaluation)
     saver = CheckpointSaver(run_dir, args.save_freq)
     callbacks: list[BaseCallback] = [evaluator, saver]
     if args.progress_bar:
@@ -380,7 +396,7 @@ def load_run(run_dir: str | Path, device: str = "auto", best: bool = False):
     except Exception as exc:
         raise TrainingError(f"cannot load model {model_path}: {type(exc).__name__}: {exc}") from None
     normalizer = None
-    stats = run_dir / name / "vecnormalize.pkl"
+    stats = run_dir / BEST_STATS if best and (run_dir / BEST_STATS).is_file() else run_dir / name / "vecnormalize.pkl"
     if stats.is_file():
         holder = make_vec_env(args.env_id, n_envs=1, env_kwargs=args.env_kwargs)
         normalizer = VecNormalize.load(str(stats), holder)
