@@ -159,3 +159,11 @@ def test_eval_of_missing_or_corrupt_run(tmp_path):
     result = runner.invoke(app, ["train", "--resume", str(run), "-n", "512", "--no-progress"])
     assert result.exit_code == 2
     assert "cannot load checkpoint" in result.output and path.name in result.output
+
+
+def test_hyperparameter_overrides_read_numbers_as_numbers():
+    from surgsim.rl.presets import parse_overrides
+
+    parsed = parse_overrides(["learning_rate:3e-4", "n_steps:128", "policy_kwargs:{net_arch: [64, 64]}"], "--hyperparams")
+    assert parsed == {"learning_rate": 3e-4, "n_steps": 128, "policy_kwargs": {"net_arch": [64, 64]}}
+    assert isinstance(parsed["learning_rate"], float)  # PyYAML alone reads 3e-4 as a string

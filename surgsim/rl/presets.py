@@ -31,15 +31,25 @@ def load_preset(algo: str, env_id: str) -> dict[str, Any]:
     raise ValueError(f"{path}: no preset for {env_id!r} and no 'default' entry")
 
 
+def parse_value(text: str) -> Any:
+    """A number when it reads as one (PyYAML reads ``3e-4`` as a string), else YAML."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return yaml.safe_load(text)
+
+
 def parse_overrides(items: list[str] | None, what: str) -> dict[str, Any]:
-    """``["learning_rate:3e-4", "policy_kwargs:{net_arch: [64, 64]}"]`` -> dict (values parsed as YAML)."""
+    """``["learning_rate:3e-4", "policy_kwargs:{net_arch: [64, 64]}"]`` -> dict (numbers, else YAML)."""
     result: dict[str, Any] = {}
     for item in items or []:
         key, sep, raw = item.partition(":")
         if not sep or not key.strip():
             raise ValueError(f"{what} entry {item!r} is not of the form key:value")
         try:
-            value = yaml.safe_load(raw)
+            value = parse_value(raw)
         except yaml.YAMLError as exc:
             raise ValueError(f"{what} entry {item!r}: value is not valid YAML ({exc})") from None
         result[key.strip()] = value
