@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
 from surgsim._data import data_dir
-from surgsim.sim import World
 from surgsim.tasks import make_task
-from surgsim.tasks.base import Measurement
 from surgsim.tasks.rewards import TERM_NAMES, reward_terms
 from surgsim.tasks.spec import SpecError, TaskSpec, load_spec, parse_spec
+
+if TYPE_CHECKING:  # PyBullet is imported when an env is built, not by `import surgsim`
+    from surgsim.tasks.base import Measurement
 
 ACTION_TYPES = ("continuous", "discrete")
 OBS_TYPES = ("state", "goal", "rgb", "depth")
 REWARD_TYPES = ("dense", "sparse")
+REFERENCES = ("straight", "planner", "predictor")
 DIFFICULTIES = ("easy", "medium", "hard")
 _COST_TERMS = ("time", "proximity", "damage", "failure")
 
@@ -56,6 +59,17 @@ class SurgSimEnv(gym.Env):
             with ``obs_type="goal"``: -1 until the goal is reached, plus the failure penalty).
         difficulty: ``"easy"``, ``"medium"`` or ``"hard"``; widens the anatomy randomisation.
         render_mode: ``"rgb_array"`` or ``"human"`` (a PyBullet GUI window).
+        reference: the reference path of the tool tip. ``"straight"`` (the task's simple route;
+            the progress reward is the task's own), ``"planner"`` (planned at every reset by
+            :func:`surgsim.planning.plan`, collision-checked) or ``"predictor"`` (predicted by the
+            checkpoint ``predictor`` from the pre-operative volume). With a planned or predicted
+            reference the progress reward follows the path: its potential is minus the distance
+            still to go along it (the tip's deviation from the path plus the path length ahead).
+            The reference also drives the scripted expert, ``info["reference_deviation"]`` and
+            ``info["distance_to_go"]``, and is what recorded sessions store.
+        predictor: path of a predictor checkpoint (``reference="predictor"`` only).
+        reference_obs: append the next reference waypoint, relative to the tip and divided by
+            the spec's progress scale, to the state observation (3 more entries).
 
     ``reset(options={"patient": name})`` builds a named fixed patient from the spec.
     Episodes are truncated at the spec's ``max_episode_steps``.
@@ -71,12 +85,16 @@ class SurgSimEnv(gym.Env):
         reward_type: str = "dense",
         difficulty: str = "medium",
         render_mode: str | None = None,
+        reference: str = "straight",
+        predictor: str | Path | None = None,
+        reference_obs: bool = False,
         **unknown: Any,
     ) -> None:
         if unknown:
             raise TypeError(
                 f"SurgSimEnv got unknown keyword argument(s) {sorted(unknown)}; valid: task_spec, "
-                "action_type, obs_type, reward_type, difficulty, render_mode"
+                "action_type, obs_type, reward_type, difficulty, render_mode, reference, predictor, "
+                "reference_obs"
             )
         self.task_spec = resolve_spec(task_spec)
         self.action_type = _choice("action_type", action_type, ACTION_TYPES)
@@ -87,6 +105,26 @@ class SurgSimEnv(gym.Env):
             _choice("render_mode", render_mode, tuple(self.metadata["render_modes"]))
         self.render_mode = render_mode
         self.task = make_task(self.task_spec)
+        self.reference = _choice("reference", reference, REFERENCES)
+        self.reference_obs = bool(reference_obs)
+        if self.reference_obs and self.obs_type not in ("state", "goal"):
+            raise ValueError(f"reference_obs=True needs obs_type 'state' or 'goal', not {obs_type!r}")
+        self.predictor = None
+        if (predictor is not None) != (self.reference == "predictor"):
+            raise ValueError(
+                "reference='predictor' needs predictor=<checkpoint path>, and predictor= is used only "
+                f"with it; got reference={reference!r}, predictor={predictor!r}"
+            )
+        if predictor is not None:
+            from surgsim.predictor import PathPredictor
+
+            self.predictor = PathPredictor.load(predictor, device="cpu", task=self.task_spec.task)
+        #: where the current reference path came from: the ``reference`` asked for, or
+        #: ``"straight"`` when the planner found no path for this patient (with a warning)
+        self.reference_source = self.reference
+        self._reference = np.zeros((1, 3))
+        self._reference_arc = np.zeros(1)
+        self._reference_s = self._deviation = self._to_go = 0.0
         if obs_type == "goal" and not self.task.position_goal:
             raise ValueError(
                 f"obs_type='goal' needs a task whose goal is a position; {self.task_spec.name} has none"
@@ -110,6 +148,8 @@ class SurgSimEnv(gym.Env):
         self._steps = 0
 
         renders = render_mode is not None or self.obs_type in ("rgb", "depth")
+        from surgsim.sim import World
+
         self.world = World(gui=render_mode == "human", visuals=renders)
         self.task.attach(self.world)
         self._dense = self.reward_type == "dense"
@@ -118,7 +158,8 @@ class SurgSimEnv(gym.Env):
 
     def _make_observation_space(self) -> spaces.Space:
         size = self.task_spec.image_size
-        state = spaces.Box(-np.inf, np.inf, (self.task.obs_dim,), np.float32)
+        n_state = self.task.obs_dim + (3 if self.reference_obs else 0)
+        state = spaces.Box(-np.inf, np.inf, (n_state,), np.float32)
         if self.obs_type == "state":
             return state
         if self.obs_type == "goal":
@@ -146,7 +187,8 @@ class SurgSimEnv(gym.Env):
             difficulty = patients[patient].difficulty
         self.task.build(rng, difficulty)
         self._steps = 0
-        m = self.task.measure()
+        self._set_reference(self._make_reference())
+        m = self._measure()
         self._measurement = m
         self._potential = m.potential
         zero = dict.fromkeys(self._term_names(), 0.0)
@@ -154,7 +196,7 @@ class SurgSimEnv(gym.Env):
 
     def step(self, action):
         self.task.apply(self._to_unit_action(action))
-        m = self.task.measure()
+        m = self._measure()
         self._measurement = m
         task = self.task
         task.damage_total += m.damage_increment
@@ -225,8 +267,16 @@ class SurgSimEnv(gym.Env):
         return -(np.asarray(distance) > self.task.tolerance).astype(np.float64)
 
     def expert_action(self):
-        """The scripted expert's action in this env's action space."""
-        unit = self.task.expert_action()
+        """The scripted expert's action in this env's action space.
+
+        With ``reference="straight"`` the task's own expert; otherwise it pursues the reference
+        path: it moves (in configuration space) towards the point one lookahead ahead of the tip's
+        projection on the path.
+        """
+        if self.reference == "straight":
+            unit = self.task.expert_action()
+        else:
+            unit = self.task.action_towards(self._reference_ahead())
         if self.action_type == "continuous":
             return unit.astype(np.float32)
         k = int(np.argmax(np.abs(unit)))
@@ -236,7 +286,56 @@ class SurgSimEnv(gym.Env):
 
     def reference_path(self) -> np.ndarray:
         """The current patient's reference path of the tool tip, (N, 3) in metres."""
-        return self.task.reference_path()
+        return self._reference.copy()
+
+    def preop_volume(self, resolution: int | None = None):
+        """The current patient's pre-operative volume (:class:`surgsim.planning.Volume`)."""
+        from surgsim.planning.volume import preop_volume
+
+        return preop_volume(self.task, resolution)
+
+    # ------------------------------------------------------- reference path
+    def _make_reference(self) -> np.ndarray:
+        self.reference_source = self.reference
+        if self.reference == "planner":
+            from surgsim.planning.planner import PlanningError, plan
+
+            try:
+                return plan(self.task).tips
+            except PlanningError as exc:
+                self.reference_source = "straight"
+                warnings.warn(f"{self.task_spec.name}: planner failed, using the straight reference: {exc}",
+                              RuntimeWarning, stacklevel=3)
+        elif self.reference == "predictor":
+            volume = self.preop_volume()
+            return self.predictor.predict(volume.data, self.task.start_vector())
+        return np.asarray(self.task.reference_path(), dtype=float)
+
+    def _set_reference(self, path: np.ndarray) -> None:
+        from surgsim.planning import paths
+
+        self._reference = paths.as_path(path, "reference path")
+        self._reference_arc = paths.cumulative_length(self._reference)
+
+    def _measure(self) -> Measurement:
+        """The task's measurement, with the tip projected on the reference path; a planned or
+        predicted reference replaces the progress potential by the distance to go along it."""
+        from surgsim.planning import paths
+        from surgsim.tasks.base import potential
+
+        m = self.task.measure()
+        s, deviation = paths.project(self._reference, m.tip, self._reference_arc)
+        self._reference_s, self._deviation = s, deviation
+        self._to_go = deviation + self._reference_arc[-1] - s
+        if self.reference != "straight":
+            m.potential = potential(self._to_go, self.task.progress_scale)
+        return m
+
+    def _reference_ahead(self) -> np.ndarray:
+        """The next reference waypoint: one lookahead beyond the tip's projection on the path."""
+        from surgsim.planning import paths
+
+        return paths.point_at(self._reference, self._reference_s + self.task.reference_lookahead)
 
     def _to_unit_action(self, action) -> np.ndarray:
         if self.action_type == "discrete":
@@ -257,12 +356,19 @@ class SurgSimEnv(gym.Env):
     def _term_names(self) -> Iterable[str]:
         return ("goal", *_COST_TERMS) if self.obs_type == "goal" else TERM_NAMES
 
+    def _state(self, m: Measurement) -> np.ndarray:
+        state = self.task.observation(m)
+        if not self.reference_obs:
+            return state
+        ahead = (self._reference_ahead() - m.tip) / self.task.progress_scale
+        return np.concatenate([state, ahead.astype(np.float32)])
+
     def _observation(self, m: Measurement):
         if self.obs_type == "state":
-            return self.task.observation(m)
+            return self._state(m)
         if self.obs_type == "goal":
             return {
-                "observation": self.task.observation(m),
+                "observation": self._state(m),
                 "achieved_goal": m.tip.astype(np.float32),
                 "desired_goal": self.task.goal().astype(np.float32),
             }
@@ -284,6 +390,8 @@ class SurgSimEnv(gym.Env):
             tissue_damage=self.task.damage_total,
             tip_position=m.tip.copy(),
             tip_orientation=np.asarray(orientation),
+            reference_deviation=self._deviation,
+            distance_to_go=self._to_go,
         )
         return info
 

@@ -126,6 +126,14 @@ class Task(ABC):
         """The episode's start pose as the path predictor reads it (see :attr:`start_fields`)."""
         return self.start_tip.copy()
 
+    def route(self) -> np.ndarray:
+        """Corner points (N, 3) of a free tool's planned path: the start tip, then the straight
+        reference (the trocar tool's route is searched by the planner instead)."""
+        reference = np.asarray(self.reference_path(), dtype=float)
+        if np.linalg.norm(reference[0] - self.start_tip) <= 1e-9:
+            return reference
+        return np.vstack([self.start_tip, reference])
+
     @abstractmethod
     def path_end(self) -> np.ndarray:
         """Where a reference path of the tip ends (m): the target, or the end of the incision."""

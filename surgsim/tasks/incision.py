@@ -103,6 +103,12 @@ class IncisionTask(Task):
     def config_steps(self) -> np.ndarray:
         return np.array([self.step, self.step, self.depth_step])
 
+    def route(self) -> np.ndarray:
+        """Sink the blade to mid-band where it starts (a sideways move above the band would cut
+        badly), then follow the line."""
+        sink = np.array([self.start_tip[0], self.start_tip[1], -self.band_mid])
+        return np.vstack([self.start_tip, sink, self.reference_path()])
+
     def path_end(self) -> np.ndarray:
         return np.array([self.curve[-1, 0], self.curve[-1, 1], -self.band_mid])
 
@@ -180,7 +186,10 @@ class IncisionTask(Task):
         self._nearest = (s, nearest, tangent, depth)
         # "distance" to the goal: the part of the line still to cut, plus how far the blade is
         # from cutting it (off the line, or off mid-band); tracing above the surface earns nothing
-        distance = self.length * (1.0 - self.coverage) + deviation + abs(signed_depth - self.band_mid)
+        # (off the tissue the ray finds no surface: measure from its plane, z = 0, so the
+        # distance and the reward stay finite on that failing step)
+        level = signed_depth if math.isfinite(signed_depth) else -tip[2]
+        distance = self.length * (1.0 - self.coverage) + deviation + abs(level - self.band_mid)
         end = self.curve[-1]
         end_error = math.hypot(xy[0] - end[0], xy[1] - end[1])
 

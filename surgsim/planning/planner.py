@@ -1,0 +1,191 @@
+"""The reference path planner: a safe, short tool-tip path from the start pose to the target.
+
+The search runs in the instrument's own configuration space. For the trocar tool
+(SurgicalPath: yaw, pitch, insertion) the last stretch is fixed, since a shaft pivoting about
+the port reaches the target only along the straight port-target line; the freedom is how the
+tool turns onto that line. The planner searches paths
+
+    start -> retract along the start line to depth h_r -> turn (yaw, pitch, insertion linearly)
+    onto the target line at depth h_b -> advance along the line to the target
+
+over a grid of (h_r, h_b), scoring each by the tip's path length plus a penalty for every
+millimetre of shaft clearance below the task's safety margin while turning; turns whose shaft
+would sweep through the organ (tissue damage) or touch a critical structure are excluded.
+Clearances come from the analytic geometry (:mod:`surgsim.planning.geometry`, thousands of
+shaft poses in a few milliseconds); the chosen path is then re-checked pose by pose with the
+env's own PyBullet queries (``task.check_poses``), falling back to the next best candidate.
+
+Free tools (NeedleReach, Incision) move their tip directly and face no obstacle between the
+start and their task's route (``task.route()``), so their plan is that route, densified and
+checked the same way. Every plan is deterministic for a given scenario.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from surgsim.planning import geometry as geo
+from surgsim.planning.paths import cumulative_length, densify
+from surgsim.tasks.base import MM, Task
+
+#: penalty (m of path length) per metre of turning clearance below the safety margin
+CLEARANCE_WEIGHT = 10.0
+#: the turn must end this far (m) above where the target line enters the organ
+ORGAN_MARGIN = 2.0 * MM
+#: candidates re-checked in PyBullet before giving up
+MAX_CHECKED = 5
+_RETRACT_LEVELS = 4
+_VIA_LEVELS = 10
+
+
+class PlanningError(RuntimeError):
+    """No safe path exists for this scenario (or none was found); the message says why."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A planned path: ``configs`` (N, dof) in the task's configuration coordinates, the tip
+    positions ``tips`` (N, 3) m, and PyBullet's clearance (N,) m of the instrument at each."""
+
+    configs: np.ndarray
+    tips: np.ndarray
+    clearance: np.ndarray
+
+    @property
+    def min_clearance(self) -> float:
+        return float(np.min(self.clearance))
+
+    @property
+    def length(self) -> float:
+        """Length (m) of the tip's path."""
+        return float(cumulative_length(self.tips)[-1])
+
+
+def plan(task: Task) -> Plan:
+    """Plan the current scenario of ``task`` (built by ``env.reset``); raises :class:`PlanningError`."""
+    from surgsim.tasks.surgical_path import SurgicalPathTask
+
+    if isinstance(task, SurgicalPathTask):
+        return _plan_trocar(task)
+    return _plan_free(task)
+
+
+# ------------------------------------------------------------------ free tools
+def _plan_free(task: Task) -> Plan:
+    tips = densify(task.route(), float(np.min(task.config_steps)))
+    clearance, reasons = task.check_poses(tips)
+    _raise_on_failure(tips, reasons, "the route from the start")
+    return Plan(task.tip_to_config(tips), tips, clearance)
+
+
+def _raise_on_failure(tips: np.ndarray, reasons: list[str | None], what: str) -> None:
+    bad = next((i for i, r in enumerate(reasons) if r is not None), None)
+    if bad is not None:
+        raise PlanningError(
+            f"{what} fails the env's check: {reasons[bad]} at tip "
+            f"{np.round(tips[bad] / MM, 1).tolist()} mm (pose {bad} of {len(tips)})"
+        )
+
+
+# ------------------------------------------------------------------ trocar tool
+def _segment(a: np.ndarray, b: np.ndarray, steps: np.ndarray) -> np.ndarray:
+    """Configurations from ``a`` (excluded) to ``b`` (included), at most half a step apart."""
+    n = max(1, int(math.ceil(2.0 * float(np.max(np.abs(b - a) / steps)))))
+    return a + np.linspace(0.0, 1.0, n + 1)[1:, None] * (b - a)
+
+
+def _entry_depth(task, direction: np.ndarray, limit: float) -> float:
+    """Insertion (m) at which the line port + s * direction first enters the organ (``limit`` if never)."""
+    p = (task.port - task.organ_centre) / task.organ_radii
+    d = direction / task.organ_radii
+    a, b, c = d @ d, 2.0 * p @ d, p @ p - 1.0
+    if c <= 0.0:  # the port itself is inside the organ
+        return 0.0
+    disc = b * b - 4 * a * c
+    if disc < 0:
+        return limit
+    s = (-b - math.sqrt(disc)) / (2 * a)
+    return min(limit, s) if s > 0 else limit
+
+
+def _plan_trocar(task) -> Plan:
+    steps = task.config_steps
+    start = np.asarray(task.start_config, dtype=float)
+    goal = task.tip_to_config(task.target)[0]
+    if not task.within_limits(goal[None])[0]:
+        raise PlanningError(
+            f"the target {np.round(task.target / MM, 1).tolist()} mm is out of the tool's reach from "
+            f"the port: yaw {math.degrees(goal[0]):.1f} deg, pitch {math.degrees(goal[1]):.1f} deg, "
+            f"insertion {goal[2] / MM:.1f} mm (limits +-{math.degrees(task.angle_limit):.0f} deg, "
+            f"{task.insertion_min / MM:.0f}-{task.insertion_max / MM:.0f} mm)"
+        )
+    tubes = geo.Tubes.from_chains(task.tubes)
+    shaft = geo.TROCAR_SHAFT
+    cap = 0.03
+
+    def clearance(configs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        tips = task.config_to_tip(configs)
+        back = task.port - tips
+        back /= np.linalg.norm(back, axis=1, keepdims=True)
+        return shaft.clearance(tips, back, tubes, cap)
+
+    # the last stretch is forced: the shaft along the port-target line
+    final, owner = clearance(goal[None])
+    if final[0] <= 0.0:
+        raise PlanningError(
+            f"no path: the straight shaft from the port to the target crosses {tubes.names[owner[0]]} "
+            f"(clearance {final[0] / MM:.1f} mm); a trocar tool reaches the target only along that line"
+        )
+    direction = (task.target - task.port) / goal[2]
+    # a follower cuts the corner onto the line by up to one lookahead: keep that outside the organ too
+    margin = ORGAN_MARGIN + task.reference_lookahead
+    via_max = max(task.insertion_min, min(_entry_depth(task, direction, goal[2]) - margin, goal[2]))
+    retracts = np.linspace(start[2], task.insertion_min, _RETRACT_LEVELS)
+    vias = np.linspace(via_max, task.insertion_min, _VIA_LEVELS)
+    h_r, h_b = (v.ravel() for v in np.meshgrid(retracts, vias, indexing="ij"))
+    # every turn, (yaw, pitch, insertion) linear from (start angles, h_r) to (goal angles, h_b),
+    # sampled at the same n points (at most half a step apart)
+    a = np.column_stack([np.full_like(h_r, start[0]), np.full_like(h_r, start[1]), h_r])
+    b = np.column_stack([np.full_like(h_b, goal[0]), np.full_like(h_b, goal[1]), h_b])
+    n = max(2, int(math.ceil(2.0 * float(np.max(np.abs(b - a) / steps)))) + 1)
+    u = np.linspace(0.0, 1.0, n)[None, :, None]
+    turns = a[:, None] + u * (b - a)[:, None]  # (M, n, 3)
+    flat = turns.reshape(-1, 3)
+    turn_clear = clearance(flat)[0].reshape(len(a), n)
+    turn_tips = task.config_to_tip(flat)
+    in_organ = geo.segment_hits_ellipsoid(task.port, turn_tips, task.organ_centre, task.organ_radii)
+    in_organ = in_organ.reshape(len(a), n).any(axis=1)
+    turn_length = np.linalg.norm(np.diff(turn_tips.reshape(len(a), n, 3), axis=1), axis=2).sum(axis=1)
+    length = (start[2] - h_r) + turn_length + (goal[2] - h_b)
+    worst = turn_clear.min(axis=1)
+    score = length + CLEARANCE_WEIGHT * np.maximum(0.0, task.safety_margin - worst)
+    usable = (worst > 0.0) & ~in_organ
+    if not usable.any():
+        raise PlanningError(
+            "no collision-free way to turn the tool from its start direction onto the port-target "
+            f"line above the organ (searched {len(a)} retract / turn depths): every turn "
+            "sweeps the shaft through the organ or a critical structure"
+        )
+    order = [int(k) for k in np.argsort(score, kind="stable") if usable[k]]
+    failures = []
+    for k in order[:MAX_CHECKED]:
+        corners = [start, a[k], b[k], goal]
+        configs = _dedupe(np.vstack([start[None], *(_segment(p, q, steps) for p, q in zip(corners[:-1], corners[1:]))]))
+        tips = task.config_to_tip(configs)
+        pb_clearance, reasons = task.check_poses(tips)
+        bad = next((i for i, r in enumerate(reasons) if r is not None), None)
+        if bad is None:
+            return Plan(configs, tips, pb_clearance)
+        failures.append(f"{reasons[bad]} at tip {np.round(tips[bad] / MM, 1).tolist()} mm")
+    raise PlanningError(
+        f"the {len(failures)} best analytic candidates all fail PyBullet's check: " + "; ".join(failures)
+    )
+
+
+def _dedupe(configs: np.ndarray) -> np.ndarray:
+    """Drop consecutive repeated configurations (zero-length retracts)."""
+    keep = np.concatenate([[True], np.any(np.abs(np.diff(configs, axis=0)) > 1e-12, axis=1)])
+    return configs[keep]

@@ -1,0 +1,270 @@
+"""Train the path predictor on a dataset folder: MSE on the waypoints in the volume frame.
+
+AdamW with a linear warm-up then cosine decay per step, early stopping on the validation loss,
+autocast (bf16, else fp16 with a gradient scaler) on CUDA. The best checkpoint by validation
+loss is written atomically each time it improves; at the end ``<out stem>.history.json`` and
+``<out stem>.loss.png`` are written beside it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from surgsim.predictor.data import DatasetMeta, PathDataset, load_split, read_meta
+from surgsim.predictor.model import PathNet, PredictorConfig
+from surgsim.predictor.plots import loss_curve
+from surgsim.predictor.predictor import resolve_device, save_checkpoint
+
+#: volume channel whose occupancy the optional clearance term penalises at predicted waypoints
+CRITICAL_CHANNEL = "critical"
+
+
+class TrainingError(ValueError):
+    """Training options that cannot work with the dataset."""
+
+
+@dataclass
+class TrainOptions:
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    #: warm-up length in epochs (linear from 0), then cosine decay to ``lr * final_lr_fraction``
+    warmup_epochs: float = 1.0
+    final_lr_fraction: float = 0.02
+    #: stop after this many epochs without a relative validation improvement of ``min_delta``
+    patience: int = 6
+    min_delta: float = 1e-3
+    #: weight of the mean critical-structure occupancy at the predicted waypoints (0: off)
+    clearance_weight: float = 0.0
+    widths: list[int] = field(default_factory=lambda: [16, 32, 64])
+    keypoints: int = 16
+    hidden: int = 256
+    device: str = "auto"
+    #: autocast on CUDA (ignored on CPU, where it would be slower)
+    amp: bool = True
+    seed: int = 0
+    #: use only the first N train / val scenarios (None: all)
+    limit_train: int | None = None
+    limit_val: int | None = None
+    progress: bool = True
+
+
+@dataclass
+class TrainResult:
+    checkpoint: Path
+    history: list[dict[str, float]]
+    best_epoch: int
+    best_val_loss: float
+    #: validation MSE of the baseline that always predicts the training split's mean path
+    baseline_val_loss: float
+    best_val_error_mm: float
+    device: str
+    device_name: str
+    amp_dtype: str | None
+    #: training samples per second (forward + backward + step; validation excluded)
+    samples_per_s: float
+    stopped_early: bool
+    n_train: int
+    n_val: int
+    n_parameters: int
+    seconds: float
+
+
+def make_config(meta: DatasetMeta, train: PathDataset, options: TrainOptions) -> PredictorConfig:
+    """The model config: architecture from ``options``, normalisation from the training split."""
+    largest = int(train.volume.max())
+    start = train.start.double()
+    std = start.std(dim=0, unbiased=False)
+    std = torch.where(std > 1e-8, std, torch.ones_like(std))
+    frame = meta.frame
+    return PredictorConfig(
+        task=meta.task, env_id=meta.env_id, env_kwargs=meta.env_kwargs, resolution=meta.resolution,
+        channels=list(meta.channels), n_waypoints=meta.n_waypoints, start_fields=list(meta.start_fields),
+        widths=list(options.widths), keypoints=options.keypoints, hidden=options.hidden,
+        frame_centre=frame.centre.tolist(), frame_half_extent=frame.half_extent.tolist(),
+        volume_scale=1.0 / max(largest, 1), start_mean=start.mean(dim=0).tolist(), start_std=std.tolist(),
+    )
+
+
+def _lr_factor(step: int, warmup: int, total: int, final: float) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return final + (1.0 - final) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def _clearance_penalty(volume: torch.Tensor, volume_scale: float, unit: torch.Tensor,
+                       channel: int) -> torch.Tensor:
+    """Mean occupancy of the critical channel, trilinearly sampled at the predicted waypoints."""
+    occupancy = volume[:, channel:channel + 1].float() * volume_scale  # (B, 1, X, Y, Z)
+    # grid_sample reads the last grid coordinate along the first spatial axis: pass (z, y, x)
+    grid = unit.flip(-1).view(unit.shape[0], -1, 1, 1, 3).float()
+    return F.grid_sample(occupancy, grid, align_corners=False, padding_mode="zeros").mean()
+
+
+def _evaluate(model: PathNet, data: PathDataset, batch_size: int, autocast) -> tuple[float, float]:
+    """Validation MSE (volume frame) and mean waypoint error (mm)."""
+    model.eval()
+    total_sq, total_err, n = 0.0, 0.0, 0
+    with torch.inference_mode():
+        for volume, start, waypoints in data.batches(batch_size):
+            with autocast():
+                unit = model(volume, start)
+            unit = unit.float()
+            total_sq += F.mse_loss(unit, model.to_unit(waypoints), reduction="sum").item()
+            total_err += (model.from_unit(unit) - waypoints).norm(dim=-1).mean(dim=-1).sum().item()
+            n += len(volume)
+    model.train()
+    k = data.meta.n_waypoints
+    return total_sq / (n * k * 3), 1000.0 * total_err / n
+
+
+def train(data_dir: str | Path, out: str | Path, options: TrainOptions | None = None) -> TrainResult:
+    """Train on ``data_dir`` (made by ``surgsim predictor generate``); write the best model to ``out``."""
+    options = options or TrainOptions()
+    out = Path(out)
+    if options.epochs < 1 or options.batch_size < 1:
+        raise TrainingError(f"epochs ({options.epochs}) and batch_size ({options.batch_size}) must be >= 1")
+    began = time.perf_counter()
+    meta = read_meta(data_dir)
+    train_set = load_split(meta, "train", options.limit_train, progress=options.progress)
+    val_set = load_split(meta, "val", options.limit_val, progress=options.progress)
+    config = make_config(meta, train_set, options)
+    if config.resolution % config.downsampling:
+        raise TrainingError(
+            f"resolution {config.resolution} of {meta.root} is not divisible by 2**len(widths) "
+            f"= {config.downsampling}; use fewer widths"
+        )
+    critical = None
+    if options.clearance_weight > 0:
+        if CRITICAL_CHANNEL not in meta.channels:
+            raise TrainingError(
+                f"clearance_weight > 0 needs a {CRITICAL_CHANNEL!r} volume channel; {meta.root} has "
+                f"{list(meta.channels)}"
+            )
+        critical = meta.channels.index(CRITICAL_CHANNEL)
+
+    device = resolve_device(options.device)
+    torch.manual_seed(options.seed)
+    generator = torch.Generator().manual_seed(options.seed)
+    model = PathNet(config).to(device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        train_set.to(device)
+        val_set.to(device)
+    amp_dtype = None
+    if device.type == "cuda" and options.amp:
+        amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+    def autocast():
+        return torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None)
+
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+    mean_path = model.to_unit(train_set.waypoints.float()).mean(dim=0)
+    baseline = F.mse_loss(mean_path.expand(len(val_set), -1, -1), model.to_unit(val_set.waypoints.float())).item()
+
+    optimiser = torch.optim.AdamW(model.parameters(), lr=options.lr, weight_decay=options.weight_decay)
+    steps_per_epoch = math.ceil(len(train_set) / options.batch_size)
+    total = steps_per_epoch * options.epochs
+    warmup = max(1, int(options.warmup_epochs * steps_per_epoch))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimiser, lambda s: _lr_factor(s, warmup, total, options.final_lr_fraction)
+    )
+    history: list[dict[str, float]] = []
+    best, best_epoch, best_error, wait, stopped_early = math.inf, 0, math.inf, 0, False
+    train_seconds, train_samples = 0.0, 0
+    bar = tqdm(total=total, unit="batch", desc="training", disable=not options.progress)
+    model.train()
+    for epoch in range(1, options.epochs + 1):
+        bar.set_description(f"epoch {epoch}/{options.epochs}")
+        tic = time.perf_counter()
+        loss_sum = 0.0
+        for volume, start, waypoints in train_set.batches(options.batch_size, True, generator):
+            with autocast():
+                unit = model(volume, start)
+                loss = F.mse_loss(unit.float(), model.to_unit(waypoints))
+                if critical is not None:
+                    loss = loss + options.clearance_weight * _clearance_penalty(
+                        volume, config.volume_scale, unit, critical)
+            optimiser.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimiser)
+            scaler.update()
+            scheduler.step()
+            loss_sum += loss.detach() * len(volume)
+            bar.update()
+        epoch_loss = float(loss_sum) / len(train_set)  # one sync per epoch, not per step
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds = time.perf_counter() - tic
+        train_seconds += seconds
+        train_samples += len(train_set)
+        val_loss, val_error = _evaluate(model, val_set, 4 * options.batch_size, autocast)
+        history.append({
+            "epoch": epoch, "lr": optimiser.param_groups[0]["lr"], "train_loss": epoch_loss,
+            "val_loss": val_loss, "val_error_mm": val_error, "train_seconds": seconds,
+            "samples_per_s": len(train_set) / seconds,
+        })
+        bar.set_postfix(train=f"{epoch_loss:.2e}", val=f"{val_loss:.2e}", mm=f"{val_error:.2f}")
+        if val_loss < best * (1.0 - options.min_delta):
+            best, best_epoch, best_error, wait = val_loss, epoch, val_error, 0
+            save_checkpoint(model, config, out)
+        else:
+            wait += 1
+            if wait >= options.patience:
+                stopped_early = epoch < options.epochs
+                break
+    bar.close()
+
+    result = TrainResult(
+        checkpoint=out, history=history, best_epoch=best_epoch, best_val_loss=best,
+        baseline_val_loss=baseline, best_val_error_mm=best_error, device=str(device),
+        device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        amp_dtype=str(amp_dtype).replace("torch.", "") if amp_dtype else None,
+        samples_per_s=train_samples / train_seconds, stopped_early=stopped_early,
+        n_train=len(train_set), n_val=len(val_set),
+        n_parameters=sum(p.numel() for p in model.parameters()),
+        seconds=time.perf_counter() - began,
+    )
+    write_json(history_path(out), {
+        **{k: v for k, v in asdict(result).items() if k != "checkpoint"},
+        "checkpoint": str(out), "data": str(meta.root), "options": asdict(options),
+        "config": config.model_dump(),
+    })
+    loss_curve(history, baseline, out.with_name(out.stem + ".loss.png"), title=f"{meta.env_id}: {out.name}")
+    return result
+
+
+def history_path(checkpoint: Path) -> Path:
+    return checkpoint.with_name(checkpoint.stem + ".history.json")
+
+
+def write_json(path: Path, data: Any) -> Path:
+    """Write JSON atomically (temp file, then rename); numpy scalars become plain numbers."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_text(json.dumps(data, indent=2, default=_plain) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (np.generic,)):
+        return value.item()
+    if isinstance(value, (Path,)):
+        return str(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
