@@ -11,7 +11,9 @@ import numpy as np
 from gymnasium import spaces
 
 from surgsim._data import data_dir
+from surgsim.planning.paths import Polyline
 from surgsim.tasks import make_task
+from surgsim.tasks.base import potential
 from surgsim.tasks.rewards import TERM_NAMES, reward_terms
 from surgsim.tasks.spec import SpecError, TaskSpec, load_spec, parse_spec
 
@@ -122,8 +124,7 @@ class SurgSimEnv(gym.Env):
         #: where the current reference path came from: the ``reference`` asked for, or
         #: ``"straight"`` when the planner found no path for this patient (with a warning)
         self.reference_source = self.reference
-        self._reference = np.zeros((1, 3))
-        self._reference_arc = np.zeros(1)
+        self._reference = Polyline(np.zeros((1, 3)))
         self._reference_s = self._deviation = self._to_go = 0.0
         if obs_type == "goal" and not self.task.position_goal:
             raise ValueError(
@@ -286,7 +287,7 @@ class SurgSimEnv(gym.Env):
 
     def reference_path(self) -> np.ndarray:
         """The current patient's reference path of the tool tip, (N, 3) in metres."""
-        return self._reference.copy()
+        return self._reference.points.copy()
 
     def preop_volume(self, resolution: int | None = None):
         """The current patient's pre-operative volume (:class:`surgsim.planning.Volume`)."""
@@ -312,30 +313,22 @@ class SurgSimEnv(gym.Env):
         return np.asarray(self.task.reference_path(), dtype=float)
 
     def _set_reference(self, path: np.ndarray) -> None:
-        from surgsim.planning import paths
-
-        self._reference = paths.as_path(path, "reference path")
-        self._reference_arc = paths.cumulative_length(self._reference)
+        self._reference = Polyline(path, "reference path")
 
     def _measure(self) -> Measurement:
         """The task's measurement, with the tip projected on the reference path; a planned or
         predicted reference replaces the progress potential by the distance to go along it."""
-        from surgsim.planning import paths
-        from surgsim.tasks.base import potential
-
         m = self.task.measure()
-        s, deviation = paths.project(self._reference, m.tip, self._reference_arc)
+        s, deviation = self._reference.project(m.tip)
         self._reference_s, self._deviation = s, deviation
-        self._to_go = deviation + self._reference_arc[-1] - s
+        self._to_go = deviation + self._reference.length - s
         if self.reference != "straight":
             m.potential = potential(self._to_go, self.task.progress_scale)
         return m
 
     def _reference_ahead(self) -> np.ndarray:
         """The next reference waypoint: one lookahead beyond the tip's projection on the path."""
-        from surgsim.planning import paths
-
-        return paths.point_at(self._reference, self._reference_s + self.task.reference_lookahead)
+        return self._reference.point_at(self._reference_s + self.task.reference_lookahead)
 
     def _to_unit_action(self, action) -> np.ndarray:
         if self.action_type == "discrete":

@@ -9,7 +9,7 @@ import pytest
 
 from surgsim.planning import PlanningError, check_tip_path, plan
 from surgsim.planning.dataset import generate, split_ranges
-from surgsim.planning.paths import densify, point_at, project, resample
+from surgsim.planning.paths import Polyline, densify, point_at, resample
 from surgsim.sim import anatomy
 
 MM = 1e-3
@@ -27,9 +27,9 @@ def test_resample_by_arc_length_keeps_the_ends():
 
 
 def test_project_point_at_and_densify():
-    s, distance = project(L_PATH, np.array([0.5, 0.2, 0.0]))
+    s, distance = Polyline(L_PATH).project(np.array([0.5, 0.2, 0.0]))
     assert (s, distance) == pytest.approx((0.5, 0.2))
-    s, distance = project(L_PATH, np.array([1.3, 0.6, 0.0]))
+    s, distance = Polyline(L_PATH).project(np.array([1.3, 0.6, 0.0]))
     assert (s, distance) == pytest.approx((1.6, 0.3))
     np.testing.assert_allclose(point_at(L_PATH, 1.25), [1.0, 0.25, 0.0])
     dense = densify(L_PATH, 0.3)

@@ -2,13 +2,14 @@
 
 A path is an (N, 3) array of tip positions in metres, followed piecewise linearly. The
 predictor learns paths resampled to K waypoints by arc length (:func:`resample`); the env
-projects the tip onto its reference path (:func:`project`) for the progress reward, the
+projects the tip onto its reference path (:class:`Polyline`) for the progress reward, the
 deviation and the scripted expert; :func:`check_tip_path` replays any tip path through the
 env's own collision queries, so planned and predicted paths are judged by the same rule.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -39,10 +40,7 @@ def cumulative_length(path: np.ndarray) -> np.ndarray:
 
 def point_at(path: np.ndarray, s: np.ndarray | float) -> np.ndarray:
     """Point(s) at arc length ``s`` along the polyline (clamped to its ends)."""
-    path = as_path(path)
-    arc = cumulative_length(path)
-    s = np.clip(np.asarray(s, dtype=float), 0.0, arc[-1])
-    return np.stack([np.interp(s, arc, path[:, k]) for k in range(3)], axis=-1)
+    return Polyline(path).point_at(s)
 
 
 def resample(path: np.ndarray, k: int) -> np.ndarray:
@@ -63,21 +61,35 @@ def densify(path: np.ndarray, step: float) -> np.ndarray:
     return np.vstack(out)
 
 
-def project(path: np.ndarray, point: np.ndarray, arc: np.ndarray | None = None) -> tuple[float, float]:
-    """Arc length ``s`` (m) of the nearest point of the polyline to ``point``, and the distance to it.
+class Polyline:
+    """A path prepared once for projecting points onto it often (the env does at every step)."""
 
-    ``arc`` (from :func:`cumulative_length`) may be passed in when projecting often.
-    """
-    path = np.asarray(path, dtype=float)
-    arc = cumulative_length(path) if arc is None else arc
-    if len(path) == 1:
-        return 0.0, float(np.linalg.norm(np.asarray(point) - path[0]))
-    a, ab = path[:-1], np.diff(path, axis=0)
-    lengths2 = np.einsum("ij,ij->i", ab, ab)
-    t = np.clip(np.einsum("ij,ij->i", point - a, ab) / np.maximum(lengths2, 1e-18), 0.0, 1.0)
-    gaps = np.linalg.norm(a + t[:, None] * ab - point, axis=1)
-    i = int(np.argmin(gaps))
-    return float(arc[i] + t[i] * np.sqrt(lengths2[i])), float(gaps[i])
+    def __init__(self, path: np.ndarray, name: str = "path") -> None:
+        self.points = as_path(path, name)
+        self.arc = cumulative_length(self.points)
+        self.length = float(self.arc[-1])
+        self._starts = self.points[:-1]
+        self._segments = np.diff(self.points, axis=0)
+        lengths2 = np.einsum("ij,ij->i", self._segments, self._segments)
+        self._inverse_lengths2 = 1.0 / np.maximum(lengths2, 1e-18)
+        self._segment_lengths = np.sqrt(lengths2)
+
+    def project(self, point: np.ndarray) -> tuple[float, float]:
+        """Arc length ``s`` (m) of the nearest point of the path to ``point``, and the distance to it."""
+        if len(self.points) == 1:
+            return 0.0, float(np.linalg.norm(np.asarray(point) - self.points[0]))
+        offsets = point - self._starts
+        t = np.einsum("ij,ij->i", offsets, self._segments) * self._inverse_lengths2
+        np.clip(t, 0.0, 1.0, out=t)
+        gaps = offsets - t[:, None] * self._segments
+        gaps2 = np.einsum("ij,ij->i", gaps, gaps)
+        i = int(np.argmin(gaps2))
+        return float(self.arc[i] + t[i] * self._segment_lengths[i]), math.sqrt(gaps2[i])
+
+    def point_at(self, s: np.ndarray | float) -> np.ndarray:
+        """Point(s) at arc length ``s`` (clamped to the ends)."""
+        s = np.clip(np.asarray(s, dtype=float), 0.0, self.length)
+        return np.stack([np.interp(s, self.arc, self.points[:, k]) for k in range(3)], axis=-1)
 
 
 @dataclass(frozen=True)
