@@ -1,0 +1,168 @@
+"""``surgsim score DIR | calibrate | evaluate``: grade recorded sessions like a skills lab."""
+
+from __future__ import annotations
+
+import datetime
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from surgsim.cli._common import app, fail
+
+
+class _ScoreGroup(TyperGroup):
+    """``surgsim score DIR ...`` is short for ``surgsim score report DIR ...``."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
+            args = ["report", *args]
+        return super().parse_args(ctx, args)
+
+
+score_app = typer.Typer(
+    cls=_ScoreGroup,
+    help=(
+        "Grade recorded sessions: `surgsim score DIR --out report/` writes a JSON and PNG per session, "
+        "summary.csv and cohort.png; `score calibrate` fits a rubric from labelled sessions; "
+        "`score evaluate` cross-validates it against a label."
+    ),
+    no_args_is_help=True,
+)
+app.add_typer(score_app, name="score")
+
+_WORKERS_HELP = "Parallel worker processes (default: one per CPU)."
+
+
+def _workers(value: Optional[int]) -> int:
+    from surgsim.scoring.batch import workers_default
+
+    if value is not None and value < 1:
+        fail(f"--workers must be >= 1, got {value}")
+    return value or workers_default()
+
+
+def _report_failures(failures, total: int) -> None:
+    """List the files that failed, then exit non-zero when any did."""
+    if not failures:
+        return
+    typer.secho(f"{len(failures)} of {total} files failed:", fg=typer.colors.RED, err=True)
+    for failure in failures:
+        typer.echo(f"  {failure}", err=True)
+    fail(f"{len(failures)} file(s) could not be used (listed above)", code=1)
+
+
+@score_app.command("report")
+def report_cmd(
+    paths: List[Path] = typer.Argument(..., help="Session files (.parquet) or folders searched recursively."),
+    out: Path = typer.Option(..., "--out", "-o", help="Report folder (created)."),
+    rubric: Optional[Path] = typer.Option(None, "--rubric", help="Rubric YAML (default: the session task's shipped rubric)."),
+    workers: Optional[int] = typer.Option(None, "--workers", "-j", help=_WORKERS_HELP),
+    figures: bool = typer.Option(True, "--figures/--no-figures", help="Draw a PNG per session and the cohort plot."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    """Grade every session: <out>/<name>.json (+ .png), summary.csv, failures.csv, cohort.png."""
+    from surgsim.scoring.batch import find_sessions, grade_folder
+    from surgsim.scoring.rubric import RubricError
+
+    found, missing = find_sessions(paths)
+    if not found and not missing:
+        fail(f"no session files (*.parquet) in {', '.join(map(str, paths))}")
+    try:
+        batch = grade_folder(paths, out, rubric=rubric, workers=_workers(workers), figures=figures, progress=progress)
+    except RubricError as exc:
+        fail(str(exc))
+    for row in batch.results:
+        typer.echo(f"{row['file']}: {row['score']:.1f} ({row['level']})")
+    typer.echo(f"scored {len(batch.results)} session(s) -> {out}/ (summary.csv, per-session JSON"
+               + (", PNG, cohort.png)" if figures else ")"))
+    _report_failures(batch.failures, len(batch.results) + len(batch.failures))
+
+
+def _measure(paths: List[Path], workers: Optional[int], progress: bool, settings=None):
+    from surgsim.scoring.batch import measure_folder
+
+    batch = measure_folder(paths, settings, workers=_workers(workers), progress=progress)
+    if not batch.results:
+        _report_failures(batch.failures, len(batch.failures))
+        fail(f"no session files (*.parquet) in {', '.join(map(str, paths))}")
+    return batch
+
+
+@score_app.command("calibrate")
+def calibrate_cmd(
+    paths: List[Path] = typer.Argument(..., help="Labelled session files or folders."),
+    out: Path = typer.Option(..., "--out", "-o", help="Rubric YAML to write."),
+    label: Optional[str] = typer.Option(None, "--label", help="Numeric label (e.g. grs) to fit the weights on."),
+    task: Optional[str] = typer.Option(None, "--task", help="Task the rubric grades (default: the sessions' meta task)."),
+    robust: bool = typer.Option(True, "--robust/--mean-std", help="Expert reference as median/MAD or mean/SD."),
+    weights: bool = typer.Option(True, "--weights/--equal-weights", help="Fit weights by regression on --label."),
+    workers: Optional[int] = typer.Option(None, "--workers", "-j", help=_WORKERS_HELP),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    """Fit expert reference distributions (and weights, level thresholds) from labelled sessions."""
+    from surgsim.scoring.calibrate import CalibrationError, expert_sessions, fit_rubric
+    from surgsim.scoring.rubric import save_rubric
+
+    batch = _measure(paths, workers, progress)
+    tasks = sorted({str(m.meta.get("task")) for m in batch.results if m.meta.get("task")})
+    if task is None:
+        if len(tasks) > 1:
+            fail(f"the sessions are from several tasks {tasks}; pick one with --task or calibrate per folder")
+        task = tasks[0] if tasks else "generic"
+    try:
+        experts = expert_sessions(batch.results, label)
+        rubric = fit_rubric(batch.results, task, label=label, fit_weights=weights, robust=robust)
+    except CalibrationError as exc:
+        fail(str(exc))
+    header = (
+        f"Calibrated by `surgsim score calibrate` on {datetime.date.today().isoformat()} from "
+        f"{len(batch.results)} session(s) in {', '.join(map(str, paths))}.\n"
+        f"Expert reference: {len(experts)} session(s) "
+        f"({'labels.skill E' if any(m.skill == 'E' for m in batch.results) else f'top third by {label}'}), "
+        f"{'median / 1.4826 MAD' if robust else 'mean / SD'}.\n"
+        f"Weights: {f'non-negative regression on labels.{label}' if label and weights else 'equal'}."
+    )
+    save_rubric(rubric, out, header)
+    typer.echo(f"wrote {out}: task {task}, {len(rubric.metrics)} metrics, levels expert >= "
+               f"{rubric.levels.expert:.1f}, intermediate >= {rubric.levels.intermediate:.1f}")
+    _report_failures(batch.failures, len(batch.results) + len(batch.failures))
+
+
+@score_app.command("evaluate")
+def evaluate_cmd(
+    paths: List[Path] = typer.Argument(..., help="Labelled session files or folders."),
+    label: str = typer.Option(..., "--label", help="Numeric label to correlate with (e.g. grs)."),
+    cv: str = typer.Option("louo", "--cv", help="louo: leave one trainee out; loso: leave one trial index out."),
+    robust: bool = typer.Option(True, "--robust/--mean-std", help="Expert reference as median/MAD or mean/SD."),
+    weights: bool = typer.Option(True, "--weights/--equal-weights", help="Fit weights by regression on --label."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the result and per-session predictions as JSON."),
+    workers: Optional[int] = typer.Option(None, "--workers", "-j", help=_WORKERS_HELP),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    """Cross-validate: Spearman correlation of score and label, and skill-level accuracy."""
+    from dataclasses import asdict
+
+    from surgsim.scoring.calibrate import CalibrationError, evaluate
+    from surgsim.scoring.report import atomic_write
+
+    if cv not in ("louo", "loso"):
+        fail(f"--cv must be louo or loso, got {cv!r}")
+    batch = _measure(paths, workers, progress)
+    try:
+        result = evaluate(batch.results, label, cv, fit_weights=weights, robust=robust)  # type: ignore[arg-type]
+    except CalibrationError as exc:
+        fail(str(exc))
+    accuracy = "n/a (no labels.skill)" if result.level_accuracy is None else f"{result.level_accuracy:.3f}"
+    typer.echo(f"{cv}: {result.folds} folds, {result.n} sessions")
+    p_value = "n/a" if result.p_value is None else f"{result.p_value:.2g}"
+    rho = "n/a (constant scores or labels)" if result.spearman is None else f"{result.spearman:.3f}"
+    typer.echo(f"Spearman rho (score vs {label}): {rho} (p = {p_value})")
+    typer.echo(f"level accuracy: {accuracy}")
+    if out is not None:
+        atomic_write(out, lambda f: json.dump(asdict(result), f, indent=2, allow_nan=False))
+        typer.echo(f"wrote {out}")
+    _report_failures(batch.failures, len(batch.results) + len(batch.failures))

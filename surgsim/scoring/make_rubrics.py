@@ -1,0 +1,136 @@
+"""Make the default rubrics in ``assets/rubrics/``: ``python -m surgsim.scoring.make_rubrics``.
+
+Per surgsim task: episodes of the env's scripted expert (``env.unwrapped.expert_action()``) are
+recorded as sessions with :class:`~surgsim.sessions.SessionRecorder`, next to the same expert
+degraded by ``impairment`` in (0, 1]: Gaussian action noise (SD 0.6 x impairment, clipped) and
+hesitations (with probability 0.15 x impairment per step, the tool stops for 1-6 steps). Every
+level plays the same seeds (the same patients). Labels: skill E / I / N for impairment below
+1/3, 2/3, above; ``grs`` = 30 - 22 x impairment. The rubric is fitted with
+:func:`~surgsim.scoring.calibrate.fit_rubric` (experts = skill E, weights on grs).
+
+``generic.yaml`` grades sessions with no task (imported ones): fitted the same way on
+synthetic minimum-jerk sessions (:mod:`surgsim.scoring.synthetic`), restricted to metrics that
+do not depend on the size of the task (dimensionless ones).
+
+This module runs the simulator (PyBullet); the scorer never imports it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from surgsim.scoring.batch import measure_folder
+from surgsim.scoring.calibrate import Measured, fit_rubric
+from surgsim.scoring.metrics import compute_metrics
+from surgsim.scoring.rubric import GENERIC, rubric_dir, save_rubric
+from surgsim.scoring.synthetic import synthetic_cohort
+
+IMPAIRMENTS = (0.0, 0.15, 0.35, 0.5, 0.7, 0.85, 1.0)
+GENERIC_METRICS = ("economy_of_motion", "idle_fraction", "ldlj", "sparc", "bimanual_dexterity")
+
+
+def labels_for(impairment: float) -> dict[str, object]:
+    """The labels a session of this impairment gets (skill by thirds, GRS 30 down to 8)."""
+    skill = "E" if impairment < 1 / 3 else "I" if impairment < 2 / 3 else "N"
+    return {"skill": skill, "grs": round(30 - 22 * impairment, 1), "impairment": impairment}
+
+
+def record_task(env_id: str, folder: Path, seeds: range) -> None:
+    """Record the scripted expert on ``seeds`` at every level of :data:`IMPAIRMENTS`."""
+    import gymnasium as gym
+
+    import surgsim  # noqa: F401  (registers the envs)
+    from surgsim.sessions import SessionRecorder
+
+    for level, impairment in enumerate(tqdm(IMPAIRMENTS, desc=env_id, unit="level")):
+        env = SessionRecorder(gym.make(env_id), folder, f"level{level}", labels=labels_for(impairment))
+        low, high = env.action_space.low, env.action_space.high
+        for seed in seeds:
+            rng = np.random.default_rng([level, seed])
+            env.reset(seed=seed)
+            pause, done = 0, False
+            while not done:
+                action = np.asarray(env.unwrapped.expert_action(), dtype=float)
+                if pause == 0 and rng.random() < 0.15 * impairment:
+                    pause = int(rng.integers(1, 7))
+                if pause:
+                    pause -= 1
+                    action = np.zeros_like(action)
+                action = np.clip(action + rng.normal(0.0, 0.6 * impairment, action.shape), low, high)
+                _, _, terminated, truncated, _ = env.step(action.astype(env.action_space.dtype))
+                done = terminated or truncated
+        env.close()
+
+
+def _header(what: str, n: int) -> str:
+    return (
+        f"Default rubric made by `python -m surgsim.scoring.make_rubrics` on {datetime.date.today().isoformat()}.\n"
+        f"{what}\n"
+        f"Fitted on {n} sessions: experts = labels.skill E "
+        "(impairment < 1/3), reference = median / 1.4826 MAD,\n"
+        "weights = non-negative regression on grs = 30 - 22 x impairment, level thresholds split E | I | N.\n"
+        "Recalibrate on your own labelled sessions with `surgsim score calibrate DIR --label grs --out rubric.yaml`."
+    )
+
+
+def make_task_rubric(env_id: str, out: Path, episodes: int) -> Path:
+    """Record, measure and fit one task's rubric; write ``<out>/<task>.yaml``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        record_task(env_id, Path(tmp), range(episodes))
+        batch = measure_folder([tmp], progress=False)
+    if batch.failures:
+        raise RuntimeError("recorded sessions failed: " + "; ".join(map(str, batch.failures)))
+    task = str(batch.results[0].meta["task"])
+    what = (
+        f"Sessions of {env_id}: its scripted expert (env.unwrapped.expert_action()), {episodes} seeds at each\n"
+        f"impairment in {list(IMPAIRMENTS)}, degraded by action noise (SD 0.6 x impairment) and hesitations\n"
+        "(p = 0.15 x impairment per step, 1-6 steps); no trained agents."
+    )
+    rubric = fit_rubric(batch.results, task, label="grs", description=f"Default rubric of {env_id} sessions.")
+    return save_rubric(rubric, out / f"{task}.yaml", _header(what, len(batch.results)))
+
+
+def make_generic_rubric(out: Path, seed: int = 0) -> Path:
+    """Fit ``generic.yaml`` on synthetic sessions, on the dimensionless metrics only."""
+    rng = np.random.default_rng(seed)
+    sessions = synthetic_cohort(rng, trainees=12, trials=3) + synthetic_cohort(rng, trainees=6, trials=2, hands=2)
+    measured = [Measured(f"synthetic-{i}", compute_metrics(s).combined, s.meta) for i, s in enumerate(sessions)]
+    rubric = fit_rubric(
+        measured, GENERIC, label="grs", metrics=GENERIC_METRICS,
+        description="Sessions with no task (imported): dimensionless kinematic metrics only.",
+    )
+    what = (
+        f"Synthetic sessions (surgsim.scoring.synthetic, seed {seed}): minimum-jerk reaches, degraded by tremor,\n"
+        f"hesitations and detours; metrics {list(GENERIC_METRICS)} (independent of the task's size).\n"
+        "Impairment here is continuous in [0, 1]; grs = 30 - 22 x impairment + noise."
+    )
+    return save_rubric(rubric, out / f"{GENERIC}.yaml", _header(what, len(measured)))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Write every default rubric."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=None, help="folder (default: assets/rubrics)")
+    parser.add_argument("--episodes", type=int, default=10, help="seeds per impairment level and task")
+    parser.add_argument("--env", action="append", help="env ids (default: every continuous surgsim env)")
+    args = parser.parse_args(argv)
+    out = args.out or rubric_dir()
+    print(f"wrote {make_generic_rubric(out)}")
+    if args.env:
+        env_ids = args.env
+    else:
+        import surgsim
+
+        env_ids = [e for e in surgsim.REGISTERED if not e.endswith("Discrete-v0")]
+    for env_id in env_ids:
+        print(f"wrote {make_task_rubric(env_id, out, args.episodes)}")
+
+
+if __name__ == "__main__":
+    main()

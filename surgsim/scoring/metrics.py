@@ -1,0 +1,455 @@
+"""Motion metrics of a recorded session: what a skills lab measures, per instrument and combined.
+
+Every metric is computed in SI units from the session's arrays with vectorised numpy / scipy
+(no Python loop over samples). A metric whose inputs are absent from the session (no
+orientation, no reference path, no contact channel, ...) is ``None``: *not available*, never 0.
+
+Notation: samples ``p_i`` at times ``t_i`` (i = 0..n-1), steps ``d_i = p_{i+1} - p_i``,
+``dt_i = t_{i+1} - t_i``, duration ``T = t_{n-1} - t_0``. Time integrals hold each sample over
+its following interval (the last sample has no duration). The *low-passed velocity* ``v~`` is
+the finite-difference velocity filtered forward and backward (zero phase) by a 4th-order
+Butterworth low-pass at ``settings.lowpass_hz``; its norm is the *low-passed speed* ``s~``.
+Signal metrics (movements, idle, peak speed, smoothness, bimanual) need uniform sampling: an
+irregularly sampled track is first interpolated linearly onto a uniform grid of as many samples.
+:data:`METRICS` holds each metric's formula; the README has them as a table.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+from scipy import signal
+from scipy.spatial import ConvexHull, QhullError, cKDTree
+
+from surgsim.sessions.session import Session
+
+Better = Literal["lower", "higher", "both"]
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    """What a metric means: unit, which direction is better, how people read it."""
+
+    unit: str  #: SI unit of the value
+    better: Better  #: "lower" / "higher" is better, or "both" (any departure from experts is worse)
+    resolution: float  #: smallest meaningful difference (SI): the floor of a calibrated std
+    label: str  #: plain words for reports
+    formula: str  #: the definition, for the docs
+    report_unit: str = ""  #: the unit reports print (mm for lengths)
+    report_scale: float = 1.0  #: value * report_scale is in report_unit
+    per_instrument: bool = True  #: also reported per instrument
+
+    @property
+    def shown_unit(self) -> str:
+        return self.report_unit or self.unit
+
+
+_MM = dict(report_unit="mm", report_scale=1e3)
+_MM_S = dict(report_unit="mm/s", report_scale=1e3)
+
+#: every metric, in report order
+METRICS: dict[str, MetricInfo] = {
+    "completion_time": MetricInfo(
+        "s", "lower", 0.5, "completion time", "T = t[n-1] - t[0]", per_instrument=False),
+    "path_length": MetricInfo(
+        "m", "lower", 0.002, "path length", "sum |d_i|; combined: sum over instruments", **_MM),
+    "economy_of_motion": MetricInfo(
+        "1", "higher", 0.02, "economy of motion",
+        "length of the reference path / path length of the instrument following it"),
+    "movements": MetricInfo(
+        "count", "lower", 0.5, "number of movements",
+        "peaks of s~ higher than idle_speed with prominence >= idle_speed; combined: sum"),
+    "idle_fraction": MetricInfo(
+        "1", "lower", 0.02, "idle fraction",
+        "fraction of time with s~ < idle_speed; combined: every instrument idle at once"),
+    "depth_perception": MetricInfo(
+        "m", "lower", 0.002, "depth perception (motion along the tool axis)",
+        "sum |d_i . z_i|, z_i the tool axis (orientation's z axis); combined: sum", **_MM),
+    "mean_speed": MetricInfo(
+        "m/s", "both", 0.002, "mean speed",
+        "path length / T; combined: mean over instruments", **_MM_S),
+    "peak_speed": MetricInfo(
+        "m/s", "both", 0.005, "peak speed", "max s~; combined: max over instruments", **_MM_S),
+    "ldlj": MetricInfo(
+        "1", "higher", 0.1, "smoothness (log dimensionless jerk)",
+        "-ln(T^3 / max(s~)^2 * integral |d2 v~/dt2|^2 dt); combined: mean over instruments"),
+    "sparc": MetricInfo(
+        "1", "higher", 0.05, "smoothness (spectral arc length)",
+        "-arc length of the DC-normalised speed spectrum up to the last frequency <= 10 Hz whose "
+        "magnitude is >= 0.05 (Balasubramanian 2015); combined: mean over instruments"),
+    "bimanual_dexterity": MetricInfo(
+        "1", "higher", 0.05, "bimanual dexterity (left-right speed correlation)",
+        "Pearson correlation of the two instruments' s~ (two-hand sessions only)",
+        per_instrument=False),
+    "workspace_volume": MetricInfo(
+        "m^3", "lower", 1e-6, "workspace volume (convex hull)",
+        "volume of the convex hull of the positions; combined: hull of all instruments' positions",
+        report_unit="cm^3", report_scale=1e6),
+    "gripper_travel": MetricInfo(
+        "rad", "lower", 0.05, "gripper travel", "sum |g_{i+1} - g_i|; combined: sum"),
+    "critical_contacts": MetricInfo(
+        "count", "lower", 0.25, "critical-structure contacts",
+        "number of contact onsets (0 -> 1) in critical_contact, counting a contact at t0",
+        per_instrument=False),
+    "critical_contact_time": MetricInfo(
+        "s", "lower", 0.05, "time in critical-structure contact",
+        "sum dt_i over samples in contact", per_instrument=False),
+    "contact_force_peak": MetricInfo(
+        "N", "lower", 0.1, "peak contact force", "max contact_force", per_instrument=False),
+    "contact_force_time": MetricInfo(
+        "s", "lower", 0.05, "time above the force threshold",
+        "sum dt_i over samples with contact_force > force_threshold", per_instrument=False),
+    "tissue_damage": MetricInfo(
+        "task unit", "lower", 1e-9, "tissue damage", "last value of the cumulative tissue_damage",
+        per_instrument=False),
+    "deviation_mean": MetricInfo(
+        "m", "lower", 0.0005, "mean deviation from the reference path",
+        "mean over samples of the distance to the reference polyline", **_MM),
+    "deviation_rms": MetricInfo(
+        "m", "lower", 0.0005, "RMS deviation from the reference path",
+        "root mean square over samples of the distance to the reference polyline", **_MM),
+    "deviation_max": MetricInfo(
+        "m", "lower", 0.0005, "largest deviation from the reference path",
+        "max over samples of the distance to the reference polyline", **_MM),
+    "final_error": MetricInfo(
+        "m", "lower", 0.0005, "final error to the target",
+        "|p[n-1] - target| (meta target), else the last distance_to_target", **_MM),
+    "success": MetricInfo(
+        "bool", "higher", 0.25, "success", "last value of the success channel (or meta success)",
+        per_instrument=False),
+}
+
+#: metrics computed from the reference path / target of the instrument that follows it
+REFERENCE_METRICS = ("economy_of_motion", "deviation_mean", "deviation_rms", "deviation_max", "final_error")
+
+
+@dataclass(frozen=True)
+class MetricSettings:
+    """Thresholds of the metrics (SI); a rubric may override them."""
+
+    idle_speed: float = 0.005  #: m/s: slower is idle; also the prominence a movement needs
+    lowpass_hz: float = 6.0  #: cutoff of the low-pass filter on velocity
+    force_threshold: float = 2.0  #: N: contact force above this counts as excessive
+    sparc_max_hz: float = 10.0  #: highest frequency SPARC considers
+    sparc_threshold: float = 0.05  #: SPARC's amplitude threshold on the normalised spectrum
+
+
+@dataclass
+class SessionMetrics:
+    """Metric values (SI, ``None`` = not available): combined and per instrument."""
+
+    combined: dict[str, float | None]
+    instruments: dict[str, dict[str, float | None]]
+    #: the instrument whose path was compared with the reference path / target, if any
+    reference_track: str | None = None
+    #: per instrument: (time of each low-passed speed sample (s), low-passed speed (m/s))
+    speed: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
+
+
+# ------------------------------------------------------------------ helpers
+def _lowpass(values: np.ndarray, fs: float, cutoff: float) -> np.ndarray:
+    """Zero-phase 4th-order Butterworth low-pass along the last axis; unchanged when it cannot apply."""
+    n = values.shape[-1]
+    if cutoff >= 0.5 * fs or n < 4:  # nothing above the cutoff is representable, or too short
+        return values
+    sos = signal.butter(4, cutoff, fs=fs, output="sos")
+    return signal.sosfiltfilt(sos, values, axis=-1, padlen=min(3 * (2 * len(sos) + 1), n - 1))
+
+
+def polyline_length(points: np.ndarray) -> float:
+    """Length (m) of the polyline through ``points`` (N, 3)."""
+    steps = np.diff(np.asarray(points, dtype=float), axis=0)
+    return float(np.sqrt(np.einsum("ij,ij->i", steps, steps)).sum())
+
+
+def distance_to_polyline(points: np.ndarray, polyline: np.ndarray) -> np.ndarray:
+    """Distance (m) from each of ``points`` (n, 3) to the polyline (m, 3).
+
+    Up to 256 segments, exact (to a few nm of rounding) against every segment at once: with
+    ``t = (p - a).ab / |ab|^2`` and ``u = clip(t, 0, 1)``, ``d^2 = |p - a|^2 + |ab|^2 u (u - 2 t)``,
+    where the dot products of all points with all segments are two matrix products. Longer
+    polylines use :func:`_distance_kdtree` (high by at most 0.05 mm).
+    """
+    points = np.asarray(points, dtype=float)
+    polyline = np.asarray(polyline, dtype=float)
+    if len(polyline) > 257:
+        return _distance_kdtree(points, polyline)
+    origin = polyline.mean(axis=0)  # small coordinates: less rounding in the expanded squares
+    points, polyline = points - origin, polyline - origin
+    if len(polyline) == 1:
+        return np.sqrt(np.einsum("ij,ij->i", points, points))
+    start, step = polyline[:-1], np.diff(polyline, axis=0)
+    length2 = np.einsum("ij,ij->i", step, step)
+    inverse2 = np.divide(1.0, length2, out=np.zeros_like(length2), where=length2 > 0)
+    start_step = np.einsum("ij,ij->i", start, step)
+    start2 = np.einsum("ij,ij->i", start, start)
+    out = np.empty(len(points))
+    rows = max(64, 32_768 // len(start))  # (segments, rows) temporaries that stay in cache
+    column = lambda v: v[:, None]  # noqa: E731  (per-segment values broadcast over points)
+    for lo in range(0, len(points), rows):
+        p = np.ascontiguousarray(points[lo : lo + rows].T)  # (3, rows): reductions over segments run along rows
+        t = (step @ p - column(start_step)) * column(inverse2)
+        u = np.clip(t, 0.0, 1.0)
+        d2 = np.einsum("ij,ij->j", p, p) - 2.0 * (start @ p) + column(start2) + column(length2) * u * (u - 2.0 * t)
+        out[lo : lo + rows] = d2.min(axis=0)
+    return np.sqrt(np.maximum(out, 0.0))
+
+
+def _distance_kdtree(points: np.ndarray, polyline: np.ndarray) -> np.ndarray:
+    """Distance to a dense polyline, high by at most h/2 (h = 0.1 mm up to 5 m of polyline).
+
+    A k-d tree of samples spaced h along the polyline finds each point's nearest sample; the
+    result is the exact distance to that sample's segment. The nearest polyline point lies
+    within h/2 of a sample, so d <= result <= d + h/2.
+    """
+    segments = np.diff(polyline, axis=0)
+    lengths = np.sqrt(np.einsum("ij,ij->i", segments, segments))
+    spacing = max(1e-4, float(lengths.sum()) / 50_000)
+    pieces = np.maximum(1, np.ceil(lengths / spacing)).astype(int)
+    owner = np.repeat(np.arange(len(segments)), pieces)
+    fraction = (np.arange(len(owner)) - np.repeat(np.cumsum(pieces) - pieces, pieces)) / pieces[owner]
+    samples = np.vstack([polyline[owner] + fraction[:, None] * segments[owner], polyline[-1:]])
+    owner = np.append(owner, len(segments) - 1)
+    segment = owner[cKDTree(samples).query(points)[1]]
+    rel = points - polyline[segment]
+    step = segments[segment]
+    length2 = lengths[segment] ** 2
+    u = np.clip(np.einsum("ij,ij->i", rel, step) / np.where(length2 > 0, length2, 1.0), 0.0, 1.0)
+    rel -= u[:, None] * step
+    return np.sqrt(np.einsum("ij,ij->i", rel, rel))
+
+
+def tool_axis(orientation: np.ndarray) -> np.ndarray:
+    """The z axis (n, 3) of quaternions (n, 4) in x, y, z, w order (any non-zero norm)."""
+    x, y, z, w = np.ascontiguousarray(np.asarray(orientation, dtype=float).T)  # contiguous: faster arithmetic
+    scale = 2.0 / (x * x + y * y + z * z + w * w)  # rotation matrix of a non-unit quaternion
+    return np.column_stack([scale * (x * z + w * y), scale * (y * z - w * x), 1.0 - scale * (x * x + y * y)])
+
+
+def convex_hull_volume(points: np.ndarray) -> float:
+    """Volume (m^3) of the convex hull of ``points``; 0 for flat or degenerate sets."""
+    return _hull(points)[0]
+
+
+def _hull(points: np.ndarray) -> tuple[float, np.ndarray]:
+    """Convex hull volume (m^3) and the hull's vertices (all points when it is degenerate)."""
+    if len(points) < 4:
+        return 0.0, points
+    try:
+        hull = ConvexHull(points)
+    except QhullError:  # all points on a plane or a line: no volume
+        return 0.0, points
+    return float(hull.volume), points[hull.vertices]
+
+
+def _uniform_steps(time: np.ndarray, position: np.ndarray, steps: np.ndarray) -> tuple[np.ndarray, float]:
+    """Position steps (n-1, 3) on a uniform time grid, and its sampling rate (Hz).
+
+    ``steps`` (the raw ``diff`` of ``position``) is returned as is when sampling is already uniform.
+    """
+    n = len(time)
+    duration = float(time[-1] - time[0])
+    fs = (n - 1) / duration
+    dt = np.diff(time)
+    if dt.max() - dt.min() <= 1e-3 * duration / (n - 1):
+        return steps, fs
+    grid = np.linspace(time[0], time[-1], n)
+    return np.diff(np.column_stack([np.interp(grid, time, position[:, k]) for k in range(3)]), axis=0), fs
+
+
+def _sparc(speed: np.ndarray, fs: float, max_hz: float, threshold: float) -> float | None:
+    """Spectral arc length of a speed profile (Balasubramanian et al. 2015)."""
+    n = len(speed)
+    if n < 4 or not speed.any():
+        return None
+    size = 1 << max(1, math.ceil(math.log2(n)))
+    # zero-padding 16x smooths the spectrum of short movements; long signals are fine-grained already
+    nfft = max(size, min(size << 4, 1 << 16))
+    spectrum = np.abs(np.fft.rfft(speed, nfft))
+    spectrum /= spectrum[0]
+    top = int(min(max_hz, fs / 2) * nfft / fs)
+    above = np.flatnonzero(spectrum[: top + 1] >= threshold)
+    last = int(above[-1])
+    if last == 0:
+        return 0.0
+    cut = spectrum[: last + 1]
+    df_over_fc = 1.0 / last  # uniform frequency steps, normalised by the cutoff
+    return -float(np.sqrt(df_over_fc * df_over_fc + np.diff(cut) ** 2).sum())
+
+
+# ------------------------------------------------------------------ per instrument
+@dataclass
+class _Track:
+    """Intermediate results of one instrument, reused by the combined metrics."""
+
+    metrics: dict[str, float | None]
+    speed_time: np.ndarray
+    speed: np.ndarray  # low-passed speed on a uniform grid
+    idle: np.ndarray  # bool per low-passed speed sample
+    position: np.ndarray
+    hull_points: np.ndarray
+    deviation: np.ndarray | None
+
+
+def _track_metrics(session: Session, track, settings: MetricSettings, reference) -> _Track:
+    time = session.time
+    position = np.asarray(track.position, dtype=float)
+    steps = np.diff(position, axis=0)
+    step_length = np.sqrt(np.einsum("ij,ij->i", steps, steps))
+    duration = float(time[-1] - time[0])
+    path = float(step_length.sum())
+    m: dict[str, float | None] = dict.fromkeys(
+        name for name, info in METRICS.items() if info.per_instrument
+    )
+    m["path_length"] = path
+    m["mean_speed"] = path / duration if duration > 0 else None
+
+    if track.orientation is not None and len(steps):
+        axis = tool_axis(np.asarray(track.orientation, dtype=float)[:-1])
+        m["depth_perception"] = float(np.abs(np.einsum("ij,ij->i", steps, axis)).sum())
+    if track.gripper is not None:
+        m["gripper_travel"] = float(np.abs(np.diff(np.asarray(track.gripper, dtype=float))).sum())
+
+    speed_time, speed, idle = np.empty(0), np.empty(0), np.empty(0, dtype=bool)
+    if duration > 0:
+        uniform_steps, fs = _uniform_steps(time, position, steps)
+        velocity = np.ascontiguousarray(uniform_steps.T) * fs  # (3, n-1)
+        raw_speed = (
+            step_length * fs if uniform_steps is steps else np.sqrt(np.einsum("ij,ij->j", velocity, velocity))
+        )
+        smooth = _lowpass(velocity, fs, settings.lowpass_hz)
+        speed = np.sqrt(np.einsum("ij,ij->j", smooth, smooth))
+        speed_time = time[0] + (np.arange(len(speed)) + 0.5) / fs
+        idle = speed < settings.idle_speed
+        m["idle_fraction"] = float(idle.mean())
+        peak = float(speed.max())
+        m["peak_speed"] = peak
+        peaks, _ = signal.find_peaks(
+            speed, height=settings.idle_speed, prominence=settings.idle_speed
+        )
+        m["movements"] = float(len(peaks))
+        if peak > 0 and len(speed) >= 3:
+            jerk = np.diff(smooth, n=2, axis=1) * (fs * fs)
+            jerk2 = float(np.einsum("ij,ij->", jerk, jerk)) / fs
+            if jerk2 > 0:
+                m["ldlj"] = -math.log(duration**3 / (peak * peak) * jerk2)
+        m["sparc"] = _sparc(raw_speed, fs, settings.sparc_max_hz, settings.sparc_threshold)
+
+    m["workspace_volume"], hull_points = _hull(position)
+
+    deviation = None
+    reference_path, target = reference
+    if reference_path is not None:
+        deviation = distance_to_polyline(position, reference_path)
+        m["deviation_mean"] = float(deviation.mean())
+        m["deviation_rms"] = float(np.sqrt(np.mean(deviation * deviation)))
+        m["deviation_max"] = float(deviation.max())
+        if path > 0:
+            m["economy_of_motion"] = polyline_length(reference_path) / path
+    if target is not None:
+        m["final_error"] = float(np.linalg.norm(position[-1] - target))
+    return _Track(m, speed_time, speed, idle, position, hull_points, deviation)
+
+
+def _reference(meta: dict) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The reference polyline (m, 3) and target (3,) from the metadata, when present and usable."""
+    path = meta.get("reference_path")
+    target = meta.get("target")
+    path = np.asarray(path, dtype=float) if path is not None and len(path) else None
+    if path is not None and (path.ndim != 2 or path.shape[1] != 3 or not np.isfinite(path).all()):
+        raise ValueError(f"meta reference_path must be a list of finite [x, y, z], got shape {path.shape}")
+    target = np.asarray(target, dtype=float) if target is not None else None
+    if target is not None and (target.shape != (3,) or not np.isfinite(target).all()):
+        raise ValueError(f"meta target must be a finite [x, y, z], got {target.tolist()}")
+    return path, target
+
+
+def _pick_reference_track(session: Session, tracks: dict[str, _Track]) -> str | None:
+    """The instrument the reference path belongs to: meta reference_track, the only one, or the closest."""
+    named = session.meta.get("reference_track")
+    if named is not None:
+        if named not in tracks:
+            raise ValueError(f"meta reference_track {named!r} is not a track; tracks: {sorted(tracks)}")
+        return named
+    if len(tracks) == 1:
+        return next(iter(tracks))
+    scored = [(t.metrics["deviation_mean"], name) for name, t in tracks.items() if t.deviation is not None]
+    if scored:
+        return min(scored)[1]
+    scored = [(t.metrics["final_error"], name) for name, t in tracks.items() if t.metrics["final_error"] is not None]
+    return min(scored)[1] if scored else None
+
+
+# ------------------------------------------------------------------ session
+def compute_metrics(session: Session, settings: MetricSettings | None = None) -> SessionMetrics:
+    """Every metric of a valid session (see :data:`METRICS`); ``None`` where its inputs are absent."""
+    settings = settings or MetricSettings()
+    time = np.asarray(session.time, dtype=float)
+    session = Session(time, session.tracks, session.channels, session.meta)
+    reference = _reference(session.meta)
+    tracks = {name: _track_metrics(session, track, settings, reference) for name, track in session.tracks.items()}
+    duration = float(time[-1] - time[0])
+
+    combined: dict[str, float | None] = dict.fromkeys(METRICS)
+    combined["completion_time"] = duration
+    per = [t.metrics for t in tracks.values()]
+
+    def collect(name: str) -> list[float]:
+        return [m[name] for m in per if m[name] is not None]
+
+    for name in ("path_length", "movements", "depth_perception", "gripper_travel"):
+        values = collect(name)
+        combined[name] = float(sum(values)) if values else None
+    for name in ("mean_speed", "ldlj", "sparc"):
+        values = collect(name)
+        combined[name] = float(np.mean(values)) if values else None
+    peaks = collect("peak_speed")
+    combined["peak_speed"] = max(peaks) if peaks else None
+    if duration > 0:
+        idle = np.logical_and.reduce([t.idle for t in tracks.values()])
+        combined["idle_fraction"] = float(idle.mean())
+    combined["workspace_volume"] = (
+        next(iter(tracks.values())).metrics["workspace_volume"] if len(tracks) == 1
+        else convex_hull_volume(np.vstack([t.hull_points for t in tracks.values()]))
+    )
+    if len(tracks) == 2 and duration > 0:
+        left, right = (t.speed for t in tracks.values())
+        if left.std() > 0 and right.std() > 0:
+            combined["bimanual_dexterity"] = float(np.corrcoef(left, right)[0, 1])
+
+    reference_track = _pick_reference_track(session, tracks)
+    if reference_track is not None:
+        for name in REFERENCE_METRICS:
+            combined[name] = tracks[reference_track].metrics[name]
+    _channel_metrics(session, settings, combined)
+    return SessionMetrics(
+        combined=combined,
+        instruments={name: t.metrics for name, t in tracks.items()},
+        reference_track=reference_track,
+        speed={name: (t.speed_time, t.speed) for name, t in tracks.items()},
+    )
+
+
+def _channel_metrics(session: Session, settings: MetricSettings, out: dict[str, float | None]) -> None:
+    """Metrics of the simulator's optional channels (contacts, force, damage, success)."""
+    channels, meta = session.channels, session.meta
+    dt = np.diff(session.time)
+    if "critical_contact" in channels:
+        contact = np.asarray(channels["critical_contact"]) > 0.5
+        out["critical_contacts"] = float(contact[0]) + float(np.count_nonzero(contact[1:] & ~contact[:-1]))
+        out["critical_contact_time"] = float(dt[contact[:-1]].sum())
+    if "contact_force" in channels:
+        force = np.asarray(channels["contact_force"], dtype=float)
+        out["contact_force_peak"] = float(force.max())
+        out["contact_force_time"] = float(dt[force[:-1] > settings.force_threshold].sum())
+    if "tissue_damage" in channels:
+        out["tissue_damage"] = float(channels["tissue_damage"][-1])
+    if out["final_error"] is None and "distance_to_target" in channels:
+        out["final_error"] = float(channels["distance_to_target"][-1])
+    if "success" in channels:
+        out["success"] = float(np.asarray(channels["success"])[-1] > 0.5)
+    elif isinstance(meta.get("success"), bool):
+        out["success"] = float(meta["success"])

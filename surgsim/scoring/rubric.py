@@ -1,0 +1,151 @@
+"""Rubrics: per task, which metrics count, how much, and what an expert's values look like.
+
+A rubric is a YAML file::
+
+    task: SurgicalPath            # the session meta "task" it grades ("generic": any)
+    description: ...
+    settings: {idle_speed: 0.005} # MetricSettings overrides (SI)
+    levels: {expert: 75.0, intermediate: 50.0}   # composite score thresholds
+    cap: 4.0                      # a metric loses all its points at `cap` expert SDs
+    metrics:
+      path_length: {weight: 1.0, center: 0.21, scale: 0.03, better: lower}
+
+``center`` / ``scale`` describe the expert reference distribution (mean and SD, or median and
+1.4826 x MAD when fitted robustly), in SI units. Comments at the top say how it was made.
+Default rubrics live in ``assets/rubrics/<task>.yaml``; ``generic.yaml`` grades the rest.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from surgsim._data import data_dir
+from surgsim.scoring.metrics import METRICS, MetricSettings
+
+GENERIC = "generic"
+
+
+class RubricError(ValueError):
+    """A rubric file that cannot be used; the message names the file, field and value."""
+
+
+class MetricReference(BaseModel):
+    """One metric's weight and expert reference distribution (SI units)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    weight: float = Field(ge=0.0)
+    center: float
+    scale: float = Field(gt=0.0)
+    better: Literal["lower", "higher", "both"]
+
+
+class Levels(BaseModel):
+    """Composite-score thresholds of the skill levels (novice below ``intermediate``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    expert: float = Field(default=75.0, ge=0.0, le=100.0)
+    intermediate: float = Field(default=50.0, ge=0.0, le=100.0)
+
+    def level(self, score: float) -> str:
+        """``expert`` / ``intermediate`` / ``novice`` for a composite score."""
+        if score >= self.expert:
+            return "expert"
+        return "intermediate" if score >= self.intermediate else "novice"
+
+
+class Rubric(BaseModel):
+    """Weights and expert references of the metrics that grade one task."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task: str
+    description: str = ""
+    settings: dict[str, float] = Field(default_factory=dict)
+    levels: Levels = Field(default_factory=Levels)
+    cap: float = Field(default=4.0, gt=0.0)
+    metrics: dict[str, MetricReference]
+
+    @field_validator("metrics")
+    @classmethod
+    def _known_metrics(cls, value: dict[str, MetricReference]) -> dict[str, MetricReference]:
+        unknown = sorted(set(value) - set(METRICS))
+        if unknown:
+            raise ValueError(f"unknown metric(s) {unknown}; known: {list(METRICS)}")
+        if not value:
+            raise ValueError("needs at least one metric")
+        return value
+
+    @field_validator("settings")
+    @classmethod
+    def _known_settings(cls, value: dict[str, float]) -> dict[str, float]:
+        known = set(MetricSettings.__dataclass_fields__)
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise ValueError(f"unknown setting(s) {unknown}; known: {sorted(known)}")
+        return value
+
+    def metric_settings(self) -> MetricSettings:
+        """The metric thresholds this rubric grades with."""
+        return MetricSettings(**self.settings)
+
+
+def load_rubric(path: str | Path) -> Rubric:
+    """Read and check a rubric YAML file; :class:`RubricError` names the file, field and value."""
+    path = Path(path)
+    if not path.is_file():
+        raise RubricError(f"{path}: no such rubric file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise RubricError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(data, dict):
+        raise RubricError(f"{path}: expected a mapping with task and metrics, got {type(data).__name__}")
+    try:
+        return Rubric.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"field {'.'.join(str(p) for p in e['loc'])}: {e['msg']} (got {e.get('input')!r})"
+            for e in exc.errors()
+        )
+        raise RubricError(f"{path}: {problems}") from None
+
+
+def save_rubric(rubric: Rubric, path: str | Path, header: str = "") -> Path:
+    """Write ``rubric`` as YAML atomically, ``header`` lines first as comments (how it was made)."""
+    path = Path(path)
+    comments = "".join(f"# {line}".rstrip() + "\n" for line in header.strip().splitlines()) if header else ""
+    body = yaml.safe_dump(rubric.model_dump(mode="json"), sort_keys=False, width=100)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(comments + body)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def rubric_dir() -> Path:
+    """The folder of the default rubrics (``assets/rubrics``)."""
+    return data_dir("assets") / "rubrics"
+
+
+def default_rubric(task: str | None) -> Rubric:
+    """The shipped rubric of ``task`` (a session's meta task), else the generic one."""
+    folder = rubric_dir()
+    # a task name is a file name here: nothing that could leave the folder
+    path = folder / f"{task}.yaml" if task and re.fullmatch(r"[A-Za-z0-9_.-]+", task) and ".." not in task else None
+    if path is None or not path.is_file():
+        path = folder / f"{GENERIC}.yaml"
+    return load_rubric(path)

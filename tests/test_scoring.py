@@ -1,0 +1,272 @@
+"""Rubric, composite score, calibration, cross-validation, reports and the `surgsim score` CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from surgsim.cli import app
+from surgsim.scoring.calibrate import Measured, evaluate, fit_rubric
+from surgsim.scoring.metrics import compute_metrics
+from surgsim.scoring.rubric import GENERIC, MetricReference, Rubric, RubricError, load_rubric, rubric_dir, save_rubric
+from surgsim.scoring.score import ScoreError, score_metrics, score_session
+from surgsim.scoring.synthetic import synthetic_cohort, synthetic_session
+from surgsim.sessions import write_session
+
+runner = CliRunner()
+
+
+def _measured(sessions) -> list[Measured]:
+    return [Measured(f"s{i}", compute_metrics(s).combined, s.meta) for i, s in enumerate(sessions)]
+
+
+@pytest.fixture(scope="module")
+def cohort() -> list[Measured]:
+    return _measured(synthetic_cohort(np.random.default_rng(1), trainees=9, trials=3))
+
+
+def _hand_rubric() -> Rubric:
+    return Rubric(
+        task="hand",
+        cap=4.0,
+        metrics={
+            "path_length": MetricReference(weight=1.0, center=0.2, scale=0.02, better="lower"),
+            "ldlj": MetricReference(weight=3.0, center=-6.0, scale=1.0, better="higher"),
+            "mean_speed": MetricReference(weight=0.0, center=0.05, scale=0.01, better="both"),
+            "success": MetricReference(weight=2.0, center=1.0, scale=0.25, better="higher"),
+        },
+    )
+
+
+def test_composite_score_computed_by_hand() -> None:
+    # path 3 SD longer than experts -> penalty 3 of cap 4; ldlj better than experts -> no penalty;
+    # success unavailable -> left out, weights 1 + 3 renormalised: path costs 100 * 1/4 * 3/4
+    graded = score_metrics({"path_length": 0.26, "ldlj": -4.0, "mean_speed": 0.2, "success": None}, _hand_rubric())
+    assert graded.metrics["path_length"].points_lost == pytest.approx(18.75)
+    assert graded.metrics["ldlj"].points_lost == 0.0
+    assert graded.score == pytest.approx(81.25)
+    assert graded.level == "expert"
+    assert graded.unavailable == ["success"]
+    assert "mean_speed" not in graded.metrics  # weight 0: shown in the rubric, not graded
+    [top] = graded.top_costs()
+    assert top.explain() == "path length: 260 mm, 3.0 SD higher than experts (200 ± 20 mm); cost 18.8 points"
+    # beyond the cap a metric loses all its points, no more
+    capped = score_metrics({"path_length": 1.0, "ldlj": -30.0}, _hand_rubric())
+    assert capped.score == pytest.approx(0.0)
+    assert capped.level == "novice"
+
+
+def test_both_directions_and_nothing_to_grade() -> None:
+    rubric = Rubric(task="t", metrics={"mean_speed": MetricReference(weight=1, center=0.05, scale=0.01, better="both")})
+    fast = score_metrics({"mean_speed": 0.07}, rubric)
+    slow = score_metrics({"mean_speed": 0.03}, rubric)
+    assert fast.score == pytest.approx(slow.score) == pytest.approx(50.0)
+    with pytest.raises(ScoreError, match="mean_speed"):
+        score_metrics({"mean_speed": None}, rubric)
+
+
+@pytest.mark.parametrize("rubric_of", ["calibrated", "shipped generic"])
+def test_synthetic_skill_orders_scores_and_levels(cohort, rubric_of) -> None:
+    rubric = fit_rubric(cohort, "synthetic", label="grs") if rubric_of == "calibrated" else None
+    rng = np.random.default_rng(2)
+    scores, levels = {}, {}
+    for impairment in (0.0, 0.5, 1.0):
+        graded = [score_session(synthetic_session(rng, impairment), rubric)[1] for _ in range(3)]
+        scores[impairment] = np.mean([g.score for g in graded])
+        levels[impairment] = {g.level for g in graded}
+    assert scores[0.0] > scores[0.5] > scores[1.0]
+    assert levels[0.0] == {"expert"}
+    assert levels[1.0] == {"novice"}
+
+
+@pytest.mark.parametrize("cv", ["louo", "loso"])
+def test_calibrate_then_evaluate_gives_positive_spearman(cohort, cv) -> None:
+    result = evaluate(cohort, "grs", cv)
+    assert result.folds == (9 if cv == "louo" else 3)
+    assert result.n == len(cohort)
+    assert result.spearman > 0.6
+    assert result.level_accuracy is not None and result.level_accuracy > 0.5
+    held_out = {p["group"] for p in result.predictions}
+    assert len(held_out) == result.folds
+
+
+def test_calibration_fits_expert_reference_and_weights(cohort) -> None:
+    rubric = fit_rubric(cohort, "synthetic", label="grs", robust=False)
+    experts = [m for m in cohort if m.skill == "E"]
+    lengths = np.array([m.values["path_length"] for m in experts])
+    assert rubric.metrics["path_length"].center == pytest.approx(lengths.mean())
+    assert rubric.metrics["path_length"].scale == pytest.approx(max(lengths.std(ddof=1), 0.05 * lengths.mean()))
+    assert sum(r.weight for r in rubric.metrics.values()) == pytest.approx(len(rubric.metrics), rel=1e-3)
+    assert "critical_contacts" not in rubric.metrics  # no session has the channel
+    assert rubric.levels.intermediate <= rubric.levels.expert
+
+
+def test_rubric_round_trip_and_errors(tmp_path) -> None:
+    path = save_rubric(_hand_rubric(), tmp_path / "r.yaml", "made by hand\nfor a test")
+    assert path.read_text().startswith("# made by hand\n# for a test\n")
+    assert load_rubric(path) == _hand_rubric()
+    data = yaml.safe_load(path.read_text())
+    data["metrics"]["path_length"]["scale"] = -1
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(data))
+    with pytest.raises(RubricError) as info:
+        load_rubric(tmp_path / "bad.yaml")
+    message = str(info.value)
+    assert "bad.yaml" in message and "metrics.path_length.scale" in message and "(got -1)" in message
+    data["metrics"]["path_length"]["scale"] = 0.02
+    data["metrics"]["jerkiness"] = data["metrics"].pop("ldlj")
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(data))
+    with pytest.raises(RubricError, match=r"bad.yaml: field metrics: .*unknown metric\(s\) \['jerkiness'\]"):
+        load_rubric(tmp_path / "bad.yaml")
+    with pytest.raises(RubricError, match="no such rubric file"):
+        load_rubric(tmp_path / "missing.yaml")
+
+
+def test_shipped_rubrics_say_how_they_were_made() -> None:
+    import surgsim
+
+    tasks = {env_id.split("/")[1].removesuffix("-v0") for env_id in surgsim.REGISTERED if "Discrete" not in env_id}
+    for task in sorted(tasks) + [GENERIC]:
+        path = rubric_dir() / f"{task}.yaml"
+        rubric = load_rubric(path)
+        assert rubric.task == task
+        assert "surgsim.scoring.make_rubrics" in path.read_text().splitlines()[0]
+        assert any(ref.weight > 0 for ref in rubric.metrics.values())
+
+
+# ------------------------------------------------------------------ CLI
+@pytest.fixture(scope="module")
+def session_dir(tmp_path_factory) -> Path:
+    """Labelled synthetic sessions of 6 trainees x 2 trials, in two subfolders."""
+    folder = tmp_path_factory.mktemp("sessions")
+    for s in synthetic_cohort(np.random.default_rng(5), trainees=6, trials=2):
+        sub = "a" if s.meta["trainee"] < "s03" else "b"
+        write_session(s, folder / sub / f"{s.meta['trainee']}-{s.meta['trial']:04d}.parquet")
+    return folder
+
+
+def test_cli_scores_a_folder_reports_bad_files_and_exits_non_zero(session_dir, tmp_path) -> None:
+    sessions = tmp_path / "in"
+    good = sorted(session_dir.rglob("*.parquet"))[:3]
+    for f in good:
+        (sessions / f.name).parent.mkdir(parents=True, exist_ok=True)
+        (sessions / f.name).write_bytes(f.read_bytes())
+    (sessions / "corrupt.parquet").write_bytes(b"PAR1 this is not a session")
+    table = pq.read_table(good[0])  # one value edited after writing: the digest no longer matches
+    x = table.column("tool_x").to_numpy().copy()
+    x[10] += 1e-3
+    pq.write_table(table.set_column(table.column_names.index("tool_x"), "tool_x", [x]), sessions / "tampered.parquet")
+    out = tmp_path / "report"
+    result = runner.invoke(app, ["score", str(sessions), "--out", str(out), "-j", "2", "--no-progress"])
+    assert result.exit_code == 1, result.output
+    assert "2 of 5 files failed" in result.stderr
+    assert re.search(r"corrupt\.parquet: not a Parquet file", result.stderr)
+    assert re.search(r"tampered\.parquet: integrity check failed", result.stderr)
+    for f in good:
+        report = json.loads((out / f.with_suffix(".json").name).read_text())
+        assert report["file"] == str(sessions / f.name)
+        assert 0.0 <= report["score"] <= 100.0
+        assert report["level"] in ("novice", "intermediate", "expert")
+        assert len(report["top_costs"]) <= 3
+        length = report["metrics"]["path_length"]
+        assert length["unit"] == "m" and length["shown_unit"] == "mm"
+        assert length["shown"] == pytest.approx(length["value"] * 1e3)
+        assert report["metrics"]["critical_contacts"] == {"value": None, "unit": "count", "available": False}
+        assert (out / f.with_suffix(".png").name).read_bytes()[:4] == b"\x89PNG"
+        assert f"{f.name}: {report['score']:.1f} ({report['level']})" in result.stdout
+    with open(out / "summary.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert sorted(r["file"] for r in rows) == sorted(str(sessions / f.name) for f in good)
+    assert "path_length_mm" in rows[0] and rows[0]["critical_contacts"] == ""
+    with open(out / "failures.csv") as handle:
+        failed = [r["file"] for r in csv.DictReader(handle)]
+    assert sorted(failed) == [str(sessions / "corrupt.parquet"), str(sessions / "tampered.parquet")]
+    assert (out / "cohort.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_cli_mirrors_subfolders_and_succeeds_on_good_input(session_dir, tmp_path) -> None:
+    out = tmp_path / "report"
+    result = runner.invoke(app, ["score", str(session_dir), "--out", str(out), "--no-figures", "-j", "1", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert (out / "a" / "s00-0001.json").is_file() and (out / "b" / "s05-0002.json").is_file()
+    assert not list(out.rglob("*.png"))
+
+
+def test_cli_calibrate_then_evaluate(session_dir, tmp_path) -> None:
+    rubric = tmp_path / "rubric.yaml"
+    result = runner.invoke(app, ["score", "calibrate", str(session_dir), "--label", "grs", "--out", str(rubric),
+                                 "--no-progress", "-j", "1"])
+    assert result.exit_code == 0, result.output
+    assert load_rubric(rubric).task == "synthetic"
+    assert "labels.skill E" in rubric.read_text().splitlines()[1]
+    result = runner.invoke(app, ["score", "evaluate", str(session_dir), "--label", "grs", "--cv", "louo",
+                                 "--no-progress", "-j", "1", "--out", str(tmp_path / "eval.json")])
+    assert result.exit_code == 0, result.output
+    rho = float(re.search(r"Spearman rho \(score vs grs\): ([-\d.]+)", result.stdout).group(1))
+    assert rho > 0.5
+    assert json.loads((tmp_path / "eval.json").read_text())["folds"] == 6
+    scored = runner.invoke(app, ["score", str(session_dir / "a"), "--rubric", str(rubric), "--out",
+                                 str(tmp_path / "r"), "--no-figures", "--no-progress", "-j", "1"])
+    assert scored.exit_code == 0, scored.output
+    assert json.loads((tmp_path / "r" / "s00-0001.json").read_text())["rubric"] == "synthetic"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["score", "evaluate", "{dir}", "--label", "grs", "--cv", "kfold"], "--cv must be louo or loso, got 'kfold'"),
+        (["score", "{empty}", "--out", "{tmp}/r"], "no session files (*.parquet) in"),
+        (["score", "{dir}", "--out", "{tmp}/r", "--rubric", "{tmp}/nope.yaml"], "nope.yaml: no such rubric file"),
+        (["score", "calibrate", "{dir}", "--label", "age", "--out", "{tmp}/x.yaml"], None),
+    ],
+)
+def test_cli_errors_exit_2_with_a_clear_message(session_dir, tmp_path, args, message) -> None:
+    (tmp_path / "empty").mkdir()
+    args = [a.format(dir=session_dir, empty=tmp_path / "empty", tmp=tmp_path) for a in args]
+    result = runner.invoke(app, [*args, "--no-progress"])
+    if message is None:  # skill labels exist, so calibration works, but weights need the label
+        assert result.exit_code == 2, result.output
+        assert "labels.age" in result.stderr
+    else:
+        assert result.exit_code == 2, result.output
+        assert message in result.stderr
+
+
+def test_scorer_never_imports_pybullet() -> None:
+    # the scorer grades sessions recorded elsewhere, on machines without a simulator
+    code = (
+        "import sys\n"
+        "import surgsim, surgsim.cli\n"
+        "import surgsim.scoring.score, surgsim.scoring.calibrate, surgsim.scoring.batch, surgsim.scoring.report\n"
+        "import surgsim.scoring.synthetic, surgsim.sessions\n"
+        "assert 'pybullet' not in sys.modules, 'pybullet imported'\n"
+        "print('ok')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
+
+
+def test_simulator_sessions_graded_by_their_task_rubric(tmp_path) -> None:
+    from surgsim.scoring.make_rubrics import IMPAIRMENTS, record_task
+    from surgsim.sessions import read_session
+
+    record_task("surgsim/NeedleReach-v0", tmp_path, range(100, 103))  # seeds not used to make the rubric
+    graded = {}
+    for path in sorted(tmp_path.glob("*.parquet")):
+        session = read_session(path)
+        graded.setdefault(session.meta["labels"]["impairment"], []).append(score_session(session)[1])
+    assert set(graded) == set(IMPAIRMENTS)
+    assert {g.task for gs in graded.values() for g in gs} == {"NeedleReach"}
+    mean = {k: np.mean([g.score for g in gs]) for k, gs in graded.items()}
+    assert mean[0.0] > mean[0.5] > mean[1.0]
+    assert {g.level for g in graded[0.0]} == {"expert"}
