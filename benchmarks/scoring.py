@@ -1,6 +1,7 @@
 """Scorer throughput: samples scored per second on one core, and batch grading of many sessions.
 
-    python benchmarks/scoring.py                 # both parts, results also in /tmp/results_scoring.md
+    python benchmarks/scoring.py                 # both parts
+    python benchmarks/scoring.py --results r.md  # also write the figures as markdown
     python benchmarks/scoring.py --sessions 200  # a smaller batch
 
 1. One-hour two-hand session at 100 Hz (360,000 time samples, 2 instruments): a synthetic
@@ -81,7 +82,7 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--figures", type=int, default=10, help="sessions to time with per-session PNGs")
-    parser.add_argument("--results", type=Path, default=Path("/tmp/results_scoring.md"))
+    parser.add_argument("--results", type=Path, default=None, help="also write the figures here (markdown)")
     args = parser.parse_args()
 
     seconds, n, hands, vertices = bench_throughput(args.repeat)
@@ -125,8 +126,9 @@ def main() -> None:
         f"Command: `python {' '.join(sys.argv)}`. Machine: {os.cpu_count()} cores "
         f"(shared), no GPU, Python {platform.python_version()}.\n\n"
     )
-    args.results.write_text(header + "".join(f"- {line}\n" for line in lines))
-    print(f"wrote {args.results}")
+    if args.results is not None:
+        args.results.write_text(header + "".join(f"- {line}\n" for line in lines))
+        print(f"wrote {args.results}")
 
 
 if __name__ == "__main__":

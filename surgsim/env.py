@@ -61,7 +61,9 @@ class SurgSimEnv(gym.Env):
             with ``obs_type="goal"``: -1 until the goal is reached, plus the failure penalty).
         difficulty: ``"easy"``, ``"medium"`` or ``"hard"``; widens the anatomy randomisation.
         render_mode: ``"rgb_array"`` or ``"human"`` (a PyBullet GUI window).
-        reference: the reference path of the tool tip. ``"straight"`` (the task's simple route;
+        reference: the reference path of the tool tip; default: the spec's ``reference``
+            (``"planner"`` for SurgicalPath, ``"straight"`` for the others).
+            ``"straight"`` (the task's simple route;
             the progress reward is the task's own), ``"planner"`` (planned at every reset by
             :func:`surgsim.planning.plan`, collision-checked) or ``"predictor"`` (predicted by the
             checkpoint ``predictor`` from the pre-operative volume). With a planned or predicted
@@ -87,7 +89,7 @@ class SurgSimEnv(gym.Env):
         reward_type: str = "dense",
         difficulty: str = "medium",
         render_mode: str | None = None,
-        reference: str = "straight",
+        reference: str | None = None,
         predictor: str | Path | None = None,
         reference_obs: bool = False,
         **unknown: Any,
@@ -107,7 +109,7 @@ class SurgSimEnv(gym.Env):
             _choice("render_mode", render_mode, tuple(self.metadata["render_modes"]))
         self.render_mode = render_mode
         self.task = make_task(self.task_spec)
-        self.reference = _choice("reference", reference, REFERENCES)
+        self.reference = _choice("reference", reference or self.task_spec.reference, REFERENCES)
         self.reference_obs = bool(reference_obs)
         if self.reference_obs and self.obs_type not in ("state", "goal"):
             raise ValueError(f"reference_obs=True needs obs_type 'state' or 'goal', not {obs_type!r}")

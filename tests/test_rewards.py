@@ -68,8 +68,10 @@ def test_step_reward_is_the_sum_of_the_terms_and_progress_is_potential_based(mak
     outcomes = set()
     for previous, reward, info in triples:
         assert reward == pytest.approx(sum(info[f"reward_{t}"] for t in REWARD_TERMS), abs=1e-12)
-        phi_before = -previous["distance_to_target"] / scale
-        phi_after = -info["distance_to_target"] / scale
+        # the potential's distance: to the target, or still to go along a planned reference
+        distance = "distance_to_target" if env.unwrapped.reference == "straight" else "distance_to_go"
+        phi_before = -previous[distance] / scale
+        phi_after = -info[distance] / scale
         assert info["reward_progress"] == pytest.approx(
             weight * (gamma * phi_after - phi_before), abs=1e-9
         )

@@ -138,6 +138,8 @@ class _SpecBase(_Model):
     render_size: int = Field(256, ge=16, le=2048)
     patients: dict[str, PatientSpec] = {}
     volume: VolumeSpec | None = None
+    #: the env's reference path when ``reference`` is not given (see :class:`surgsim.env.SurgSimEnv`)
+    reference: Literal["straight", "planner"] = "straight"
 
 
 class NeedleReachSpec(_SpecBase):
