@@ -190,7 +190,7 @@ class SurgSimEnv(gym.Env):
             difficulty = patients[patient].difficulty
         self.task.build(rng, difficulty)
         self._steps = 0
-        self._set_reference(self._make_reference())
+        self._reference = Polyline(self._make_reference(), "reference path")
         m = self._measure()
         self._measurement = m
         self._potential = m.potential
@@ -313,9 +313,6 @@ class SurgSimEnv(gym.Env):
             volume = self.preop_volume()
             return self.predictor.predict(volume.data, self.task.start_vector())
         return np.asarray(self.task.reference_path(), dtype=float)
-
-    def _set_reference(self, path: np.ndarray) -> None:
-        self._reference = Polyline(path, "reference path")
 
     def _measure(self) -> Measurement:
         """The task's measurement, with the tip projected on the reference path; a planned or

@@ -52,10 +52,10 @@ def trocar_direction(yaw: float, pitch: float) -> tuple[float, float, float]:
     return (-math.sin(pitch), math.sin(yaw) * cp, -math.cos(yaw) * cp)
 
 
-def trocar_angles(direction: Sequence[float]) -> tuple[float, float]:
-    """Inverse of :func:`trocar_direction`: (yaw, pitch) of a unit direction."""
-    dx, dy, dz = direction
-    return math.atan2(dy, -dz), -math.asin(max(-1.0, min(1.0, dx)))
+def trocar_angles(direction: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Inverse of :func:`trocar_direction`: (yaw, pitch) of unit directions (..., 3)."""
+    d = np.asarray(direction, dtype=float)
+    return np.arctan2(d[..., 1], -d[..., 2]), -np.arcsin(np.clip(d[..., 0], -1.0, 1.0))
 
 
 class TrocarTool:

@@ -166,9 +166,7 @@ class SurgicalPathTask(Task):
         """(yaw, pitch, insertion): the shaft points from the port through the tip."""
         offsets = np.asarray(tips, dtype=float).reshape(-1, 3) - self.port
         insertion = np.linalg.norm(offsets, axis=1)
-        d = offsets / np.maximum(insertion, 1e-12)[:, None]
-        yaw = np.arctan2(d[:, 1], -d[:, 2])
-        pitch = -np.arcsin(np.clip(d[:, 0], -1.0, 1.0))
+        yaw, pitch = trocar_angles(offsets / np.maximum(insertion, 1e-12)[:, None])
         return np.column_stack([yaw, pitch, insertion])
 
     def config_to_tip(self, configs: np.ndarray) -> np.ndarray:
