@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from surgsim._files import atomic_save, atomic_write_text
+
 #: scenarios per shard (and per unit of work handed to a worker)
 CHUNK = 128
 SPLIT_FRACTIONS = {"train": 0.8, "val": 0.1, "test": 0.1}
@@ -51,11 +53,8 @@ def _init_worker(env_id: str, env_kwargs: dict[str, Any]) -> None:
 
 
 def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Compressed .npz written to a temp file beside ``path``, then renamed into place."""
-    tmp = path.with_name(path.name + ".partial")
-    with open(tmp, "wb") as handle:
-        np.savez_compressed(handle, **arrays)
-    os.replace(tmp, path)
+    """Compressed .npz, written atomically."""
+    atomic_save(path, lambda tmp: np.savez_compressed(tmp, **arrays))
 
 
 def _scenario(env, seed: int, n_waypoints: int) -> dict[str, np.ndarray] | None:
@@ -166,7 +165,5 @@ def generate(env_id: str, n: int, out: str | Path, workers: int = 2, seed: int =
         **header, "n_waypoints": n_waypoints, "splits": shards, "counts": counts,
         "infeasible": infeasible, "seeds": {k: [r.start, r.stop] for k, r in split_ranges(seed, n).items()},
     }
-    tmp = root / "meta.json.partial"
-    tmp.write_text(json.dumps(meta, indent=2))
-    os.replace(tmp, root / "meta.json")
+    atomic_write_text(root / "meta.json", json.dumps(meta, indent=2))
     return root

@@ -9,8 +9,6 @@ cannot run code.
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,7 @@ import numpy as np
 import torch
 from pydantic import ValidationError
 
+from surgsim._files import atomic_save
 from surgsim.predictor.data import DatasetMeta
 from surgsim.predictor.model import CONFIG_FORMAT, PathNet, PredictorConfig
 
@@ -44,17 +43,12 @@ def resolve_device(device: str | torch.device) -> torch.device:
 
 def save_checkpoint(model: PathNet, config: PredictorConfig, path: str | Path) -> Path:
     """Write weights + config to ``path`` atomically (a temp file beside it, then a rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "format": CONFIG_FORMAT,
         "config": config.model_dump_json(),
         "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
     }
-    tmp = path.with_name(path.name + ".partial")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-    return path
+    return atomic_save(path, lambda tmp: torch.save(payload, tmp))
 
 
 class PathPredictor:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from surgsim._files import atomic_write_text
 from surgsim.predictor.data import DatasetMeta, PathDataset, load_split, read_meta
 from surgsim.predictor.model import PathNet, PredictorConfig
 from surgsim.predictor.plots import loss_curve
@@ -253,11 +253,7 @@ def history_path(checkpoint: Path) -> Path:
 
 def write_json(path: Path, data: Any) -> Path:
     """Write JSON atomically (temp file, then rename); numpy scalars become plain numbers."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_text(json.dumps(data, indent=2, default=_plain) + "\n")
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, json.dumps(data, indent=2, default=_plain) + "\n")
 
 
 def _plain(value: Any) -> Any:

@@ -10,6 +10,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from surgsim._files import atomic_save  # noqa: E402
+
 
 def learning_curve(history: list[dict[str, Any]], out: Path, title: str) -> Path:
     """Write a two-panel PNG from evaluation records (timesteps, success_rate, returns)."""
@@ -32,8 +34,6 @@ def learning_curve(history: list[dict[str, Any]], out: Path, title: str) -> Path
     for ax in (top, bottom):
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = out.with_name(out.stem + ".partial.png")
-    fig.savefig(tmp, dpi=100)
+    atomic_save(out, lambda tmp: fig.savefig(tmp, dpi=100))
     plt.close(fig)
-    tmp.replace(out)
     return out

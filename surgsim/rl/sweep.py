@@ -37,6 +37,7 @@ import yaml
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
+from surgsim._files import atomic_save, atomic_write_text
 from surgsim.rl.presets import load_preset, parse_value
 from surgsim.rl.train import TrainArgs, check_env_and_algo, env_name, latest_checkpoint, train
 
@@ -229,12 +230,6 @@ def _new_sweep_dir(spec: SweepSpec) -> Path:
     return folder
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def read_plan(sweep_dir: Path) -> tuple[SweepSpec, list[dict[str, Any]]]:
     """The spec and configs a sweep folder was started with."""
     path = sweep_dir / "sweep.json"
@@ -409,7 +404,7 @@ def _start(spec: SweepSpec) -> tuple[Path, list[dict[str, Any]]]:
         raise SweepError(str(exc)) from None
     sweep_dir = _new_sweep_dir(spec)
     spec.name = sweep_dir.name
-    _write_atomic(sweep_dir / "sweep.json", json.dumps({"spec": asdict(spec), "configs": configs}, indent=2))
+    atomic_write_text(sweep_dir / "sweep.json", json.dumps({"spec": asdict(spec), "configs": configs}, indent=2))
     return sweep_dir, configs
 
 
@@ -542,7 +537,7 @@ def write_table(trials: list[TrialResult], path: Path) -> Path:
             t.final("timesteps"), t.final("success_rate"), best, t.final("mean_return"),
             t.final("critical_failure_rate"), wall, t.run_dir, t.error,
         )])
-    _write_atomic(path, out.getvalue())
+    atomic_write_text(path, out.getvalue())
     return path
 
 
@@ -603,9 +598,7 @@ def plot_success(trials: list[TrialResult], configs: list[dict[str, Any]], path:
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small", loc="best")
         fig.tight_layout()
-        tmp = path.with_name(path.stem + ".partial.png")
-        fig.savefig(tmp, dpi=100)
-        os.replace(tmp, path)
+        atomic_save(path, lambda tmp: fig.savefig(tmp, dpi=100))
     plt.close(fig)
     return path if drawn else None
 
@@ -635,7 +628,7 @@ def write_best_preset(spec: SweepSpec, configs: list[dict[str, Any]], best: tupl
         f"# rl_zoo3 format, like agents/{spec.algo}.yml: copy the entry there, or "
         f"python -m rl_zoo3.train --algo {spec.algo} --env {spec.env_id} --gym-packages surgsim -conf {path.name}\n"
     )
-    _write_atomic(path, header + yaml.safe_dump({spec.env_id: preset}, sort_keys=False))
+    atomic_write_text(path, header + yaml.safe_dump({spec.env_id: preset}, sort_keys=False))
     return path
 
 

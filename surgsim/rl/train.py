@@ -16,7 +16,6 @@ A run lives in ``<log folder>/<algo>/<env id with / replaced by ->_<n>/``:
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from dataclasses import asdict, dataclass, field
@@ -33,6 +32,7 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
 import surgsim  # noqa: F401  (registers the ids)
+from surgsim._files import atomic_save, atomic_write_text
 from surgsim.rl.evaluate import EvalResult, model_policy, run_episodes
 from surgsim.rl.presets import ALGOS, RUN_KEYS, load_preset
 
@@ -112,13 +112,6 @@ def _policy_for(policy: str, env: gym.Env) -> str:
     return policy
 
 
-def _atomic_save(save: Any, path: Path) -> None:
-    """Save through a temporary file and rename, so a crash never leaves a half-written file."""
-    tmp = path.with_name(path.stem + ".partial" + path.suffix)
-    save(str(tmp))
-    os.replace(tmp, path)
-
-
 class SurgicalEvalCallback(BaseCallback):
     """Periodic seeded evaluation: success rate, failure breakdown, return; keeps the best model."""
 
@@ -171,9 +164,9 @@ class SurgicalEvalCallback(BaseCallback):
         score = (result.success_rate, result.mean_return)
         if self.best is None or score > self.best:
             self.best = score
-            _atomic_save(self.model.save, self.run_dir / "best_model.zip")
+            atomic_save(self.run_dir / "best_model.zip", self.model.save)
             if normalizer is not None:  # the statistics the best model was evaluated with
-                _atomic_save(normalizer.save, self.run_dir / BEST_STATS)
+                atomic_save(self.run_dir / BEST_STATS, normalizer.save)
         if self.on_evaluation is not None:
             self.on_evaluation(record)
         return result
@@ -202,12 +195,12 @@ class CheckpointSaver(BaseCallback):
         model = self.model
         buffer = getattr(model, "replay_buffer", None)
         if buffer is not None:
-            _atomic_save(model.save_replay_buffer, self.dir / f"replay_buffer_{steps}_steps.pkl")
+            atomic_save(self.dir / f"replay_buffer_{steps}_steps.pkl", model.save_replay_buffer)
         normalizer = model.get_vec_normalize_env()
         if normalizer is not None:
-            _atomic_save(normalizer.save, self.dir / f"vecnormalize_{steps}_steps.pkl")
+            atomic_save(self.dir / f"vecnormalize_{steps}_steps.pkl", normalizer.save)
         path = self.dir / f"rl_model_{steps}_steps.zip"
-        _atomic_save(model.save, path)  # last: a model file means its companions are complete
+        atomic_save(path, model.save)  # last: a model file means its companions are complete
         return path
 
 
@@ -353,10 +346,10 @@ def _finish(model, args: TrainArgs, run_dir: Path, history: list[dict], seconds:
     from surgsim.rl.plots import learning_curve
 
     name = env_name(args.env_id)
-    _atomic_save(model.save, run_dir / f"{name}.zip")
+    atomic_save(run_dir / f"{name}.zip", model.save)
     normalizer = model.get_vec_normalize_env()
     if normalizer is not None:
-        _atomic_save(normalizer.save, run_dir / name / "vecnormalize.pkl")
+        atomic_save(run_dir / name / "vecnormalize.pkl", normalizer.save)
     learning_curve(history, run_dir / "learning_curve.png", title=f"{args.algo.upper()} on {args.env_id}")
     last = history[-1]
     summary = {
@@ -372,9 +365,7 @@ def _finish(model, args: TrainArgs, run_dir: Path, history: list[dict], seconds:
             h["timesteps"] for h in history if h["success_rate"] == max(x["success_rate"] for x in history)
         ),
     }
-    tmp = run_dir / "summary.json.partial"
-    tmp.write_text(json.dumps(summary, indent=2))
-    os.replace(tmp, run_dir / "summary.json")
+    atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
 
 
 def load_run(run_dir: str | Path, device: str = "auto", best: bool = False):

@@ -11,13 +11,12 @@ import csv
 import io
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from surgsim._files import atomic_save
 from surgsim.scoring.metrics import METRICS, SessionMetrics
 from surgsim.scoring.score import Score
 from surgsim.sessions.session import Session
@@ -28,16 +27,11 @@ SUMMARY_FIELDS = ["file", "trainee", "task", "trial", "rubric", "score", "level"
 
 def atomic_write(path: Path, write: Callable[[Any], None], binary: bool = False) -> Path:
     """Call ``write(handle)`` on a temporary file beside ``path``, then rename it to ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"newline": ""})) as handle:
+    def save(tmp: Path) -> None:
+        with open(tmp, "wb" if binary else "w", **({} if binary else {"newline": ""})) as handle:
             write(handle)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+
+    return atomic_save(path, save)
 
 
 def _shown(name: str, value: float | None) -> float | None:

@@ -17,15 +17,14 @@ Default rubrics live in ``assets/rubrics/<task>.yaml``; ``generic.yaml`` grades 
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from surgsim._files import atomic_write_text
 from surgsim._data import data_dir
 from surgsim.scoring.metrics import METRICS, MetricSettings
 
@@ -121,19 +120,9 @@ def load_rubric(path: str | Path) -> Rubric:
 
 def save_rubric(rubric: Rubric, path: str | Path, header: str = "") -> Path:
     """Write ``rubric`` as YAML atomically, ``header`` lines first as comments (how it was made)."""
-    path = Path(path)
     comments = "".join(f"# {line}".rstrip() + "\n" for line in header.strip().splitlines()) if header else ""
     body = yaml.safe_dump(rubric.model_dump(mode="json"), sort_keys=False, width=100)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(comments + body)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_text(path, comments + body)
 
 
 def rubric_dir() -> Path:

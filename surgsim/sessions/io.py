@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -30,6 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from surgsim._files import atomic_save
 from surgsim.sessions.session import ACTION_PREFIX, CHANNELS, FORMAT_VERSION, Session, SessionError, Track
 
 META_KEY = b"surgsim"
@@ -199,16 +198,7 @@ def write_session(session: Session, path: str | Path) -> Path:
     table = table.replace_schema_metadata(
         {META_KEY: meta_json, DIGEST_KEY: content_digest(table, meta).encode()}
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_save(path, lambda tmp: pq.write_table(table, tmp))
 
 
 def read_meta(path: str | Path) -> dict[str, Any]:
