@@ -8,6 +8,7 @@ from typing import List, Optional
 
 import typer
 
+from surgsim._files import atomic_write_text
 from surgsim.cli._common import app, fail
 
 
@@ -176,7 +177,7 @@ def eval_cmd(
     if record is not None:
         typer.echo(f"recorded {len(env.written)} session(s) in {record}")
     target = out or run / "eval.json"
-    target.write_text(json.dumps({"env_id": args.env_id, "algo": args.algo, **result.to_dict()}, indent=2))
+    atomic_write_text(target, json.dumps({"env_id": args.env_id, "algo": args.algo, **result.to_dict()}, indent=2))
     typer.echo(f"written: {target}")
 
 

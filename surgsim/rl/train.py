@@ -253,9 +253,9 @@ def train(
         meta = run_dir / env_name(args.env_id)
         meta.mkdir()
         args_record = asdict(args) | {"n_timesteps": n_timesteps, "n_envs": n_envs}
-        (meta / "args.yml").write_text(yaml.safe_dump(args_record, sort_keys=True))
+        atomic_write_text(meta / "args.yml", yaml.safe_dump(args_record, sort_keys=True))
         config = preset | {"n_timesteps": n_timesteps, "n_envs": n_envs}
-        (meta / "config.yml").write_text(yaml.safe_dump(config, sort_keys=True))
+        atomic_write_text(meta / "config.yml", yaml.safe_dump(config, sort_keys=True))
 
     venv = _make_vec_env(args, run_dir, n_envs, normalize)
     algo_class = ALGO_CLASSES[args.algo]
