@@ -42,6 +42,7 @@ def _args(tmp_path, algo: str, env_id: str, n: int, **extra) -> TrainArgs:
     [
         ("ppo", "surgsim/NeedleReach-v0", 16_384, 0.8, 0.5),
         ("dqn", "surgsim/NeedleReachDiscrete-v0", 25_000, 0.6, 0.4),
+        ("sac", "surgsim/NeedleReach-v0", 8_000, 0.8, 0.5),
     ],
 )
 def test_agent_learns_needle_reach(tmp_path, algo, env_id, steps, floor, margin):
