@@ -45,3 +45,13 @@ def push(*action):
     """A policy that always takes the same continuous action."""
     a = np.array(action, dtype=np.float32)
     return lambda env: a
+
+
+def quick_train_args(tmp_path, algo: str, env_id: str, n: int, **extra):
+    """Arguments of a short seeded CPU training run in ``tmp_path``, evaluated once at the end."""
+    from surgsim.rl.train import TrainArgs  # here, so that importing this module stays light
+
+    return TrainArgs(
+        algo=algo, env_id=env_id, n_timesteps=n, seed=0, log_folder=str(tmp_path), eval_freq=n,
+        eval_episodes=10, device="cpu", progress_bar=False, **extra,
+    )

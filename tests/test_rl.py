@@ -8,12 +8,13 @@ import gymnasium as gym
 import numpy as np
 import pytest
 from PIL import Image
+from simhelpers import quick_train_args
 from typer.testing import CliRunner
 
 import surgsim  # noqa: F401
 from surgsim.cli import app
 from surgsim.rl.evaluate import model_policy, run_episodes
-from surgsim.rl.train import SurgicalEvalCallback, TrainArgs, latest_checkpoint, load_run, train
+from surgsim.rl.train import SurgicalEvalCallback, TrainArgs, env_name, latest_checkpoint, load_run, train
 
 runner = CliRunner()
 
@@ -30,13 +31,6 @@ def _trained_success(run_dir, episodes: int = 30) -> float:
     return run_episodes(env, model_policy(model, True, normalizer), episodes, seed=500).success_rate
 
 
-def _args(tmp_path, algo: str, env_id: str, n: int, **extra) -> TrainArgs:
-    return TrainArgs(
-        algo=algo, env_id=env_id, n_timesteps=n, seed=0, log_folder=str(tmp_path), eval_freq=n,
-        eval_episodes=10, device="cpu", progress_bar=False, **extra,
-    )
-
-
 @pytest.mark.parametrize(
     "algo, env_id, steps, floor, margin",
     [
@@ -47,7 +41,7 @@ def _args(tmp_path, algo: str, env_id: str, n: int, **extra) -> TrainArgs:
 )
 def test_agent_learns_needle_reach(tmp_path, algo, env_id, steps, floor, margin):
     """Within about a minute of CPU the agent beats the random policy measured here by a margin."""
-    run = train(_args(tmp_path, algo, env_id, steps))
+    run = train(quick_train_args(tmp_path, algo, env_id, steps))
     trained = _trained_success(run)
     random = _random_success(env_id)
     assert trained >= floor, f"{algo} success {trained:.0%} after {steps} steps"
@@ -56,11 +50,11 @@ def test_agent_learns_needle_reach(tmp_path, algo, env_id, steps, floor, margin)
     assert summary["timesteps"] >= steps
     assert (run / "learning_curve.png").stat().st_size > 0
     assert (run / "best_model.zip").is_file()
-    assert (run / env_id.replace("/", "-") / "config.yml").is_file()
+    assert (run / env_name(env_id) / "config.yml").is_file()
 
 
 def test_resume_continues_timesteps_and_replay_buffer(tmp_path):
-    args = _args(tmp_path, "dqn", "surgsim/NeedleReachDiscrete-v0", 1_500, save_freq=1_000)
+    args = quick_train_args(tmp_path, "dqn", "surgsim/NeedleReachDiscrete-v0", 1_500, save_freq=1_000)
     args.hyperparams = {"learning_starts": 100}
     run = train(args)
     path, steps = latest_checkpoint(run)
@@ -80,7 +74,7 @@ def test_resume_continues_timesteps_and_replay_buffer(tmp_path):
 
 
 def test_resume_keeps_normalisation_statistics(tmp_path):
-    args = _args(tmp_path, "ppo", "surgsim/NeedleReach-v0", 512, save_freq=512, n_envs=2)
+    args = quick_train_args(tmp_path, "ppo", "surgsim/NeedleReach-v0", 512, save_freq=512, n_envs=2)
     args.hyperparams = {"normalize": True, "n_steps": 128, "batch_size": 64}
     run = train(args)
     _, normalizer, _ = load_run(run, device="cpu")
@@ -114,7 +108,7 @@ def test_ctrl_c_saves_a_checkpoint(tmp_path, monkeypatch):
 
 
 def test_eval_and_render_cli(tmp_path):
-    run = train(_args(tmp_path, "ppo", "surgsim/NeedleReach-v0", 256, n_envs=1,
+    run = train(quick_train_args(tmp_path, "ppo", "surgsim/NeedleReach-v0", 256, n_envs=1,
                       hyperparams={"n_steps": 128, "batch_size": 64}))
     result = runner.invoke(app, ["eval", str(run), "--episodes", "5", "--device", "cpu"])
     assert result.exit_code == 0, result.output
@@ -152,7 +146,7 @@ def test_eval_of_missing_or_corrupt_run(tmp_path):
     result = runner.invoke(app, ["eval", str(tmp_path / "missing")])
     assert result.exit_code == 2 and "does not exist" in result.output
 
-    args = _args(tmp_path, "ppo", "surgsim/NeedleReach-v0", 128, n_envs=1, save_freq=128,
+    args = quick_train_args(tmp_path, "ppo", "surgsim/NeedleReach-v0", 128, n_envs=1, save_freq=128,
                  hyperparams={"n_steps": 128, "batch_size": 64})
     run = train(args)
     path, _ = latest_checkpoint(run)

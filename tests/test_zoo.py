@@ -8,9 +8,10 @@ import sys
 
 import pytest
 import yaml
+from simhelpers import quick_train_args
 
 from surgsim.rl.presets import RUN_KEYS, load_preset, preset_path
-from surgsim.rl.train import TrainArgs, train
+from surgsim.rl.train import env_name, train
 
 pytest.importorskip("rl_zoo3")
 
@@ -36,7 +37,7 @@ def test_rl_zoo3_trains_with_our_presets(tmp_path, algo, env_id, steps):
         "-n", str(steps), "-f", str(tmp_path), "--eval-freq", "-1", "--seed", "0", cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    name = env_id.replace("/", "-")
+    name = env_name(env_id)
     run = tmp_path / algo / f"{name}_1"
     assert (run / f"{name}.zip").is_file()
     used = dict(yaml.unsafe_load((run / name / "config.yml").read_text()))  # rl_zoo3 writes OrderedDict tags
@@ -48,11 +49,7 @@ def test_rl_zoo3_trains_with_our_presets(tmp_path, algo, env_id, steps):
 
 def test_rl_zoo3_enjoy_replays_our_run_with_its_statistics(tmp_path):
     """A normalised run trained by `surgsim train` succeeds when rl_zoo3 replays it."""
-    train(TrainArgs(
-        algo="ppo", env_id="surgsim/NeedleReach-v0", n_timesteps=16_384, seed=0,
-        log_folder=str(tmp_path), eval_freq=16_384, eval_episodes=10, device="cpu",
-        progress_bar=False, hyperparams={"normalize": True},
-    ))
+    train(quick_train_args(tmp_path, "ppo", "surgsim/NeedleReach-v0", 16_384, hyperparams={"normalize": True}))
     done = _zoo(
         "rl_zoo3.enjoy", "--algo", "ppo", "--env", "surgsim/NeedleReach-v0", "-f", str(tmp_path),
         "--exp-id", "1", "-n", "500", "--no-render", "--device", "cpu", cwd=tmp_path,
