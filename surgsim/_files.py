@@ -4,9 +4,24 @@ renames it into place, so a crash never leaves a half-written file under the tar
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any, Callable
+
+
+def _new_temporary(path: Path) -> Path:
+    """Create an empty, unused temporary file beside ``path``.
+
+    Created with mode 0o666 like ``open()``, so the process umask decides the final file's
+    permissions (``tempfile.mkstemp`` would make it 0600, private to the writer).
+    """
+    while True:
+        tmp = path.with_name(f".{path.stem}.{secrets.token_hex(4)}.partial{path.suffix}")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
 
 
 def atomic_save(path: str | Path, save: Callable[[Path], Any]) -> Path:
@@ -14,13 +29,11 @@ def atomic_save(path: str | Path, save: Callable[[Path], Any]) -> Path:
 
     The temporary name keeps ``path``'s suffix (writers that pick a format by extension, such
     as matplotlib, PIL or SB3, see the real one) and holds ``.partial``; it is removed if
-    ``save`` fails.
+    ``save`` fails. The file gets the permissions ``open()`` would give it (the umask's).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".partial{path.suffix}", dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
+    tmp = _new_temporary(path)
     try:
         save(tmp)
         os.replace(tmp, path)
