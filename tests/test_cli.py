@@ -34,17 +34,18 @@ def test_demo_runs_the_expert_and_reports_a_success_rate():
     assert "mean return" in result.output
 
 
-def test_demo_random_policy_on_a_discrete_env_reports_endings():
-    result = runner.invoke(
-        app, ["demo", "--env", "surgsim/NeedleReachDiscrete-v0", "-n", "3", "--policy", "random"]
-    )
-    assert result.exit_code == 0, result.output
-    assert "policy=random" in result.output
-    rate = float(re.search(r"success rate: ([\d.]+)%", result.output).group(1))
-    assert 0.0 <= rate <= 100.0
-    # the random policy is not seeded by --seed, so only the form of the report is fixed
-    if rate < 100.0:
-        assert re.search(r"ended by (time limit|workspace): \d", result.output)
+def test_demo_random_policy_is_seeded_and_fails_where_the_expert_succeeds():
+    args = ["demo", "--env", "surgsim/NeedleReachDiscrete-v0", "-n", "4", "--policy", "random", "--seed", "3"]
+    first, second = runner.invoke(app, args), runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    assert "policy=random" in first.output
+    # --seed seeds the random actions too: the same command gives the same report
+    assert first.stdout == second.stdout
+    rate = float(re.search(r"success rate: ([\d.]+)%", first.output).group(1))
+    assert rate < 100.0
+    endings = re.findall(r"ended by (\w+): (\d+)", first.output)
+    assert endings and {name for name, _ in endings} <= {"time_limit", "workspace"}
+    assert sum(int(n) for _, n in endings) == round(4 * (1 - rate / 100))
 
 
 def test_demo_with_a_named_patient():

@@ -6,7 +6,8 @@ Each module registers its commands on the shared ``app``; importing them here wi
 from __future__ import annotations
 
 from surgsim.cli._common import app
-from surgsim.cli import rl  # noqa: F401  (registers envs, demo, train, eval, render)
+from surgsim.cli import demo  # noqa: F401  (registers demo)
+from surgsim.cli import rl  # noqa: F401  (registers envs, train, eval, render)
 from surgsim.cli import sessions  # noqa: F401  (registers play, import, session)
 from surgsim.cli import predictor  # noqa: F401  (registers the predictor sub-app)
 from surgsim.cli import score  # noqa: F401  (registers score, score calibrate / evaluate)
@@ -16,4 +17,4 @@ __all__ = ["app", "main"]
 
 
 def main() -> None:  # pragma: no cover
-    app()
+    app(prog_name="surgsim")

@@ -1,15 +1,14 @@
-"""Simulator and agent commands: envs, demo, train, eval, render."""
+"""Simulator and agent commands: envs, train, eval, render."""
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
 from surgsim._files import atomic_write_text
-from surgsim.cli._common import app, fail
+from surgsim.cli._common import app, fail, require_extra
 
 
 @app.command("envs")
@@ -20,62 +19,6 @@ def envs() -> None:
     width = max(len(env_id) for env_id in surgsim.REGISTERED)
     for env_id, description in surgsim.REGISTERED.items():
         typer.echo(f"{env_id:<{width}}  {description}")
-
-
-@app.command("demo")
-def demo(
-    env: str = typer.Option("surgsim/SurgicalPath-v0", "--env", help="Registered env id."),
-    episodes: int = typer.Option(20, "--episodes", "-n", min=1, help="Episodes to run."),
-    policy: str = typer.Option("expert", help="'expert' (scripted, good technique) or 'random'."),
-    seed: int = typer.Option(0, help="Seed of the first episode; episode i uses seed + i."),
-    difficulty: str = typer.Option("medium", help="easy, medium or hard."),
-    patient: Optional[str] = typer.Option(None, help="A named fixed patient from the env's spec."),
-) -> None:
-    """Run a policy for a few seeded episodes and report success, failures and return."""
-    import gymnasium as gym
-    import numpy as np
-    from tqdm import tqdm
-
-    import surgsim
-
-    if env not in surgsim.REGISTERED:
-        fail(f"unknown env id {env!r}; run `surgsim envs` to list them")
-    if policy not in ("expert", "random"):
-        fail(f"--policy {policy!r} is not valid; expected 'expert' or 'random'")
-    try:
-        environment = gym.make(env, difficulty=difficulty)
-    except ValueError as exc:
-        fail(str(exc))
-    environment.action_space.seed(seed)
-    options = {"patient": patient} if patient else None
-    outcomes: Counter[str] = Counter()
-    returns, lengths = [], []
-    for i in tqdm(range(episodes), desc=f"{policy} on {env}", unit="ep"):
-        try:
-            environment.reset(seed=seed + i, options=options)
-        except ValueError as exc:
-            fail(str(exc))
-        total, steps, done = 0.0, 0, False
-        while not done:
-            if policy == "expert":
-                action = environment.unwrapped.expert_action()
-            else:
-                action = environment.action_space.sample()
-            _, reward, terminated, truncated, info = environment.step(action)
-            total += reward
-            steps += 1
-            done = terminated or truncated
-        outcome = "success" if info["is_success"] else info["failure_reason"] or "time limit"
-        outcomes[outcome] += 1
-        returns.append(total)
-        lengths.append(steps)
-    environment.close()
-    typer.echo(f"{env}  policy={policy}  episodes={episodes}  difficulty={difficulty}")
-    typer.echo(f"success rate: {outcomes['success'] / episodes:.1%}")
-    for outcome, count in outcomes.most_common():
-        if outcome != "success":
-            typer.echo(f"  ended by {outcome}: {count}")
-    typer.echo(f"mean return: {np.mean(returns):.2f}   mean length: {np.mean(lengths):.1f} steps")
 
 
 _PICKLE_NOTE = (
@@ -101,6 +44,7 @@ def train_cmd(
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue this run folder from its last checkpoint."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
+    require_extra("train", "train")
     from surgsim.rl.presets import parse_overrides
     from surgsim.rl.train import TrainArgs, TrainingError, train
 
@@ -147,6 +91,7 @@ def eval_cmd(
     import gymnasium as gym
     from tqdm import tqdm
 
+    require_extra("train", "eval")
     from surgsim.rl.evaluate import model_policy, run_episodes
     from surgsim.rl.train import TrainingError, load_run
     from surgsim.sessions.recorder import SessionRecorder
@@ -192,6 +137,7 @@ def render_cmd(
 ) -> None:
     import gymnasium as gym
 
+    require_extra("train", "render")
     from surgsim.rl.evaluate import model_policy
     from surgsim.rl.render import record_frames, write_video
     from surgsim.rl.train import TrainingError, load_run

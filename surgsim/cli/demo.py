@@ -1,0 +1,96 @@
+"""``surgsim demo``: watch the scripted expert (or a random policy) do the task, no training needed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from surgsim.cli._common import app, fail
+
+VIDEO_FORMATS = (".gif", ".mp4")
+
+
+def _check_video_target(out: Path) -> None:
+    """Refuse an output the demo could not write, before spending time on the episodes."""
+    if out.suffix.lower() not in VIDEO_FORMATS:
+        fail(f"--out {out}: unsupported video format {out.suffix!r}; use .gif or .mp4")
+    if out.suffix.lower() == ".mp4":
+        try:
+            import imageio_ffmpeg  # noqa: F401
+        except ImportError:
+            fail(f"--out {out}: MP4 output needs the video extra: pip install 'surgsim[video]'")
+    folder = out.parent if str(out.parent) else Path(".")
+    if not folder.is_dir():
+        fail(f"--out {out}: folder {folder} does not exist")
+    if out.is_dir():
+        fail(f"--out {out}: is a folder; give a file name ending in .gif or .mp4")
+
+
+@app.command("demo")
+def demo(
+    env: str = typer.Option("surgsim/SurgicalPath-v0", "--env", help="Registered env id (`surgsim envs`)."),
+    episodes: int = typer.Option(5, "--episodes", "-n", min=1, help="Episodes to run."),
+    policy: str = typer.Option("expert", help="'expert' (scripted, good technique) or 'random'."),
+    seed: int = typer.Option(0, help="Seed of the first episode; episode i uses seed + i."),
+    difficulty: str = typer.Option("medium", help="easy, medium or hard."),
+    patient: Optional[str] = typer.Option(None, help="A named fixed patient from the env's spec."),
+    out: Optional[Path] = typer.Option(
+        None, "--out", help="Also film the episodes: demo.gif, or demo.mp4 with surgsim[video]."
+    ),
+    film: int = typer.Option(3, "--film", min=1, help="With --out: how many episodes to film (whole episodes)."),
+    fps: int = typer.Option(10, "--fps", min=1, max=60, help="With --out: frames per second (the env runs at 20 Hz)."),
+) -> None:
+    """Run a policy for a few seeded episodes; report success, failures and return, and film them.
+
+    With --out every filmed frame carries the step, the reward, the distance to the target, the
+    clearance from the nearest critical structure and, at the end of each episode, its outcome.
+    """
+    import gymnasium as gym
+    from tqdm import tqdm
+
+    import surgsim
+    from surgsim.rl.evaluate import run_episodes
+    from surgsim.rl.overlay import AnnotatedFrames
+    from surgsim.rl.render import write_video
+
+    if env not in surgsim.REGISTERED:
+        fail(f"--env {env!r} is not a surgsim env id; run `surgsim envs` to list them")
+    if policy not in ("expert", "random"):
+        fail(f"--policy {policy!r} is not valid; expected 'expert' or 'random'")
+    if out is not None:
+        _check_video_target(out)
+    try:
+        environment = gym.make(env, difficulty=difficulty, render_mode="rgb_array" if out else None)
+    except ValueError as exc:
+        fail(str(exc))
+    if out is not None:
+        environment = AnnotatedFrames(environment, episodes=film, hold_frames=fps * 3 // 2)
+    environment.action_space.seed(seed)
+    if policy == "expert":
+        act = lambda obs: environment.unwrapped.expert_action()  # noqa: E731
+    else:
+        act = lambda obs: environment.action_space.sample()  # noqa: E731
+    with tqdm(total=episodes, desc=f"{policy} on {env}", unit="ep") as bar:
+        try:
+            result = run_episodes(environment, act, episodes, seed, patient,
+                                  on_episode=lambda i, info: bar.update())
+        except ValueError as exc:
+            fail(str(exc))
+        finally:
+            environment.close()
+    typer.echo(f"{env}  policy={policy}  episodes={episodes}  difficulty={difficulty}")
+    typer.echo(f"success rate: {result.success_rate:.1%}")
+    for outcome, count in result.outcomes.items():
+        if outcome != "success":
+            typer.echo(f"  ended by {outcome}: {count}")
+    typer.echo(f"mean return: {result.mean_return:.2f}   mean length: {result.mean_length:.1f} steps")
+    if out is not None:
+        frames = environment.frames
+        try:
+            path = write_video(frames, out, fps)
+        except (OSError, ValueError, RuntimeError) as exc:
+            fail(f"--out {out}: {exc}")
+        typer.echo(f"written: {path} ({min(film, episodes)} episodes, {len(frames)} frames, "
+                   f"{len(frames) / fps:.0f} s at {fps} fps)")
