@@ -98,6 +98,7 @@ def test_no_arguments_shows_help():
     assert "Usage" in result.output and "demo" in result.output
 
 
+@pytest.mark.slow
 def test_real_subprocess_envs_and_demo_error():
     command = [sys.executable, "-m", "surgsim.cli"]
     ok = subprocess.run(

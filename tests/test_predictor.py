@@ -323,6 +323,7 @@ def test_cli_rejects_bad_widths(synthetic):
     assert result.exit_code == 2 and "comma-separated list of integers" in result.output
 
 
+@pytest.mark.slow
 def test_training_from_the_cli_needs_no_pybullet(synthetic, tmp_path):
     # a GPU machine may have torch but no PyBullet: `surgsim predictor train` must still run
     out = tmp_path / "m.pt"

@@ -100,6 +100,7 @@ _KILLED = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_killed_recording_never_reads_complete_and_recovers_all_but_the_last_second(tmp_path):
     steps = 35  # 1.75 s at 20 Hz: the journal holds the first flushed second, the rest is lost
     proc = subprocess.run([sys.executable, "-c", _KILLED, str(tmp_path), str(steps)], capture_output=True, text=True)

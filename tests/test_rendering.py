@@ -84,6 +84,7 @@ def test_image_and_state_envs_run_the_same_simulation(make_env):
         assert info_s["clearance"] == pytest.approx(info_r["clearance"], abs=1e-9)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="DISPLAY semantics are X11's")
 def test_human_render_mode_without_display_raises_instead_of_exiting():
     code = textwrap.dedent(

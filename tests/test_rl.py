@@ -39,6 +39,7 @@ def _trained_success(run_dir, episodes: int = 30) -> float:
         ("sac", "surgsim/NeedleReach-v0", 8_000, 0.8, 0.5),
     ],
 )
+@pytest.mark.slow
 def test_agent_learns_needle_reach(tmp_path, algo, env_id, steps, floor, margin):
     """Within about a minute of CPU the agent beats the random policy measured here by a margin."""
     run = train(quick_train_args(tmp_path, algo, env_id, steps))

@@ -241,6 +241,7 @@ def test_cli_errors_exit_2_with_a_clear_message(session_dir, tmp_path, args, mes
         assert message in result.stderr
 
 
+@pytest.mark.slow
 def test_scorer_never_imports_pybullet() -> None:
     # the scorer grades sessions recorded elsewhere, on machines without a simulator
     code = (

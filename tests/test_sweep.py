@@ -52,6 +52,7 @@ def _rows(sweep_dir: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
+@pytest.mark.slow
 def test_sweep_runs_every_trial_and_reports_metrics(sweep):
     sweep_dir, result = sweep
     rows = _rows(sweep_dir)
@@ -74,6 +75,7 @@ def test_sweep_runs_every_trial_and_reports_metrics(sweep):
         assert reported[-1]["mean_return"] == pytest.approx(history[-1]["mean_return"])
 
 
+@pytest.mark.slow
 def test_failing_trial_is_reported_while_others_finish(sweep):
     sweep_dir, result = sweep
     assert result.exit_code == 1, result.output
@@ -83,6 +85,7 @@ def test_failing_trial_is_reported_while_others_finish(sweep):
     assert "failed: c2_s0" in result.output and "batch_size" in result.output
 
 
+@pytest.mark.slow
 def test_trial_run_folder_has_the_layout_of_surgsim_train(sweep, tmp_path):
     sweep_dir, _ = sweep
     run = sweep_dir / "runs" / "c0_s1" / "ppo" / f"{ENV_NAME}_1"
@@ -101,6 +104,7 @@ def test_trial_run_folder_has_the_layout_of_surgsim_train(sweep, tmp_path):
     assert model.num_timesteps == STEPS and args.seed == 1
 
 
+@pytest.mark.slow
 def test_plot_and_best_preset_are_written(sweep, monkeypatch):
     sweep_dir, result = sweep
     png = sweep_dir / "success_curve.png"
@@ -121,6 +125,7 @@ def test_plot_and_best_preset_are_written(sweep, monkeypatch):
     assert f"best: c{best}" in result.output
 
 
+@pytest.mark.slow
 def test_resume_of_a_finished_sweep_trains_nothing(sweep):
     sweep_dir, _ = sweep
     evaluations = sorted(sweep_dir.glob("runs/*/ppo/*/evaluations.jsonl"))
@@ -135,6 +140,7 @@ def test_resume_of_a_finished_sweep_trains_nothing(sweep):
         [{k: v for k, v in r.items() if k not in drop} for r in rows_before]
 
 
+@pytest.mark.slow
 def test_asha_stops_trials_early_but_never_a_finished_one(sweep):
     """A trial ASHA stops has fewer timesteps than planned; one it lets run ends as `surgsim train`."""
     from surgsim.rl.sweep import run_sweep
@@ -154,6 +160,7 @@ def test_asha_stops_trials_early_but_never_a_finished_one(sweep):
     assert (outcome.best_preset is not None) == any(t.status == "done" for t in outcome.trials)
 
 
+@pytest.mark.slow
 def test_restarted_trial_continues_its_run_from_the_last_checkpoint(tmp_path, monkeypatch):
     """What a resumed sweep does with a trial that was cut off after a checkpoint."""
     trial_folder = tmp_path / "runs" / "c0_s0"

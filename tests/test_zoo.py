@@ -15,6 +15,8 @@ from surgsim.rl.train import env_name, train
 
 pytest.importorskip("rl_zoo3")
 
+pytestmark = pytest.mark.slow  # subprocesses running rl_zoo3
+
 
 def _zoo(*argv: str, cwd) -> subprocess.CompletedProcess:
     return subprocess.run(
