@@ -136,6 +136,24 @@ class MetricSettings:
     sparc_max_hz: float = 10.0  #: highest frequency SPARC considers
     sparc_threshold: float = 0.05  #: SPARC's amplitude threshold on the normalised spectrum
 
+    def __post_init__(self) -> None:
+        """Refuse values that leave a metric undefined (rubric files set them)."""
+        for name, (allowed, ok) in _SETTING_RANGES.items():
+            value = getattr(self, name)
+            if not ok(value):
+                raise ValueError(f"{name} must be {allowed}, got {value!r}")
+
+
+_POSITIVE = ("a finite number > 0", lambda v: 0 < v < math.inf)
+#: what each setting may be: (in words, test); NaN fails every test
+_SETTING_RANGES = {
+    "idle_speed": _POSITIVE,
+    "lowpass_hz": _POSITIVE,
+    "force_threshold": ("a finite number >= 0", lambda v: 0 <= v < math.inf),
+    "sparc_max_hz": _POSITIVE,
+    "sparc_threshold": ("between 0 and 1 (exclusive)", lambda v: 0 < v < 1),
+}
+
 
 @dataclass
 class SessionMetrics:
@@ -151,9 +169,11 @@ class SessionMetrics:
 
 # ------------------------------------------------------------------ helpers
 def _lowpass(values: np.ndarray, fs: float, cutoff: float) -> np.ndarray:
-    """Zero-phase 4th-order Butterworth low-pass along the last axis; unchanged when it cannot apply."""
+    """Zero-phase 4th-order Butterworth low-pass along the last axis; unchanged when it cannot apply:
+    too short, a cutoff above the Nyquist frequency, or one so far below it (sampling at over
+    1e6 x the cutoff) that the filter is numerically unstable."""
     n = values.shape[-1]
-    if cutoff >= 0.5 * fs or n < 4:  # nothing above the cutoff is representable, or too short
+    if not 2 * cutoff < fs <= 1e6 * cutoff or n < 4:
         return values
     sos = signal.butter(4, cutoff, fs=fs, output="sos")
     return signal.sosfiltfilt(sos, values, axis=-1, padlen=min(3 * (2 * len(sos) + 1), n - 1))
@@ -207,24 +227,31 @@ def _distance_kdtree(points: np.ndarray, polyline: np.ndarray) -> np.ndarray:
     """
     segments = np.diff(polyline, axis=0)
     lengths = np.sqrt(np.einsum("ij,ij->i", segments, segments))
+    if not np.isfinite(lengths).all():  # a polyline beyond 1e154 m: no distance to it is meaningful
+        return np.full(len(points), np.nan)
     spacing = max(1e-4, float(lengths.sum()) / 50_000)
     pieces = np.maximum(1, np.ceil(lengths / spacing)).astype(int)
     owner = np.repeat(np.arange(len(segments)), pieces)
     fraction = (np.arange(len(owner)) - np.repeat(np.cumsum(pieces) - pieces, pieces)) / pieces[owner]
     samples = np.vstack([polyline[owner] + fraction[:, None] * segments[owner], polyline[-1:]])
     owner = np.append(owner, len(segments) - 1)
-    segment = owner[cKDTree(samples).query(points)[1]]
+    nearest = cKDTree(samples).query(points)[1]
+    beyond = nearest == len(samples)  # no neighbour: a point so far away that its distance overflows
+    segment = owner[np.where(beyond, 0, nearest)]
     rel = points - polyline[segment]
     step = segments[segment]
     length2 = lengths[segment] ** 2
     u = np.clip(np.einsum("ij,ij->i", rel, step) / np.where(length2 > 0, length2, 1.0), 0.0, 1.0)
     rel -= u[:, None] * step
-    return np.sqrt(np.einsum("ij,ij->i", rel, rel))
+    return np.where(beyond, np.inf, np.sqrt(np.einsum("ij,ij->i", rel, rel)))
 
 
 def tool_axis(orientation: np.ndarray) -> np.ndarray:
     """The z axis (n, 3) of quaternions (n, 4) in x, y, z, w order (any non-zero norm)."""
-    x, y, z, w = np.ascontiguousarray(np.asarray(orientation, dtype=float).T)  # contiguous: faster arithmetic
+    orientation = np.asarray(orientation, dtype=float)
+    # scaled by a power of two per row (exact) so that the squares cannot overflow or underflow
+    orientation = np.ldexp(orientation, -np.frexp(np.abs(orientation).max(axis=1))[1][:, None])
+    x, y, z, w = np.ascontiguousarray(orientation.T)  # contiguous: faster arithmetic
     scale = 2.0 / (x * x + y * y + z * z + w * w)  # rotation matrix of a non-unit quaternion
     return np.column_stack([scale * (x * z + w * y), scale * (y * z - w * x), 1.0 - scale * (x * x + y * y)])
 
@@ -272,6 +299,8 @@ def _sparc(speed: np.ndarray, fs: float, max_hz: float, threshold: float) -> flo
     spectrum /= spectrum[0]
     top = int(min(max_hz, fs / 2) * nfft / fs)
     above = np.flatnonzero(spectrum[: top + 1] >= threshold)
+    if not len(above):  # a threshold above the DC term, or a spectrum that overflowed
+        return None
     last = int(above[-1])
     if last == 0:
         return 0.0
@@ -289,18 +318,23 @@ class _Track:
     speed_time: np.ndarray
     speed: np.ndarray  # low-passed speed on a uniform grid
     idle: np.ndarray  # bool per low-passed speed sample
-    position: np.ndarray
-    hull_points: np.ndarray
+    exponent: int  # the positions were scaled by 2**-exponent for the computations
+    hull_points: np.ndarray  # scaled
     deviation: np.ndarray | None
 
 
 def _track_metrics(session: Session, track, settings: MetricSettings, reference) -> _Track:
     time = session.time
     position = np.asarray(track.position, dtype=float)
-    steps = np.diff(position, axis=0)
+    # Motion is computed on positions scaled by a power of two into [-1, 1] (exact: the same
+    # digits), so squares neither overflow (1e200 m) nor underflow (1e-300 m); lengths, speeds
+    # and volumes are scaled back with ldexp at the end, and may then be infinite (not available).
+    exponent = int(np.frexp(np.abs(position).max())[1])
+    scaled = np.ldexp(position, -exponent)
+    steps = np.diff(scaled, axis=0)
     step_length = np.sqrt(np.einsum("ij,ij->i", steps, steps))
     duration = float(time[-1] - time[0])
-    path = float(step_length.sum())
+    path = float(np.ldexp(step_length.sum(), exponent))
     m: dict[str, float | None] = dict.fromkeys(
         name for name, info in METRICS.items() if info.per_instrument
     )
@@ -309,36 +343,36 @@ def _track_metrics(session: Session, track, settings: MetricSettings, reference)
 
     if track.orientation is not None and len(steps):
         axis = tool_axis(np.asarray(track.orientation, dtype=float)[:-1])
-        m["depth_perception"] = float(np.abs(np.einsum("ij,ij->i", steps, axis)).sum())
+        m["depth_perception"] = float(np.ldexp(np.abs(np.einsum("ij,ij->i", steps, axis)).sum(), exponent))
     if track.gripper is not None:
         m["gripper_travel"] = float(np.abs(np.diff(np.asarray(track.gripper, dtype=float))).sum())
 
     speed_time, speed, idle = np.empty(0), np.empty(0), np.empty(0, dtype=bool)
     if duration > 0:
-        uniform_steps, fs = _uniform_steps(time, position, steps)
-        velocity = np.ascontiguousarray(uniform_steps.T) * fs  # (3, n-1)
+        uniform_steps, fs = _uniform_steps(time, scaled, steps)
+        velocity = np.ascontiguousarray(uniform_steps.T) * fs  # (3, n-1), scaled
         raw_speed = (
             step_length * fs if uniform_steps is steps else np.sqrt(np.einsum("ij,ij->j", velocity, velocity))
         )
         smooth = _lowpass(velocity, fs, settings.lowpass_hz)
-        speed = np.sqrt(np.einsum("ij,ij->j", smooth, smooth))
+        scaled_speed = np.sqrt(np.einsum("ij,ij->j", smooth, smooth))
+        speed = np.ldexp(scaled_speed, exponent)
         speed_time = time[0] + (np.arange(len(speed)) + 0.5) / fs
         idle = speed < settings.idle_speed
         m["idle_fraction"] = float(idle.mean())
-        peak = float(speed.max())
-        m["peak_speed"] = peak
+        m["peak_speed"] = float(speed.max())
         peaks, _ = signal.find_peaks(
             speed, height=settings.idle_speed, prominence=settings.idle_speed
         )
         m["movements"] = float(len(peaks))
-        if peak > 0 and len(speed) >= 3:
+        if len(speed) >= 3:  # dimensionless: the same on scaled values, in log form (T^3 overflows)
             jerk = np.diff(smooth, n=2, axis=1) * (fs * fs)
-            jerk2 = float(np.einsum("ij,ij->", jerk, jerk)) / fs
-            if jerk2 > 0:
-                m["ldlj"] = -math.log(duration**3 / (peak * peak) * jerk2)
+            jerk2 = np.einsum("ij,ij->", jerk, jerk) / fs
+            m["ldlj"] = float(2 * np.log(scaled_speed.max()) - 3 * np.log(duration) - np.log(jerk2))
         m["sparc"] = _sparc(raw_speed, fs, settings.sparc_max_hz, settings.sparc_threshold)
 
-    m["workspace_volume"], hull_points = _hull(position)
+    volume, hull_points = _hull(scaled)
+    m["workspace_volume"] = float(np.ldexp(volume, 3 * exponent))
 
     deviation = None
     reference_path, target = reference
@@ -351,7 +385,7 @@ def _track_metrics(session: Session, track, settings: MetricSettings, reference)
             m["economy_of_motion"] = polyline_length(reference_path) / path
     if target is not None:
         m["final_error"] = float(np.linalg.norm(position[-1] - target))
-    return _Track(m, speed_time, speed, idle, position, hull_points, deviation)
+    return _Track(m, speed_time, speed, idle, exponent, hull_points, deviation)
 
 
 def _reference(meta: dict) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -385,8 +419,18 @@ def _pick_reference_track(session: Session, tracks: dict[str, _Track]) -> str | 
 
 # ------------------------------------------------------------------ session
 def compute_metrics(session: Session, settings: MetricSettings | None = None) -> SessionMetrics:
-    """Every metric of a valid session (see :data:`METRICS`); ``None`` where its inputs are absent."""
-    settings = settings or MetricSettings()
+    """Every metric of a valid session (see :data:`METRICS`); ``None`` where its inputs are absent
+    or its value is not a finite number (e.g. a path length beyond 1e308 m)."""
+    with np.errstate(all="ignore"):  # overflow gives inf, 0/0 NaN: both become "not available"
+        metrics = _compute_metrics(session, settings or MetricSettings())
+    for values in (metrics.combined, *metrics.instruments.values()):
+        for name, value in values.items():
+            if value is not None and not math.isfinite(value):
+                values[name] = None
+    return metrics
+
+
+def _compute_metrics(session: Session, settings: MetricSettings) -> SessionMetrics:
     time = np.asarray(session.time, dtype=float)
     session = Session(time, session.tracks, session.channels, session.meta)
     reference = _reference(session.meta)
@@ -411,10 +455,12 @@ def compute_metrics(session: Session, settings: MetricSettings | None = None) ->
     if duration > 0:
         idle = np.logical_and.reduce([t.idle for t in tracks.values()])
         combined["idle_fraction"] = float(idle.mean())
-    combined["workspace_volume"] = (
-        next(iter(tracks.values())).metrics["workspace_volume"] if len(tracks) == 1
-        else convex_hull_volume(np.vstack([t.hull_points for t in tracks.values()]))
-    )
+    if len(tracks) == 1:
+        combined["workspace_volume"] = next(iter(tracks.values())).metrics["workspace_volume"]
+    else:  # every hull on the largest track's scale
+        exponent = max(t.exponent for t in tracks.values())
+        points = np.vstack([np.ldexp(t.hull_points, t.exponent - exponent) for t in tracks.values()])
+        combined["workspace_volume"] = float(np.ldexp(convex_hull_volume(points), 3 * exponent))
     if len(tracks) == 2 and duration > 0:
         left, right = (t.speed for t in tracks.values())
         if left.std() > 0 and right.std() > 0:
