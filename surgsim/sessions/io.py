@@ -11,14 +11,21 @@ Layout of a session file:
   always with ``format_version`` and ``complete``.
 - Parquet schema metadata ``surgsim.sha256``: SHA-256 over every column (name, dtype and
   little-endian bytes, in file order) and the canonical metadata JSON. Any later edit of a value,
-  a column or the metadata changes it, so :func:`read_session` detects it.
+  a column or the metadata changes it, so :func:`read_session` detects it. pyarrow stores the
+  schema metadata twice (the Parquet footer's key-value list, read by most Parquet tools, and the
+  serialised Arrow schema, read by pyarrow); verification requires both copies to be identical.
+- Parquet schema metadata ``surgsim.hmac-sha256`` (optional, :func:`sign_session`): HMAC-SHA256
+  with a secret key over the same bytes as the digest. Anyone can recompute a plain digest after
+  an edit; only a holder of the key can recompute the signature.
 
-Files are never unpickled; reading one runs no code from it.
+Files are never unpickled; reading one runs no code from it, and a file claiming more than
+:data:`MAX_ROWS` rows or :data:`MAX_COLUMNS` columns is refused before its data is read.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import re
 from pathlib import Path
@@ -33,7 +40,15 @@ from surgsim.sessions.session import ACTION_PREFIX, CHANNELS, FORMAT_VERSION, Se
 
 META_KEY = b"surgsim"
 DIGEST_KEY = b"surgsim.sha256"
+SIGNATURE_KEY = b"surgsim.hmac-sha256"
 _DIGEST_DOMAIN = b"surgsim-session\0"
+#: the Parquet footer key under which pyarrow keeps its serialised Arrow schema
+_ARROW_SCHEMA_KEY = b"ARROW:schema"
+#: bounds checked against the file's footer before any column is read: over an hour at 1 kHz
+MAX_ROWS = 5_000_000
+MAX_COLUMNS = 64
+#: a signing key shorter than this is refused (a guessable key proves nothing)
+MIN_KEY_BYTES = 16
 POSITION_SUFFIXES = ("_x", "_y", "_z")
 ORIENTATION_SUFFIXES = ("_qx", "_qy", "_qz", "_qw")
 GRIPPER_SUFFIX = "_gripper"
@@ -94,9 +109,7 @@ def session_from_table(table: pa.Table, meta: dict[str, Any], source: str) -> Se
         column = table.column(name)
         if column.null_count:
             raise SessionError(f"{source}: column {name!r} has {column.null_count} missing (null) values")
-        kind = column.type
-        if not (pa.types.is_floating(kind) or pa.types.is_integer(kind) or pa.types.is_boolean(kind)):
-            raise SessionError(f"{source}: column {name!r} has type {kind}, expected a number")
+        _check_type(source, name, column.type)
         arrays[name] = column.to_numpy()
     channels: dict[str, np.ndarray] = {}
     parts: dict[str, dict[str, np.ndarray]] = {}
@@ -135,20 +148,21 @@ def session_from_table(table: pa.Table, meta: dict[str, Any], source: str) -> Se
     return Session(np.asarray(arrays["time"], dtype=np.float64), tracks, channels, meta)
 
 
-# ------------------------------------------------------------------ digest
+# ------------------------------------------------------------------ digest and signature
 def canonical_json(meta: dict[str, Any]) -> bytes:
     """Metadata as canonical JSON bytes: sorted keys, no spaces, UTF-8, no NaN."""
     return json.dumps(meta, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 
 
-def content_digest(table: pa.Table, meta: dict[str, Any]) -> str:
-    """SHA-256 (hex) over every column (name, dtype, little-endian bytes) and the canonical metadata."""
-    h = hashlib.sha256(_DIGEST_DOMAIN)
+def _hash_content(h: Any, table: pa.Table, meta: dict[str, Any]) -> None:
+    """Feed ``h`` the canonical bytes of a session: every column (name, dtype, little-endian
+    bytes, each length-prefixed) and the canonical metadata; digest and signature share them."""
 
     def put(data: bytes) -> None:
         h.update(len(data).to_bytes(8, "little"))
         h.update(data)
 
+    h.update(_DIGEST_DOMAIN)
     for name in table.column_names:
         values = table.column(name).to_numpy()
         values = np.ascontiguousarray(values, dtype=values.dtype.newbyteorder("<"))
@@ -156,7 +170,39 @@ def content_digest(table: pa.Table, meta: dict[str, Any]) -> str:
         put(values.dtype.str.encode())
         put(values.tobytes())
     put(canonical_json(meta))
+
+
+def content_digest(table: pa.Table, meta: dict[str, Any]) -> str:
+    """SHA-256 (hex) over every column (name, dtype, little-endian bytes) and the canonical metadata."""
+    h = hashlib.sha256()
+    _hash_content(h, table, meta)
     return h.hexdigest()
+
+
+def content_signature(table: pa.Table, meta: dict[str, Any], key: bytes) -> str:
+    """HMAC-SHA256 (hex) with ``key`` over the same bytes as :func:`content_digest`."""
+    h = hmac.new(key, digestmod=hashlib.sha256)
+    _hash_content(h, table, meta)
+    return h.hexdigest()
+
+
+def read_key(path: str | Path) -> bytes:
+    """The signing key in a key file (its bytes, surrounding whitespace removed); refuse a
+    missing, empty or short one, since a guessable key proves nothing."""
+    path = Path(path)
+    try:
+        key = path.read_bytes().strip()
+    except FileNotFoundError:
+        raise SessionError(f"{path}: key file not found") from None
+    except OSError as exc:
+        raise SessionError(f"{path}: cannot read the key file ({exc.strerror})") from None
+    if len(key) < MIN_KEY_BYTES:
+        what = "is empty" if not key else f"holds {len(key)} bytes"
+        raise SessionError(
+            f"{path}: key file {what}; a key needs at least {MIN_KEY_BYTES} "
+            f"(make one with `openssl rand -hex 32 > {path.name}`)"
+        )
+    return key
 
 
 def jsonable(value: Any) -> Any:
@@ -175,10 +221,11 @@ def jsonable(value: Any) -> Any:
 
 
 # ------------------------------------------------------------------ write / read
-def write_session(session: Session, path: str | Path) -> Path:
+def write_session(session: Session, path: str | Path, key: bytes | None = None) -> Path:
     """Validate ``session`` and write it to ``path`` atomically (temp file in the same folder, rename).
 
-    The metadata gets ``format_version`` and, unless given, ``complete: true``.
+    The metadata gets ``format_version`` and, unless given, ``complete: true``. With ``key`` the
+    file is also signed (see :func:`sign_session`).
     """
     path = Path(path)
     session.validate(str(path))
@@ -195,31 +242,48 @@ def write_session(session: Session, path: str | Path) -> Path:
     except (TypeError, ValueError) as exc:
         raise SessionError(f"{path}: metadata is not JSON-able ({exc})") from None
     table = session_table(session)
-    table = table.replace_schema_metadata(
-        {META_KEY: meta_json, DIGEST_KEY: content_digest(table, meta).encode()}
-    )
+    metadata = {META_KEY: meta_json, DIGEST_KEY: content_digest(table, meta).encode()}
+    if key is not None:
+        metadata[SIGNATURE_KEY] = content_signature(table, meta, key).encode()
+    table = table.replace_schema_metadata(metadata)
     return atomic_save(path, lambda tmp: pq.write_table(table, tmp))
+
+
+def sign_session(path: str | Path, key: bytes) -> Path:
+    """Sign an intact session file with ``key`` (HMAC-SHA256), rewriting it atomically.
+
+    The file is verified first, so a file changed since it was written is never signed. Unlike
+    the plain digest, which anyone can recompute after an edit, the signature can only be
+    recomputed by a holder of the key: ``verify_session(path, key)`` then proves the file is as
+    signed.
+    """
+    return write_session(read_session(path), path, key=key)
 
 
 def read_meta(path: str | Path) -> dict[str, Any]:
     """The metadata of a session file, without reading its columns or checking them."""
     path = Path(path)
-    return _parse_meta(path, _read_schema(path).metadata)
+    with _open(path) as parquet:
+        return _parse_meta(path, parquet.schema_arrow.metadata)
 
 
-def read_session(path: str | Path, verify: bool = True) -> Session:
+def read_session(path: str | Path, verify: bool = True, key: bytes | None = None) -> Session:
     """Read a session file; raise :class:`SessionError` naming the file and the problem.
 
     With ``verify`` the integrity digest is checked as well (:class:`IntegrityError` when the file
-    was changed after it was written; the message also names any other problem found).
+    was changed after it was written; the message also names any other problem found), and with
+    ``key`` the signature too (a file not signed, or signed with another key, fails).
     """
     path = Path(path)
-    schema = _read_schema(path)
-    meta = _parse_meta(path, schema.metadata)
-    try:
-        table = pq.read_table(path)
-    except (pa.ArrowException, OSError) as exc:
-        raise SessionError(f"{path}: cannot read the Parquet data ({exc})") from None
+    with _open(path) as parquet:
+        schema = parquet.schema_arrow
+        meta = _parse_meta(path, schema.metadata)
+        _check_bounds(path, parquet.metadata, schema)
+        try:
+            table = parquet.read()
+        except (pa.ArrowException, OSError) as exc:
+            raise SessionError(f"{path}: cannot read the Parquet data ({exc})") from None
+        footer = parquet.metadata.metadata or {}
     problem: SessionError | None = None
     session = None
     try:
@@ -227,18 +291,19 @@ def read_session(path: str | Path, verify: bool = True) -> Session:
     except SessionError as exc:
         problem = exc
     if verify:
-        _check_digest(path, table, meta, schema.metadata, problem)
+        _check_integrity(path, table, meta, schema, footer, problem, key)
     if problem is not None:
         raise problem
     return session
 
 
-def verify_session(path: str | Path) -> None:
-    """Raise :class:`SessionError` / :class:`IntegrityError` unless ``path`` is an intact session."""
-    read_session(path, verify=True)
+def verify_session(path: str | Path, key: bytes | None = None) -> None:
+    """Raise :class:`SessionError` / :class:`IntegrityError` unless ``path`` is an intact session
+    (and, with ``key``, signed with that key)."""
+    read_session(path, verify=True, key=key)
 
 
-def _read_schema(path: Path) -> pa.Schema:
+def _open(path: Path) -> pq.ParquetFile:
     if not path.exists():
         raise SessionError(f"{path}: no such file")
     if not path.is_file():
@@ -249,17 +314,48 @@ def _read_schema(path: Path) -> pa.Schema:
             f"`surgsim session recover {path}` turns it into a session marked incomplete"
         )
     try:
-        return pq.read_schema(path)
+        return pq.ParquetFile(path)
     except (pa.ArrowException, OSError) as exc:
         raise SessionError(f"{path}: not a Parquet file ({exc})") from None
+
+
+def _check_bounds(path: Path, footer: pq.FileMetaData, schema: pa.Schema) -> None:
+    """Refuse, from the footer alone, a file whose columns would take unbounded memory to read."""
+    rows = max(footer.num_rows, sum(footer.row_group(i).num_rows for i in range(footer.num_row_groups)))
+    if rows > MAX_ROWS:
+        raise SessionError(f"{path}: claims {rows} rows; a session may have at most {MAX_ROWS}")
+    if footer.num_columns > MAX_COLUMNS or len(schema) > MAX_COLUMNS:
+        raise SessionError(
+            f"{path}: has {max(footer.num_columns, len(schema))} columns; a session may have at most {MAX_COLUMNS}"
+        )
+    names = schema.names
+    for name in names:
+        if names.count(name) > 1:
+            raise SessionError(f"{path}: column {name!r} appears {names.count(name)} times")
+    for column in schema:
+        _check_type(str(path), column.name, column.type)
+
+
+def _check_type(source: str, name: str, kind: pa.DataType) -> None:
+    if not (pa.types.is_floating(kind) or pa.types.is_integer(kind) or pa.types.is_boolean(kind)):
+        raise SessionError(f"{source}: column {name!r} has type {kind}, expected a number")
+
+
+def strict_json(data: bytes | str) -> Any:
+    """Parse JSON as the standard has it: NaN and Infinity, which Python accepts, are errors."""
+    return json.loads(data, parse_constant=_refuse_constant)
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON value")
 
 
 def _parse_meta(path: Path, metadata: dict[bytes, bytes] | None) -> dict[str, Any]:
     if not metadata or META_KEY not in metadata:
         raise SessionError(f"{path}: not a surgsim session (no 'surgsim' metadata in the Parquet schema)")
     try:
-        meta = json.loads(metadata[META_KEY])
-    except (ValueError, UnicodeDecodeError) as exc:
+        meta = strict_json(metadata[META_KEY])
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise SessionError(f"{path}: the 'surgsim' metadata is not valid JSON ({exc})") from None
     if not isinstance(meta, dict):
         raise SessionError(f"{path}: the 'surgsim' metadata is {type(meta).__name__}, expected a JSON object")
@@ -273,18 +369,48 @@ def _parse_meta(path: Path, metadata: dict[bytes, bytes] | None) -> dict[str, An
     return meta
 
 
-def _check_digest(
-    path: Path, table: pa.Table, meta: dict[str, Any], metadata: dict[bytes, bytes], problem: SessionError | None
+def _check_integrity(
+    path: Path,
+    table: pa.Table,
+    meta: dict[str, Any],
+    schema: pa.Schema,
+    footer: dict[bytes, bytes],
+    problem: SessionError | None,
+    key: bytes | None,
 ) -> None:
+    """The digest (and, with ``key``, the signature) over the content, and every copy of the
+    metadata a reader can see equal to the one they cover."""
     also = ""
     if problem is not None:
         also = "; also: " + str(problem).removeprefix(f"{path}: ")
+    metadata = schema.metadata or {}
     stored = metadata.get(DIGEST_KEY, b"").decode("ascii", "replace")
     if not stored:
         raise IntegrityError(f"{path}: no integrity digest ('surgsim.sha256' metadata is missing){also}")
+    footer = {k: v for k, v in footer.items() if k != _ARROW_SCHEMA_KEY}
+    covered = {META_KEY, DIGEST_KEY, SIGNATURE_KEY}
+    differing = sorted(k.decode("utf-8", "replace") for k in footer.keys() | metadata.keys()
+                       if footer.get(k) != metadata.get(k) or k not in covered)
+    differing += [f"column {c.name}" for c in schema if c.metadata]
+    if differing:
+        raise IntegrityError(
+            f"{path}: integrity check failed: metadata {differing} is not covered by the digest (the Parquet "
+            f"footer's copy differs from the Arrow schema's, or it was added); the file was changed after it "
+            f"was written{also}"
+        )
     actual = content_digest(table, meta)
     if actual != stored:
         raise IntegrityError(
             f"{path}: integrity check failed: the content digest {actual[:16]}... does not match the stored "
             f"{stored[:16]}...; the file was changed after it was written{also}"
+        )
+    if key is None:
+        return
+    signature = metadata.get(SIGNATURE_KEY, b"").decode("ascii", "replace")
+    if not signature:
+        raise IntegrityError(f"{path}: not signed (no 'surgsim.hmac-sha256' metadata){also}")
+    if not hmac.compare_digest(signature, content_signature(table, meta, key)):
+        raise IntegrityError(
+            f"{path}: signature check failed: the file was signed with another key, or changed and re-hashed "
+            f"after it was signed{also}"
         )

@@ -8,16 +8,20 @@ whole session is written as ``<trainee>-<NNNN>.parquet`` (metadata ``complete: t
 temp file and a rename, and only then is the journal deleted; a journal is never mistaken for
 a session (it is not Parquet). :func:`recover_partial` (``surgsim session recover``) turns a
 left-over journal into a session marked ``complete: false``.
+
+The recorder holds an exclusive advisory lock (``flock``) on its journal while the episode runs;
+the operating system drops it when the process ends, however it ends. A locked journal therefore
+belongs to a recording still running, and recovery leaves it alone.
 """
 
 from __future__ import annotations
 
 import datetime
-import json
+import fcntl
 import math
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import gymnasium as gym
 import numpy as np
@@ -29,10 +33,15 @@ from surgsim.sessions.io import (
     channel_order,
     jsonable,
     session_from_table,
+    strict_json,
     track_columns,
     write_session,
 )
 from surgsim.sessions.session import ACTION_PREFIX, SessionError
+
+
+class JournalInUse(SessionError):
+    """The journal belongs to a recording still running (it is locked); it is not recovered."""
 
 JOURNAL_SUFFIX = ".partial"
 INSTRUMENT = "tool"
@@ -47,6 +56,38 @@ _NUMBERED = re.compile(r"-(\d{4,})\.parquet(?:\.partial)?$")
 def is_critical(failure_reason: str | None) -> bool:
     """True when a failure reason names a vessel, a nerve or another critical structure."""
     return bool(failure_reason) and any(word in failure_reason for word in CRITICAL_WORDS)
+
+
+def reserve_session(directory: Path, trainee: str) -> tuple[Path, BinaryIO]:
+    """Claim ``<directory>/<trainee>-<NNNN>.parquet``, the next number not taken by a session or a
+    journal, by creating its journal exclusively; return the path and the open, locked journal.
+
+    Safe against other recorders and importers in the same folder: the number is claimed by
+    ``open(..., "xb")`` and held (locked) until :func:`release_journal`.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    taken = [int(m.group(1)) for p in directory.glob(f"{trainee}-*.parquet*") if (m := _NUMBERED.search(p.name))]
+    number = max(taken, default=0) + 1
+    while True:
+        path = directory / f"{trainee}-{number:04d}.parquet"
+        try:
+            journal = open(str(path) + JOURNAL_SUFFIX, "xb", buffering=0)
+        except FileExistsError:
+            number += 1
+            continue
+        if path.exists():
+            journal.close()
+            Path(journal.name).unlink()
+            number += 1
+            continue
+        fcntl.flock(journal, fcntl.LOCK_EX | fcntl.LOCK_NB)  # just created by us: never blocks
+        return path, journal
+
+
+def release_journal(journal: BinaryIO) -> None:
+    """Delete a journal claimed by :func:`reserve_session`, then drop its lock by closing it."""
+    Path(journal.name).unlink(missing_ok=True)
+    journal.close()
 
 
 def check_trainee(trainee: str) -> str:
@@ -115,7 +156,8 @@ class SessionRecorder(gym.Wrapper):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         self._stop()
         obs, info = self.env.reset(seed=seed, options=options)
-        self._episode = _Episode(self._reserve(), self._meta(seed, options), self._columns(info))
+        meta, columns = self._meta(seed, options), self._columns(info)
+        self._episode = _Episode(*reserve_session(self.directory, self.trainee), meta, columns)
         self._episode.add(self._row(0, None, 0.0, info), self.flush_every_s)
         self._episodes += 1
         return obs, info
@@ -158,26 +200,6 @@ class SessionRecorder(gym.Wrapper):
     def _finish(self, complete: bool) -> None:
         episode, self._episode = self._episode, None
         self.written.append(episode.finish(complete))
-
-    def _reserve(self) -> Path:
-        """Claim the next free number by creating its journal exclusively (safe against other recorders)."""
-        pattern = f"{self.trainee}-*.parquet*"
-        taken = [int(m.group(1)) for p in self.directory.glob(pattern) if (m := _NUMBERED.search(p.name))]
-        number = max(taken, default=0) + 1
-        while True:
-            path = self.directory / f"{self.trainee}-{number:04d}.parquet"
-            try:
-                journal = open(str(path) + JOURNAL_SUFFIX, "xb", buffering=0)
-            except FileExistsError:
-                number += 1
-                continue
-            if path.exists():
-                journal.close()
-                Path(journal.name).unlink()
-                number += 1
-                continue
-            journal.close()
-            return path
 
     def _meta(self, seed: int | None, options: dict[str, Any] | None) -> dict[str, Any]:
         unwrapped = self.env.unwrapped
@@ -244,9 +266,8 @@ class SessionRecorder(gym.Wrapper):
 class _Episode:
     """One episode's samples: all rows in memory, and the journal of those flushed so far."""
 
-    def __init__(self, path: Path, meta: dict[str, Any], columns: list[str]) -> None:
+    def __init__(self, path: Path, journal: BinaryIO, meta: dict[str, Any], columns: list[str]) -> None:
         self.path = path
-        self.journal = Path(str(path) + JOURNAL_SUFFIX)
         self.meta = meta
         self.events: list[dict[str, Any]] = []
         bools = ("critical_contact", "success")
@@ -258,7 +279,7 @@ class _Episode:
         self.rows = 0
         self._flushed_rows = 0
         self._flushed_time = 0.0
-        self._file = open(self.journal, "wb", buffering=0)  # unbuffered: each batch reaches the OS
+        self._file = journal  # unbuffered and locked (reserve_session): each batch reaches the OS
         self._writer = pa.ipc.new_stream(self._file, self.schema)
 
     def add(self, row: dict[str, Any], flush_every_s: float) -> None:
@@ -291,16 +312,17 @@ class _Episode:
 
     def discard(self) -> None:
         self._writer.close()
-        self._file.close()
-        self.journal.unlink(missing_ok=True)
+        release_journal(self._file)
 
 
-def recover_partial(path: str | Path) -> Path:
+def recover_partial(path: str | Path) -> Path | None:
     """Turn a journal left by a crash into a session marked ``complete: false``; return its path.
 
     ``path`` is the ``.parquet.partial`` journal (or the ``.parquet`` name it belongs to). The
     samples up to the last complete record batch are kept, an event ``recording_interrupted`` marks
-    the last of them, and the journal is deleted once the session is written.
+    the last of them, and the journal is deleted once the session is written. A journal holding
+    no sample (the recorder stopped before its first flush) is deleted and ``None`` returned.
+    Raises :class:`JournalInUse` for the journal of a recording still running.
     """
     path = Path(path)
     if not path.name.endswith(JOURNAL_SUFFIX) and Path(str(path) + JOURNAL_SUFFIX).exists():
@@ -310,34 +332,61 @@ def recover_partial(path: str | Path) -> Path:
     if not path.name.endswith(".parquet" + JOURNAL_SUFFIX):
         raise SessionError(f"{path}: not a recording journal (expected a name ending in .parquet{JOURNAL_SUFFIX})")
     target = path.with_name(path.name[: -len(JOURNAL_SUFFIX)])
-    if target.exists():
-        raise SessionError(
-            f"{path}: {target.name} already exists (the episode was written completely); delete this journal"
-        )
-    batches = []
-    with open(path, "rb") as fh:
+    try:
+        fh = open(path, "rb")
+    except OSError as exc:
+        raise SessionError(f"{path}: cannot read the journal ({exc.strerror})") from None
+    with fh:
         try:
-            reader = pa.ipc.open_stream(fh)
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise SessionError(f"{path}: not a recording journal ({exc})") from None
-        schema = reader.schema
-        while True:
-            try:
-                batches.append(reader.read_next_batch())
-            except StopIteration:
-                break
-            except (pa.ArrowInvalid, OSError):
-                break  # the batch being written when the recorder died: everything before it is kept
-    metadata = schema.metadata or {}
-    if META_KEY not in metadata:
-        raise SessionError(f"{path}: not a surgsim recording journal (no 'surgsim' metadata)")
-    table = pa.Table.from_batches(batches, schema=schema)
-    if table.num_rows == 0:
-        raise SessionError(f"{path}: nothing to recover (the recorder stopped before its first flush)")
-    meta = json.loads(metadata[META_KEY])
-    last = float(table.column("time")[-1].as_py())
-    meta["events"] = [*meta.get("events", []), {"time": last, "name": "recording_interrupted"}]
-    meta["complete"] = False
-    write_session(session_from_table(table, meta, str(path)), target)
-    path.unlink()
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise JournalInUse(f"{path}: a recording is still running (its journal is locked); left alone") from None
+        if not path.exists():  # the recording finished between our open and our lock
+            return None
+        if target.exists():
+            raise SessionError(
+                f"{path}: {target.name} already exists (the episode was written completely); delete this journal"
+            )
+        table = _read_journal(path, fh)
+        if table.num_rows == 0:  # the recorder stopped before its first flush
+            path.unlink()
+            return None
+        session = session_from_table(table, _journal_meta(path, table.schema), str(path))
+        session.meta["events"].append({"time": float(session.time[-1]), "name": "recording_interrupted"})
+        session.meta["complete"] = False
+        write_session(session, target)
+        path.unlink()  # while still locked: nobody else sees a journal whose session exists
     return target
+
+
+def _read_journal(path: Path, fh: BinaryIO) -> pa.Table:
+    """The complete record batches of a journal; no columns for an empty file (a number reserved,
+    nothing written yet)."""
+    if path.stat().st_size == 0:
+        return pa.table({})
+    try:
+        reader = pa.ipc.open_stream(fh)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise SessionError(f"{path}: not a recording journal ({exc})") from None
+    if META_KEY not in (reader.schema.metadata or {}):
+        raise SessionError(f"{path}: not a surgsim recording journal (no 'surgsim' metadata)")
+    batches = []
+    while True:
+        try:
+            batches.append(reader.read_next_batch())
+        except StopIteration:
+            break
+        except (pa.ArrowInvalid, OSError):
+            break  # the batch being written when the recorder died: everything before it is kept
+    return pa.Table.from_batches(batches, schema=reader.schema)
+
+
+def _journal_meta(path: Path, schema: pa.Schema) -> dict[str, Any]:
+    """The metadata a journal's stream schema carries, with a list of events."""
+    try:
+        meta = strict_json(schema.metadata[META_KEY])
+    except (ValueError, RecursionError) as exc:
+        raise SessionError(f"{path}: the journal's 'surgsim' metadata is not valid JSON ({exc})") from None
+    if not isinstance(meta, dict) or not isinstance(meta.setdefault("events", []), list):
+        raise SessionError(f"{path}: the journal's 'surgsim' metadata is not an object with a list of events")
+    return meta
