@@ -26,6 +26,9 @@ REWARD_TYPES = ("dense", "sparse")
 REFERENCES = ("straight", "planner", "predictor")
 DIFFICULTIES = ("easy", "medium", "hard")
 _COST_TERMS = ("time", "proximity", "damage", "failure")
+#: the world is cleared and rebuilt once this many bodies have been removed from it (PyBullet
+#: keeps about 12 KB of each removed body: without this, memory grows at every reset)
+_CLEAR_AFTER_REMOVALS = 256
 
 
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
@@ -188,6 +191,9 @@ class SurgSimEnv(gym.Env):
                 )
             rng = np.random.default_rng(patients[patient].seed)
             difficulty = patients[patient].difficulty
+        if self.world.removed >= _CLEAR_AFTER_REMOVALS:
+            self.world.clear()
+            self.task.attach(self.world)
         self.task.build(rng, difficulty)
         self._steps = 0
         self._reference = Polyline(self._make_reference(), "reference path")

@@ -64,6 +64,7 @@ class SurgicalPathTask(Task):
         super().attach(world)
         self.tool = TrocarTool(world, self.port)
         anatomy.add_body_wall(world, self.port, self.params.wall_thickness_mm * MM, 0.15)
+        anatomy.add_lesion(world, self.target, self.params.lesion_radius_mm * MM)  # moved per patient
 
     def reference_path(self) -> np.ndarray:
         """Port to target along the safe straight line (the planner gives the full path)."""
@@ -101,12 +102,12 @@ class SurgicalPathTask(Task):
         if np.sum(((target - centre) / radii) ** 2) > 0.6**2:
             return False
 
-        names = ["organ", "lesion"]
+        names = ["organ"]
         self._anatomy = names
         anatomy.add_organ(self.world, "organ", centre, radii)
         self.organ_centre, self.organ_radii = centre, radii
         self.tubes = {}
-        anatomy.add_lesion(self.world, target, p.lesion_radius_mm * MM)
+        self.world.move("lesion", target)
 
         n_vessels = p.vessels[difficulty]
         self.critical = []
