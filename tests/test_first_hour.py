@@ -135,3 +135,11 @@ def test_the_core_modules_import_without_torch():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().endswith("ok")
+
+
+def test_demo_writes_an_mp4_with_the_video_extra(tmp_path):
+    pytest.importorskip("imageio_ffmpeg")
+    out = tmp_path / "demo.mp4"
+    result = runner.invoke(app, ["demo", "--env", "surgsim/NeedleReach-v0", "-n", "1", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes()[4:8] == b"ftyp"  # an ISO media (MP4) file
