@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -14,6 +15,11 @@ if TYPE_CHECKING:  # PyBullet is imported when a task is built, not by `import s
     from surgsim.sim import World
 
 MM = 1e-3
+
+
+class InfeasibleScenario(ValueError):
+    """The spec's ranges leave (almost) no patient that meets the task's rules: the sampler gave
+    up after its bounded number of draws instead of looping for ever."""
 
 
 @dataclass
@@ -77,6 +83,14 @@ class Task(ABC):
     @abstractmethod
     def build(self, rng: np.random.Generator, difficulty: str) -> None:
         """Draw a new patient from ``rng`` and build it; harder difficulties widen the ranges."""
+
+    def infeasible(self, difficulty: str, draws: int, rejected: Counter) -> InfeasibleScenario:
+        """The error for a sampler whose ``draws`` draws were all rejected, counting why."""
+        why = "; ".join(f"{reason} ({n} draws)" for reason, n in rejected.most_common())
+        return InfeasibleScenario(
+            f"no feasible {self.spec.name} scenario in {draws} draws at difficulty {difficulty!r} "
+            f"({self.spec.source}): {why}"
+        )
 
     @abstractmethod
     def apply(self, action: np.ndarray) -> None:

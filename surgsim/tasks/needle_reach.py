@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
 
 import numpy as np
 
@@ -12,6 +13,7 @@ from surgsim.tasks.base import MM, Measurement, Task, potential
 from surgsim.tasks.spec import NeedleReachSpec
 
 _TARGET_RGBA = (0.1, 0.8, 0.2, 0.9)
+_MAX_DRAWS = 1000
 
 
 class NeedleReachTask(Task):
@@ -42,11 +44,17 @@ class NeedleReachTask(Task):
         scale = self.spec.difficulty_scale[difficulty]
         start = np.array(p.start)
         half = np.array(p.target_half_range_mm) * MM * scale
-        while True:
+        rejected: Counter = Counter()
+        for _ in range(_MAX_DRAWS):
             target = start + rng.uniform(-half, half)
-            inside = np.all(target > self.low + self.tolerance) and np.all(target < self.high - self.tolerance)
-            if inside and np.linalg.norm(target - start) > 2 * self.tolerance:
+            if not (np.all(target > self.low + self.tolerance) and np.all(target < self.high - self.tolerance)):
+                rejected["target not tolerance_mm inside the workspace"] += 1
+            elif np.linalg.norm(target - start) <= 2 * self.tolerance:
+                rejected["target within 2 x tolerance_mm of the start"] += 1
+            else:
                 break
+        else:
+            raise self.infeasible(difficulty, _MAX_DRAWS, rejected)
         self.target = target
         self.world.move("target", target)
         self.tool.set_tip(start.copy())

@@ -7,14 +7,52 @@ them), angles in degrees where it says ``_deg``; the tasks convert to SI on use.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal, Union, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import (
+    AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, TypeAdapter, ValidationError, model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 Vec3 = tuple[float, float, float]
-Range = tuple[float, float]
 Difficulty = Literal["easy", "medium", "hard"]
+DIFFICULTIES: tuple[str, ...] = get_args(Difficulty)
+
+
+def _range(positive: bool):
+    """A check that a [low, high] range is increasing and not empty (a zero-width range has
+    nothing to draw from; an inverted one draws outside the bounds the user wrote)."""
+
+    def check(value: tuple[float, float]) -> tuple[float, float]:
+        low, high = value
+        if not (low < high and (low > 0 if positive else low >= 0)):
+            raise ValueError(f"must be [low, high] with {'0 <' if positive else '0 <='} low < high")
+        return value
+
+    return AfterValidator(check)
+
+
+#: [low, high] of a non-negative quantity (a depth, an offset)
+Range = Annotated[tuple[float, float], _range(positive=False)]
+#: [low, high] of a quantity that must not be zero (a radius, a length)
+PositiveRange = Annotated[tuple[float, float], _range(positive=True)]
+PositiveVec3 = tuple[Annotated[float, Field(gt=0)], Annotated[float, Field(gt=0)], Annotated[float, Field(gt=0)]]
+NonNegativeVec3 = tuple[Annotated[float, Field(ge=0)], Annotated[float, Field(ge=0)], Annotated[float, Field(ge=0)]]
+
+
+def _every_difficulty(value: dict) -> dict:
+    """Every env can be made at every difficulty, so a per-difficulty map must name them all."""
+    missing = [d for d in DIFFICULTIES if d not in value]
+    if missing:
+        raise ValueError(f"missing difficulty {', '.join(map(repr, missing))}; need {list(DIFFICULTIES)}")
+    return value
+
+
+def _refuse(field: str, value: object, why: str) -> PydanticCustomError:
+    """An error about ``field`` (a dotted path below the model that raises it) for a check
+    that needs several fields; :func:`parse_spec` reports it at that field."""
+    return PydanticCustomError("spec_field", why, {"field": field, "value": value})
 
 
 class SpecError(ValueError):
@@ -22,7 +60,8 @@ class SpecError(ValueError):
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN and infinity in a spec only ever come from a typo (.nan, .inf) and poison every draw
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class RewardWeights(_Model):
@@ -44,6 +83,14 @@ class CameraSpec(_Model):
     near: float = Field(0.005, gt=0)
     far: float = Field(0.5, gt=0)
 
+    @model_validator(mode="after")
+    def _frustum(self) -> "CameraSpec":
+        if self.far <= self.near:
+            raise _refuse("far", self.far, f"far must be beyond near ({self.near})")
+        if self.eye == self.target:
+            raise _refuse("target", list(self.target), "the camera target must differ from its eye")
+        return self
+
 
 class VolumeSpec(_Model):
     """The pre-operative volume: a cube of ``resolution``^3 voxels, ``extent_mm`` on a side,
@@ -63,8 +110,20 @@ class NeedleReachParams(_Model):
     workspace_low: Vec3
     workspace_high: Vec3
     start: Vec3
-    target_half_range_mm: Vec3
+    target_half_range_mm: NonNegativeVec3
     max_step_mm: float = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _workspace(self) -> "NeedleReachParams":
+        low, high = self.workspace_low, self.workspace_high
+        if not all(lo < hi for lo, hi in zip(low, high)):
+            raise _refuse("workspace_high", list(high), f"must exceed workspace_low {list(low)} on every axis")
+        if not all(lo <= s <= hi for lo, s, hi in zip(low, self.start, high)):
+            raise _refuse("start", list(self.start), "must lie inside the workspace")
+        return self
+
+    def workspace_size_mm(self) -> float:
+        return 1e3 * min(hi - lo for lo, hi in zip(self.workspace_low, self.workspace_high))
 
 
 class SurgicalPathParams(_Model):
@@ -76,13 +135,13 @@ class SurgicalPathParams(_Model):
     insertion_range_mm: Range
     start_insertion_mm: float = Field(gt=0)
     min_start_misalignment_deg: float = Field(ge=0)
-    target_depth_mm: Range
+    target_depth_mm: PositiveRange
     target_lateral_mm: float = Field(ge=0)
     lesion_radius_mm: float = Field(gt=0)
-    organ_radii_mm: Vec3
+    organ_radii_mm: PositiveVec3
     organ_gap_mm: float = Field(gt=0, description="organ top below the start tip, at least")
-    vessels: dict[Difficulty, int]
-    vessel_radius_mm: Range
+    vessels: Annotated[dict[Difficulty, Annotated[int, Field(ge=0)]], AfterValidator(_every_difficulty)]
+    vessel_radius_mm: PositiveRange
     vessel_offset_mm: Range
     vessel_bend_mm: float = Field(ge=0)
     nerves: int = Field(ge=0)
@@ -90,21 +149,17 @@ class SurgicalPathParams(_Model):
     required_clearance_mm: float = Field(gt=0)
     overshoot_mm: float = Field(gt=0)
 
-    @model_validator(mode="after")
-    def _ranges(self) -> "SurgicalPathParams":
-        for name in ("insertion_range_mm", "target_depth_mm", "vessel_radius_mm", "vessel_offset_mm"):
-            low, high = getattr(self, name)
-            if not 0 <= low <= high:
-                raise ValueError(f"{name} must be [low, high] with 0 <= low <= high, got {[low, high]}")
-        return self
+    def workspace_size_mm(self) -> float:
+        low, high = self.insertion_range_mm
+        return high - low
 
 
 class IncisionParams(_Model):
-    tissue_size_mm: tuple[float, float]
+    tissue_size_mm: tuple[Annotated[float, Field(gt=0)], Annotated[float, Field(gt=0)]]
     tissue_thickness_mm: float = Field(gt=0)
-    critical_depth_mm: Range
-    depth_band_mm: Range
-    incision_length_mm: Range
+    critical_depth_mm: PositiveRange
+    depth_band_mm: PositiveRange
+    incision_length_mm: PositiveRange
     curvature_mm: float = Field(ge=0)
     max_step_mm: float = Field(gt=0)
     max_depth_step_mm: float = Field(gt=0)
@@ -120,7 +175,13 @@ class IncisionParams(_Model):
                 "depth_band_mm must lie above critical_depth_mm: need 0 < band low < band high < "
                 f"critical low, got band {list(self.depth_band_mm)}, critical {list(self.critical_depth_mm)}"
             )
+        if self.incision_length_mm[1] >= min(self.tissue_size_mm):
+            raise _refuse("incision_length_mm", list(self.incision_length_mm),
+                          f"the longest incision must fit on the tissue ({list(self.tissue_size_mm)} mm)")
         return self
+
+    def workspace_size_mm(self) -> float:
+        return min(self.tissue_size_mm)
 
 
 class _SpecBase(_Model):
@@ -131,7 +192,9 @@ class _SpecBase(_Model):
     safety_margin_mm: float = Field(0.0, ge=0)
     progress_scale_mm: float = Field(100.0, gt=0)
     gamma: float = Field(0.99, gt=0, le=1)
-    difficulty_scale: dict[Difficulty, float] = {"easy": 0.5, "medium": 1.0, "hard": 1.5}
+    difficulty_scale: Annotated[
+        dict[Difficulty, Annotated[float, Field(gt=0)]], AfterValidator(_every_difficulty)
+    ] = {"easy": 0.5, "medium": 1.0, "hard": 1.5}
     reward: RewardWeights = RewardWeights()
     camera: CameraSpec
     image_size: int = Field(84, ge=16, le=512)
@@ -140,6 +203,22 @@ class _SpecBase(_Model):
     volume: VolumeSpec | None = None
     #: the env's reference path when ``reference`` is not given (see :class:`surgsim.env.SurgSimEnv`)
     reference: Literal["straight", "planner"] = "straight"
+    #: where the spec came from (a file path, or ``<spec>``), for error messages
+    _source: str = PrivateAttr("<spec>")
+
+    @property
+    def source(self) -> str:
+        return self._source
+
+    @model_validator(mode="after")
+    def _tolerance_fits(self) -> "_SpecBase":
+        """A success tolerance as wide as the workspace makes every episode a success (or, on
+        NeedleReach, leaves no room for a target)."""
+        size = self.params.workspace_size_mm()
+        if 2 * self.tolerance_mm >= size:
+            raise _refuse("tolerance_mm", self.tolerance_mm,
+                          f"twice the tolerance must be smaller than the workspace ({size:g} mm across)")
+        return self
 
 
 class NeedleReachSpec(_SpecBase):
@@ -167,7 +246,7 @@ _TASKS = ("needle_reach", "surgical_path", "incision")
 def parse_spec(data: object, source: str = "<spec>") -> TaskSpec:
     """Validate a spec mapping; errors name ``source``, the field path and the bad value."""
     try:
-        return _ADAPTER.validate_python(data)
+        spec = _ADAPTER.validate_python(data)
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
@@ -175,11 +254,16 @@ def parse_spec(data: object, source: str = "<spec>") -> TaskSpec:
             value = err.get("input")
             if err["type"].startswith("union_tag"):  # missing or unknown `task`
                 loc, value = ["task"], data.get("task") if isinstance(data, dict) else None
-            elif loc and loc[0] in _TASKS:  # drop the discriminator's branch name
-                loc = loc[1:]
+            else:
+                if loc and loc[0] in _TASKS:  # drop the discriminator's branch name
+                    loc = loc[1:]
+                if err["type"] == "spec_field":  # a check across fields names the one at fault
+                    loc, value = loc + err["ctx"]["field"].split("."), err["ctx"]["value"]
             field = ".".join(str(part) for part in loc) or "<top level>"
             problems.append(f"field '{field}' = {value!r}: {err['msg']}")
         raise SpecError(f"{source}: invalid spec: " + "; ".join(problems)) from None
+    spec._source = source
+    return spec
 
 
 def load_spec(path: str | Path) -> TaskSpec:

@@ -8,6 +8,7 @@ retracts, re-aims outside the organ, then advances along the safe straight line.
 from __future__ import annotations
 
 import math
+from collections import Counter
 
 import numpy as np
 
@@ -19,11 +20,8 @@ from surgsim.tasks.spec import SurgicalPathSpec
 #: clearance queries look this far (m); anything farther reads as this value
 CLEARANCE_RANGE = 0.03
 _TUBE_LENGTH = 0.09
-_MAX_ATTEMPTS = 200
-
-
-class InfeasibleScenario(RuntimeError):
-    pass
+_MAX_DRAWS = 200
+_START_DRAWS = 50
 
 
 class SurgicalPathTask(Task):
@@ -73,18 +71,19 @@ class SurgicalPathTask(Task):
     # ------------------------------------------------------------- scenario
     def build(self, rng: np.random.Generator, difficulty: str) -> None:
         scale = self.spec.difficulty_scale[difficulty]
-        for _ in range(_MAX_ATTEMPTS):
+        rejected: Counter = Counter()
+        for _ in range(_MAX_DRAWS):
             self.world.remove_all(self._anatomy)
-            if self._try_build(rng, scale, difficulty):
+            rejection = self._try_build(rng, scale, difficulty)
+            if rejection is None:
                 self.damage_total = 0.0
                 self.tissue_length = self._tissue_length()
                 return
-        raise InfeasibleScenario(
-            f"no feasible SurgicalPath scenario in {_MAX_ATTEMPTS} attempts; "
-            "the spec's anatomy ranges leave no clear straight path to the target"
-        )
+            rejected[rejection] += 1
+        raise self.infeasible(difficulty, _MAX_DRAWS, rejected)
 
-    def _try_build(self, rng: np.random.Generator, scale: float, difficulty: str) -> bool:
+    def _try_build(self, rng: np.random.Generator, scale: float, difficulty: str) -> str | None:
+        """Draw and build one patient; None if it is feasible, else the rule it breaks."""
         p = self.params
         depth = rng.uniform(*p.target_depth_mm) * MM
         lateral = rng.uniform(0.0, p.target_lateral_mm * MM * scale)
@@ -93,14 +92,14 @@ class SurgicalPathTask(Task):
         direction = (target - self.port) / np.linalg.norm(target - self.port)
         yaw_t, pitch_t = trocar_angles(direction)
         if max(abs(yaw_t), abs(pitch_t)) > 0.9 * self.angle_limit:
-            return False
+            return "lesion beyond 90 % of angle_limit_deg from the port"
 
         radii = np.array(p.organ_radii_mm) * MM * (1.0 + rng.uniform(-0.15, 0.15, 3) * scale)
         centre = target + rng.uniform(-0.3, 0.3, 3) * radii * scale
         top_limit = self.port[2] - self.start_insertion - p.organ_gap_mm * MM
         centre[2] = min(centre[2], top_limit - radii[2])
         if np.sum(((target - centre) / radii) ** 2) > 0.6**2:
-            return False
+            return "lesion not well inside the organ (kept organ_gap_mm below the start tip)"
 
         names = ["organ"]
         self._anatomy = names
@@ -126,11 +125,11 @@ class SurgicalPathTask(Task):
         self.target_insertion = float(np.linalg.norm(target - self.port))
         self.tool.set_config(yaw_t, pitch_t, self.target_insertion)
         if self._clearance()[0] < self.required_clearance:
-            return False
+            return "straight path to the lesion within required_clearance_mm of a vessel or nerve"
 
         limit = 0.8 * self.angle_limit
         misalignment = math.radians(p.min_start_misalignment_deg)
-        for _ in range(50):
+        for _ in range(_START_DRAWS):
             yaw, pitch = rng.uniform(-limit, limit, 2)
             if math.hypot(yaw - yaw_t, pitch - pitch_t) < misalignment:
                 continue
@@ -138,8 +137,9 @@ class SurgicalPathTask(Task):
             if self._clearance()[0] >= self.safety_margin:
                 self.start_config = (float(yaw), float(pitch), self.start_insertion)
                 self.start_tip = self.tool.tip.copy()
-                return True
-        return False
+                return None
+        return (f"no start pose min_start_misalignment_deg off the lesion and safety_margin_mm clear "
+                f"in {_START_DRAWS} tries")
 
     def _tube_points(self, rng: np.random.Generator, scale: float, target: np.ndarray,
                      direction: np.ndarray, radius: float) -> np.ndarray:
