@@ -137,7 +137,7 @@ def test_csv_cli_in_cm(tmp_path):
     result = runner.invoke(app, ["import", "csv", str(path), "--units", "cm", "--trainee", "t07",
                                  "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
-    np.testing.assert_allclose(read_session(tmp_path / "out" / "box.parquet").tracks["tool"].position,
+    np.testing.assert_allclose(read_session(tmp_path / "out" / "t07-0001.parquet").tracks["tool"].position,
                                [[0.01, 0.02, 0.03], [0.02, 0.02, 0.03]])
 
 
@@ -161,4 +161,4 @@ def test_csv_errors_name_file_and_problem(tmp_path, text, argv, message):
     result = runner.invoke(app, args)
     assert result.exit_code == 2
     assert re.search(message, result.output), result.output
-    assert not (tmp_path / "out" / "box.parquet").exists()
+    assert not list(tmp_path.glob("out/*.parquet*"))

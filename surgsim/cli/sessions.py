@@ -1,9 +1,11 @@
-"""Session commands: play (keyboard teleop, recorded), import jigsaws / csv, session verify / recover / show."""
+"""Session commands: play (keyboard teleop, recorded), import jigsaws / csv, session verify / sign / recover / show."""
 
 from __future__ import annotations
 
+import contextlib
+import math
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List, Optional
 
 import typer
 
@@ -11,7 +13,7 @@ from surgsim.cli._common import app, fail
 from surgsim.sessions.teleop import END_KEY, NOOP_KEY, describe_keys
 
 import_app = typer.Typer(help="Import sessions recorded elsewhere (da Vinci kinematics, trackers).", no_args_is_help=True)
-session_app = typer.Typer(help="Check, recover and inspect session files.", no_args_is_help=True)
+session_app = typer.Typer(help="Check, sign, recover and inspect session files.", no_args_is_help=True)
 app.add_typer(import_app, name="import")
 app.add_typer(session_app, name="session")
 
@@ -120,7 +122,9 @@ def import_jigsaws_cmd(
 @import_app.command("csv")
 def import_csv_cmd(
     file: Path = typer.Argument(..., help="Tracker CSV with a header row, one sample per row."),
-    out: Path = typer.Option(..., "--out", help="Folder for the session (<file stem>.parquet)."),
+    out: Path = typer.Option(
+        ..., "--out", help="Folder for the session (<trainee>-<NNNN>.parquet, the next free number: never replaces one)."
+    ),
     trainee: str = typer.Option(..., "--trainee", help="Pseudonymous trainee id, e.g. t07."),
     time: str = typer.Option("t", "--time", help="Time column."),
     time_units: str = typer.Option("s", "--time-units", help="s or ms."),
@@ -130,23 +134,60 @@ def import_csv_cmd(
     gripper: Optional[str] = typer.Option(None, "--gripper", help="Gripper angle column, radians (optional)."),
     instrument: str = typer.Option("tool", "--instrument", help="Instrument (track) name."),
     task: Optional[str] = typer.Option(None, "--task", help="Task name stored in the metadata."),
+    label: Optional[List[str]] = typer.Option(
+        None, "--label", help="A label KEY=VALUE stored in the metadata (repeatable), e.g. --label grs=22 --label skill=E."
+    ),
+    target: Optional[str] = typer.Option(None, "--target", help="Target position x,y,z in --units (optional)."),
 ) -> None:
-    """Import a generic tracker CSV: column mapping and units are converted to SI (m, s)."""
-    from surgsim.sessions.importers import import_csv
+    """Import a generic tracker CSV: column mapping and units are converted to SI (m, s).
+
+    A sampling rate below 1 Hz or above 10 kHz is warned about (wrong --time-units?).
+    """
+    import warnings
+
+    from surgsim.sessions.importers import ImplausibleUnits, import_csv
     from surgsim.sessions.session import SessionError
 
+    labels = dict(_label(text) for text in label or [])
+    target_m = _numbers(target, "--target") if target is not None else None
     try:
-        path = import_csv(
-            file, out, time=time, xyz=_names(xyz), quat=_names(quat) if quat else None, gripper=gripper,
-            units=units, time_units=time_units, trainee=trainee, instrument=instrument, task=task,
-        )
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ImplausibleUnits)
+            path = import_csv(
+                file, out, time=time, xyz=_names(xyz), quat=_names(quat) if quat else None, gripper=gripper,
+                units=units, time_units=time_units, trainee=trainee, instrument=instrument, task=task,
+                labels=labels, target=target_m,
+            )
     except (SessionError, ValueError) as exc:
         fail(str(exc))
+    for warning in caught:
+        typer.secho(f"warning: {warning.message}", fg=typer.colors.YELLOW, err=True)
     typer.echo(f"written: {path}")
 
 
 def _names(text: str) -> list[str]:
     return [name.strip() for name in text.split(",")]
+
+
+def _numbers(text: str, option: str) -> list[float]:
+    try:
+        return [float(v) for v in _names(text)]
+    except ValueError:
+        fail(f"{option} {text!r}: expected comma-separated numbers, e.g. 10,20,-35")
+
+
+def _label(text: str) -> tuple[str, Any]:
+    """``grs=22`` -> ("grs", 22): integers and finite numbers are stored as numbers, anything else as text."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        fail(f"--label {text!r}: expected KEY=VALUE, e.g. grs=22")
+    value = value.strip()
+    for kind in (int, float):
+        with contextlib.suppress(ValueError):
+            number = kind(value)
+            if math.isfinite(number):
+                return key.strip(), number
+    return key.strip(), value
 
 
 # ------------------------------------------------------------------ session
@@ -158,16 +199,54 @@ def _expand(paths: List[Path], pattern: str) -> list[Path]:
     return found
 
 
+_KEY_HELP = "Secret key file (at least 16 bytes, e.g. `openssl rand -hex 32 > exam.key`); keep it from trainees."
+
+
 @session_app.command("verify")
 def verify_cmd(
     files: List[Path] = typer.Argument(..., help="Session files, or folders searched for *.parquet."),
+    key: Optional[Path] = typer.Option(
+        None, "--key", help=f"Also require a signature made with this key (`surgsim session sign`). {_KEY_HELP}"
+    ),
 ) -> None:
     """Check session files: readable, well-formed and unchanged since written (SHA-256 digest).
 
-    Prints `ok  FILE` or `FAILED  FILE` per file, then lists each failure with its problem;
-    the exit status is 0 when all are intact, 1 otherwise.
+    The digest catches accidental and tool-made changes, but anyone can recompute it after a
+    deliberate edit; with --key each file must also carry a signature made with that key, which
+    only its holders can recompute. Prints `ok  FILE` or `FAILED  FILE` per file, then lists
+    each failure with its problem; the exit status is 0 when all pass, 1 otherwise.
     """
     from surgsim.sessions.io import verify_session
+
+    secret = _read_key(key) if key is not None else None
+    _batch(files, lambda path: verify_session(path, key=secret), "failed verification")
+
+
+@session_app.command("sign")
+def sign_cmd(
+    files: List[Path] = typer.Argument(..., help="Session files, or folders searched for *.parquet."),
+    key: Path = typer.Option(..., "--key", help=_KEY_HELP),
+) -> None:
+    """Sign session files with a secret key (HMAC-SHA256), for exams: `verify --key` then fails for a
+    file edited afterwards, even one re-hashed. Each file is verified before it is signed (exit 1 if any fails)."""
+    from surgsim.sessions.io import sign_session
+
+    secret = _read_key(key)
+    _batch(files, lambda path: sign_session(path, secret), "could not be signed", done="signed")
+
+
+def _read_key(key: Path) -> bytes:
+    from surgsim.sessions.io import read_key
+    from surgsim.sessions.session import SessionError
+
+    try:
+        return read_key(key)
+    except SessionError as exc:
+        fail(f"--key {exc}")
+
+
+def _batch(files: List[Path], check: Any, what: str, done: str = "ok") -> None:
+    """Run ``check`` on every session file (folders searched); a failure does not stop the others."""
     from surgsim.sessions.session import SessionError
 
     targets = _expand(files, "*.parquet")
@@ -176,13 +255,13 @@ def verify_cmd(
     failures = []
     for path in targets:
         try:
-            verify_session(path)
+            check(path)
         except SessionError as exc:
             failures.append(str(exc))
             typer.echo(f"FAILED  {path}")
         else:
-            typer.echo(f"ok  {path}")
-    _fail_batch(failures, len(targets), "failed verification")
+            typer.echo(f"{done}  {path}")
+    _fail_batch(failures, len(targets), what)
 
 
 @session_app.command("recover")
@@ -191,10 +270,12 @@ def recover_cmd(
 ) -> None:
     """Turn journals left by a crashed or killed recording into sessions marked incomplete.
 
-    Keeps every sample up to the last flush (at most the last second is lost); exit status 1 if any failed.
+    Keeps every sample up to the last flush (at most the last second is lost). A journal of a
+    recording still running is left alone; one holding no sample is removed (nothing to recover).
+    Exit status 1 if any failed.
     """
     from surgsim.sessions.io import read_session
-    from surgsim.sessions.recorder import recover_partial
+    from surgsim.sessions.recorder import JournalInUse, recover_partial
     from surgsim.sessions.session import SessionError
 
     targets = _expand(journals, "*.parquet.partial")
@@ -203,10 +284,16 @@ def recover_cmd(
     failures = []
     for path in targets:
         try:
-            session = read_session(recover_partial(path))
+            recovered = recover_partial(path)
+            session = read_session(recovered) if recovered is not None else None
+        except JournalInUse as exc:
+            typer.echo(f"skipped: {exc}")
         except SessionError as exc:
             failures.append(str(exc))
         else:
+            if session is None:
+                typer.echo(f"nothing to recover: {path} (no sample was saved; journal removed)")
+                continue
             typer.echo(
                 f"recovered: {path.name[: -len('.partial')]} ({session.n_samples} samples, "
                 f"{session.duration:.2f} s, complete: false)"

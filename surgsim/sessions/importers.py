@@ -1,12 +1,16 @@
 """Import sessions recorded elsewhere: JIGSAWS da Vinci kinematics and generic tracker CSV files.
 
-Both write one session file per recording (see :mod:`surgsim.sessions.io`) and overwrite an
-earlier import of the same recording, so importing again is safe.
+Both write one session file per recording (see :mod:`surgsim.sessions.io`). A JIGSAWS trial
+becomes ``<trial>.parquet`` (importing the same trial again replaces its session); a CSV file
+becomes ``<trainee>-<NNNN>.parquet``, numbered like recordings, so it never replaces another
+session.
 """
 
 from __future__ import annotations
 
+import math
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -18,7 +22,7 @@ from scipy.spatial.transform import Rotation
 from tqdm import tqdm
 
 from surgsim.sessions.io import write_session
-from surgsim.sessions.recorder import check_trainee
+from surgsim.sessions.recorder import check_trainee, release_journal, reserve_session
 from surgsim.sessions.session import Session, SessionError, Track
 
 # ------------------------------------------------------------------ JIGSAWS
@@ -38,6 +42,10 @@ JIGSAWS_SUBSCORES = (
 )
 JIGSAWS_SKILLS = ("N", "I", "E")
 _TRIAL = re.compile(r"(?P<task>[A-Za-z][A-Za-z_]*?)_(?P<surgeon>[A-Z])(?P<trial>\d{3})")
+
+
+class ImplausibleUnits(UserWarning):
+    """Imported values whose size suggests the wrong units were given (e.g. ms read as s)."""
 
 
 class ImportFailed(SessionError):
@@ -77,7 +85,7 @@ def read_jigsaws_meta(path: str | Path) -> dict[str, JigsawsTrial]:
     """Parse a JIGSAWS meta file: trial name, skill N/I/E, GRS, then six sub-scores (1-5) per line."""
     path = Path(path)
     trials: dict[str, JigsawsTrial] = {}
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(_read_text(path).splitlines(), start=1):
         fields = line.split()
         if not fields:
             continue
@@ -113,7 +121,7 @@ def read_jigsaws_kinematics(path: str | Path, labels: dict[str, Any] | None = No
     path = Path(path)
     task, surgeon, trial = parse_trial_name(path.stem, str(path))
     rows = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(_read_text(path).splitlines(), start=1):
         fields = line.split()
         if not fields:
             continue
@@ -185,6 +193,17 @@ def import_jigsaws(task_dir: str | Path, out_dir: str | Path, progress: bool = T
     return written
 
 
+def _read_text(path: Path) -> str:
+    """A text file's content; an unreadable or non-UTF-8 file is a :class:`SessionError` naming it."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        line = exc.object[: exc.start].count(b"\n") + 1
+        raise SessionError(f"{path}, line {line}: not UTF-8 text (byte {exc.object[exc.start]:#04x})") from None
+    except OSError as exc:
+        raise SessionError(f"{path}: cannot read ({exc.strerror})") from None
+
+
 def _is_float(text: str) -> bool:
     try:
         float(text)
@@ -196,6 +215,8 @@ def _is_float(text: str) -> bool:
 # ------------------------------------------------------------------ generic CSV
 LENGTH_UNITS = {"m": 1.0, "cm": 1e-2, "mm": 1e-3}
 TIME_UNITS = {"s": 1.0, "ms": 1e-3}
+#: sampling rates outside this range (Hz) suggest wrong time units, and are warned about
+PLAUSIBLE_RATE_HZ = (1.0, 10_000.0)
 
 
 def import_csv(
@@ -211,12 +232,15 @@ def import_csv(
     instrument: str = "tool",
     task: str | None = None,
     labels: dict[str, Any] | None = None,
+    target: Sequence[float] | None = None,
 ) -> Path:
-    """Import a tracker CSV (header row, one sample per row) into ``out_dir/<file stem>.parquet``.
+    """Import a tracker CSV (header row, one sample per row) as ``out_dir/<trainee>-<NNNN>.parquet``.
 
+    The number is the next free one, as for recordings, so an import never replaces a session.
     ``time``, ``xyz``, ``quat`` (x, y, z, w order; normalised) and ``gripper`` (radians) name the
-    columns; positions are converted from ``units`` (m, cm, mm) and times from ``time_units``
-    (s, ms) to SI. Other columns are ignored.
+    columns; positions (and ``target``) are converted from ``units`` (m, cm, mm) and times from
+    ``time_units`` (s, ms) to SI. Other columns are ignored. A sampling rate outside
+    :data:`PLAUSIBLE_RATE_HZ` is warned about (:class:`ImplausibleUnits`), not refused.
     """
     path, out_dir = Path(path), Path(out_dir)
     check_trainee(trainee)
@@ -228,6 +252,8 @@ def import_csv(
         raise SessionError(f"xyz names {len(xyz)} columns ({list(xyz)}), expected 3")
     if quat is not None and len(quat) != 4:
         raise SessionError(f"quat names {len(quat)} columns ({list(quat)}), expected 4 (x, y, z, w)")
+    if target is not None and (len(target) != 3 or not all(math.isfinite(v) for v in target)):
+        raise SessionError(f"target {list(target)} is not valid; expected 3 finite numbers (x, y, z)")
     if not path.is_file():
         raise SessionError(f"{path}: no such file")
     wanted = [time, *xyz, *(quat or ()), *([gripper] if gripper else [])]
@@ -260,6 +286,14 @@ def import_csv(
     times = columns[time] * TIME_UNITS[time_units]
     steps = np.diff(times)
     rate = float(1.0 / np.median(steps)) if len(steps) and np.median(steps) > 0 else None
+    low, high = PLAUSIBLE_RATE_HZ
+    if rate is not None and not low <= rate <= high:
+        warnings.warn(
+            f"{path}: sampling rate {rate:.3g} Hz is implausible (expected {low:g} Hz to {high:g} Hz); "
+            f"are the time units ({time_units}) right?",
+            ImplausibleUnits,
+            stacklevel=2,
+        )
     meta = {
         "source": {
             "kind": "import",
@@ -276,8 +310,14 @@ def import_csv(
         "events": [],
         "complete": True,
     }
-    session = Session(times, {instrument: track}, {}, meta)
-    return write_session(session.validate(str(path)), out_dir / f"{path.stem}.parquet")
+    if target is not None:
+        meta["target"] = [float(v) * scale for v in target]
+    session = Session(times, {instrument: track}, {}, meta).validate(str(path))
+    out, journal = reserve_session(out_dir, trainee)
+    try:
+        return write_session(session, out)
+    finally:
+        release_journal(journal)
 
 
 def _numeric_column(path: Path, table: pa.Table, name: str) -> np.ndarray:
