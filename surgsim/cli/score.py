@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 from typing import List, Optional
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -17,7 +16,7 @@ from surgsim.cli._common import app, fail
 class _ScoreGroup(TyperGroup):
     """``surgsim score DIR ...`` is short for ``surgsim score report DIR ...``."""
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
         if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
             args = ["report", *args]
         return super().parse_args(ctx, args)
@@ -63,6 +62,7 @@ def report_cmd(
     workers: Optional[int] = typer.Option(None, "--workers", "-j", help=_WORKERS_HELP),
     figures: bool = typer.Option(True, "--figures/--no-figures", help="Draw a PNG per session and the cohort plot."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    any_task: bool = typer.Option(False, "--any-task", help="Grade sessions of any task with --rubric (else only its own task's)."),
 ) -> None:
     """Grade every session: <out>/<name>.json (+ .png), summary.csv, failures.csv, cohort.png."""
     from surgsim.scoring.batch import find_sessions, grade_folder
@@ -72,11 +72,14 @@ def report_cmd(
     if not found and not missing:
         fail(f"no session files (*.parquet) in {', '.join(map(str, paths))}")
     try:
-        batch = grade_folder(paths, out, rubric=rubric, workers=_workers(workers), figures=figures, progress=progress)
+        batch = grade_folder(
+            paths, out, rubric=rubric, workers=_workers(workers), figures=figures, progress=progress, any_task=any_task
+        )
     except RubricError as exc:
         fail(str(exc))
     for row in batch.results:
-        typer.echo(f"{row['file']}: {row['score']:.1f} ({row['level']})")
+        grade = f"{row['score']:.1f} ({row['level']})" if row["gradable"] else f"not gradable ({row['reason']})"
+        typer.echo(f"{row['file']}: {grade}")
     typer.echo(f"scored {len(batch.results)} session(s) -> {out}/ (summary.csv, per-session JSON"
                + (", PNG, cohort.png)" if figures else ")"))
     _report_failures(batch.failures, len(batch.results) + len(batch.failures))

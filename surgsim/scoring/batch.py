@@ -1,8 +1,10 @@
 """Folders of sessions: grade or measure every file, in parallel workers, with a progress bar.
 
 A file that cannot be read or graded (missing, not a session, bad columns, NaN, time not
-increasing, empty, failed integrity check, no gradable metric) becomes a :class:`Failure`
-naming the file and the problem; the batch goes on with the others.
+increasing, empty, failed integrity check, no gradable metric, a rubric of another task) becomes
+a :class:`Failure` naming the file and the problem, and so does any unexpected error: the batch
+goes on with the others and always writes its summary. A session too short to grade is no
+failure: its report and summary row say ``gradable: false`` and why.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from surgsim.scoring.report import (
     atomic_write, cohort_figure, session_figure, session_report, summary_row, write_json, write_summary,
 )
 from surgsim.scoring.rubric import Rubric, RubricError, default_rubric, load_rubric
-from surgsim.scoring.score import ScoreError, score_metrics
+from surgsim.scoring.score import ScoreError, check_task, not_gradable, score_metrics
 from surgsim.sessions.io import read_session
 from surgsim.sessions.session import SessionError
 
@@ -51,17 +53,29 @@ class Batch:
 
 
 def find_sessions(paths: Sequence[str | Path]) -> tuple[list[tuple[Path, Path]], list[Failure]]:
-    """(file, folder it was found under) for every ``*.parquet`` under the given folders or files."""
-    found: list[tuple[Path, Path]] = []
+    """(file, where its report goes) for every ``*.parquet`` under the given folders or files.
+
+    Reports mirror the layout under the inputs' common folder, so files of the same name in two
+    inputs get two reports; a file reached through two inputs is graded once.
+    """
+    found: dict[str, Path] = {}
+    roots = []
     failures = []
     for path in map(Path, paths):
         if path.is_dir():
-            found += [(f, path) for f in sorted(path.rglob(f"*{SUFFIX}")) if f.is_file()]
+            files = [f for f in sorted(path.rglob(f"*{SUFFIX}")) if f.is_file()]
+            roots.append(os.path.abspath(path))
         elif path.is_file():
-            found.append((path, path.parent))
+            files = [path]
+            roots.append(os.path.abspath(path.parent))
         else:
             failures.append(Failure(str(path), f"{path}: no such file or folder"))
-    return found, failures
+            continue
+        for f in files:
+            found.setdefault(os.path.abspath(f), f)
+    common = os.path.commonpath(roots) if roots else ""
+    placed = [(f, Path(os.path.relpath(absolute, common))) for absolute, f in found.items()]
+    return placed, failures
 
 
 def workers_default() -> int:
@@ -87,21 +101,33 @@ def _rubric(path: str | None, task: str | None) -> Rubric:
 _EXPECTED = (SessionError, ScoreError, RubricError, ValueError, OSError)
 
 
-def _grade_one(job: tuple[Path, Path, Path, str | None, bool]) -> dict[str, Any] | Failure:
-    path, root, out, rubric_path, figures = job
+def _failure(path: Path, exc: Exception) -> Failure:
+    """The failure ``exc`` makes of ``path``; an error the scorer did not expect says what it was."""
+    if isinstance(exc, _EXPECTED):
+        return Failure(str(path), str(exc))
+    return Failure(str(path), f"unexpected error ({type(exc).__name__}: {exc}); please report it")
+
+
+def _grade_one(
+    job: tuple[Path, Path], out: Path, rubric_path: str | None, figures: bool, any_task: bool
+) -> dict[str, Any] | Failure:
+    path, placed = job
     try:
         session = read_session(path)
-        rubric = _rubric(rubric_path, session.meta.get("task"))
+        task = session.meta.get("task")
+        rubric = _rubric(rubric_path, task)
+        check_task(rubric, task, any_task)
         metrics = compute_metrics(session, rubric.metric_settings())
-        score = score_metrics(metrics.combined, rubric)
-        report = session_report(str(path), session, metrics, score)
-        stem = out / path.relative_to(root).with_suffix("")
+        reason = not_gradable(session, rubric)
+        score = None if reason else score_metrics(metrics.combined, rubric)
+        report = session_report(str(path), session, metrics, score, rubric=rubric.task, reason=reason)
+        stem = out / placed.with_suffix("")
         write_json(stem.with_suffix(".json"), report)
-        if figures:
+        if figures and score:
             session_figure(stem.with_suffix(".png"), session, metrics, score)
         return summary_row(report)
-    except _EXPECTED as exc:
-        return Failure(str(path), str(exc))
+    except Exception as exc:  # one file, whatever went wrong, never the batch
+        return _failure(path, exc)
 
 
 def grade_folder(
@@ -112,17 +138,19 @@ def grade_folder(
     workers: int = 1,
     figures: bool = True,
     progress: bool = True,
+    any_task: bool = False,
 ) -> Batch:
     """Grade every session under ``paths`` into ``out``: per-session JSON (+ PNG), summary.csv,
-    failures.csv and cohort.png. The rubric is ``rubric`` or each session's task default."""
+    failures.csv and cohort.png. The rubric is ``rubric`` or each session's task default; a
+    rubric made for another task than a session's fails that session unless ``any_task``."""
     out = Path(out)
     found, failures = find_sessions(paths)
     rubric_path = str(rubric) if rubric is not None else None
     if rubric_path is not None:
         load_rubric(rubric_path)  # a bad rubric fails the batch once, not every file
-    jobs = [(f, root, out, rubric_path, figures) for f, root in found]
+    grade = functools.partial(_grade_one, out=out, rubric_path=rubric_path, figures=figures, any_task=any_task)
     batch = Batch(failures=failures)
-    for result in run_all(_grade_one, jobs, workers, "score", progress):
+    for result in run_all(grade, found, workers, "score", progress):
         (batch.failures if isinstance(result, Failure) else batch.results).append(result)
     out.mkdir(parents=True, exist_ok=True)
     write_summary(out / "summary.csv", batch.results)
@@ -138,8 +166,8 @@ def _measure_one(job: tuple[Path, MetricSettings]) -> Measured | Failure:
     try:
         session = read_session(path)
         return Measured(str(path), compute_metrics(session, settings).combined, session.meta)
-    except _EXPECTED as exc:
-        return Failure(str(path), str(exc))
+    except Exception as exc:  # one file, whatever went wrong, never the batch
+        return _failure(path, exc)
 
 
 def measure_folder(

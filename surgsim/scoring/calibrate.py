@@ -12,6 +12,7 @@ read and measured once, then fitted as often as cross-validation needs.
   normalised to a mean weight of 1. All-zero fits fall back to equal weights.
 - Levels: with skill labels, the score thresholds that best split E from I/N and E/I from N
   on the calibration sessions; otherwise the defaults (75 / 50).
+- Shortest gradable session: half the fastest expert's completion time, at most 1 s.
 """
 
 from __future__ import annotations
@@ -111,7 +112,12 @@ def fit_rubric(
         center, scale = _reference(name, values, robust)
         references[name] = MetricReference(weight=1.0, center=center, scale=scale, better=METRICS[name].better)
     settings_dict = {k: v for k, v in vars(settings).items() if v != getattr(MetricSettings(), k)} if settings else {}
-    rubric = Rubric(task=task, description=description, settings=settings_dict, cap=cap, metrics=references)
+    times = [s.values["completion_time"] for s in experts if s.values.get("completion_time") is not None]
+    min_duration = float(f"{min(1.0, 0.5 * min(times, default=2.0)):.3g}")
+    rubric = Rubric(
+        task=task, description=description, min_duration=min_duration, settings=settings_dict, cap=cap,
+        metrics=references,
+    )
     if fit_weights and label is not None:
         rubric = _fit_weights(rubric, sessions, label)
     return _fit_levels(rubric, sessions)

@@ -179,10 +179,19 @@ def _lowpass(values: np.ndarray, fs: float, cutoff: float) -> np.ndarray:
     return signal.sosfiltfilt(sos, values, axis=-1, padlen=min(3 * (2 * len(sos) + 1), n - 1))
 
 
+def _exponent(values: np.ndarray) -> int:
+    """The power of two that scales ``values`` into [-1, 1] (exactly: only the exponents change),
+    so that their squares neither overflow (1e200 m) nor underflow (1e-300 m)."""
+    return int(np.frexp(np.abs(values).max(initial=0.0))[1])
+
+
 def polyline_length(points: np.ndarray) -> float:
-    """Length (m) of the polyline through ``points`` (N, 3)."""
-    steps = np.diff(np.asarray(points, dtype=float), axis=0)
-    return float(np.sqrt(np.einsum("ij,ij->i", steps, steps)).sum())
+    """Length (m) of the polyline through ``points`` (N, 3); infinite beyond 1e308 m."""
+    points = np.asarray(points, dtype=float)
+    exponent = _exponent(points)
+    steps = np.diff(np.ldexp(points, -exponent), axis=0)
+    with np.errstate(over="ignore"):
+        return float(np.ldexp(np.sqrt(np.einsum("ij,ij->i", steps, steps)).sum(), exponent))
 
 
 def distance_to_polyline(points: np.ndarray, polyline: np.ndarray) -> np.ndarray:
@@ -249,7 +258,7 @@ def _distance_kdtree(points: np.ndarray, polyline: np.ndarray) -> np.ndarray:
 def tool_axis(orientation: np.ndarray) -> np.ndarray:
     """The z axis (n, 3) of quaternions (n, 4) in x, y, z, w order (any non-zero norm)."""
     orientation = np.asarray(orientation, dtype=float)
-    # scaled by a power of two per row (exact) so that the squares cannot overflow or underflow
+    # scaled by a power of two per row, as in _exponent
     orientation = np.ldexp(orientation, -np.frexp(np.abs(orientation).max(axis=1))[1][:, None])
     x, y, z, w = np.ascontiguousarray(orientation.T)  # contiguous: faster arithmetic
     scale = 2.0 / (x * x + y * y + z * z + w * w)  # rotation matrix of a non-unit quaternion
@@ -326,10 +335,9 @@ class _Track:
 def _track_metrics(session: Session, track, settings: MetricSettings, reference) -> _Track:
     time = session.time
     position = np.asarray(track.position, dtype=float)
-    # Motion is computed on positions scaled by a power of two into [-1, 1] (exact: the same
-    # digits), so squares neither overflow (1e200 m) nor underflow (1e-300 m); lengths, speeds
-    # and volumes are scaled back with ldexp at the end, and may then be infinite (not available).
-    exponent = int(np.frexp(np.abs(position).max())[1])
+    # motion is computed on scaled positions; lengths, speeds and volumes are scaled back with
+    # ldexp, and may then be infinite (not available)
+    exponent = _exponent(position)
     scaled = np.ldexp(position, -exponent)
     steps = np.diff(scaled, axis=0)
     step_length = np.sqrt(np.einsum("ij,ij->i", steps, steps))

@@ -22,7 +22,10 @@ from surgsim.scoring.score import Score
 from surgsim.sessions.session import Session
 
 #: columns of the batch summary CSV, before one column per combined metric (report units)
-SUMMARY_FIELDS = ["file", "trainee", "task", "trial", "rubric", "score", "level", "top_cost_1", "top_cost_2", "top_cost_3"]
+SUMMARY_FIELDS = [
+    "file", "trainee", "task", "trial", "rubric", "gradable", "score", "level", "reason",
+    "top_cost_1", "top_cost_2", "top_cost_3",
+]
 
 
 def atomic_write(path: Path, write: Callable[[Any], None], binary: bool = False) -> Path:
@@ -38,21 +41,33 @@ def _shown(name: str, value: float | None) -> float | None:
     return None if value is None else value * METRICS[name].report_scale
 
 
-def session_report(source: str, session: Session, metrics: SessionMetrics, score: Score) -> dict[str, Any]:
-    """Everything the JSON report holds: identity, score, level, plain-words costs, every metric."""
+def _finite(value: float | None) -> float | None:
+    """``value``, or None when it is not finite (JSON has no NaN or infinity)."""
+    return value if value is None or math.isfinite(value) else None
+
+
+def session_report(
+    source: str, session: Session, metrics: SessionMetrics, score: Score | None, *, rubric: str,
+    reason: str | None = None,
+) -> dict[str, Any]:
+    """Everything the JSON report holds: identity, score, level, plain-words costs, every metric.
+
+    ``score`` is None for a session that is not gradable, ``reason`` says why.
+    """
     meta = session.meta
+    graded_metrics = score.metrics if score else {}
 
     def entry(name: str, value: float | None) -> dict[str, Any]:
         info = METRICS[name]
-        value = value if value is None or math.isfinite(value) else None  # JSON has no NaN
+        value = _finite(value)
         item: dict[str, Any] = {"value": value, "unit": info.unit, "available": value is not None}
         if info.report_unit:
             item.update(shown=_shown(name, value), shown_unit=info.report_unit)
-        graded = score.metrics.get(name)
+        graded = graded_metrics.get(name)
         if graded is not None:
             ref = graded.reference
             item.update(
-                z=graded.z, points_lost=graded.points_lost, weight=ref.weight, better=ref.better,
+                z=_finite(graded.z), points_lost=graded.points_lost, weight=ref.weight, better=ref.better,
                 expert_center=ref.center, expert_scale=ref.scale,
             )
         return item
@@ -63,11 +78,13 @@ def session_report(source: str, session: Session, metrics: SessionMetrics, score
         "task": meta.get("task"),
         "trial": meta.get("trial"),
         "labels": meta.get("labels") or {},
-        "rubric": score.task,
-        "score": round(score.score, 2),
-        "level": score.level,
-        "top_costs": [m.explain() for m in score.top_costs()],
-        "unavailable": score.unavailable,
+        "rubric": rubric,
+        "gradable": score is not None,
+        "reason": reason,
+        "score": round(score.score, 2) if score else None,
+        "level": score.level if score else None,
+        "top_costs": [m.explain() for m in score.top_costs()] if score else [],
+        "unavailable": score.unavailable if score else [],
         "duration_s": session.duration,
         "n_samples": session.n_samples,
         "reference_track": metrics.reference_track,
@@ -141,7 +158,7 @@ def session_figure(path: Path, session: Session, metrics: SessionMetrics, score:
 def summary_row(report: dict[str, Any]) -> dict[str, Any]:
     """One CSV row of a session report: identity, score, level, costs, metrics in report units."""
     costs = report["top_costs"] + [""] * 3
-    row = {key: report.get(key) for key in SUMMARY_FIELDS[:7]}
+    row = {key: report.get(key) for key in SUMMARY_FIELDS[:-3]}
     row.update(top_cost_1=costs[0], top_cost_2=costs[1], top_cost_3=costs[2])
     for name, item in report["metrics"].items():
         value = item.get("shown", item["value"])
@@ -158,7 +175,7 @@ def metric_column(name: str) -> str:
 
 
 def write_summary(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
-    """The batch summary CSV (one row per scored session; empty cells are unavailable metrics)."""
+    """The batch summary CSV (one row per session, graded or not; empty cells are unavailable metrics)."""
     fields = SUMMARY_FIELDS + [metric_column(name) for name in METRICS]
 
     def write(handle) -> None:
@@ -171,7 +188,8 @@ def write_summary(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
 
 
 def cohort_figure(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
-    """PNG: score per trainee over their sessions (in trial order), with the level of each point."""
+    """PNG: score per trainee over their graded sessions (in trial order), with the level of each point."""
+    rows = [row for row in rows if row["gradable"]]
     plt, figure = _figure((9, 5))
     ax = figure.add_subplot(1, 1, 1)
     trainees: dict[str, list[dict[str, Any]]] = {}

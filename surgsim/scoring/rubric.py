@@ -4,6 +4,7 @@ A rubric is a YAML file::
 
     task: SurgicalPath            # the session meta "task" it grades ("generic": any)
     description: ...
+    min_duration: 1.0             # s: shorter sessions are not gradable
     settings: {idle_speed: 0.005} # MetricSettings overrides (SI)
     levels: {expert: 75.0, intermediate: 50.0}   # composite score thresholds
     cap: 4.0                      # a metric loses all its points at `cap` expert SDs
@@ -11,7 +12,8 @@ A rubric is a YAML file::
       path_length: {weight: 1.0, center: 0.21, scale: 0.03, better: lower}
 
 ``center`` / ``scale`` describe the expert reference distribution (mean and SD, or median and
-1.4826 x MAD when fitted robustly), in SI units. Comments at the top say how it was made.
+1.4826 x MAD when fitted robustly), in SI units. Every number must be finite. Comments at the
+top say how it was made.
 Default rubrics live in ``assets/rubrics/<task>.yaml``; ``generic.yaml`` grades the rest.
 """
 
@@ -22,7 +24,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from surgsim._files import atomic_write_text
 from surgsim._data import data_dir
@@ -35,10 +37,14 @@ class RubricError(ValueError):
     """A rubric file that cannot be used; the message names the file, field and value."""
 
 
+#: every model refuses unknown fields, and infinite or NaN numbers (``cap: .inf`` grades nothing)
+_STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
 class MetricReference(BaseModel):
     """One metric's weight and expert reference distribution (SI units)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = _STRICT
 
     weight: float = Field(ge=0.0)
     center: float
@@ -49,10 +55,16 @@ class MetricReference(BaseModel):
 class Levels(BaseModel):
     """Composite-score thresholds of the skill levels (novice below ``intermediate``)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = _STRICT
 
     expert: float = Field(default=75.0, ge=0.0, le=100.0)
     intermediate: float = Field(default=50.0, ge=0.0, le=100.0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "Levels":
+        if self.intermediate > self.expert:
+            raise ValueError(f"levels.intermediate ({self.intermediate}) is above levels.expert ({self.expert})")
+        return self
 
     def level(self, score: float) -> str:
         """``expert`` / ``intermediate`` / ``novice`` for a composite score."""
@@ -64,10 +76,12 @@ class Levels(BaseModel):
 class Rubric(BaseModel):
     """Weights and expert references of the metrics that grade one task."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = _STRICT
 
-    task: str
+    task: str = Field(min_length=1)
     description: str = ""
+    #: shorter sessions (s) are not gradable; fitted rubrics take half their fastest expert's time
+    min_duration: float = Field(default=1.0, ge=0.0)
     settings: dict[str, float] = Field(default_factory=dict)
     levels: Levels = Field(default_factory=Levels)
     cap: float = Field(default=4.0, gt=0.0)
@@ -79,8 +93,8 @@ class Rubric(BaseModel):
         unknown = sorted(set(value) - set(METRICS))
         if unknown:
             raise ValueError(f"unknown metric(s) {unknown}; known: {list(METRICS)}")
-        if not value:
-            raise ValueError("needs at least one metric")
+        if not any(ref.weight > 0 for ref in value.values()):
+            raise ValueError("needs at least one metric of weight > 0")
         return value
 
     @field_validator("settings")
@@ -90,6 +104,7 @@ class Rubric(BaseModel):
         unknown = sorted(set(value) - known)
         if unknown:
             raise ValueError(f"unknown setting(s) {unknown}; known: {sorted(known)}")
+        MetricSettings(**value)  # refuses values out of range
         return value
 
     def metric_settings(self) -> MetricSettings:
@@ -112,7 +127,7 @@ def load_rubric(path: str | Path) -> Rubric:
         return Rubric.model_validate(data)
     except ValidationError as exc:
         problems = "; ".join(
-            f"field {'.'.join(str(p) for p in e['loc'])}: {e['msg']} (got {e.get('input')!r})"
+            f"field {'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']} (got {e.get('input')!r})"
             for e in exc.errors()
         )
         raise RubricError(f"{path}: {problems}") from None

@@ -9,19 +9,50 @@ ways are worse, capped at the rubric's ``cap``. With weights ``w`` over the avai
 100, one at ``cap`` SDs or worse on every metric scores 0. Metrics that are not available
 are left out and the remaining weights renormalised (they are listed as ``unavailable``);
 metrics of weight 0 are shown in the rubric but not graded.
+
+A session is graded only by a rubric of its task (or the generic one, or when asked for with
+``any_task``), and only when it is long enough: :data:`MIN_SAMPLES` samples and the rubric's
+``min_duration``. A one-sample session has no motion and would otherwise score 100.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from surgsim.scoring.metrics import METRICS, SessionMetrics, compute_metrics
-from surgsim.scoring.rubric import MetricReference, Rubric, default_rubric
+from surgsim.scoring.rubric import GENERIC, MetricReference, Rubric, default_rubric
 from surgsim.sessions.session import Session
 
 
+#: the fewest samples with a smoothness (LDLJ needs three speeds); a scripted NeedleReach expert takes 4
+MIN_SAMPLES = 4
+
+
 class ScoreError(ValueError):
-    """A session that the rubric cannot grade (none of its metrics is available)."""
+    """A session that the rubric cannot grade (none of its metrics is available, another task)."""
+
+
+class NotGradable(ScoreError):
+    """A session too short to grade: reported as such, not as a failed file."""
+
+
+def check_task(rubric: Rubric, task: object, any_task: bool = False) -> None:
+    """Refuse a rubric made for another task than the session's (``any_task`` allows it)."""
+    if any_task or task is None or rubric.task in (GENERIC, str(task)):
+        return
+    raise ScoreError(
+        f"task {task!r}, but the rubric grades {rubric.task!r} sessions (--any-task grades it anyway)"
+    )
+
+
+def not_gradable(session: Session, rubric: Rubric) -> str | None:
+    """Why ``session`` is too short for ``rubric`` to grade, or None when it is gradable."""
+    if session.n_samples < MIN_SAMPLES:
+        return f"{session.n_samples} sample(s); grading needs at least {MIN_SAMPLES}"
+    if not session.duration >= rubric.min_duration:
+        return f"lasts {session.duration:.3g} s; rubric {rubric.task!r} grades sessions of {rubric.min_duration:g} s or more"
+    return None
 
 
 @dataclass(frozen=True)
@@ -85,9 +116,8 @@ def penalty(value: float, reference: MetricReference, cap: float) -> tuple[float
 
 def score_metrics(values: dict[str, float | None], rubric: Rubric) -> Score:
     """Grade combined metric values (SI, ``None`` = not available) with ``rubric``."""
-    available = {
-        name: ref for name, ref in rubric.metrics.items() if values.get(name) is not None and ref.weight > 0
-    }
+    values = {name: v for name, v in values.items() if v is not None and math.isfinite(v)}
+    available = {name: ref for name, ref in rubric.metrics.items() if name in values and ref.weight > 0}
     total = sum(ref.weight for ref in available.values())
     if total <= 0:
         raise ScoreError(
@@ -98,12 +128,23 @@ def score_metrics(values: dict[str, float | None], rubric: Rubric) -> Score:
         z, pen = penalty(float(values[name]), ref, rubric.cap)
         scored[name] = MetricScore(name, float(values[name]), z, pen, 100.0 * ref.weight / total * pen / rubric.cap, ref)
     composite = max(0.0, 100.0 - sum(m.points_lost for m in scored.values()))
-    unavailable = [name for name in rubric.metrics if values.get(name) is None]
+    unavailable = [name for name in rubric.metrics if name not in values]
     return Score(composite, rubric.levels.level(composite), rubric.task, scored, unavailable)
 
 
-def score_session(session: Session, rubric: Rubric | None = None) -> tuple[SessionMetrics, Score]:
-    """Metrics and grade of a session; ``rubric`` defaults to the shipped one of its meta task."""
-    rubric = rubric or default_rubric(session.meta.get("task"))
+def score_session(
+    session: Session, rubric: Rubric | None = None, *, any_task: bool = False
+) -> tuple[SessionMetrics, Score]:
+    """Metrics and grade of a session; ``rubric`` defaults to the shipped one of its meta task.
+
+    Raises :class:`ScoreError` for a rubric of another task (unless ``any_task``) and
+    :class:`NotGradable` for a session too short to grade.
+    """
+    task = session.meta.get("task")
+    rubric = rubric or default_rubric(task)
+    check_task(rubric, task, any_task)
+    problem = not_gradable(session, rubric)
+    if problem:
+        raise NotGradable(problem)
     metrics = compute_metrics(session, rubric.metric_settings())
     return metrics, score_metrics(metrics.combined, rubric)

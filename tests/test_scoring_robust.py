@@ -1,0 +1,240 @@
+"""The scorer never aborts a batch: extreme but valid sessions, bad rubrics, rubrics of another
+task, sessions too short to grade, same-named files in two folders, file permissions."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import stat
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from surgsim._files import atomic_write_text
+from surgsim.cli import app
+from surgsim.scoring import batch as batch_module
+from surgsim.scoring.metrics import MetricSettings, compute_metrics
+from surgsim.scoring.rubric import rubric_dir
+from surgsim.scoring.score import NotGradable, score_session
+from surgsim.scoring.synthetic import synthetic_session
+from surgsim.sessions import write_session
+from surgsim.sessions.session import Session, Track
+
+runner = CliRunner()
+
+
+def _session(seed: int = 0, task: str | None = None, **meta) -> Session:
+    session = synthetic_session(np.random.default_rng(seed), 0.3)
+    session.meta.update(meta, trainee=f"t{seed}", trial=1)
+    if task is not None:
+        session.meta["task"] = task
+    return session
+
+
+def _scaled(session: Session, factor: float) -> Session:
+    """The same motion with positions (and reference path) multiplied by ``factor``."""
+    tracks = {name: replace(track, position=track.position * factor) for name, track in session.tracks.items()}
+    meta = dict(session.meta, reference_path=(np.asarray(session.meta["reference_path"]) * factor).tolist())
+    meta.pop("target", None)
+    return Session(session.time, tracks, session.channels, meta)
+
+
+def _score(*args: str):
+    return runner.invoke(app, ["score", *args, "--no-progress", "--no-figures", "-j", "1"])
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with open(path) as handle:
+        return list(csv.DictReader(handle))
+
+
+# ------------------------------------------------------------------ metrics
+@pytest.mark.parametrize("factor", [1e200, 1e-300, 1e300, 2.0**-1070])
+def test_extreme_positions_give_scaled_metrics_not_a_crash(factor) -> None:
+    base = compute_metrics(_session()).combined
+    extreme = compute_metrics(_scaled(_session(), factor)).combined
+    assert all(v is None or math.isfinite(v) for v in extreme.values())
+    if factor < 1e-308:  # subnormal positions keep a few bits: no crash is all there is to check
+        return
+    for name in ("ldlj", "sparc", "economy_of_motion"):  # dimensionless: the same at any scale
+        assert extreme[name] == pytest.approx(base[name], rel=1e-9), name
+    assert extreme["path_length"] == pytest.approx(base["path_length"] * factor, rel=1e-9)
+    if factor > 1:  # (1e200 m)^3 is beyond 1e308: not available
+        assert extreme["workspace_volume"] is None
+
+
+@pytest.mark.parametrize(
+    "position",
+    [np.full((50, 3), 1e200), np.array([[0.0, 0, 0], [1e308, -1e308, 1e308]]), np.array([[0.0, 0, 0]]),
+     np.array([[-1.7e308, 0, 0], [1.7e308, 0, 0], [-1.7e308, 1.7e308, 0], [0, 0, 1.7e308], [1, 1, 1]])],
+    ids=["constant", "two-huge", "one", "max-float"],
+)
+def test_degenerate_sessions_have_metrics_or_not_available(position) -> None:
+    n = len(position)
+    session = Session(np.arange(n) * 0.5, {"tool": Track(position, np.tile([0, 0, 1e300, 1e300], (n, 1)))},
+                      meta={"reference_path": [[0, 0, 0], [1, 0, 0]], "target": [1, 0, 0]}).validate()
+    for values in (m := compute_metrics(session)).combined, *m.instruments.values():
+        assert all(v is None or math.isfinite(v) for v in values.values()), values
+
+
+def test_metric_settings_out_of_range_are_refused() -> None:
+    with pytest.raises(ValueError, match="sparc_threshold must be between 0 and 1 .*got 2"):
+        MetricSettings(sparc_threshold=2)
+    with pytest.raises(ValueError, match="lowpass_hz must be a finite number > 0, got nan"):
+        MetricSettings(lowpass_hz=float("nan"))
+
+
+# ------------------------------------------------------------------ the batch
+def test_extreme_session_is_graded_beside_the_others(tmp_path) -> None:
+    write_session(_scaled(_session(2), 1.0), tmp_path / "in" / "good.parquet")
+    write_session(_scaled(_session(2), 1e200), tmp_path / "in" / "huge.parquet")
+    result = _score(str(tmp_path / "in"), "--out", str(tmp_path / "r"))
+    assert result.exit_code == 0, result.output
+    rows = {Path(r["file"]).name: r for r in _rows(tmp_path / "r" / "summary.csv")}
+    # the generic rubric grades dimensionless metrics: the same motion 1e200 times larger, the same grade
+    assert float(rows["huge.parquet"]["score"]) == pytest.approx(float(rows["good.parquet"]["score"]), abs=0.01)
+    report = json.loads((tmp_path / "r" / "huge.json").read_text())
+    assert report["metrics"]["path_length"]["value"] == pytest.approx(
+        json.loads((tmp_path / "r" / "good.json").read_text())["metrics"]["path_length"]["value"] * 1e200)
+
+
+def test_unexpected_error_is_one_failed_file_and_the_summary_is_written(tmp_path, monkeypatch) -> None:
+    for name in ("a", "b"):
+        write_session(_session(), tmp_path / "in" / f"{name}.parquet")
+    real = batch_module.compute_metrics
+
+    def broken(session, settings=None):
+        if session.meta.get("trial") == 1 and not hasattr(broken, "done"):
+            broken.done = True
+            raise IndexError("index -1 is out of bounds")
+        return real(session, settings)
+
+    monkeypatch.setattr(batch_module, "compute_metrics", broken)
+    result = _score(str(tmp_path / "in"), "--out", str(tmp_path / "r"))
+    assert result.exit_code == 1, result.output
+    assert "1 of 2 files failed" in result.stderr
+    [failure] = _rows(tmp_path / "r" / "failures.csv")
+    assert failure["file"].endswith("a.parquet")
+    assert "unexpected error (IndexError: index -1 is out of bounds)" in failure["problem"]
+    assert [Path(r["file"]).name for r in _rows(tmp_path / "r" / "summary.csv")] == ["b.parquet"]
+
+
+@pytest.mark.parametrize(
+    "edit, field",
+    [
+        ({"cap": float("inf")}, "field cap: Input should be a finite number"),
+        ({"metrics.ldlj.center": float("nan")}, "field metrics.ldlj.center: Input should be a finite number"),
+        ({"metrics.ldlj.weight": float("inf")}, "field metrics.ldlj.weight"),
+        ({"metrics.ldlj.scale": 0}, "field metrics.ldlj.scale"),
+        ({"levels": {"expert": 40.0, "intermediate": 60.0}}, "levels.intermediate (60.0) is above levels.expert"),
+        ({"metrics.ldlj.weight": 0, "metrics.economy_of_motion.weight": 0, "metrics.bimanual_dexterity.weight": 0},
+         "needs at least one metric of weight > 0"),
+        ({"settings": {"sparc_threshold": 2}}, "sparc_threshold must be between 0 and 1"),
+        ({"settings": {"idle_speed": 0}}, "idle_speed must be a finite number > 0"),
+        ({"settings": {"lowpass_hz": -6}}, "lowpass_hz must be a finite number > 0"),
+        ({"min_duration": -1}, "field min_duration"),
+    ],
+)
+def test_bad_rubric_exits_2_naming_the_rubric_and_field(tmp_path, edit, field) -> None:
+    data = yaml.safe_load((rubric_dir() / "generic.yaml").read_text())
+    for key, value in edit.items():
+        *parents, last = key.split(".")
+        target = data
+        for parent in parents:
+            target = target[parent]
+        target[last] = value
+    rubric = tmp_path / "bad-rubric.yaml"
+    rubric.write_text(yaml.safe_dump(data))
+    write_session(_session(), tmp_path / "in" / "s.parquet")
+    result = _score(str(tmp_path / "in"), "--out", str(tmp_path / "r"), "--rubric", str(rubric))
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith(f"error: {rubric}: ") and field in result.stderr
+    assert "Traceback" not in result.output and not (tmp_path / "r" / "failures.csv").exists()
+
+
+def test_a_rubric_of_another_task_is_refused_unless_asked_for(tmp_path) -> None:
+    write_session(_session(task="NeedleReach"), tmp_path / "in" / "reach.parquet")
+    rubric = str(rubric_dir() / "SurgicalPath.yaml")
+    result = _score(str(tmp_path / "in"), "--out", str(tmp_path / "r"), "--rubric", rubric)
+    assert result.exit_code == 1, result.output
+    assert "reach.parquet: task 'NeedleReach', but the rubric grades 'SurgicalPath' sessions" in result.stderr
+    assert "--any-task" in result.stderr
+    result = _score(str(tmp_path / "in"), "--out", str(tmp_path / "r"), "--rubric", rubric, "--any-task")
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "r" / "reach.json").read_text())["rubric"] == "SurgicalPath"
+    generic = str(rubric_dir() / "generic.yaml")  # made for any task
+    assert _score(str(tmp_path / "in"), "--out", str(tmp_path / "g"), "--rubric", generic).exit_code == 0
+
+
+@pytest.mark.parametrize("samples, seconds", [(1, 0.0), (3, 3.0), (60, 0.59)])
+def test_too_short_session_is_not_gradable_not_expert(tmp_path, samples, seconds) -> None:
+    time = np.linspace(0.0, seconds, samples)
+    position = np.column_stack([0.01 * time, np.zeros(samples), np.zeros(samples)])
+    short = Session(time, {"tool": Track(position)}, meta={"trainee": "t9"})
+    write_session(short, tmp_path / "in" / "short.parquet")
+    write_session(_session(), tmp_path / "in" / "long.parquet")
+    result = _score(str(tmp_path / "in"), "--out", str(tmp_path / "r"))
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "r" / "short.json").read_text())
+    assert report["gradable"] is False and report["score"] is None and report["level"] is None
+    assert ("sample(s); grading needs at least 4" if samples < 4 else "s or more") in report["reason"]
+    assert "short.parquet: not gradable (" in result.stdout
+    rows = {Path(r["file"]).name: r for r in _rows(tmp_path / "r" / "summary.csv")}
+    assert rows["short.parquet"]["gradable"] == "False" and rows["short.parquet"]["score"] == ""
+    assert rows["long.parquet"]["gradable"] == "True" and rows["long.parquet"]["score"] != ""
+    assert _rows(tmp_path / "r" / "failures.csv") == []
+    with pytest.raises(NotGradable):
+        score_session(short)
+
+
+def test_same_file_names_in_two_inputs_get_two_reports(tmp_path) -> None:
+    write_session(_session(1), tmp_path / "day1" / "s.parquet")
+    write_session(_session(2), tmp_path / "day2" / "s.parquet")
+    result = _score(str(tmp_path / "day1"), str(tmp_path / "day2"), "--out", str(tmp_path / "r"))
+    assert result.exit_code == 0, result.output
+    for day in ("day1", "day2"):
+        assert json.loads((tmp_path / "r" / day / "s.json").read_text())["file"] == str(tmp_path / day / "s.parquet")
+    files = [tmp_path / "day1" / "s.parquet", tmp_path / "day2" / "s.parquet"]
+    result = _score(*map(str, files), str(files[0]), "--out", str(tmp_path / "f"))  # a file given twice: once
+    assert result.exit_code == 0, result.output
+    assert sorted(p.relative_to(tmp_path / "f").as_posix() for p in (tmp_path / "f").rglob("*.json")) == [
+        "day1/s.json", "day2/s.json"]
+    assert len(_rows(tmp_path / "f" / "summary.csv")) == 2
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_files_are_written_with_the_umask(tmp_path, umask) -> None:
+    old = os.umask(umask)
+    try:
+        path = atomic_write_text(tmp_path / "x.txt", "hello")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
+    assert [p.name for p in tmp_path.iterdir()] == ["x.txt"]
+
+
+@pytest.mark.slow
+def test_every_command_runs_without_click() -> None:
+    # typer >= 0.16 no longer depends on click: a plain `pip install .` may not have it
+    code = (
+        "import sys\n"
+        "sys.modules['click'] = None  # import click fails\n"
+        "from surgsim.cli import app\n"
+        "for command in (['score', '--help'], ['score', 'report', '--help'], ['--help']):\n"
+        "    try:\n"
+        "        app(command)\n"
+        "    except SystemExit as exc:\n"
+        "        assert exc.code == 0, (command, exc.code)\n"
+        "print('ok')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("ok")
