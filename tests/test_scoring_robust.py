@@ -186,7 +186,7 @@ def test_too_short_session_is_not_gradable_not_expert(tmp_path, samples, seconds
     report = json.loads((tmp_path / "r" / "short.json").read_text())
     assert report["gradable"] is False and report["score"] is None and report["level"] is None
     assert ("sample(s); grading needs at least 4" if samples < 4 else "s or more") in report["reason"]
-    assert "short.parquet: not gradable (" in result.stdout
+    assert "short.parquet: not gradable (" in result.stdout and "scored 1 session(s), 1 not gradable" in result.stdout
     rows = {Path(r["file"]).name: r for r in _rows(tmp_path / "r" / "summary.csv")}
     assert rows["short.parquet"]["gradable"] == "False" and rows["short.parquet"]["score"] == ""
     assert rows["long.parquet"]["gradable"] == "True" and rows["long.parquet"]["score"] != ""

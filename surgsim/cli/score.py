@@ -80,8 +80,10 @@ def report_cmd(
     for row in batch.results:
         grade = f"{row['score']:.1f} ({row['level']})" if row["gradable"] else f"not gradable ({row['reason']})"
         typer.echo(f"{row['file']}: {grade}")
-    typer.echo(f"scored {len(batch.results)} session(s) -> {out}/ (summary.csv, per-session JSON"
-               + (", PNG, cohort.png)" if figures else ")"))
+    ungraded = sum(not row["gradable"] for row in batch.results)
+    typer.echo(f"scored {len(batch.results) - ungraded} session(s)"
+               + (f", {ungraded} not gradable" if ungraded else "")
+               + f" -> {out}/ (summary.csv, per-session JSON" + (", PNG, cohort.png)" if figures else ")"))
     _report_failures(batch.failures, len(batch.results) + len(batch.failures))
 
 

@@ -156,7 +156,7 @@ def grade_folder(
     write_summary(out / "summary.csv", batch.results)
     atomic_write(out / "failures.csv", lambda f: csv.writer(f).writerows(
         [("file", "problem"), *((x.file, str(x)) for x in batch.failures)]))
-    if figures and batch.results:
+    if figures and any(row["gradable"] for row in batch.results):
         cohort_figure(out / "cohort.png", batch.results)
     return batch
 
