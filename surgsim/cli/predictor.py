@@ -26,13 +26,11 @@ _CHECKPOINT_NOTE = (
 
 
 def _widths(text: str) -> list[int]:
+    """``16,32,64`` -> [16, 32, 64]; their range is checked by TrainOptions."""
     try:
-        widths = [int(w) for w in text.split(",")]
+        return [int(w) for w in text.split(",")]
     except ValueError:
-        raise typer.BadParameter(f"{text!r} is not a comma-separated list of integers, e.g. 16,32,64")
-    if not widths or min(widths) < 1:
-        raise typer.BadParameter(f"{text!r}: widths must be positive integers")
-    return widths
+        fail(f"--widths {text!r} is not a comma-separated list of integers, e.g. 16,32,64")
 
 
 @predictor_app.command("generate")
@@ -67,18 +65,18 @@ def generate_cmd(
 def train_cmd(
     data: Path = typer.Argument(..., help="Dataset folder made by `surgsim predictor generate`."),
     out: Path = typer.Option(Path("models/path.pt"), "--out", help="Checkpoint file to write (best by validation loss)."),
-    epochs: int = typer.Option(30, "--epochs", min=1, help="Most epochs (early stopping may end sooner)."),
-    batch_size: int = typer.Option(64, "--batch-size", min=1),
+    epochs: int = typer.Option(30, "--epochs", help="Most epochs (early stopping may end sooner)."),
+    batch_size: int = typer.Option(64, "--batch-size"),
     lr: float = typer.Option(2e-3, "--lr", help="Peak learning rate (AdamW; warm-up then cosine decay)."),
-    patience: int = typer.Option(6, "--patience", min=1, help="Stop after this many epochs without improvement."),
+    patience: int = typer.Option(6, "--patience", help="Stop after this many epochs without improvement."),
     clearance_weight: float = typer.Option(
-        0.0, "--clearance-weight", min=0.0,
+        0.0, "--clearance-weight",
         help="Add this times the critical-structure occupancy at the predicted waypoints to the loss."),
     widths: str = typer.Option("16,32,64", "--widths", help="Channels of each encoder level (each halves the grid)."),
     device: str = typer.Option("auto", "--device", help="auto (CUDA when present), cpu or cuda."),
     amp: bool = typer.Option(True, "--amp/--no-amp", help="bf16/fp16 autocast on CUDA."),
     seed: int = typer.Option(0, "--seed"),
-    limit_train: Optional[int] = typer.Option(None, "--limit-train", min=1, help="Use only the first N training scenarios."),
+    limit_train: Optional[int] = typer.Option(None, "--limit-train", help="Use only the first N training scenarios."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     from surgsim.predictor.data import DatasetError
@@ -113,11 +111,11 @@ def eval_cmd(
     checkpoint: Path = typer.Argument(..., help="Checkpoint written by `surgsim predictor train`."),
     data: Path = typer.Argument(..., help="Dataset folder."),
     split: str = typer.Option("test", "--split", help="train, val or test."),
-    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Evaluate only the first N scenarios."),
-    n_check: int = typer.Option(200, "--n-check", min=0,
+    limit: Optional[int] = typer.Option(None, "--limit", help="Evaluate only the first N scenarios."),
+    n_check: int = typer.Option(200, "--n-check",
                                 help="Scenarios rebuilt in PyBullet for the collision check and planner timing."),
     device: str = typer.Option("cpu", "--device", help="Device for the predictor: cpu, cuda or auto."),
-    threads: int = typer.Option(1, "--threads", min=1, help="torch CPU threads (1 matches the single-threaded planner)."),
+    threads: int = typer.Option(1, "--threads", help="torch CPU threads (1 matches the single-threaded planner)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Results JSON (default: <checkpoint stem>.eval-<split>.json)."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:

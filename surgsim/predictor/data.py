@@ -29,6 +29,8 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from surgsim.predictor.model import MAX_RESOLUTION, MAX_WAYPOINTS
+
 FORMAT = "surgsim-paths"
 VERSION = 1
 SPLITS = ("train", "val", "test")
@@ -121,11 +123,11 @@ def read_meta(root: str | Path) -> DatasetMeta:
     if raw["version"] != VERSION:
         raise DatasetError(f"{path}: version {raw['version']!r} is not supported (expected {VERSION})")
     resolution = raw["resolution"]
-    if not isinstance(resolution, int) or resolution < 4:
-        raise DatasetError(f"{path}: resolution {resolution!r} must be an integer >= 4")
+    if not isinstance(resolution, int) or not 4 <= resolution <= MAX_RESOLUTION:
+        raise DatasetError(f"{path}: resolution {resolution!r} must be an integer from 4 to {MAX_RESOLUTION}")
     n_waypoints = raw["n_waypoints"]
-    if not isinstance(n_waypoints, int) or n_waypoints < 2:
-        raise DatasetError(f"{path}: n_waypoints {n_waypoints!r} must be an integer >= 2")
+    if not isinstance(n_waypoints, int) or not 2 <= n_waypoints <= MAX_WAYPOINTS:
+        raise DatasetError(f"{path}: n_waypoints {n_waypoints!r} must be an integer from 2 to {MAX_WAYPOINTS}")
     origin = np.asarray(raw["origin"], dtype=np.float64)
     if origin.shape != (3,) or not np.isfinite(origin).all():
         raise DatasetError(f"{path}: origin {raw['origin']!r} must be 3 finite numbers (m)")

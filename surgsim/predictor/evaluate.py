@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from surgsim.predictor.data import DatasetError, load_split, read_meta
 from surgsim.predictor.plots import path_figure
-from surgsim.predictor.predictor import PREDICT_CHUNK, PathPredictor
+from surgsim.predictor.predictor import PREDICT_CHUNK, PathPredictor, PredictorError
 from surgsim.predictor.train import write_json
 
 #: a rebuilt scenario whose target moved more than this (m) is not the one in the dataset
@@ -47,6 +47,13 @@ class EvalOptions:
     threads: int | None = 1
     progress: bool = True
 
+    def check(self) -> None:
+        """Raise :class:`PredictorError` naming the first option out of range."""
+        for name, low in (("limit", 1), ("n_check", 0), ("n_single", 1), ("n_plot", 0), ("threads", 1)):
+            value = getattr(self, name)
+            if value is not None and value < low:
+                raise PredictorError(f"{name} = {value!r} is not valid: expected an integer >= {low}")
+
 
 def _stats_mm(values: np.ndarray) -> dict[str, float]:
     values = 1000.0 * np.asarray(values, dtype=np.float64)
@@ -63,6 +70,7 @@ def evaluate(checkpoint: str | Path, data_dir: str | Path, out_json: str | Path,
              options: EvalOptions | None = None) -> dict[str, Any]:
     """Evaluate ``checkpoint`` on ``data_dir``; write the results to ``out_json`` and a PNG beside it."""
     options = options or EvalOptions()
+    options.check()
     previous_threads = torch.get_num_threads()
     if options.threads is not None:
         torch.set_num_threads(options.threads)

@@ -20,24 +20,36 @@ from torch import nn
 
 CONFIG_FORMAT = "surgsim-path-predictor"
 
+#: Bounds on a configuration, checked before the network is built, so that a checkpoint from
+#: elsewhere cannot make loading it allocate without limit: at these bounds the network has about
+#: 54 M parameters (about 250 MB with its buffers); the defaults need well under 1 MB.
+MAX_RESOLUTION = 128
+MAX_CHANNELS = 16
+MAX_START_FIELDS = 64
+MAX_WAYPOINTS = 1024
+MAX_LEVELS = 6
+MAX_WIDTH = 256
+MAX_KEYPOINTS = 256
+MAX_HIDDEN = 4096
+
 
 class PredictorConfig(BaseModel):
     """Everything needed to rebuild the network and map its numbers to metres."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     format: Literal["surgsim-path-predictor"] = CONFIG_FORMAT
     version: Literal[1] = 1
     task: str
     env_id: str
     env_kwargs: dict = Field(default_factory=dict)
-    resolution: int = Field(ge=4)
-    channels: list[str] = Field(min_length=1)
-    n_waypoints: int = Field(ge=2)
-    start_fields: list[str] = Field(min_length=1)
-    widths: list[int] = Field(default_factory=lambda: [16, 32, 64], min_length=1)
-    keypoints: int = Field(16, ge=1)
-    hidden: int = Field(256, ge=8)
+    resolution: int = Field(ge=4, le=MAX_RESOLUTION)
+    channels: list[str] = Field(min_length=1, max_length=MAX_CHANNELS)
+    n_waypoints: int = Field(ge=2, le=MAX_WAYPOINTS)
+    start_fields: list[str] = Field(min_length=1, max_length=MAX_START_FIELDS)
+    widths: list[int] = Field(default_factory=lambda: [16, 32, 64], min_length=1, max_length=MAX_LEVELS)
+    keypoints: int = Field(16, ge=1, le=MAX_KEYPOINTS)
+    hidden: int = Field(256, ge=8, le=MAX_HIDDEN)
     #: volume frame: centre and half extents of the grid (m)
     frame_centre: list[float] = Field(min_length=3, max_length=3)
     frame_half_extent: list[float] = Field(min_length=3, max_length=3)
@@ -50,8 +62,8 @@ class PredictorConfig(BaseModel):
     @field_validator("widths")
     @classmethod
     def _positive_widths(cls, widths: list[int]) -> list[int]:
-        if any(w < 1 for w in widths):
-            raise ValueError(f"widths must be positive, got {widths}")
+        if any(not 1 <= w <= MAX_WIDTH for w in widths):
+            raise ValueError(f"widths must be between 1 and {MAX_WIDTH}, got {widths}")
         return widths
 
     @model_validator(mode="after")

@@ -28,6 +28,13 @@ class PredictorError(ValueError):
     """A checkpoint that cannot be used, or input that does not fit it; names the file."""
 
 
+def config_problem(exc: ValidationError) -> str:
+    """A pydantic error as one line: ``field: problem`` for each, joined by ``; ``."""
+    return "; ".join(
+        f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']} (got {e.get('input')!r:.60})" for e in exc.errors()
+    )
+
+
 def resolve_device(device: str | torch.device) -> torch.device:
     """``"auto"``: CUDA when present, else CPU; ``"cuda"`` without a GPU is an error, not a fallback."""
     if str(device) == "auto":
@@ -79,20 +86,29 @@ class PathPredictor:
             raise PredictorError(f"{path}: not a surgsim path predictor checkpoint (no {CONFIG_FORMAT!r} format tag)")
         try:
             config = PredictorConfig.model_validate_json(payload["config"])
-        except (KeyError, TypeError, ValidationError) as exc:
-            raise PredictorError(f"{path}: bad predictor config: {exc}") from None
+        except ValidationError as exc:
+            raise PredictorError(f"{path}: bad predictor config: {config_problem(exc)}") from None
+        except (KeyError, TypeError) as exc:
+            raise PredictorError(f"{path}: bad predictor config: {type(exc).__name__}: {exc}") from None
         if task is not None and config.task != task:
             raise PredictorError(
                 f"{path}: checkpoint was trained for task {config.task!r} ({config.env_id}), not {task!r}"
             )
-        model = PathNet(config)
+        try:
+            model = PathNet(config)
+        except ValueError as exc:
+            raise PredictorError(f"{path}: bad predictor config: {exc}") from None
         state = payload.get("state_dict")
         if not isinstance(state, dict):
             raise PredictorError(f"{path}: checkpoint holds no state_dict")
         try:
             model.load_state_dict(state)
         except RuntimeError as exc:
-            raise PredictorError(f"{path}: weights do not match the config stored with them: {exc}") from None
+            detail = " ".join(str(exc).split())  # torch lists every key over several lines
+            raise PredictorError(
+                f"{path}: weights do not match the config stored with them: {detail[:300]}"
+                + ("..." if len(detail) > 300 else "")
+            ) from None
         return cls(model, config, path, target)
 
     # ------------------------------------------------------------- checks

@@ -18,13 +18,14 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import ValidationError
 from tqdm import tqdm
 
 from surgsim._files import atomic_write_text
 from surgsim.predictor.data import DatasetMeta, PathDataset, load_split, read_meta
-from surgsim.predictor.model import PathNet, PredictorConfig
+from surgsim.predictor.model import MAX_HIDDEN, MAX_KEYPOINTS, MAX_LEVELS, MAX_WIDTH, PathNet, PredictorConfig
 from surgsim.predictor.plots import loss_curve
-from surgsim.predictor.predictor import resolve_device, save_checkpoint
+from surgsim.predictor.predictor import config_problem, resolve_device, save_checkpoint
 
 #: volume channel whose occupancy the optional clearance term penalises at predicted waypoints
 CRITICAL_CHANNEL = "critical"
@@ -60,6 +61,29 @@ class TrainOptions:
     limit_val: int | None = None
     progress: bool = True
 
+    def check(self) -> None:
+        """Raise :class:`TrainingError` naming the first option out of range (before any data is read)."""
+        finite = math.isfinite
+        for name, ok, expected in (
+            ("epochs", self.epochs >= 1, "an integer >= 1"),
+            ("batch_size", self.batch_size >= 1, "an integer >= 1"),
+            ("patience", self.patience >= 1, "an integer >= 1"),
+            ("lr", finite(self.lr) and self.lr >= 0, "a finite number >= 0"),
+            ("weight_decay", finite(self.weight_decay) and self.weight_decay >= 0, "a finite number >= 0"),
+            ("warmup_epochs", finite(self.warmup_epochs) and self.warmup_epochs >= 0, "a finite number >= 0"),
+            ("final_lr_fraction", 0 <= self.final_lr_fraction <= 1, "a number from 0 to 1"),
+            ("min_delta", 0 <= self.min_delta < 1, "a number from 0 to below 1"),
+            ("clearance_weight", finite(self.clearance_weight) and self.clearance_weight >= 0, "a finite number >= 0"),
+            ("widths", 1 <= len(self.widths) <= MAX_LEVELS and all(1 <= w <= MAX_WIDTH for w in self.widths),
+             f"1 to {MAX_LEVELS} integers, each 1 to {MAX_WIDTH}"),
+            ("keypoints", 1 <= self.keypoints <= MAX_KEYPOINTS, f"an integer from 1 to {MAX_KEYPOINTS}"),
+            ("hidden", 8 <= self.hidden <= MAX_HIDDEN, f"an integer from 8 to {MAX_HIDDEN}"),
+            ("limit_train", self.limit_train is None or self.limit_train >= 1, "an integer >= 1"),
+            ("limit_val", self.limit_val is None or self.limit_val >= 1, "an integer >= 1"),
+        ):
+            if not ok:
+                raise TrainingError(f"{name} = {getattr(self, name)!r} is not valid: expected {expected}")
+
 
 @dataclass
 class TrainResult:
@@ -89,13 +113,16 @@ def make_config(meta: DatasetMeta, train: PathDataset, options: TrainOptions) ->
     std = start.std(dim=0, unbiased=False)
     std = torch.where(std > 1e-8, std, torch.ones_like(std))
     frame = meta.frame
-    return PredictorConfig(
-        task=meta.task, env_id=meta.env_id, env_kwargs=meta.env_kwargs, resolution=meta.resolution,
-        channels=list(meta.channels), n_waypoints=meta.n_waypoints, start_fields=list(meta.start_fields),
-        widths=list(options.widths), keypoints=options.keypoints, hidden=options.hidden,
-        frame_centre=frame.centre.tolist(), frame_half_extent=frame.half_extent.tolist(),
-        volume_scale=1.0 / max(largest, 1), start_mean=start.mean(dim=0).tolist(), start_std=std.tolist(),
-    )
+    try:
+        return PredictorConfig(
+            task=meta.task, env_id=meta.env_id, env_kwargs=meta.env_kwargs, resolution=meta.resolution,
+            channels=list(meta.channels), n_waypoints=meta.n_waypoints, start_fields=list(meta.start_fields),
+            widths=list(options.widths), keypoints=options.keypoints, hidden=options.hidden,
+            frame_centre=frame.centre.tolist(), frame_half_extent=frame.half_extent.tolist(),
+            volume_scale=1.0 / max(largest, 1), start_mean=start.mean(dim=0).tolist(), start_std=std.tolist(),
+        )
+    except ValidationError as exc:
+        raise TrainingError(f"{meta.root}: the dataset does not make a valid model config: {config_problem(exc)}") from None
 
 
 def _lr_factor(step: int, warmup: int, total: int, final: float) -> float:
@@ -134,9 +161,8 @@ def _evaluate(model: PathNet, data: PathDataset, batch_size: int, autocast) -> t
 def train(data_dir: str | Path, out: str | Path, options: TrainOptions | None = None) -> TrainResult:
     """Train on ``data_dir`` (made by ``surgsim predictor generate``); write the best model to ``out``."""
     options = options or TrainOptions()
+    options.check()
     out = Path(out)
-    if options.epochs < 1 or options.batch_size < 1:
-        raise TrainingError(f"epochs ({options.epochs}) and batch_size ({options.batch_size}) must be >= 1")
     began = time.perf_counter()
     meta = read_meta(data_dir)
     train_set = load_split(meta, "train", options.limit_train, progress=options.progress)
