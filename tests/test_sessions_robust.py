@@ -109,10 +109,18 @@ def test_signed_file_verifies_only_with_its_key_and_not_after_an_edit_and_rehash
         verify_session(tmp_path / "forged.parquet", key=KEY)
 
 
+def test_a_garbled_signature_is_a_failed_check_not_a_crash(tmp_path):
+    path = write_session(small_session(), tmp_path / "s.parquet", key=KEY)
+    rewrite_metadata(path, **{io.SIGNATURE_KEY.decode(): "é".encode() * 32})
+    with pytest.raises(IntegrityError, match=r"s\.parquet: signature check failed"):
+        verify_session(path, key=KEY)
+
+
 def test_sign_refuses_a_file_changed_since_it_was_written(tmp_path):
     path = write_session(small_session(), tmp_path / "s.parquet")
-    rewrite_metadata(path, surgsim=read_meta(path).__repr__().encode())  # not even JSON any more
-    with pytest.raises(SessionError, match=r"s\.parquet"):
+    meta = read_meta(path)
+    rewrite_metadata(path, surgsim=io.canonical_json({**meta, "labels": {"grs": 30}}))
+    with pytest.raises(IntegrityError, match=r"s\.parquet: integrity check failed"):
         sign_session(path, KEY)
     assert io.SIGNATURE_KEY not in pq.read_schema(path).metadata
 

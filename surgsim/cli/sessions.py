@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, Callable, List, Optional
 
 import typer
 
@@ -245,7 +245,7 @@ def _read_key(key: Path) -> bytes:
         fail(f"--key {exc}")
 
 
-def _batch(files: List[Path], check: Any, what: str, done: str = "ok") -> None:
+def _batch(files: List[Path], check: Callable[[Path], object], what: str, done: str = "ok") -> None:
     """Run ``check`` on every session file (folders searched); a failure does not stop the others."""
     from surgsim.sessions.session import SessionError
 

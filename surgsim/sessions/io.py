@@ -406,10 +406,10 @@ def _check_integrity(
         )
     if key is None:
         return
-    signature = metadata.get(SIGNATURE_KEY, b"").decode("ascii", "replace")
+    signature = metadata.get(SIGNATURE_KEY, b"")
     if not signature:
         raise IntegrityError(f"{path}: not signed (no 'surgsim.hmac-sha256' metadata){also}")
-    if not hmac.compare_digest(signature, content_signature(table, meta, key)):
+    if not hmac.compare_digest(signature, content_signature(table, meta, key).encode()):
         raise IntegrityError(
             f"{path}: signature check failed: the file was signed with another key, or changed and re-hashed "
             f"after it was signed{also}"
