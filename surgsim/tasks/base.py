@@ -77,7 +77,8 @@ class Task(ABC):
         self.start_tip = np.zeros(3)
 
     def attach(self, world: World) -> None:
-        """Create the bodies that live for the whole episode series (the instrument)."""
+        """Create the bodies that live for the whole episode series (the instrument); called
+        again whenever the env clears the world to free what removed bodies left behind."""
         self.world = world
 
     @abstractmethod
