@@ -4,6 +4,8 @@ and untrusted files that fail one at a time, within bounded memory."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -288,6 +290,29 @@ def test_an_empty_journal_is_nothing_to_recover_and_is_removed(tmp_path, write):
     assert result.exit_code == 0, result.output
     assert f"nothing to recover: {journal}" in result.output
     assert not journal.exists() and not list(tmp_path.iterdir())
+
+
+def test_a_number_whose_empty_journal_a_recover_removed_is_claimed_again(tmp_path, monkeypatch):
+    """recover may remove a just-created journal before its recorder locks it; the recorder then
+    claims again, so two recordings never share a number."""
+    from surgsim.sessions import recorder
+
+    real_flock, raced = recorder.fcntl.flock, []
+
+    def flock_after_a_recover(fh, operation):
+        if not raced:  # a recover gets there first (it locks too): the empty journal is gone
+            raced.append("racing")
+            raced[0] = recover_partial(Path(fh.name))
+        real_flock(fh, operation)
+
+    monkeypatch.setattr(recorder.fcntl, "flock", flock_after_a_recover)
+    first, journal = recorder.reserve_session(tmp_path, "t07")
+    assert raced == [None]
+    second, other = recorder.reserve_session(tmp_path, "t07")
+    assert first != second
+    assert Path(journal.name).exists() and Path(other.name).exists()
+    recorder.release_journal(journal)
+    recorder.release_journal(other)
 
 
 def test_recover_refuses_a_foreign_stream_and_keeps_it(tmp_path):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime
 import fcntl
 import math
+import os
 import re
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -39,10 +40,6 @@ from surgsim.sessions.io import (
 )
 from surgsim.sessions.session import ACTION_PREFIX, SessionError
 
-
-class JournalInUse(SessionError):
-    """The journal belongs to a recording still running (it is locked); it is not recovered."""
-
 JOURNAL_SUFFIX = ".partial"
 INSTRUMENT = "tool"
 #: info keys recorded as channels of the same name (SI units, see CHANNELS)
@@ -51,6 +48,10 @@ INFO_CHANNELS = ("clearance", "depth", "tissue_damage", "distance_to_target")
 CRITICAL_WORDS = ("critical", "vessel", "nerve")
 _TRAINEE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _NUMBERED = re.compile(r"-(\d{4,})\.parquet(?:\.partial)?$")
+
+
+class JournalInUse(SessionError):
+    """The journal belongs to a recording still running (it is locked); it is not recovered."""
 
 
 def is_critical(failure_reason: str | None) -> bool:
@@ -80,8 +81,19 @@ def reserve_session(directory: Path, trainee: str) -> tuple[Path, BinaryIO]:
             Path(journal.name).unlink()
             number += 1
             continue
-        fcntl.flock(journal, fcntl.LOCK_EX | fcntl.LOCK_NB)  # just created by us: never blocks
+        fcntl.flock(journal, fcntl.LOCK_EX)  # waits only while a recover looks at the empty journal
+        if not _same_file(path.with_name(path.name + JOURNAL_SUFFIX), journal):
+            journal.close()  # that recover removed it as empty: claim again
+            continue
         return path, journal
+
+
+def _same_file(path: Path, fh: BinaryIO) -> bool:
+    """True while ``path`` still names the file open as ``fh`` (not removed, not replaced)."""
+    try:
+        return os.path.samestat(os.stat(path), os.fstat(fh.fileno()))
+    except FileNotFoundError:
+        return False
 
 
 def release_journal(journal: BinaryIO) -> None:
@@ -341,7 +353,7 @@ def recover_partial(path: str | Path) -> Path | None:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise JournalInUse(f"{path}: a recording is still running (its journal is locked); left alone") from None
-        if not path.exists():  # the recording finished between our open and our lock
+        if not _same_file(path, fh):  # the recording finished between our open and our lock
             return None
         if target.exists():
             raise SessionError(
@@ -362,7 +374,7 @@ def recover_partial(path: str | Path) -> Path | None:
 def _read_journal(path: Path, fh: BinaryIO) -> pa.Table:
     """The complete record batches of a journal; no columns for an empty file (a number reserved,
     nothing written yet)."""
-    if path.stat().st_size == 0:
+    if os.fstat(fh.fileno()).st_size == 0:
         return pa.table({})
     try:
         reader = pa.ipc.open_stream(fh)
