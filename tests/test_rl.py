@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 
 import gymnasium as gym
 import numpy as np
@@ -92,9 +94,12 @@ def test_resume_keeps_normalisation_statistics(tmp_path):
 
 
 def test_ctrl_c_saves_a_checkpoint(tmp_path, monkeypatch):
-    def interrupt(self):
-        if self.num_timesteps >= 300:
-            raise KeyboardInterrupt
+    sent = []
+
+    def interrupt(self):  # Ctrl-C: a real SIGINT to this process, once
+        if self.num_timesteps >= 300 and not sent:
+            sent.append(self.num_timesteps)
+            os.kill(os.getpid(), signal.SIGINT)
         return True
 
     monkeypatch.setattr(SurgicalEvalCallback, "_on_step", interrupt)

@@ -15,8 +15,17 @@ A run lives in ``<log folder>/<algo>/<env id with / replaced by ->_<n>/``:
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import json
+import math
+import os
+import random
 import re
+import shutil
+import signal
+import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,6 +33,7 @@ from typing import Any, Callable
 
 import gymnasium as gym
 import numpy as np
+import torch
 import yaml
 from stable_baselines3 import DQN, PPO, SAC
 from stable_baselines3.common.base_class import BaseAlgorithm
@@ -34,7 +44,7 @@ from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 import surgsim  # noqa: F401  (registers the ids)
 from surgsim._files import atomic_save, atomic_write_text
 from surgsim.rl.evaluate import EvalResult, model_policy, run_episodes
-from surgsim.rl.presets import ALGOS, RUN_KEYS, load_preset
+from surgsim.rl.presets import ALGOS, RUN_KEYS, load_preset, preset_path
 
 ALGO_CLASSES: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "dqn": DQN, "sac": SAC}
 _CHECKPOINT = re.compile(r"rl_model_(\d+)_steps\.zip$")
@@ -68,8 +78,11 @@ def env_name(env_id: str) -> str:
     return env_id.replace("/", "-")
 
 
-def new_run_dir(log_folder: str | Path, algo: str, env_id: str) -> Path:
-    """Next free ``<log folder>/<algo>/<env name>_<n>`` (n counts from 1, like rl_zoo3)."""
+def new_run_dir(log_folder: str | Path, algo: str, env_id: str) -> tuple[Path, Path]:
+    """Make the next free ``<log folder>/<algo>/<env name>_<n>`` (n counts from 1, like rl_zoo3).
+
+    Returns it and the topmost folder this made (what to remove should the start fail).
+    """
     base = Path(log_folder) / algo
     prefix = env_name(env_id) + "_"
     taken = [
@@ -78,20 +91,108 @@ def new_run_dir(log_folder: str | Path, algo: str, env_id: str) -> Path:
         if p.name[len(prefix):].isdigit()
     ] if base.is_dir() else []
     run = base / f"{prefix}{max(taken, default=0) + 1}"
-    run.mkdir(parents=True)
-    return run
+    made = run
+    while not made.parent.exists():
+        made = made.parent
+    try:
+        run.mkdir(parents=True)
+    except OSError as exc:
+        raise TrainingError(f"-f {log_folder}: cannot create the run folder {run} ({exc.strerror or exc})") from None
+    return run, made
 
 
-def check_env_and_algo(algo: str, env_id: str, env_kwargs: dict[str, Any]) -> gym.Env:
-    """Make one env, failing with a message that says what to use instead."""
+def check_device(device: str, here: bool = True) -> None:
+    """``cuda`` without a GPU is refused, not silently run on the CPU as SB3 would.
+
+    ``here=False`` checks only the spelling (a sweep's trials may run on other machines).
+    """
+    if device == "auto":
+        return
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise TrainingError(f"--device {device!r} is not valid; expected auto, cpu or cuda[:n]") from None
+    if resolved.type not in ("cpu", "cuda"):
+        raise TrainingError(f"--device {device!r} is not valid; expected auto, cpu or cuda[:n]")
+    if here and resolved.type == "cuda" and not torch.cuda.is_available():
+        raise TrainingError(f"--device {device!r} asked for, but no CUDA GPU is available; use auto or cpu")
+
+
+def check_args(args: TrainArgs) -> None:
+    """Refuse counts below one, an unusable device and bad hyperparameters before anything is made."""
+    counts = {"-n": args.n_timesteps, "--eval-freq": args.eval_freq, "--eval-episodes": args.eval_episodes,
+              "--save-freq": args.save_freq, "--n-envs": args.n_envs}
+    for option, value in counts.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise TrainingError(f"{option} {value!r}: must be a whole number of at least 1")
+    check_device(args.device)
+    args.hyperparams = check_hyperparams(args.algo, args.hyperparams)
+
+
+#: hyperparameters that count things (whole numbers) and their smallest valid value; other
+#: numeric hyperparameters must not be negative
+_COUNTS = {"n_steps": 1, "batch_size": 1, "n_epochs": 1, "buffer_size": 1, "train_freq": 1,
+           "target_update_interval": 1, "learning_starts": 0, "stats_window_size": 1,
+           "gradient_steps": -1, "sde_sample_freq": -1,  # -1: SB3's "as many as env steps" / "never"
+           "n_timesteps": 1, "n_envs": 1}
+_FRACTIONS = ("gamma", "gae_lambda", "tau", "exploration_fraction", "exploration_initial_eps",
+              "exploration_final_eps")
+#: constructor arguments that the run sets itself, not a preset
+_NOT_HYPERPARAMS = ("self", "policy", "env", "seed", "device", "verbose", "tensorboard_log", "_init_setup_model")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_hyperparams(algo: str, hyperparams: dict[str, Any]) -> dict[str, Any]:
+    """Refuse names the algorithm does not take (suggesting the nearest) and out-of-range numbers.
+
+    Returns the hyperparameters with whole-number floats (``1e3``) made ints. Values SB3 checks
+    itself are left to it (its refusal is reported when the model is built).
+    """
+    if algo not in ALGO_CLASSES:
+        raise TrainingError(f"unknown algorithm {algo!r}; expected one of {list(ALGOS)}")
+    params = inspect.signature(ALGO_CLASSES[algo].__init__).parameters
+    known = [name for name in params if name not in _NOT_HYPERPARAMS] + list(RUN_KEYS)
+    checked = {}
+    for key, value in hyperparams.items():
+        where = f"--hyperparams {key}:{value}"
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"expected one of {sorted(known)}"
+            raise TrainingError(f"--hyperparams {key!r} is not a {algo.upper()} hyperparameter; {hint}")
+        default = params[key].default if key in params else None
+        numeric = _is_number(default) or key in _COUNTS
+        if numeric and not (key == "train_freq" and isinstance(value, (list, tuple))):  # (4, "episode")
+            if not _is_number(value) or not math.isfinite(value):
+                raise TrainingError(f"{where}: expected a number")
+            if key in _COUNTS:
+                if not float(value).is_integer() or value < _COUNTS[key]:
+                    raise TrainingError(f"{where}: expected a whole number of at least {_COUNTS[key]}")
+                value = int(value)
+            elif value < 0 or (key in _FRACTIONS and value > 1):
+                bounds = "between 0 and 1" if key in _FRACTIONS else "at least 0"
+                raise TrainingError(f"{where}: must be {bounds}")
+        checked[key] = value
+    return checked
+
+
+def check_env_and_algo(algo: str, env_id: str, env_kwargs: dict[str, Any], source: str = "--env-kwargs") -> gym.Env:
+    """Make one env, failing with a message that says what to use instead.
+
+    ``source`` names where the env kwargs came from (the option, or a run's args.yml).
+    """
     if algo not in ALGO_CLASSES:
         raise TrainingError(f"unknown algorithm {algo!r}; expected one of {list(ALGOS)}")
     if env_id not in gym.registry:
         raise TrainingError(f"unknown env id {env_id!r}; `surgsim envs` lists the registered ids")
+    if not isinstance(env_kwargs, dict):
+        raise TrainingError(f"bad {source} for {env_id}: {env_kwargs!r} is not a mapping")
     try:
         env = gym.make(env_id, **env_kwargs)
     except (TypeError, ValueError) as exc:
-        raise TrainingError(f"bad --env-kwargs for {env_id}: {exc}") from None
+        raise TrainingError(f"bad {source} for {env_id}: {exc}") from None
     discrete = isinstance(env.action_space, gym.spaces.Discrete)
     if algo == "dqn" and not discrete:
         suggestion = env_id.replace("-v0", "").rstrip() + "Discrete-v0"
@@ -172,22 +273,101 @@ class SurgicalEvalCallback(BaseCallback):
         return result
 
 
-class CheckpointSaver(BaseCallback):
-    """Every ``save_freq`` steps: model, replay buffer and normalisation statistics, atomically."""
+class EpisodeLog(gym.Wrapper):
+    """Remembers how the current episode began and the actions taken since.
 
-    def __init__(self, run_dir: Path, save_freq: int) -> None:
+    PyBullet's state cannot be saved with a checkpoint, but the envs are deterministic: a
+    resumed run rebuilds each env exactly by resetting it as it was reset and replaying the
+    actions (through the Monitor, which so regains the episode's rewards).
+    """
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        self.start: dict[str, Any] = {}
+        self.actions: list[Any] = []
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        rng = None if seed is not None else self.env.unwrapped.np_random.bit_generator.state
+        self.start = {"seed": seed, "options": options, "rng": rng}
+        self.actions = []
+        return self.env.reset(seed=seed, options=options)
+
+    def step(self, action):
+        self.actions.append(np.asarray(action))
+        return self.env.step(action)
+
+    def episode_state(self) -> dict[str, Any]:
+        """JSON-ready: the reset's seed, options and RNG state, the actions, the action space's RNG."""
+        dtype = self.actions[0].dtype.str if self.actions else None
+        return {**self.start, "dtype": dtype, "actions": [a.tolist() for a in self.actions],
+                "action_space_rng": self.action_space.np_random.bit_generator.state}
+
+    def replay(self, state: dict[str, Any]) -> None:
+        if state["rng"] is not None:
+            self.env.unwrapped.np_random.bit_generator.state = state["rng"]
+        self.reset(seed=state["seed"], options=state["options"])
+        for action in state["actions"]:
+            self.step(np.asarray(action, dtype=state["dtype"])[()])
+        self.action_space.np_random.bit_generator.state = state["action_space_rng"]
+
+
+def training_state(model: BaseAlgorithm) -> dict[str, Any]:
+    """What SB3's zip leaves out for an exact resume: every RNG, the envs' episodes, VecNormalize's returns."""
+    venv = model.get_env()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "python_random": random.getstate(),
+        "numpy_random": [name, keys.tolist(), pos, has_gauss, cached],
+        "torch": torch.get_rng_state().tolist(),
+        "cuda": [s.tolist() for s in torch.cuda.get_rng_state_all()] if torch.cuda.is_available() else [],
+        "action_space_rng": model.action_space.np_random.bit_generator.state,
+        "envs": venv.env_method("episode_state"),
+        "returns": venv.returns.tolist() if isinstance(venv, VecNormalize) else None,
+    }
+
+
+def restore_training_state(model: BaseAlgorithm, state: dict[str, Any]) -> None:
+    """Undo :func:`training_state` on a freshly loaded model (SB3's load re-seeds every RNG)."""
+    venv = model.get_env()
+    for i, episode in enumerate(state["envs"]):
+        venv.env_method("replay", episode, indices=i)
+    if isinstance(venv, VecNormalize):
+        venv.returns = np.array(state["returns"])
+    version, internal, gauss = state["python_random"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy_random"]
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in state["cuda"]])
+    model.action_space.np_random.bit_generator.state = state["action_space_rng"]
+
+
+class CheckpointSaver(BaseCallback):
+    """Checkpoints (model, replay buffer, normalisation statistics, RNG and episode state), atomically.
+
+    They are written at the start of a rollout, the one point where SB3's state is whole (no
+    half-collected rollout, the last observation stored): every ``save_freq`` steps, and when
+    Ctrl-C asked to stop, after which training stops there.
+    """
+
+    def __init__(self, run_dir: Path, save_freq: int, start: int) -> None:
         super().__init__()
         self.dir = run_dir / "checkpoints"
         self.every = max(save_freq, 1)
-        self.last = 0
+        self.last = start
+        self.stop_requested = False
 
     def _init_callback(self) -> None:
         self.dir.mkdir(exist_ok=True)
-        self.last = self.num_timesteps
+
+    def _on_rollout_start(self) -> None:
+        if self.stop_requested or self.model.num_timesteps - self.last >= self.every:
+            self.save()
+        if self.stop_requested:
+            raise KeyboardInterrupt
 
     def _on_step(self) -> bool:
-        if self.num_timesteps - self.last >= self.every:
-            self.save()
         return True
 
     def save(self) -> Path:
@@ -199,19 +379,22 @@ class CheckpointSaver(BaseCallback):
         normalizer = model.get_vec_normalize_env()
         if normalizer is not None:
             atomic_save(self.dir / f"vecnormalize_{steps}_steps.pkl", normalizer.save)
+        atomic_write_text(self.dir / f"state_{steps}_steps.json", json.dumps(training_state(model)))
         path = self.dir / f"rl_model_{steps}_steps.zip"
         atomic_save(path, model.save)  # last: a model file means its companions are complete
         return path
 
 
-def _make_vec_env(args: TrainArgs, run_dir: Path, n_envs: int, normalize: bool | dict) -> VecEnv:
+def _make_vec_env(args: TrainArgs, run_dir: Path, n_envs: int, normalize: bool | dict, resuming: bool) -> VecEnv:
     venv = make_vec_env(
         args.env_id,
         n_envs=n_envs,
         seed=args.seed,
         env_kwargs=args.env_kwargs,
         monitor_dir=str(run_dir / "monitor"),
-        monitor_kwargs={"info_keywords": ("is_success",)},
+        # a resumed run appends to the episode log
+        monitor_kwargs={"info_keywords": ("is_success",), "override_existing": not resuming},
+        wrapper_class=EpisodeLog,
     )
     if normalize:
         options = normalize if isinstance(normalize, dict) else {}
@@ -219,77 +402,88 @@ def _make_vec_env(args: TrainArgs, run_dir: Path, n_envs: int, normalize: bool |
     return venv
 
 
-def latest_checkpoint(run_dir: Path) -> tuple[Path, int] | None:
+def checkpoints(run_dir: Path) -> list[tuple[Path, int]]:
+    """The run's checkpoints and their timesteps, newest first."""
     found = [
         (p, int(m.group(1)))
         for p in (run_dir / "checkpoints").glob("rl_model_*_steps.zip")
         if (m := _CHECKPOINT.search(p.name))
     ]
-    return max(found, key=lambda item: item[1]) if found else None
+    return sorted(found, key=lambda item: item[1], reverse=True)
+
+
+def latest_checkpoint(run_dir: Path) -> tuple[Path, int] | None:
+    found = checkpoints(run_dir)
+    return found[0] if found else None
 
 
 def train(
     args: TrainArgs, resume: str | Path | None = None,
     on_evaluation: Callable[[dict[str, Any]], None] | None = None,
 ) -> Path:
-    """Train (or resume) a run; returns its folder. Ctrl-C saves a checkpoint first.
+    """Train (or resume) a run; returns its folder.
 
+    Ctrl-C checkpoints at the next rollout start and stops (raising KeyboardInterrupt). Resumed
+    from any checkpoint, a run continues bit for bit as it would have without the stop.
     ``on_evaluation`` receives each evaluation record as it is written (a sweep reports it to Ray).
     """
     if resume is not None:
-        run_dir, args, checkpoint = _prepare_resume(Path(resume), args)
+        run_dir, args = _prepare_resume(Path(resume), args)
     else:
+        check_args(args)
         check_env_and_algo(args.algo, args.env_id, args.env_kwargs).close()
-        run_dir, checkpoint = None, None
+        run_dir = None
     preset = load_preset(args.algo, args.env_id)
     preset.update(args.hyperparams)
     n_timesteps = int(args.n_timesteps or preset.get("n_timesteps", 100_000))
     n_envs = int(args.n_envs or preset.get("n_envs", 1))
+    if n_timesteps < 1 or n_envs < 1:
+        raise TrainingError(f"{preset_path(args.algo)}: n_timesteps and n_envs must be at least 1")
     normalize = preset.get("normalize", False)
     algo_kwargs = {k: v for k, v in preset.items() if k not in RUN_KEYS}
 
-    if run_dir is None:
-        run_dir = new_run_dir(args.log_folder, args.algo, args.env_id)
-        meta = run_dir / env_name(args.env_id)
-        meta.mkdir()
-        args_record = asdict(args) | {"n_timesteps": n_timesteps, "n_envs": n_envs}
-        atomic_write_text(meta / "args.yml", yaml.safe_dump(args_record, sort_keys=True))
-        config = preset | {"n_timesteps": n_timesteps, "n_envs": n_envs}
-        atomic_write_text(meta / "config.yml", yaml.safe_dump(config, sort_keys=True))
-
-    venv = _make_vec_env(args, run_dir, n_envs, normalize)
-    algo_class = ALGO_CLASSES[args.algo]
-    if checkpoint is None:
-        policy = _policy_for(preset.get("policy", "MlpPolicy"), venv)
-        model = algo_class(
-            policy, venv, seed=args.seed, device=args.device, verbose=args.verbose,
-            tensorboard_log=str(run_dir / "tb"), **algo_kwargs,
-        )
-    else:
-        model = _load_checkpoint(algo_class, checkpoint, venv, args, run_dir)
-
+    resuming = run_dir is not None
+    if not resuming:
+        run_dir, made = new_run_dir(args.log_folder, args.algo, args.env_id)
     eval_env = gym.make(args.env_id, **args.env_kwargs)
+    try:
+        if resuming:
+            venv = _make_vec_env(args, run_dir, n_envs, normalize, resuming=True)
+            model = _resume_model(ALGO_CLASSES[args.algo], venv, args, run_dir)
+        else:
+            venv, model = _start(args, run_dir, preset, n_timesteps, n_envs, algo_kwargs)
+    except BaseException:
+        eval_env.close()
+        if not resuming:  # a failed start leaves no half-made run folder
+            shutil.rmtree(made, ignore_errors=True)
+        raise
+
     evaluator = SurgicalEvalCallback(args, run_dir, eval_env, on_evaluation)
-    saver = CheckpointSaver(run_dir, args.save_freq)
+    saver = CheckpointSaver(run_dir, args.save_freq, start=model.num_timesteps)
     callbacks: list[BaseCallback] = [evaluator, saver]
     if args.progress_bar:
         callbacks.append(ProgressBarCallback())
-    remaining = n_timesteps - model.num_timesteps
     start = time.time()
     try:
-        if remaining > 0:
+        with _stop_on_ctrl_c(saver):
             model.learn(
-                remaining, callback=CallbackList(callbacks), reset_num_timesteps=checkpoint is None,
-                tb_log_name="run",
+                max(n_timesteps - model.num_timesteps, 0), callback=CallbackList(callbacks),
+                reset_num_timesteps=not resuming, tb_log_name="run",
             )
+        if saver.last != model.num_timesteps:
+            saver.save()  # so that --resume with a larger -n continues exactly from here
     except KeyboardInterrupt:
-        path = saver.save()
-        print(f"\ninterrupted: checkpoint saved to {path}; continue with --resume {run_dir}")
+        eval_env.close()
+        if saver.stop_requested:
+            print(f"\ninterrupted: checkpoint saved at {model.num_timesteps} timesteps; "
+                  f"continue with --resume {run_dir}", file=sys.stderr)
+        else:
+            found = latest_checkpoint(run_dir)
+            since = f"its last checkpoint ({found[1]} timesteps)" if found else "the start"
+            print(f"\ninterrupted: --resume {run_dir} continues from {since}", file=sys.stderr)
         raise
     finally:
         venv.close()
-    if saver.last != model.num_timesteps:
-        saver.save()  # so that --resume with a larger -n continues exactly from here
     if not evaluator.history or evaluator.history[-1]["timesteps"] != model.num_timesteps:
         evaluator.evaluate()
     eval_env.close()
@@ -297,49 +491,162 @@ def train(
     return run_dir
 
 
+def _start(
+    args: TrainArgs, run_dir: Path, preset: dict[str, Any], n_timesteps: int, n_envs: int,
+    algo_kwargs: dict[str, Any],
+) -> tuple[VecEnv, BaseAlgorithm]:
+    """Write a new run's arguments and build its envs and model; SB3's refusals name the hyperparameters."""
+    meta = run_dir / env_name(args.env_id)
+    meta.mkdir()
+    args_record = asdict(args) | {"n_timesteps": n_timesteps, "n_envs": n_envs}
+    atomic_write_text(meta / "args.yml", yaml.safe_dump(args_record, sort_keys=True))
+    config = preset | {"n_timesteps": n_timesteps, "n_envs": n_envs}
+    atomic_write_text(meta / "config.yml", yaml.safe_dump(config, sort_keys=True))
+    venv = _make_vec_env(args, run_dir, n_envs, preset.get("normalize", False), resuming=False)
+    try:
+        model = ALGO_CLASSES[args.algo](
+            _policy_for(preset.get("policy", "MlpPolicy"), venv), venv, seed=args.seed, device=args.device,
+            verbose=args.verbose, tensorboard_log=str(run_dir / "tb"), **algo_kwargs,
+        )
+    except (TypeError, ValueError, AssertionError, KeyError, RuntimeError) as exc:
+        venv.close()
+        given = ", ".join(f"{k}:{v}" for k, v in args.hyperparams.items())
+        source = f"--hyperparams {given}" if given else f"the preset in {preset_path(args.algo)}"
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TrainingError(f"{source}: {args.algo.upper()} refused them ({reason})") from None
+    return venv, model
+
+
+class _stop_on_ctrl_c:
+    """Ctrl-C asks the saver to checkpoint and stop at the next rollout start; a second one stops at once.
+
+    Only the main thread can take signals (a sweep's trials run elsewhere and are stopped by Ray).
+    """
+
+    def __init__(self, saver: CheckpointSaver) -> None:
+        self.saver = saver
+        self.previous: Any = None
+
+    def __enter__(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._request) or signal.default_int_handler
+
+    def _request(self, signum: int, frame: Any) -> None:
+        self.saver.stop_requested = True
+        signal.signal(signal.SIGINT, self.previous)
+        print("\nCtrl-C: saving a checkpoint at the end of this rollout (Ctrl-C again to stop now)",
+              file=sys.stderr)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+
 def read_run_args(run_dir: Path) -> TrainArgs:
-    """The arguments a run folder was trained with (its ``<env>/args.yml``)."""
+    """The arguments a run folder was trained with (its ``<env>/args.yml``), env kwargs checked."""
     if not run_dir.is_dir():
         raise TrainingError(f"run folder {run_dir} does not exist")
     records = list(run_dir.glob("*/args.yml"))
     if not records:
         raise TrainingError(f"{run_dir} is not a surgsim run folder (no <env>/args.yml)")
     try:
-        return TrainArgs(**yaml.safe_load(records[0].read_text()))
+        args = TrainArgs(**yaml.safe_load(records[0].read_text()))
     except (TypeError, yaml.YAMLError) as exc:
         raise TrainingError(f"{records[0]}: unreadable run arguments ({exc})") from None
+    check_env_and_algo(args.algo, args.env_id, args.env_kwargs, source=f"env_kwargs in {records[0]}").close()
+    return args
 
 
-def _prepare_resume(run_dir: Path, overrides: TrainArgs) -> tuple[Path, TrainArgs, Path]:
+def _prepare_resume(run_dir: Path, overrides: TrainArgs) -> tuple[Path, TrainArgs]:
     stored = read_run_args(run_dir)
-    if overrides.n_timesteps:
+    if overrides.n_timesteps is not None:
         stored.n_timesteps = overrides.n_timesteps
     stored.progress_bar = overrides.progress_bar
     stored.device = overrides.device
-    found = latest_checkpoint(run_dir)
-    if found is None:
+    check_args(stored)
+    if not checkpoints(run_dir):
         raise TrainingError(f"{run_dir}: no checkpoint to resume from (checkpoints/rl_model_*_steps.zip)")
-    return run_dir, stored, found[0]
+    for stale in run_dir.rglob(".*.partial*"):  # left by a run killed while writing (see atomic_save)
+        stale.unlink()
+    return run_dir, stored
 
 
-def _load_checkpoint(algo_class, checkpoint: Path, venv: VecEnv, args: TrainArgs, run_dir: Path):
+def _resume_model(algo_class: type[BaseAlgorithm], venv: VecEnv, args: TrainArgs, run_dir: Path) -> BaseAlgorithm:
+    """The newest checkpoint that loads whole, older ones standing in for a damaged one.
+
+    The episode log and the evaluations are rewound to the checkpoint, so that what a killed
+    run did after it is neither lost from nor counted twice in the resumed run's record.
+    """
+    found = checkpoints(run_dir)
+    problems = []
+    for i, (checkpoint, steps) in enumerate(found):
+        try:
+            model = _load_checkpoint(algo_class, checkpoint, steps, venv, args, run_dir)
+        except Exception as exc:  # a corrupt or truncated file shows up as many error types
+            problems.append(f"cannot load checkpoint {checkpoint}: {type(exc).__name__}: {exc}".splitlines()[0])
+            if i + 1 < len(found):
+                print(f"warning: {problems[-1]}; trying {found[i + 1][0].name}", file=sys.stderr)
+            continue
+        _rewind_logs(run_dir, steps, venv.num_envs)
+        return model
+    older = f" (nor the {len(found) - 1} older one(s))" if len(found) > 1 else ""
+    raise TrainingError(problems[0] + older)
+
+
+def _load_checkpoint(
+    algo_class: type[BaseAlgorithm], checkpoint: Path, steps: int, venv: VecEnv, args: TrainArgs, run_dir: Path,
+) -> BaseAlgorithm:
     """Load a checkpoint and its companions. SB3 zips are pickles: only the user's own run folder."""
-    steps = int(_CHECKPOINT.search(checkpoint.name).group(1))
     folder = checkpoint.parent
-    try:
-        if isinstance(venv, VecNormalize):
-            stats = folder / f"vecnormalize_{steps}_steps.pkl"
-            loaded = VecNormalize.load(str(stats), venv.venv)
-            venv.obs_rms, venv.ret_rms = loaded.obs_rms, loaded.ret_rms
-        model = algo_class.load(
-            str(checkpoint), env=venv, device=args.device, tensorboard_log=str(run_dir / "tb")
-        )
-        buffer = folder / f"replay_buffer_{steps}_steps.pkl"
-        if hasattr(model, "replay_buffer") and buffer.is_file():
-            model.load_replay_buffer(str(buffer))
-    except Exception as exc:  # a corrupt or truncated file shows up as many error types
-        raise TrainingError(f"cannot load checkpoint {checkpoint}: {type(exc).__name__}: {exc}") from None
+    state_file = folder / f"state_{steps}_steps.json"
+    state = json.loads(state_file.read_text()) if state_file.is_file() else None
+    if isinstance(venv, VecNormalize):
+        loaded = VecNormalize.load(str(folder / f"vecnormalize_{steps}_steps.pkl"), venv.venv)
+        venv.obs_rms, venv.ret_rms = loaded.obs_rms, loaded.ret_rms
+    model = algo_class.load(
+        str(checkpoint), env=venv, device=args.device, tensorboard_log=str(run_dir / "tb"),
+        force_reset=state is None,  # else keep the last observation: the envs are replayed to it
+    )
+    if hasattr(model, "replay_buffer"):
+        model.load_replay_buffer(str(folder / f"replay_buffer_{steps}_steps.pkl"))
+    if state is not None:
+        restore_training_state(model, state)
+    else:
+        print(f"warning: {checkpoint.name} has no RNG and episode state (an older checkpoint): "
+              "the resumed run starts new episodes and is not bit-exact", file=sys.stderr)
     return model
+
+
+def _rewind_logs(run_dir: Path, steps: int, n_envs: int) -> None:
+    """Drop monitor rows and evaluations written after the checkpoint at ``steps``."""
+    for monitor in (run_dir / "monitor").glob("*.monitor.csv"):
+        _rewind_monitor(monitor, steps // n_envs)
+    jsonl = run_dir / "evaluations.jsonl"
+    if jsonl.is_file():
+        kept = [line for line in jsonl.read_text().splitlines() if line and json.loads(line)["timesteps"] <= steps]
+        atomic_write_text(jsonl, "".join(line + "\n" for line in kept))
+
+
+def _rewind_monitor(path: Path, env_steps: int) -> None:
+    """Cut a Monitor CSV after the episodes that ended within the env's first ``env_steps`` steps.
+
+    Truncated in place: the resumed run's Monitor already holds the file open for appending.
+    """
+    keep, steps, column = 0, 0, None
+    for line in path.read_bytes().splitlines(keepends=True):
+        text = line.decode(errors="replace")
+        if not text.endswith("\n"):
+            break  # a row cut short by a kill
+        if text.startswith("#"):
+            pass
+        elif column is None:
+            column = text.strip().split(",").index("l")
+        else:
+            steps += int(text.split(",")[column])
+            if steps > env_steps:
+                break
+        keep += len(line)
+    os.truncate(path, keep)
 
 
 def _finish(model, args: TrainArgs, run_dir: Path, history: list[dict], seconds: float) -> None:
