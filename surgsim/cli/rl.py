@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import List, Optional
 
@@ -19,6 +20,31 @@ def envs() -> None:
     width = max(len(env_id) for env_id in surgsim.REGISTERED)
     for env_id, description in surgsim.REGISTERED.items():
         typer.echo(f"{env_id:<{width}}  {description}")
+
+
+def _check_writable(path: Path, option: str, folder: bool) -> None:
+    """Fail at once, not after a long run, when ``path`` (a folder, or a file's place) cannot be written."""
+    if not folder and path.is_dir():
+        fail(f"{option} {path} is a folder; give a file name")
+    existing = path if folder else path.parent
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        fail(f"{option} {path}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        fail(f"{option} {path}: {existing} is not writable")
+
+
+def _free_name(path: Path) -> Path:
+    """``path``, or the first free ``<stem>-2<suffix>``, ``-3``...; reserved at once (created empty)."""
+    n = 1
+    while True:
+        candidate = path if n == 1 else path.with_name(f"{path.stem}-{n}{path.suffix}")
+        try:
+            with open(candidate, "x"):
+                return candidate
+        except FileExistsError:
+            n += 1
 
 
 _PICKLE_NOTE = (
@@ -81,7 +107,9 @@ def eval_cmd(
     stochastic: bool = typer.Option(False, "--stochastic", help="Sample actions (default: deterministic)."),
     best: bool = typer.Option(False, "--best", help="Use best_model.zip instead of the final model."),
     device: str = typer.Option("auto", "--device"),
-    out: Optional[Path] = typer.Option(None, "--out", help="JSON results (default: <run>/eval.json)."),
+    out: Optional[Path] = typer.Option(
+        None, "--out", help="JSON results (default: <run>/eval.json, or eval-2.json... when that exists)."
+    ),
     record: Optional[Path] = typer.Option(
         None, "--record", help="Record each episode as a session in this folder (trainee agent-<algo>)."
     ),
@@ -93,10 +121,15 @@ def eval_cmd(
 
     require_extra("train", "eval")
     from surgsim.rl.evaluate import model_policy, run_episodes
-    from surgsim.rl.train import TrainingError, load_run
+    from surgsim.rl.train import TrainingError, check_device, load_run
     from surgsim.sessions.recorder import SessionRecorder
 
+    if out is not None:
+        _check_writable(out, "--out", folder=False)
+    if record is not None:
+        _check_writable(record, "--record", folder=True)
     try:
+        check_device(device)
         model, normalizer, args = load_run(run, device=device, best=best)
     except TrainingError as exc:
         fail(str(exc))
@@ -121,7 +154,7 @@ def eval_cmd(
     env.close()
     if record is not None:
         typer.echo(f"recorded {len(env.written)} session(s) in {record}")
-    target = out or run / "eval.json"
+    target = out or _free_name(run / "eval.json")  # an earlier evaluation is never replaced
     atomic_write_text(target, json.dumps({"env_id": args.env_id, "algo": args.algo, **result.to_dict()}, indent=2))
     typer.echo(f"written: {target}")
 
@@ -140,9 +173,11 @@ def render_cmd(
     require_extra("train", "render")
     from surgsim.rl.evaluate import model_policy
     from surgsim.rl.render import record_frames, write_video
-    from surgsim.rl.train import TrainingError, load_run
+    from surgsim.rl.train import TrainingError, check_device, load_run
 
+    _check_writable(out, "--out", folder=False)
     try:
+        check_device(device)
         model, normalizer, args = load_run(run, device=device)
     except TrainingError as exc:
         fail(str(exc))

@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from surgsim.cli._common import app, fail
+from surgsim.cli._common import app, fail, require_extra
 
 
 @app.command("sweep")
@@ -53,6 +53,7 @@ def sweep_cmd(
     --resume loads Ray's experiment state and the trials' SB3 checkpoints, which are pickles:
     resume only sweep folders you made or trust.
     """
+    require_extra("distributed", "sweep")
     from surgsim.rl.presets import parse_overrides
     from surgsim.rl.sweep import SweepError, SweepSpec, config_summary, parse_grid, parse_search, parse_seeds, run_sweep
 

@@ -39,7 +39,9 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
 from surgsim._files import atomic_save, atomic_write_text
 from surgsim.rl.presets import load_preset, parse_value
-from surgsim.rl.train import TrainArgs, check_env_and_algo, env_name, latest_checkpoint, train
+from surgsim.rl.train import (
+    TrainArgs, check_args, check_device, check_env_and_algo, check_hyperparams, env_name, latest_checkpoint, train,
+)
 
 #: what every trial reports to Tune at each evaluation (besides ``timesteps``)
 METRICS = ("success_rate", "mean_return", "critical_failure_rate", "mean_length")
@@ -226,7 +228,10 @@ def _new_sweep_dir(spec: SweepSpec) -> Path:
         prefix = f"{spec.algo}_{env_name(spec.env_id)}_"
         taken = [int(p.name[len(prefix):]) for p in base.glob(prefix + "*") if p.name[len(prefix):].isdigit()]
         folder = base / f"{prefix}{max(taken, default=0) + 1}"
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SweepError(f"-f {spec.log_folder}: cannot create the sweep folder {folder} ({exc.strerror or exc})") from None
     return folder
 
 
@@ -395,8 +400,14 @@ def _start(spec: SweepSpec) -> tuple[Path, list[dict[str, Any]]]:
             "need cpus > 0 and gpus >= 0"
         )
     try:
+        check_args(TrainArgs(
+            algo=spec.algo, env_id=spec.env_id, n_timesteps=spec.n_timesteps, eval_freq=spec.eval_freq,
+            eval_episodes=spec.eval_episodes, save_freq=spec.save_freq,
+        ))
+        check_device(spec.device, here=False)  # the trials' machines may have the GPU
         check_env_and_algo(spec.algo, spec.env_id, spec.env_kwargs).close()
-        configs = expand_configs(spec)
+        spec.hyperparams = check_hyperparams(spec.algo, spec.hyperparams)
+        configs = [check_hyperparams(spec.algo, config) for config in expand_configs(spec)]
         planned_timesteps(spec, {})  # the preset exists
     except SweepError:
         raise
