@@ -34,12 +34,12 @@ TINY = ["--algo", "ppo", "--env", ENV, "-n", str(STEPS), "--eval-freq", "128", "
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
-    """Configs batch_size 32 / 64 (valid) and 0 (invalid: PPO rejects it) x seeds 0, 1."""
+    """Configs batch_size 32 / 64 (valid) and 1 (passes the sweep's checks, but PPO rejects it) x seeds 0, 1."""
     logs = tmp_path_factory.mktemp("logs")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         result = runner.invoke(app, [
-            "sweep", *TINY, "--seeds", "0-1", "--grid", "batch_size=32,64,0",
+            "sweep", *TINY, "--seeds", "0-1", "--grid", "batch_size=32,64,1",
             "-f", str(logs), "--name", "tiny",
         ])
         yield logs / "sweeps" / "tiny", result
@@ -57,7 +57,7 @@ def test_sweep_runs_every_trial_and_reports_metrics(sweep):
     sweep_dir, result = sweep
     rows = _rows(sweep_dir)
     assert sorted(r["trial"] for r in rows) == sorted(f"c{k}_s{s}" for k in range(3) for s in (0, 1))
-    good = [r for r in rows if r["batch_size"] != "0"]
+    good = [r for r in rows if r["batch_size"] != "1"]
     assert len(good) == 4 and {r["status"] for r in good} == {"done"}
     for row in good:
         assert int(row["timesteps"]) == STEPS
@@ -79,7 +79,7 @@ def test_sweep_runs_every_trial_and_reports_metrics(sweep):
 def test_failing_trial_is_reported_while_others_finish(sweep):
     sweep_dir, result = sweep
     assert result.exit_code == 1, result.output
-    bad = [r for r in _rows(sweep_dir) if r["batch_size"] == "0"]
+    bad = [r for r in _rows(sweep_dir) if r["batch_size"] == "1"]
     assert [r["trial"] for r in bad] == ["c2_s0", "c2_s1"] and {r["status"] for r in bad} == {"error"}
     assert all("batch_size" in r["error"] for r in bad)
     assert "failed: c2_s0" in result.output and "batch_size" in result.output
