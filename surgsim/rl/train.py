@@ -293,7 +293,7 @@ class EpisodeLog(gym.Wrapper):
         return self.env.reset(seed=seed, options=options)
 
     def step(self, action):
-        self.actions.append(np.asarray(action))
+        self.actions.append(np.array(action))  # a copy: the VecEnv may reuse its buffer
         return self.env.step(action)
 
     def episode_state(self) -> dict[str, Any]:
