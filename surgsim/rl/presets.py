@@ -18,16 +18,19 @@ def preset_path(algo: str) -> Path:
     return data_dir("agents") / f"{algo}.yml"
 
 
-def load_preset(algo: str, env_id: str) -> dict[str, Any]:
-    """The preset for ``env_id`` from ``agents/<algo>.yml``, or the file's ``default`` entry."""
+def load_preset(algo: str, env_id: str, obs_type: str = "state") -> dict[str, Any]:
+    """The preset for ``env_id`` from ``agents/<algo>.yml``, or the file's ``default`` entry.
+
+    Entries keyed ``<env id> <obs_type>`` or ``default <obs_type>`` (e.g. ``default goal``, SAC
+    with HER) come first for that observation type; rl_zoo3 looks up plain env ids and skips them.
+    """
     path = preset_path(algo)
     if not path.is_file():
         raise ValueError(f"unknown algorithm {algo!r}; expected one of {list(ALGOS)}")
     presets = yaml.safe_load(path.read_text()) or {}
-    if env_id in presets:
-        return dict(presets[env_id])
-    if "default" in presets:
-        return dict(presets["default"])
+    for key in (f"{env_id} {obs_type}", f"default {obs_type}", env_id, "default"):
+        if key in presets:
+            return dict(presets[key])
     raise ValueError(f"{path}: no preset for {env_id!r} and no 'default' entry")
 
 
