@@ -254,21 +254,31 @@ class SurgSimEnv(gym.Env):
 
     # ----------------------------------------------------------- helpers
     def _compute_reward(self, achieved_goal, desired_goal, info) -> np.ndarray:
-        """Vectorised goal reward for HER: the goal term plus the goal-independent costs in ``info``.
+        """Vectorised goal reward for HER, computable from the goals alone.
 
+        SB3's ``HerReplayBuffer`` passes empty info dicts by default, so ``info`` is optional.
+        The reward is the goal term (dense: ``-distance / scale``; sparse: -1 until within
+        tolerance, else 0) plus the goal-independent costs: ``info["goal_independent_reward"]``
+        when given (step infos; SB3's ``copy_info_dict=True``), else the costs the goals and the
+        spec decide: the dense time cost and the failure penalty for failures the achieved goal
+        alone decides (:meth:`Task.goal_failure`; NeedleReach: leaving the workspace). Without
+        info it therefore leaves out only the terms that depend on the patient's anatomy
+        (SurgicalPath's proximity, damage and failures); on NeedleReach it is exact.
+        ``info``: a dict (for every goal), a sequence of dicts (one per goal) or None.
         Exposed as ``compute_reward`` when ``obs_type="goal"``.
         """
-        distance = np.linalg.norm(np.asarray(achieved_goal) - np.asarray(desired_goal), axis=-1)
-        reward = self._goal_term(distance)
-        if info is not None:
-            if isinstance(info, Mapping):
-                costs = info["goal_independent_reward"]
-            else:
-                infos = np.asarray(info, dtype=object)
-                flat = [i["goal_independent_reward"] for i in infos.ravel()]
-                costs = np.asarray(flat, dtype=np.float64).reshape(infos.shape)
-            reward = reward + np.reshape(costs, np.shape(reward))
-        return np.asarray(reward, dtype=np.float32)
+        # float64 throughout, so that one goal and a batch round the same way
+        achieved, desired = np.asarray(achieved_goal, np.float64), np.asarray(desired_goal, np.float64)
+        reward = self._goal_term(np.linalg.norm(achieved - desired, axis=-1))
+        weights = self.task_spec.reward
+        known = -weights.failure * self.task.goal_failure(achieved) - (weights.time if self._dense else 0.0)
+        known = np.broadcast_to(known, np.shape(reward))
+        if info is None or isinstance(info, Mapping):
+            infos = np.full(np.shape(reward), info or {}, dtype=object)
+        else:
+            infos = np.asarray(info, dtype=object).reshape(np.shape(reward))
+        costs = [one.get("goal_independent_reward", k) for one, k in zip(infos.ravel(), known.ravel())]
+        return np.asarray(reward + np.reshape(costs, np.shape(reward)), dtype=np.float32)
 
     def _goal_term(self, distance):
         if self._dense:

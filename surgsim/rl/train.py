@@ -35,7 +35,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 import yaml
-from stable_baselines3 import DQN, PPO, SAC
+from stable_baselines3 import DQN, PPO, SAC, HerReplayBuffer
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList, ProgressBarCallback
 from stable_baselines3.common.env_util import make_vec_env
@@ -47,6 +47,8 @@ from surgsim.rl.evaluate import EvalResult, model_policy, run_episodes
 from surgsim.rl.presets import ALGOS, RUN_KEYS, load_preset, preset_path
 
 ALGO_CLASSES: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "dqn": DQN, "sac": SAC}
+#: what a preset's ``replay_buffer_class`` may name; names are looked up here, never evaluated
+REPLAY_BUFFERS = {"HerReplayBuffer": HerReplayBuffer}
 _CHECKPOINT = re.compile(r"rl_model_(\d+)_steps\.zip$")
 #: VecNormalize statistics saved with best_model.zip (the final ones differ)
 BEST_STATS = "best_vecnormalize.pkl"
@@ -433,7 +435,7 @@ def train(
         check_args(args)
         check_env_and_algo(args.algo, args.env_id, args.env_kwargs).close()
         run_dir = None
-    preset = load_preset(args.algo, args.env_id)
+    preset = load_preset(args.algo, args.env_id, args.env_kwargs.get("obs_type", "state"))
     preset.update(args.hyperparams)
     n_timesteps = int(args.n_timesteps or preset.get("n_timesteps", 100_000))
     n_envs = int(args.n_envs or preset.get("n_envs", 1))
@@ -441,6 +443,11 @@ def train(
         raise TrainingError(f"{preset_path(args.algo)}: n_timesteps and n_envs must be at least 1")
     normalize = preset.get("normalize", False)
     algo_kwargs = {k: v for k, v in preset.items() if k not in RUN_KEYS}
+    if "replay_buffer_class" in algo_kwargs:
+        name = algo_kwargs["replay_buffer_class"]
+        if not isinstance(name, str) or name not in REPLAY_BUFFERS:
+            raise TrainingError(f"replay_buffer_class {name!r} is not one of {list(REPLAY_BUFFERS)}")
+        algo_kwargs["replay_buffer_class"] = REPLAY_BUFFERS[name]
 
     resuming = run_dir is not None
     if not resuming:
@@ -689,14 +696,14 @@ def load_run(run_dir: str | Path, device: str = "auto", best: bool = False):
         if found is None:
             raise TrainingError(f"{run_dir}: no model ({model_path.name}) nor checkpoint to load")
         model_path = found[0]
+    env = make_vec_env(args.env_id, n_envs=1, env_kwargs=args.env_kwargs)  # HER models need it to load
     try:
-        model = ALGO_CLASSES[args.algo].load(str(model_path), device=device)
+        model = ALGO_CLASSES[args.algo].load(str(model_path), env=env, device=device)
     except Exception as exc:
         raise TrainingError(f"cannot load model {model_path}: {type(exc).__name__}: {exc}") from None
     normalizer = None
     stats = run_dir / BEST_STATS if best and (run_dir / BEST_STATS).is_file() else run_dir / name / "vecnormalize.pkl"
     if stats.is_file():
-        holder = make_vec_env(args.env_id, n_envs=1, env_kwargs=args.env_kwargs)
-        normalizer = VecNormalize.load(str(stats), holder)
+        normalizer = VecNormalize.load(str(stats), env)
         normalizer.training = False
     return model, normalizer, args

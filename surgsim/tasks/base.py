@@ -109,6 +109,11 @@ class Task(ABC):
         """Desired goal position (m) of a position-goal task; the achieved goal is the tip."""
         raise NotImplementedError(f"{type(self).__name__} has no position goal")
 
+    def goal_failure(self, achieved_goal: np.ndarray) -> np.ndarray:
+        """Which achieved goals (..., 3) fail an episode whatever the patient, so that HER can
+        recompute the failure penalty from the goals alone; none by default."""
+        return np.zeros(np.shape(achieved_goal)[:-1], dtype=bool)
+
     @abstractmethod
     def reference_path(self) -> np.ndarray:
         """The task's simple ("straight") reference path of the tool tip, (N, 3) in metres.

@@ -77,7 +77,7 @@ class NeedleReachTask(Task):
     def check_poses(self, tips: np.ndarray) -> tuple[np.ndarray, list[str | None]]:
         """No critical structures here (clearance is infinite); leaving the workspace fails."""
         tips = np.asarray(tips, dtype=float).reshape(-1, 3)
-        outside = np.any((tips < self.low) | (tips > self.high), axis=1)
+        outside = self.goal_failure(tips)
         return np.full(len(tips), math.inf), ["workspace" if o else None for o in outside]
 
     # --------------------------------------------------------------- motion
@@ -88,7 +88,7 @@ class NeedleReachTask(Task):
         tip = self.tool.tip
         d = tip - self.target
         distance = math.sqrt(d[0] * d[0] + d[1] * d[1] + d[2] * d[2])
-        outside = bool(np.any(tip < self.low) or np.any(tip > self.high))
+        outside = bool(self.goal_failure(tip))
         return Measurement(
             tip=tip,
             distance=distance,
@@ -107,6 +107,11 @@ class NeedleReachTask(Task):
 
     def goal(self) -> np.ndarray:
         return self.target
+
+    def goal_failure(self, achieved_goal: np.ndarray) -> np.ndarray:
+        """Leaving the workspace, this task's only failure."""
+        tips = np.asarray(achieved_goal)
+        return np.any((tips < self.low) | (tips > self.high), axis=-1)
 
     def expert_action(self) -> np.ndarray:
         return np.clip((self.target - self.tool.tip) / self.step, -1.0, 1.0)
