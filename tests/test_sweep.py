@@ -17,7 +17,7 @@ from typer.testing import CliRunner  # noqa: E402
 from surgsim.cli import app  # noqa: E402
 from surgsim.rl import presets  # noqa: E402
 from surgsim.rl.sweep import (  # noqa: E402
-    SweepError, SweepSpec, expand_configs, make_scheduler, mean_and_band, parse_grid, parse_search,
+    SweepError, SweepSpec, base_preset, expand_configs, make_scheduler, mean_and_band, parse_grid, parse_search,
     parse_seeds, sweep_trial,
 )
 from surgsim.rl.train import TrainArgs, latest_checkpoint, load_run, train  # noqa: E402
@@ -271,3 +271,10 @@ def test_asha_stops_on_success_rate_over_the_planned_budget():
     assert scheduler._max_t == 90_000
     # the first rung after a ninth of the budget (10k steps), then every third
     assert sorted(rung for rung, _ in scheduler._brackets[0]._rungs) == [10_000, 30_000, 90_000]
+
+
+def test_a_sweep_with_goal_observations_starts_from_the_her_preset():
+    spec = SweepSpec(algo="sac", env_id="surgsim/NeedleReach-v0", seeds=[0], env_kwargs={"obs_type": "goal"})
+    assert base_preset(spec)["replay_buffer_class"] == "HerReplayBuffer"
+    state = SweepSpec(algo="sac", env_id="surgsim/NeedleReach-v0", seeds=[0])
+    assert "replay_buffer_class" not in base_preset(state)

@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from surgsim.cli._common import app, fail
+from surgsim.cli._common import app, fail, require_extra
 
 predictor_app = typer.Typer(
     help=(
@@ -79,6 +79,7 @@ def train_cmd(
     limit_train: Optional[int] = typer.Option(None, "--limit-train", help="Use only the first N training scenarios."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
+    require_extra("predictor", "predictor train")
     from surgsim.predictor.data import DatasetError
     from surgsim.predictor.predictor import PredictorError
     from surgsim.predictor.train import TrainingError, TrainOptions, history_path, train
@@ -121,6 +122,7 @@ def eval_cmd(
 ) -> None:
     """Waypoint and endpoint errors (mm), collision-free share and clearance in PyBullet, and
     latency against the planner (single and batched); writes JSON and a path figure (PNG)."""
+    require_extra("predictor", "predictor eval")
     from surgsim.predictor.data import DatasetError
     from surgsim.predictor.evaluate import EvalOptions, evaluate
     from surgsim.predictor.predictor import PredictorError

@@ -6,9 +6,13 @@ the planner's waypoints (``surgsim predictor generate | train | eval``).
     waypoints = predictor.predict(volume, start)   # (K, 3) metres, or (B, K, 3) for a batch
 """
 
-from surgsim.predictor.data import DatasetError, PathDataset, load_split, read_meta
-from surgsim.predictor.model import PathNet, PredictorConfig
-from surgsim.predictor.predictor import PathPredictor, PredictorError, resolve_device
+from surgsim._extras import require
+
+require("predictor", "surgsim.predictor (the path predictor)")
+
+from surgsim.predictor.data import DatasetError, PathDataset, load_split, read_meta  # noqa: E402
+from surgsim.predictor.model import PathNet, PredictorConfig  # noqa: E402
+from surgsim.predictor.predictor import PathPredictor, PredictorError, resolve_device  # noqa: E402
 
 __all__ = [
     "DatasetError", "PathDataset", "PathNet", "PathPredictor", "PredictorConfig", "PredictorError",

@@ -200,7 +200,7 @@ def expand_configs(spec: SweepSpec) -> list[dict[str, Any]]:
 
 def base_preset(spec: SweepSpec) -> dict[str, Any]:
     """The preset every config starts from: ``agents/<algo>.yml`` plus the sweep's fixed hyperparams."""
-    return load_preset(spec.algo, spec.env_id) | spec.hyperparams
+    return load_preset(spec.algo, spec.env_id, spec.env_kwargs.get("obs_type", "state")) | spec.hyperparams
 
 
 def planned_timesteps(spec: SweepSpec, config: dict[str, Any]) -> int:
