@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 
 CONTINUOUS_IDS = ["surgsim/NeedleReach-v0", "surgsim/SurgicalPath-v0", "surgsim/Incision-v0"]
@@ -55,3 +58,21 @@ def quick_train_args(tmp_path, algo: str, env_id: str, n: int, **extra):
         algo=algo, env_id=env_id, n_timesteps=n, seed=0, log_folder=str(tmp_path), eval_freq=n,
         eval_episodes=10, device="cpu", progress_bar=False, **extra,
     )
+
+
+_BLOCKER = """import sys
+class _Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in {blocked!r}:
+            raise ImportError(f'{{name}} is blocked in this test')
+sys.meta_path.insert(0, _Block())
+"""
+
+
+def run_python(code: str, blocked: tuple[str, ...] = (), timeout: float = 120) -> str:
+    """Run ``code`` in a fresh interpreter where the ``blocked`` packages cannot be imported, as on
+    a machine without them; return its stdout after checking that it exited with status 0."""
+    prefix = _BLOCKER.format(blocked=tuple(blocked)) if blocked else ""
+    done = subprocess.run([sys.executable, "-c", prefix + code], capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stderr
+    return done.stdout

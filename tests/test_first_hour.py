@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import gymnasium as gym
 import numpy as np
 import pytest
 from PIL import Image, ImageSequence
+from simhelpers import run_python
 from typer.testing import CliRunner
 
 import surgsim
@@ -102,9 +100,8 @@ def test_version_flag():
 
 @pytest.mark.slow
 def test_python_dash_m_surgsim_runs_the_cli():
-    done = subprocess.run([sys.executable, "-m", "surgsim", "--version"], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == f"surgsim {surgsim.__version__}"
+    out = run_python("import sys; sys.argv = ['surgsim', '--version']; import runpy; runpy.run_module('surgsim', run_name='__main__')")
+    assert out.strip() == f"surgsim {surgsim.__version__}"
 
 
 def test_a_missing_extra_is_named_with_its_pip_command(monkeypatch):
@@ -121,20 +118,12 @@ def test_a_missing_extra_is_named_with_its_pip_command(monkeypatch):
 def test_the_core_modules_import_without_torch():
     """The envs, sessions, scorer, planner and demo import in a process where torch cannot load."""
     code = (
-        "import sys\n"
-        "class Block:\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.split('.')[0] in ('torch', 'stable_baselines3', 'ray'):\n"
-        "            raise ImportError(f'blocked: {name}')\n"
-        "sys.meta_path.insert(0, Block())\n"
         "import gymnasium as gym, surgsim, surgsim.sessions, surgsim.scoring, surgsim.planning\n"
         "import surgsim.cli, surgsim.rl.overlay, surgsim.rl.render, surgsim.rl.evaluate\n"
         "env = gym.make('surgsim/SurgicalPath-v0'); env.reset(seed=0); env.step(env.action_space.sample())\n"
         "print('ok')\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip().endswith("ok")
+    assert run_python(code, blocked=("torch", "stable_baselines3", "ray")).strip().endswith("ok")
 
 
 def test_demo_writes_an_mp4_with_the_video_extra(tmp_path):

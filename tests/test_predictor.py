@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from simhelpers import run_python
 from typer.testing import CliRunner
 
 from surgsim.cli import app
@@ -328,11 +327,9 @@ def test_training_from_the_cli_needs_no_pybullet(synthetic, tmp_path):
     # a GPU machine may have torch but no PyBullet: `surgsim predictor train` must still run
     out = tmp_path / "m.pt"
     code = (
-        "import sys; sys.modules['pybullet'] = None\n"  # any `import pybullet` now raises ImportError
         "from surgsim.cli import app\n"
         f"app(['predictor', 'train', {str(synthetic)!r}, '--out', {str(out)!r}, '--epochs', '1', "
         "'--widths', '8,16', '--limit-train', '32', '--device', 'cpu', '--no-progress'])\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert out.is_file() and "x the mean-path baseline" in done.stdout
+    stdout = run_python(code, blocked=("pybullet",))
+    assert out.is_file() and "x the mean-path baseline" in stdout

@@ -5,14 +5,13 @@ from __future__ import annotations
 import csv
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from simhelpers import run_python
 from typer.testing import CliRunner
 
 from surgsim.cli import app
@@ -252,9 +251,7 @@ def test_scorer_never_imports_pybullet() -> None:
         "assert 'pybullet' not in sys.modules, 'pybullet imported'\n"
         "print('ok')\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "ok"
+    assert run_python(code).strip() == "ok"
 
 
 def test_simulator_sessions_graded_by_their_task_rubric(tmp_path) -> None:

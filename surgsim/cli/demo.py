@@ -81,11 +81,7 @@ def demo(
         finally:
             environment.close()
     typer.echo(f"{env}  policy={policy}  episodes={episodes}  difficulty={difficulty}")
-    typer.echo(f"success rate: {result.success_rate:.1%}")
-    for outcome, count in result.outcomes.items():
-        if outcome != "success":
-            typer.echo(f"  ended by {outcome}: {count}")
-    typer.echo(f"mean return: {result.mean_return:.2f}   mean length: {result.mean_length:.1f} steps")
+    typer.echo(result.summary())
     if out is not None:
         frames = environment.frames
         try:

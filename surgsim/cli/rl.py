@@ -146,11 +146,7 @@ def eval_cmd(
             env.close()  # a recorder keeps the episode cut short as an incomplete session
             fail(str(exc))
     typer.echo(f"{args.env_id}  {args.algo}  episodes={episodes}  deterministic={not stochastic}")
-    typer.echo(f"success rate: {result.success_rate:.1%}")
-    for outcome, count in result.outcomes.items():
-        if outcome != "success":
-            typer.echo(f"  ended by {outcome}: {count}")
-    typer.echo(f"mean return: {result.mean_return:.2f} +- {result.std_return:.2f}   mean length: {result.mean_length:.1f}")
+    typer.echo(result.summary())
     env.close()
     if record is not None:
         typer.echo(f"recorded {len(env.written)} session(s) in {record}")

@@ -26,6 +26,14 @@ class EvalResult:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def summary(self) -> str:
+        """Success rate, each other ending with its count, return and length, for a terminal."""
+        lines = [f"success rate: {self.success_rate:.1%}"]
+        lines += [f"  ended by {outcome}: {count}" for outcome, count in self.outcomes.items() if outcome != "success"]
+        lines.append(f"mean return: {self.mean_return:.2f} +- {self.std_return:.2f}   "
+                     f"mean length: {self.mean_length:.1f} steps")
+        return "\n".join(lines)
+
 
 def run_episodes(
     env: gym.Env,
