@@ -116,3 +116,28 @@ def test_real_subprocess_envs_and_demo_error():
     )
     assert bad.returncode != 0
     assert "surgsim/Nope-v0" in bad.stderr
+
+
+@pytest.mark.parametrize(
+    ("argv", "option"),
+    [
+        (["play", "--env", "surgsim/NeedleReach-v0", "--trainee", "t1", "--keys", "d.", "--record", "{bad}"], "--record"),
+        (["import", "csv", "{csv}", "--time", "t", "--xyz", "x,y,z", "--trainee", "t1", "--out", "{bad}"], "--out"),
+        (["import", "jigsaws", "{tmp}", "--out", "{bad}"], "--out"),
+        (["score", "{tmp}", "--out", "{bad}"], "--out"),
+        (["score", "calibrate", "{tmp}", "--label", "grs", "--out", "{bad}/rubric.yaml"], "--out"),
+        (["score", "evaluate", "{tmp}", "--label", "grs", "--out", "{bad}/result.json"], "--out"),
+        (["predictor", "generate", "-n", "2", "--out", "{bad}"], "--out"),
+        (["predictor", "train", "{tmp}", "--out", "{bad}/m.pt"], "--out"),
+    ],
+)
+@pytest.mark.parametrize("bad", ["a-file/sub", "/proc/surgsim-out"])
+def test_outputs_that_cannot_be_written_are_refused_before_any_work(tmp_path, argv, option, bad):
+    (tmp_path / "a-file").write_text("")
+    (tmp_path / "track.csv").write_text("t,x,y,z\n0,0,0,0\n0.1,0,0,1\n")
+    bad_path = bad if bad.startswith("/") else str(tmp_path / bad)
+    argv = [a.format(bad=bad_path, tmp=tmp_path, csv=tmp_path / "track.csv") for a in argv]
+    result = runner.invoke(app, argv)
+    assert result.exit_code == 2, result.output
+    assert f"error: {option} {bad_path}" in result.output
+    assert "Traceback" not in result.output

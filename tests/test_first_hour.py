@@ -83,9 +83,11 @@ def test_demo_writes_a_gif_of_whole_episodes(tmp_path):
 
 @pytest.mark.parametrize(("out", "message"), [
     ("demo.txt", "unsupported video format '.txt'"),
-    ("missing/demo.gif", "does not exist"),
+    ("a-file/demo.gif", "is not a folder"),
+    ("/proc/demo.gif", "cannot write in /proc"),
 ])
 def test_demo_refuses_an_output_it_cannot_write(tmp_path, out, message):
+    (tmp_path / "a-file").write_text("")
     result = runner.invoke(app, ["demo", "-n", "1", "--out", str(tmp_path / out)])
     assert result.exit_code == 2
     assert message in result.output

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
 from typing import NoReturn
 
 import typer
@@ -44,3 +46,23 @@ def require_extra(extra: str, command: str) -> None:
         require(extra, f"`surgsim {command}`")
     except MissingExtra as exc:
         fail(str(exc))
+
+
+def check_writable(path: Path, option: str, folder: bool) -> None:
+    """Fail at once, not after a long run, when ``path`` (a folder, or a file's place) cannot be written.
+
+    The nearest existing folder is probed with a real temporary file: permission bits say nothing
+    to root, and nothing about read-only or virtual file systems.
+    """
+    if not folder and path.is_dir():
+        fail(f"{option} {path} is a folder; give a file name")
+    existing = path if folder else path.parent
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        fail(f"{option} {path}: {existing} is not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        fail(f"{option} {path}: cannot write in {existing} ({exc.strerror or exc})")

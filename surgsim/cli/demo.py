@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from surgsim.cli._common import app, fail
+from surgsim.cli._common import app, check_writable, fail
 
 VIDEO_FORMATS = (".gif", ".mp4")
 
@@ -21,11 +21,7 @@ def _check_video_target(out: Path) -> None:
             import imageio_ffmpeg  # noqa: F401
         except ImportError:
             fail(f"--out {out}: MP4 output needs the video extra: pip install 'surgsim[video]'")
-    folder = out.parent if str(out.parent) else Path(".")
-    if not folder.is_dir():
-        fail(f"--out {out}: folder {folder} does not exist")
-    if out.is_dir():
-        fail(f"--out {out}: is a folder; give a file name ending in .gif or .mp4")
+    check_writable(out, "--out", folder=False)
 
 
 @app.command("demo")

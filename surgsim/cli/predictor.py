@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from surgsim.cli._common import app, fail, require_extra
+from surgsim.cli._common import app, check_writable, fail, require_extra
 
 predictor_app = typer.Typer(
     help=(
@@ -46,6 +46,7 @@ def generate_cmd(
 ) -> None:
     """Plan a reference path for n seeded scenarios in worker processes; write compressed shards
     (no pickles) split train / val / test by seed, with meta.json."""
+    check_writable(out, "--out", folder=True)
     from surgsim.planning.dataset import generate
     from surgsim.rl.presets import parse_overrides
 
@@ -79,6 +80,7 @@ def train_cmd(
     limit_train: Optional[int] = typer.Option(None, "--limit-train", help="Use only the first N training scenarios."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
+    check_writable(out, "--out", folder=False)
     require_extra("predictor", "predictor train")
     from surgsim.predictor.data import DatasetError
     from surgsim.predictor.predictor import PredictorError
@@ -122,6 +124,8 @@ def eval_cmd(
 ) -> None:
     """Waypoint and endpoint errors (mm), collision-free share and clearance in PyBullet, and
     latency against the planner (single and batched); writes JSON and a path figure (PNG)."""
+    if out is not None:
+        check_writable(out, "--out", folder=False)
     require_extra("predictor", "predictor eval")
     from surgsim.predictor.data import DatasetError
     from surgsim.predictor.evaluate import EvalOptions, evaluate

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
 from surgsim._files import atomic_write_text
-from surgsim.cli._common import app, fail, require_extra
+from surgsim.cli._common import app, check_writable, fail, require_extra
 
 
 @app.command("envs")
@@ -20,19 +19,6 @@ def envs() -> None:
     width = max(len(env_id) for env_id in surgsim.REGISTERED)
     for env_id, description in surgsim.REGISTERED.items():
         typer.echo(f"{env_id:<{width}}  {description}")
-
-
-def _check_writable(path: Path, option: str, folder: bool) -> None:
-    """Fail at once, not after a long run, when ``path`` (a folder, or a file's place) cannot be written."""
-    if not folder and path.is_dir():
-        fail(f"{option} {path} is a folder; give a file name")
-    existing = path if folder else path.parent
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir():
-        fail(f"{option} {path}: {existing} is not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        fail(f"{option} {path}: {existing} is not writable")
 
 
 def _free_name(path: Path) -> Path:
@@ -125,9 +111,9 @@ def eval_cmd(
     from surgsim.sessions.recorder import SessionRecorder
 
     if out is not None:
-        _check_writable(out, "--out", folder=False)
+        check_writable(out, "--out", folder=False)
     if record is not None:
-        _check_writable(record, "--record", folder=True)
+        check_writable(record, "--record", folder=True)
     try:
         check_device(device)
         model, normalizer, args = load_run(run, device=device, best=best)
@@ -171,7 +157,7 @@ def render_cmd(
     from surgsim.rl.render import record_frames, write_video
     from surgsim.rl.train import TrainingError, check_device, load_run
 
-    _check_writable(out, "--out", folder=False)
+    check_writable(out, "--out", folder=False)
     try:
         check_device(device)
         model, normalizer, args = load_run(run, device=device)

@@ -10,7 +10,7 @@ from typing import List, Optional
 import typer
 from typer.core import TyperGroup
 
-from surgsim.cli._common import app, fail
+from surgsim.cli._common import app, check_writable, fail
 
 
 class _ScoreGroup(TyperGroup):
@@ -65,6 +65,7 @@ def report_cmd(
     any_task: bool = typer.Option(False, "--any-task", help="Grade sessions of any task with --rubric (else only its own task's)."),
 ) -> None:
     """Grade every session: <out>/<name>.json (+ .png), summary.csv, failures.csv, cohort.png."""
+    check_writable(out, "--out", folder=True)
     from surgsim.scoring.batch import find_sessions, grade_folder
     from surgsim.scoring.rubric import RubricError
 
@@ -109,6 +110,7 @@ def calibrate_cmd(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Fit expert reference distributions (and weights, level thresholds) from labelled sessions."""
+    check_writable(out, "--out", folder=False)
     from surgsim.scoring.calibrate import CalibrationError, expert_sessions, fit_rubric
     from surgsim.scoring.rubric import save_rubric
 
@@ -149,6 +151,8 @@ def evaluate_cmd(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Cross-validate: Spearman correlation of score and label, and skill-level accuracy."""
+    if out is not None:
+        check_writable(out, "--out", folder=False)
     from dataclasses import asdict
 
     from surgsim.scoring.calibrate import CalibrationError, evaluate

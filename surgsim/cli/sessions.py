@@ -9,7 +9,7 @@ from typing import Any, Callable, List, Optional
 
 import typer
 
-from surgsim.cli._common import app, fail
+from surgsim.cli._common import app, check_writable, fail
 from surgsim.sessions.teleop import END_KEY, NOOP_KEY, describe_keys
 
 import_app = typer.Typer(help="Import sessions recorded elsewhere (da Vinci kinematics, trackers).", no_args_is_help=True)
@@ -58,6 +58,7 @@ def play_cmd(
         check_trainee(trainee)
     except ValueError as exc:
         fail(f"--trainee: {exc}")
+    check_writable(record, "--record", folder=True)
     script, script_source = keys, "--keys"
     if keys_file is not None:
         if not keys_file.is_file():
@@ -106,6 +107,7 @@ def import_jigsaws_cmd(
     Surgeon letter -> trainee, skill N/I/E, GRS and the six sub-scores -> labels. A bad trial does not stop
     the others; the failures are listed at the end and the exit status is 1.
     """
+    check_writable(out, "--out", folder=True)
     from surgsim.sessions.importers import ImportFailed, import_jigsaws
     from surgsim.sessions.session import SessionError
 
@@ -143,6 +145,7 @@ def import_csv_cmd(
 
     A sampling rate below 1 Hz or above 10 kHz is warned about (wrong --time-units?).
     """
+    check_writable(out, "--out", folder=True)
     import warnings
 
     from surgsim.sessions.importers import ImplausibleUnits, import_csv
