@@ -93,7 +93,7 @@ def test_wrong_action_shape_raises(make_env, env_id):
 def test_discrete_action_out_of_range_raises(make_env, env_id, bad):
     env = make_env(env_id)
     env.reset(seed=0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=rf"^discrete action .*{re.escape(repr(bad))}"):
         env.unwrapped.step(bad)
 
 
@@ -108,6 +108,8 @@ def test_every_discrete_action_moves_one_degree_of_freedom(make_env, env_id):
         unit = env.unwrapped._discrete_actions[k]
         assert np.count_nonzero(unit) == (0 if k == 0 else 1)
         assert unit.sum() == (0 if k == 0 else (1 if k % 2 else -1))
+        if k:  # 1, 2 move axis 0 (+, -); 3, 4 axis 1; 5, 6 axis 2: every axis both ways
+            assert np.flatnonzero(unit).tolist() == [(k - 1) // 2]
 
 
 # --------------------------------------------------------------- spec files

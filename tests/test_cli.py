@@ -75,7 +75,9 @@ def test_demo_bad_arguments_exit_non_zero_naming_the_value(args, named):
 
 def test_demo_rejects_zero_episodes():
     result = runner.invoke(app, ["demo", "-n", "0"])
-    assert result.exit_code != 0
+    assert result.exit_code == 2, result.output  # a usage error, not a crash (exit 1)
+    assert "Invalid value for '--episodes'" in result.output
+    assert "success rate" not in result.output  # refused before any episode ran
 
 
 @pytest.mark.parametrize("args", [["--help"], ["demo", "--help"], ["envs", "--help"]])

@@ -13,6 +13,7 @@ import yaml
 
 import surgsim.env
 from surgsim._data import data_dir
+from surgsim.sim import World
 from surgsim.tasks import SpecError, load_spec
 from surgsim.tasks.base import InfeasibleScenario
 
@@ -138,21 +139,35 @@ def test_resets_do_not_pile_up_pybullet_shapes():
     env.close()
 
 
+def _episodes_with_clearing(monkeypatch, clear_after: int):
+    """Six seeded hard SurgicalPath episodes (15 random steps each) when the world is cleared once
+    ``clear_after`` bodies were removed: the reset observations, every step's (observation,
+    reward, terminated, truncated), and how many times the world was cleared."""
+    monkeypatch.setattr(surgsim.env, "_CLEAR_AFTER_REMOVALS", clear_after)
+    clears = []
+    real_clear = World.clear
+    monkeypatch.setattr(World, "clear", lambda self: (clears.append(1), real_clear(self))[1])
+    env = gym.make("surgsim/SurgicalPath-v0", difficulty="hard")
+    actions = np.random.default_rng(0).uniform(-1, 1, (15, 3)).astype(np.float32)
+    resets, steps = [], []
+    for seed in range(6):
+        resets.append(env.reset(seed=seed)[0])
+        steps += [env.step(action)[:4] for action in actions]
+    env.close()
+    monkeypatch.setattr(World, "clear", real_clear)
+    return resets, steps, len(clears)
+
+
 def test_clearing_the_world_changes_nothing(monkeypatch):
     """Rebuilding the world (as happens every few dozen resets) gives the same episodes."""
-    plain = gym.make("surgsim/SurgicalPath-v0", difficulty="hard")
-    monkeypatch.setattr(surgsim.env, "_CLEAR_AFTER_REMOVALS", 0)  # clear at every reset
-    cleared = gym.make("surgsim/SurgicalPath-v0", difficulty="hard")
-    actions = np.random.default_rng(0).uniform(-1, 1, (15, 3)).astype(np.float32)
-    for seed in range(6):
-        first = [env.reset(seed=seed)[0] for env in (plain, cleared)]
-        np.testing.assert_array_equal(*first)
-        for action in actions:
-            a, b = plain.step(action), cleared.step(action)
-            np.testing.assert_array_equal(a[0], b[0])
-            assert a[1:4] == b[1:4]
-    plain.close()
-    cleared.close()
+    plain_resets, plain_steps, plain_clears = _episodes_with_clearing(monkeypatch, 10**9)  # never
+    resets, steps, clears = _episodes_with_clearing(monkeypatch, 0)  # cleared at every reset
+    assert (plain_clears, clears) == (0, 6)
+    np.testing.assert_array_equal(np.array(resets), np.array(plain_resets))
+    assert len(steps) == len(plain_steps) == 6 * 15
+    for (obs, *flags), (plain_obs, *plain_flags) in zip(steps, plain_steps):
+        np.testing.assert_array_equal(obs, plain_obs)
+        assert flags == plain_flags  # reward, terminated, truncated
 
 
 def _rss_mb() -> float:

@@ -66,7 +66,12 @@ def test_gymnasium_check_env_other_obs_types(make_env, env_id, obs_type):
 def test_gymnasium_render_checker_rgb_array(make_env, env_id):
     env = make_env(env_id, render_mode="rgb_array")
     env.reset(seed=0)
-    env_render_passive_checker(env.unwrapped)
+    size = env.unwrapped.task_spec.render_size
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # the checker only warns about a bad frame
+        frame = env_render_passive_checker(env.unwrapped)
+    assert isinstance(frame, np.ndarray), type(frame)
+    assert frame.shape == (size, size, 3) and frame.dtype == np.uint8
 
 
 @pytest.mark.parametrize("env_id", ALL_IDS)

@@ -306,8 +306,9 @@ def test_cli_train_and_eval_on_synthetic_data(synthetic, tmp_path):
 
 @pytest.mark.parametrize(("args", "message"), [
     (["predictor", "train", "{tmp}/missing"], "dataset folder not found"),
-    (["predictor", "train", "{data}", "--device", "cuda:7"] if not torch.cuda.is_available() else
-     ["predictor", "train", "{data}", "--device", "nonsense"], "device"),
+    (["predictor", "train", "{data}", "--device", "cuda:7"], "device 'cuda:7' asked for, but no CUDA GPU")
+    if not torch.cuda.is_available() else
+    (["predictor", "train", "{data}", "--device", "nonsense"], "device 'nonsense' is not valid"),
     (["predictor", "eval", "{tmp}/none.pt", "{data}"], "predictor checkpoint not found"),
 ])
 def test_cli_errors_exit_2_with_a_message(args, message, synthetic, tmp_path):

@@ -133,7 +133,9 @@ def test_recover_errors(tmp_path):
     with pytest.raises(SessionError, match=r"y\.parquet\.partial: "):
         recover_partial(garbage)
     result = runner.invoke(app, ["session", "recover", str(tmp_path / "empty")])
-    assert result.exit_code == 1
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit)  # a reported failure, not a crash (also exit 1)
+    assert f"1 of 1 file(s) could not be recovered:\n{tmp_path / 'empty'}: no such file" in result.output
 
 
 def test_recorder_refuses_a_bad_trainee_id(tmp_path):

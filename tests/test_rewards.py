@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from simhelpers import ALL_IDS, CONTINUOUS_IDS, GOAL_IDS, INFO_KEYS, REWARD_TERMS, expert
+from simhelpers import ALL_IDS, CONTINUOUS_IDS, GOAL_IDS, INFO_KEYS, REWARD_TERMS, expert, push
 
 MM = 1e-3
 
@@ -19,6 +19,14 @@ def _mixed_policy(seed: int):
         return env.action_space.sample()
 
     return policy
+
+
+#: a push that ends each task in a failure (the mixed policy alone fails only on Incision)
+FAILING = {
+    "surgsim/NeedleReach-v0": push(1.0, 0.0, 0.0),  # out of the workspace
+    "surgsim/SurgicalPath-v0": push(0.0, 0.0, 1.0),  # insertion along the misaligned start line
+    "surgsim/Incision-v0": push(0.0, 0.0, -1.0),  # down into the critical layer
+}
 
 
 def _rollout(env, policy, seeds, steps_per_seed=400):
@@ -64,7 +72,7 @@ def test_step_reward_is_the_sum_of_the_terms_and_progress_is_potential_based(mak
     env = make_env(env_id)
     spec = env.unwrapped.task_spec
     gamma, scale, weight = spec.gamma, spec.progress_scale_mm * MM, spec.reward.progress
-    triples = _rollout(env, _mixed_policy(0), range(6))
+    triples = _rollout(env, _mixed_policy(0), range(6)) + _rollout(env, FAILING[env_id], [6])
     outcomes = set()
     for previous, reward, info in triples:
         assert reward == pytest.approx(sum(info[f"reward_{t}"] for t in REWARD_TERMS), abs=1e-12)
@@ -82,6 +90,7 @@ def test_step_reward_is_the_sum_of_the_terms_and_progress_is_potential_based(mak
         assert not (info["is_success"] and info["is_failure"])
         outcomes.add("success" if info["is_success"] else info["failure_reason"])
     assert "success" in outcomes  # the rollouts covered the success bonus
+    assert outcomes - {"success", None}, outcomes  # ... and the failure penalty
 
 
 def test_progress_rewards_moving_towards_the_target(make_env):
@@ -98,7 +107,7 @@ def test_progress_rewards_moving_towards_the_target(make_env):
 def test_sparse_reward_has_only_success_and_failure(make_env, env_id):
     env = make_env(env_id, reward_type="sparse")
     spec = env.unwrapped.task_spec
-    triples = _rollout(env, _mixed_policy(1), range(6))
+    triples = _rollout(env, _mixed_policy(1), range(6)) + _rollout(env, FAILING[env_id], [6])
     outcomes = set()
     for _, reward, info in triples:
         for term in ("progress", "time", "proximity", "damage"):
@@ -108,7 +117,7 @@ def test_sparse_reward_has_only_success_and_failure(make_env, env_id):
         )
         assert reward == expected
         outcomes.add(reward)
-    assert 0.0 in outcomes and spec.reward.success in outcomes
+    assert outcomes == {0.0, spec.reward.success, -spec.reward.failure}
 
 
 def test_dense_and_sparse_agree_on_the_trajectory(make_env):
