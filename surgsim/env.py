@@ -418,9 +418,10 @@ def register_envs() -> None:
             REGISTERED[env_id] = spec.description + (" (discrete actions)" if suffix else "")
             if env_id in gym.registry:
                 continue
+            # no max_episode_steps: the env truncates at its own spec's limit, which a custom
+            # task_spec may set longer or shorter than the built-in spec's
             gym.register(
                 id=env_id,
                 entry_point="surgsim.env:SurgSimEnv",
-                max_episode_steps=spec.max_episode_steps,
                 kwargs={"task_spec": path.name, "action_type": action_type},
             )

@@ -140,7 +140,7 @@ def test_expert_action_lies_in_the_action_space(make_env, env_id):
 def test_episodes_are_truncated_at_the_spec_limit(make_env, env_id):
     env = make_env(env_id)
     limit = env.unwrapped.task_spec.max_episode_steps
-    assert env.spec.max_episode_steps == limit
+    assert env.spec.max_episode_steps is None  # the env owns its time limit: no TimeLimit wrapper
     env.reset(seed=0)
     for step in range(1, limit + 1):
         _, _, terminated, truncated, info = env.step(np.zeros(3, np.float32))  # stand still
@@ -148,17 +148,19 @@ def test_episodes_are_truncated_at_the_spec_limit(make_env, env_id):
         assert truncated == (step == limit)
 
 
-def test_custom_spec_max_episode_steps_is_honoured(make_env, tmp_path):
+@pytest.mark.parametrize("limit", [7, 80])  # shorter and longer than the built-in spec's 50
+def test_custom_spec_max_episode_steps_is_honoured(make_env, tmp_path, limit):
     import yaml
 
     from surgsim._data import data_dir
 
     data = yaml.safe_load((data_dir("envs") / "needle_reach.yaml").read_text())
-    data["max_episode_steps"] = 7
+    assert data["max_episode_steps"] == 50
+    data["max_episode_steps"] = limit
     path = tmp_path / "short.yaml"
     path.write_text(yaml.safe_dump(data))
     env = make_env("surgsim/NeedleReach-v0", task_spec=str(path))
-    assert env.unwrapped.task_spec.max_episode_steps == 7
+    assert env.unwrapped.task_spec.max_episode_steps == limit
     env.reset(seed=0)
     steps = 0
     while True:
@@ -166,4 +168,4 @@ def test_custom_spec_max_episode_steps_is_honoured(make_env, tmp_path):
         *_, terminated, truncated, _ = env.step(np.zeros(3, np.float32))
         if terminated or truncated or steps > 100:
             break
-    assert truncated and steps == 7, f"truncated={truncated} after {steps} steps"
+    assert truncated and steps == limit, f"truncated={truncated} after {steps} steps"
