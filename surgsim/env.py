@@ -24,6 +24,8 @@ ACTION_TYPES = ("continuous", "discrete")
 OBS_TYPES = ("state", "goal", "rgb", "depth")
 REWARD_TYPES = ("dense", "sparse")
 REFERENCES = ("straight", "planner", "predictor")
+#: the largest seed surgsim's commands accept: NumPy's legacy seeding, and so SB3, stops there
+MAX_SEED = 2**32 - 1
 DIFFICULTIES = ("easy", "medium", "hard")
 _COST_TERMS = ("time", "proximity", "damage", "failure")
 #: the world is cleared and rebuilt once this many bodies have been removed from it (PyBullet

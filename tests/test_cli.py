@@ -143,3 +143,37 @@ def test_outputs_that_cannot_be_written_are_refused_before_any_work(tmp_path, ar
     assert result.exit_code == 2, result.output
     assert f"error: {option} {bad_path}" in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("seed", ["-1", "4294967296"])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["demo", "-n", "1"],
+        ["train", "--env", "surgsim/NeedleReach-v0", "-n", "100", "-f", "{tmp}/logs"],
+        ["eval", "{tmp}/run"],
+        ["render", "{tmp}/run", "--out", "{tmp}/r.gif"],
+        ["play", "--env", "surgsim/NeedleReach-v0", "--trainee", "t1", "--keys", "d.", "--record", "{tmp}/rec"],
+        ["predictor", "generate", "-n", "2", "--out", "{tmp}/paths"],
+        ["sweep", "--env", "surgsim/NeedleReach-v0", "--seeds", "0", "--sample-seed", "{seed}", "-f", "{tmp}/logs"],
+    ],
+)
+def test_seeds_out_of_range_are_refused_before_anything_is_made(tmp_path, argv, seed):
+    argv = [a.format(tmp=tmp_path, seed=seed) for a in argv]
+    option = "--sample-seed" if argv[0] == "sweep" else "--seed"
+    if option == "--seed":
+        argv += ["--seed", seed]
+    result = runner.invoke(app, argv)
+    assert result.exit_code == 2, result.output
+    assert f"error: {option} {seed}: expected a whole number from 0 to 4294967295" in result.output
+    assert list(tmp_path.iterdir()) == []  # no half-made folder
+
+
+def test_sweep_seed_lists_are_bounded():
+    from surgsim.rl.sweep import SweepError, parse_seeds
+
+    with pytest.raises(SweepError, match="above the largest seed, 4294967295"):
+        parse_seeds("0,4294967296")
+    with pytest.raises(SweepError, match="more than 10000 seeds"):
+        parse_seeds("0-99999999")  # refused before a hundred million seeds are listed
+    assert parse_seeds("4294967295") == [4294967295]

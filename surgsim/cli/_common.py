@@ -66,3 +66,12 @@ def check_writable(path: Path, option: str, folder: bool) -> None:
             pass
     except OSError as exc:
         fail(f"{option} {path}: cannot write in {existing} ({exc.strerror or exc})")
+
+
+def check_seed(ctx: typer.Context, param: typer.CallbackParam, value: int | None) -> int | None:
+    """A ``--seed`` option's callback: refuse a seed the libraries below would crash on."""
+    from surgsim.env import MAX_SEED
+
+    if value is not None and not 0 <= value <= MAX_SEED:
+        fail(f"{param.opts[0]} {value}: expected a whole number from 0 to {MAX_SEED}")
+    return value

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from surgsim.cli._common import app, check_writable, fail
+from surgsim.cli._common import app, check_seed, check_writable, fail
 
 VIDEO_FORMATS = (".gif", ".mp4")
 
@@ -29,7 +29,7 @@ def demo(
     env: str = typer.Option("surgsim/SurgicalPath-v0", "--env", help="Registered env id (`surgsim envs`)."),
     episodes: int = typer.Option(5, "--episodes", "-n", min=1, help="Episodes to run."),
     policy: str = typer.Option("expert", help="'expert' (scripted, good technique) or 'random'."),
-    seed: int = typer.Option(0, help="Seed of the first episode; episode i uses seed + i."),
+    seed: int = typer.Option(0, "--seed", callback=check_seed, help="Seed of the first episode; episode i uses seed + i."),
     difficulty: str = typer.Option("medium", help="easy, medium or hard."),
     patient: Optional[str] = typer.Option(None, help="A named fixed patient from the env's spec."),
     out: Optional[Path] = typer.Option(

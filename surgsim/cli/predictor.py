@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from surgsim.cli._common import app, check_writable, fail, require_extra
+from surgsim.cli._common import app, check_seed, check_writable, fail, require_extra
 
 predictor_app = typer.Typer(
     help=(
@@ -39,7 +39,7 @@ def generate_cmd(
     n: int = typer.Option(20_000, "-n", "--n-scenarios", min=1, help="Scenarios (patients) to plan."),
     out: Path = typer.Option(Path("data/paths"), "--out", help="Dataset folder to write."),
     workers: int = typer.Option(2, "--workers", min=1, help="Worker processes."),
-    seed: int = typer.Option(0, "--seed", help="First scenario seed; splits are drawn by seed."),
+    seed: int = typer.Option(0, "--seed", callback=check_seed, help="First scenario seed; splits are drawn by seed."),
     waypoints: int = typer.Option(16, "--waypoints", min=2, help="Waypoints K per path."),
     env_kwargs: Optional[List[str]] = typer.Option(None, "--env-kwargs", help="key:value (repeatable), e.g. difficulty:hard."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
@@ -76,7 +76,7 @@ def train_cmd(
     widths: str = typer.Option("16,32,64", "--widths", help="Channels of each encoder level (each halves the grid)."),
     device: str = typer.Option("auto", "--device", help="auto (CUDA when present), cpu or cuda."),
     amp: bool = typer.Option(True, "--amp/--no-amp", help="bf16/fp16 autocast on CUDA."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", callback=check_seed),
     limit_train: Optional[int] = typer.Option(None, "--limit-train", help="Use only the first N training scenarios."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:

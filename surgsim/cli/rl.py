@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from surgsim._files import atomic_write_text
-from surgsim.cli._common import app, check_writable, fail, require_extra
+from surgsim.cli._common import app, check_seed, check_writable, fail, require_extra
 
 
 @app.command("envs")
@@ -44,7 +44,7 @@ def train_cmd(
     algo: str = typer.Option("ppo", "--algo", help="ppo, dqn (discrete ids) or sac (continuous ids)."),
     env: str = typer.Option("surgsim/SurgicalPath-v0", "--env", help="Registered env id."),
     n_timesteps: Optional[int] = typer.Option(None, "-n", "--n-timesteps", help="Total timesteps (preset's if unset)."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", callback=check_seed),
     log_folder: Path = typer.Option(Path("logs"), "-f", "--log-folder", help="Runs go to <f>/<algo>/<env>_<n>/."),
     env_kwargs: Optional[List[str]] = typer.Option(None, "--env-kwargs", help="key:value (repeatable), e.g. obs_type:goal."),
     eval_freq: int = typer.Option(10_000, "--eval-freq", help="Evaluate every N timesteps."),
@@ -88,7 +88,7 @@ def train_cmd(
 def eval_cmd(
     run: Path = typer.Argument(..., help="Run folder written by `surgsim train`."),
     episodes: int = typer.Option(100, "--episodes", "-n", min=1),
-    seed: int = typer.Option(0, "--seed", help="Episode i uses seed + i."),
+    seed: int = typer.Option(0, "--seed", callback=check_seed, help="Episode i uses seed + i."),
     patient: Optional[str] = typer.Option(None, "--patient", help="Evaluate on one named fixed patient."),
     stochastic: bool = typer.Option(False, "--stochastic", help="Sample actions (default: deterministic)."),
     best: bool = typer.Option(False, "--best", help="Use best_model.zip instead of the final model."),
@@ -146,7 +146,7 @@ def render_cmd(
     run: Path = typer.Argument(..., help="Run folder written by `surgsim train`."),
     out: Path = typer.Option(Path("run.gif"), "--out", help=".gif, or .mp4 with surgsim[video]."),
     episodes: int = typer.Option(1, "--episodes", "-n", min=1),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", callback=check_seed),
     fps: int = typer.Option(20, "--fps", min=1),
     device: str = typer.Option("auto", "--device"),
 ) -> None:

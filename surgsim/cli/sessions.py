@@ -9,7 +9,7 @@ from typing import Any, Callable, List, Optional
 
 import typer
 
-from surgsim.cli._common import app, check_writable, fail
+from surgsim.cli._common import app, check_seed, check_writable, fail
 from surgsim.sessions.teleop import END_KEY, NOOP_KEY, describe_keys
 
 import_app = typer.Typer(help="Import sessions recorded elsewhere (da Vinci kinematics, trackers).", no_args_is_help=True)
@@ -39,7 +39,7 @@ def play_cmd(
         None, "--keys", help=f"Scripted keys instead of a window, one step each (e.g. 'wwwdd{NOOP_KEY}{END_KEY}')."
     ),
     keys_file: Optional[Path] = typer.Option(None, "--keys-file", help="Scripted keys from a text file (whitespace ignored)."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Episode i uses seed + i (default: unseeded)."),
+    seed: Optional[int] = typer.Option(None, "--seed", callback=check_seed, help="Episode i uses seed + i (default: unseeded)."),
     difficulty: str = typer.Option("medium", "--difficulty", help="easy, medium or hard."),
     patient: Optional[str] = typer.Option(None, "--patient", help="A named fixed patient from the env's spec."),
 ) -> None:
@@ -315,6 +315,7 @@ def show_cmd(file: Path = typer.Argument(..., help="A session file.")) -> None:
     """Print a session's metadata, integrity and a summary of every column (lengths in mm)."""
     import numpy as np
 
+    from surgsim.scoring.metrics import polyline_length
     from surgsim.sessions.io import IntegrityError, read_session, verify_session
     from surgsim.sessions.session import CHANNELS, SessionError
 
@@ -328,25 +329,30 @@ def show_cmd(file: Path = typer.Argument(..., help="A session file.")) -> None:
     except IntegrityError as exc:
         integrity = "FAILED: " + str(exc).removeprefix(f"{file}: ")
     meta = session.meta
-    source = meta.get("source") or {}
     echo = typer.echo
     echo(f"file:        {file}")
     echo(f"trainee:     {meta.get('trainee')}    task: {meta.get('task')}    complete: {meta.get('complete')}")
-    echo("source:      " + ", ".join(f"{k}={v}" for k, v in source.items() if v not in (None, {}, [])))
+    echo(f"source:      {_one_line(meta.get('source'))}")
     rate = meta.get("sampling_rate_hz")
-    echo(f"samples:     {session.n_samples}, {session.duration:.3f} s" + (f" at {rate:g} Hz" if rate else ""))
+    echo(f"samples:     {session.n_samples}, {session.duration:.3f} s" + (f" at {_number(rate, 'g')} Hz" if rate else ""))
     echo(f"integrity:   {integrity}")
     if meta.get("labels"):
-        echo("labels:      " + ", ".join(f"{k}={v}" for k, v in meta["labels"].items()))
-    for event in meta.get("events") or []:
-        echo(f"event:       {event.get('time', float('nan')):.3f} s  {event.get('name')}")
-    if meta.get("reference_path"):
-        echo(f"reference:   {len(meta['reference_path'])} points")
-    if meta.get("target"):
-        echo("target:      (" + ", ".join(f"{1e3 * v:.1f}" for v in meta["target"]) + ") mm")
+        echo(f"labels:      {_one_line(meta['labels'])}")
+    events = meta.get("events") or []
+    for event in events if isinstance(events, list) else [events]:
+        time = event.get("time") if isinstance(event, dict) else None
+        echo("event:       " + (f"{time:.3f} s  {event.get('name')}" if _is_number(time) else str(event)))
+    reference = meta.get("reference_path")
+    if reference:
+        echo(f"reference:   {len(reference)} points" if isinstance(reference, list) else f"reference:   {reference}")
+    target = meta.get("target")
+    if isinstance(target, list) and target and all(map(_is_number, target)):
+        echo("target:      (" + ", ".join(f"{1e3 * v:.1f}" for v in target) + ") mm")
+    elif target:
+        echo(f"target:      {target}")
     rows = [("time", "s", session.time, 1.0)]
     for name, track in session.tracks.items():
-        path_length = float(np.linalg.norm(np.diff(track.position, axis=0), axis=1).sum())
+        path_length = polyline_length(track.position)
         echo(f"instrument:  {name}  path length {1e3 * path_length:.1f} mm")
         rows += [(f"{name}_{axis}", "mm", track.position[:, i], 1e3) for i, axis in enumerate("xyz")]
         if track.orientation is not None:
@@ -359,5 +365,22 @@ def show_cmd(file: Path = typer.Argument(..., help="A session file.")) -> None:
     width, unit_width = max(len(r[0]) for r in rows), max(len(r[1]) for r in rows)
     echo(f"{'column':<{width}}  {'unit':<{unit_width}} {'min':>12} {'mean':>12} {'max':>12}")
     for name, unit, values, scale in rows:
-        v = np.asarray(values, dtype=np.float64) * scale
-        echo(f"{name:<{width}}  {unit:<{unit_width}} {v.min():>12.4g} {v.mean():>12.4g} {v.max():>12.4g}")
+        with np.errstate(over="ignore"):  # 1e307 m is inf mm
+            v = np.asarray(values, dtype=np.float64) * scale
+            echo(f"{name:<{width}}  {unit:<{unit_width}} {v.min():>12.4g} {v.mean():>12.4g} {v.max():>12.4g}")
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _number(value: object, spec: str) -> str:
+    """``value`` formatted with ``spec`` when it is a number; metadata is any JSON, so else as it is."""
+    return format(value, spec) if _is_number(value) else str(value)
+
+
+def _one_line(value: object) -> str:
+    """A metadata value on one line: a mapping as key=value pairs (empty values left out), else as it is."""
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in value.items() if v not in (None, {}, [], ""))
+    return "" if value is None else str(value)

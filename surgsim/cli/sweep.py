@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from surgsim.cli._common import app, fail, require_extra
+from surgsim.cli._common import app, check_seed, fail, require_extra
 
 
 @app.command("sweep")
@@ -25,7 +25,7 @@ def sweep_cmd(
     num_samples: Optional[int] = typer.Option(
         None, "--num-samples", help="Draw this many random configs from --grid lists and --search ranges."
     ),
-    sample_seed: int = typer.Option(0, "--sample-seed", help="Seed of the random config draw."),
+    sample_seed: int = typer.Option(0, "--sample-seed", callback=check_seed, help="Seed of the random config draw."),
     scheduler: str = typer.Option("none", "--scheduler", help="none (every trial to the end) or asha (early stopping)."),
     cpus_per_trial: float = typer.Option(1.0, "--cpus-per-trial"),
     gpus_per_trial: float = typer.Option(0.0, "--gpus-per-trial"),

@@ -38,6 +38,7 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
 from surgsim._files import atomic_save, atomic_write_text
+from surgsim.env import MAX_SEED
 from surgsim.rl.presets import load_preset, parse_value
 from surgsim.rl.train import (
     TrainArgs, check_args, check_device, check_env_and_algo, check_hyperparams, env_name, latest_checkpoint, train,
@@ -58,6 +59,10 @@ class SweepError(ValueError):
 # ----------------------------------------------------------------------------- parsing
 
 
+#: a bound on one sweep's seeds, so that a typo such as 0-99999999 is refused, not allocated
+MAX_SWEEP_SEEDS = 10_000
+
+
 def parse_seeds(text: str) -> list[int]:
     """``"0-7"``, ``"0,3,5"`` or ``"0-3,10"`` -> sorted distinct seeds (ranges include both ends)."""
     seeds: set[int] = set()
@@ -69,6 +74,10 @@ def parse_seeds(text: str) -> list[int]:
         high = int(match.group(2) or low)
         if high < low:
             raise SweepError(f"--seeds {text!r}: range {part.strip()!r} runs backwards")
+        if high > MAX_SEED:
+            raise SweepError(f"--seeds {text!r}: {high} is above the largest seed, {MAX_SEED}")
+        if high - low + 1 + len(seeds) > MAX_SWEEP_SEEDS:
+            raise SweepError(f"--seeds {text!r}: more than {MAX_SWEEP_SEEDS} seeds")
         seeds.update(range(low, high + 1))
     return sorted(seeds)
 
