@@ -177,3 +177,23 @@ def test_sweep_seed_lists_are_bounded():
     with pytest.raises(SweepError, match="more than 10000 seeds"):
         parse_seeds("0-99999999")  # refused before a hundred million seeds are listed
     assert parse_seeds("4294967295") == [4294967295]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["demo", "-n", "1"], ["play", "--env", "surgsim/NeedleReach-v0", "--trainee", "t1", "--keys", "d.", "--record", "{tmp}/rec"]],
+)
+def test_an_unknown_difficulty_names_the_option(tmp_path, argv):
+    result = runner.invoke(app, [a.format(tmp=tmp_path) for a in argv] + ["--difficulty", "insane"])
+    assert result.exit_code == 2, result.output
+    assert "error: --difficulty 'insane': expected one of easy, medium, hard" in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_hyperparameter_yaml_errors_fit_on_one_line(tmp_path):
+    result = runner.invoke(app, ["train", "--env", "surgsim/NeedleReach-v0", "-n", "100", "-f", str(tmp_path),
+                                 "--hyperparams", "policy_kwargs:{bad"])
+    assert result.exit_code == 2
+    error = [line for line in result.output.splitlines() if line.strip()]
+    assert len(error) == 1 and error[0].startswith("error: --hyperparams entry 'policy_kwargs:{bad'")
+    assert "not valid YAML" in error[0] and "line 1, column" in error[0]

@@ -207,6 +207,7 @@ def test_restarted_trial_continues_its_run_from_the_last_checkpoint(tmp_path, mo
         (["--scheduler", "hyperband"], "--scheduler 'hyperband': expected one of ['none', 'asha']"),
         (["--env", "surgsim/Nope-v0"], "unknown env id 'surgsim/Nope-v0'"),
         (["--hyperparams", "n_envs"], "--hyperparams entry 'n_envs' is not of the form key:value"),
+        (["--grid", "learnin_rate=1e-4,3e-4"], "--grid/--search 'learnin_rate' is not a PPO hyperparameter; did you mean 'learning_rate'?"),
     ],
 )
 def test_cli_input_errors_exit_2(tmp_path, argv, message):

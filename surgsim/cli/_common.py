@@ -75,3 +75,12 @@ def check_seed(ctx: typer.Context, param: typer.CallbackParam, value: int | None
     if value is not None and not 0 <= value <= MAX_SEED:
         fail(f"{param.opts[0]} {value}: expected a whole number from 0 to {MAX_SEED}")
     return value
+
+
+def check_difficulty(ctx: typer.Context, param: typer.CallbackParam, value: str) -> str:
+    """A ``--difficulty`` option's callback: one of the spec's difficulties."""
+    from surgsim.tasks.spec import DIFFICULTIES
+
+    if value not in DIFFICULTIES:
+        fail(f"{param.opts[0]} {value!r}: expected one of {', '.join(DIFFICULTIES)}")
+    return value

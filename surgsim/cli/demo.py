@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from surgsim.cli._common import app, check_seed, check_writable, fail
+from surgsim.cli._common import app, check_difficulty, check_seed, check_writable, fail
 
 VIDEO_FORMATS = (".gif", ".mp4")
 
@@ -30,7 +30,7 @@ def demo(
     episodes: int = typer.Option(5, "--episodes", "-n", min=1, help="Episodes to run."),
     policy: str = typer.Option("expert", help="'expert' (scripted, good technique) or 'random'."),
     seed: int = typer.Option(0, "--seed", callback=check_seed, help="Seed of the first episode; episode i uses seed + i."),
-    difficulty: str = typer.Option("medium", help="easy, medium or hard."),
+    difficulty: str = typer.Option("medium", "--difficulty", callback=check_difficulty, help="easy, medium or hard."),
     patient: Optional[str] = typer.Option(None, help="A named fixed patient from the env's spec."),
     out: Optional[Path] = typer.Option(
         None, "--out", help="Also film the episodes: demo.gif, or demo.mp4 with surgsim[video]."

@@ -9,7 +9,7 @@ from typing import Any, Callable, List, Optional
 
 import typer
 
-from surgsim.cli._common import app, check_seed, check_writable, fail
+from surgsim.cli._common import app, check_difficulty, check_seed, check_writable, fail
 from surgsim.sessions.teleop import END_KEY, NOOP_KEY, describe_keys
 
 import_app = typer.Typer(help="Import sessions recorded elsewhere (da Vinci kinematics, trackers).", no_args_is_help=True)
@@ -40,7 +40,7 @@ def play_cmd(
     ),
     keys_file: Optional[Path] = typer.Option(None, "--keys-file", help="Scripted keys from a text file (whitespace ignored)."),
     seed: Optional[int] = typer.Option(None, "--seed", callback=check_seed, help="Episode i uses seed + i (default: unseeded)."),
-    difficulty: str = typer.Option("medium", "--difficulty", help="easy, medium or hard."),
+    difficulty: str = typer.Option("medium", "--difficulty", callback=check_difficulty, help="easy, medium or hard."),
     patient: Optional[str] = typer.Option(None, "--patient", help="A named fixed patient from the env's spec."),
 ) -> None:
     import gymnasium as gym

@@ -52,7 +52,7 @@ class EvalOptions:
         for name, low in (("limit", 1), ("n_check", 0), ("n_single", 1), ("n_plot", 0), ("threads", 1)):
             value = getattr(self, name)
             if value is not None and value < low:
-                raise PredictorError(f"{name} = {value!r} is not valid: expected an integer >= {low}")
+                raise PredictorError(f"--{name.replace('_', '-')} {value!r}: expected an integer >= {low}")
 
 
 def _stats_mm(values: np.ndarray) -> dict[str, float]:

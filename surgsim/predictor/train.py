@@ -82,7 +82,7 @@ class TrainOptions:
             ("limit_val", self.limit_val is None or self.limit_val >= 1, "an integer >= 1"),
         ):
             if not ok:
-                raise TrainingError(f"{name} = {getattr(self, name)!r} is not valid: expected {expected}")
+                raise TrainingError(f"--{name.replace('_', '-')} {getattr(self, name)!r}: expected {expected}")
 
 
 @dataclass

@@ -44,6 +44,13 @@ def parse_value(text: str) -> Any:
     return yaml.safe_load(text)
 
 
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """A YAML error in one line: what is wrong and where (PyYAML's own message spans several)."""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    mark = getattr(exc, "problem_mark", None)
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else problem
+
+
 def parse_overrides(items: list[str] | None, what: str) -> dict[str, Any]:
     """``["learning_rate:3e-4", "policy_kwargs:{net_arch: [64, 64]}"]`` -> dict (numbers, else YAML)."""
     result: dict[str, Any] = {}
@@ -54,6 +61,6 @@ def parse_overrides(items: list[str] | None, what: str) -> dict[str, Any]:
         try:
             value = parse_value(raw)
         except yaml.YAMLError as exc:
-            raise ValueError(f"{what} entry {item!r}: value is not valid YAML ({exc})") from None
+            raise ValueError(f"{what} entry {item!r}: value is not valid YAML ({yaml_problem(exc)})") from None
         result[key.strip()] = value
     return result

@@ -416,7 +416,7 @@ def _start(spec: SweepSpec) -> tuple[Path, list[dict[str, Any]]]:
         check_device(spec.device, here=False)  # the trials' machines may have the GPU
         check_env_and_algo(spec.algo, spec.env_id, spec.env_kwargs).close()
         spec.hyperparams = check_hyperparams(spec.algo, spec.hyperparams)
-        configs = [check_hyperparams(spec.algo, config) for config in expand_configs(spec)]
+        configs = [check_hyperparams(spec.algo, config, "--grid/--search") for config in expand_configs(spec)]
         planned_timesteps(spec, {})  # the preset exists
     except SweepError:
         raise

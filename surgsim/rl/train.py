@@ -44,7 +44,7 @@ from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 import surgsim  # noqa: F401  (registers the ids)
 from surgsim._files import atomic_save, atomic_write_text
 from surgsim.rl.evaluate import EvalResult, model_policy, run_episodes
-from surgsim.rl.presets import ALGOS, RUN_KEYS, load_preset, preset_path
+from surgsim.rl.presets import ALGOS, RUN_KEYS, load_preset, preset_path, yaml_problem
 
 ALGO_CLASSES: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "dqn": DQN, "sac": SAC}
 #: what a preset's ``replay_buffer_class`` may name; names are looked up here, never evaluated
@@ -147,7 +147,7 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def check_hyperparams(algo: str, hyperparams: dict[str, Any]) -> dict[str, Any]:
+def check_hyperparams(algo: str, hyperparams: dict[str, Any], option: str = "--hyperparams") -> dict[str, Any]:
     """Refuse names the algorithm does not take (suggesting the nearest) and out-of-range numbers.
 
     Returns the hyperparameters with whole-number floats (``1e3``) made ints. Values SB3 checks
@@ -159,11 +159,11 @@ def check_hyperparams(algo: str, hyperparams: dict[str, Any]) -> dict[str, Any]:
     known = [name for name in params if name not in _NOT_HYPERPARAMS] + list(RUN_KEYS)
     checked = {}
     for key, value in hyperparams.items():
-        where = f"--hyperparams {key}:{value}"
+        where = f"{option} {key}:{value}"
         if key not in known:
             close = difflib.get_close_matches(key, known, n=1)
             hint = f"did you mean {close[0]!r}?" if close else f"expected one of {sorted(known)}"
-            raise TrainingError(f"--hyperparams {key!r} is not a {algo.upper()} hyperparameter; {hint}")
+            raise TrainingError(f"{option} {key!r} is not a {algo.upper()} hyperparameter; {hint}")
         default = params[key].default if key in params else None
         numeric = _is_number(default) or key in _COUNTS
         if numeric and not (key == "train_freq" and isinstance(value, (list, tuple))):  # (4, "episode")
@@ -558,7 +558,9 @@ def read_run_args(run_dir: Path) -> TrainArgs:
         raise TrainingError(f"{run_dir} is not a surgsim run folder (no <env>/args.yml)")
     try:
         args = TrainArgs(**yaml.safe_load(records[0].read_text()))
-    except (TypeError, yaml.YAMLError) as exc:
+    except yaml.YAMLError as exc:
+        raise TrainingError(f"{records[0]}: unreadable run arguments ({yaml_problem(exc)})") from None
+    except TypeError as exc:
         raise TrainingError(f"{records[0]}: unreadable run arguments ({exc})") from None
     check_env_and_algo(args.algo, args.env_id, args.env_kwargs, source=f"env_kwargs in {records[0]}").close()
     return args
