@@ -9,6 +9,8 @@ from typing import Any, Callable
 import gymnasium as gym
 import numpy as np
 
+from surgsim.env import episode_outcome
+
 Policy = Callable[[Any], Any]
 
 
@@ -58,8 +60,7 @@ def run_episodes(
             total += float(reward)
             steps += 1
             done = terminated or truncated
-        outcome = "success" if info.get("is_success") else info.get("failure_reason") or "time_limit"
-        outcomes[outcome] += 1
+        outcomes[episode_outcome(info)] += 1
         returns.append(total)
         lengths.append(steps)
         if on_episode is not None:

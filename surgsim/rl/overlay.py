@@ -13,20 +13,13 @@ import gymnasium as gym
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from surgsim.env import episode_outcome
+
 _WHITE = (235, 235, 235)
 _GREEN = (90, 220, 110)
 _RED = (240, 90, 80)
 _AMBER = (240, 190, 70)
 _BAND = (24, 24, 28)
-
-
-def outcome_of(info: dict[str, Any], truncated: bool) -> str | None:
-    """``success``, the failure reason, ``time_limit``, or None while the episode goes on."""
-    if info.get("is_success"):
-        return "success"
-    if info.get("is_failure") or info.get("failure_reason"):
-        return str(info.get("failure_reason") or "failure")
-    return "time_limit" if truncated else None
 
 
 def _font(size: int) -> ImageFont.ImageFont:
@@ -76,7 +69,7 @@ class AnnotatedFrames(gym.Wrapper):
         self._step += 1
         self._return += float(reward)
         if self.filming:
-            outcome = outcome_of(info, truncated) if (terminated or truncated) else None
+            outcome = episode_outcome(info) if (terminated or truncated) else None
             self._capture(info, float(reward), outcome)
             if outcome is not None:
                 self.frames.extend([self.frames[-1]] * self.hold_frames)

@@ -28,6 +28,7 @@ import gymnasium as gym
 import numpy as np
 import pyarrow as pa
 
+from surgsim.env import episode_outcome
 from surgsim.sessions.io import (
     META_KEY,
     canonical_json,
@@ -182,13 +183,7 @@ class SessionRecorder(gym.Wrapper):
             time = k / self.rate_hz
             episode.add(self._row(k, action, reward, info), self.flush_every_s)
             if terminated or truncated:
-                reason = info.get("failure_reason")
-                if info.get("is_success"):
-                    episode.events.append({"time": time, "name": "success"})
-                elif reason:
-                    episode.events.append({"time": time, "name": str(reason)})
-                else:
-                    episode.events.append({"time": time, "name": "time_limit"})
+                episode.events.append({"time": time, "name": episode_outcome(info)})
                 self._finish(complete=True)
         return obs, reward, terminated, truncated, info
 
