@@ -21,10 +21,11 @@ from surgsim._files import atomic_write_text
 from surgsim.cli import app
 from surgsim.scoring import batch as batch_module
 from surgsim.scoring.metrics import MetricSettings, compute_metrics
-from surgsim.scoring.rubric import rubric_dir
+from surgsim.scoring.batch import find_sessions
+from surgsim.scoring.rubric import load_rubric, rubric_dir
 from surgsim.scoring.score import NotGradable, score_session
 from surgsim.scoring.synthetic import synthetic_session
-from surgsim.sessions import write_session
+from surgsim.sessions import verify_session, write_session
 from surgsim.sessions.session import Session, Track
 
 runner = CliRunner()
@@ -87,8 +88,23 @@ def test_degenerate_sessions_have_metrics_or_not_available(position) -> None:
 def test_metric_settings_out_of_range_are_refused() -> None:
     with pytest.raises(ValueError, match="sparc_threshold must be between 0 and 1 .*got 2"):
         MetricSettings(sparc_threshold=2)
-    with pytest.raises(ValueError, match="lowpass_hz must be a finite number > 0, got nan"):
+    with pytest.raises(ValueError, match=r"lowpass_hz must be in \(0, 100\] Hz, got nan"):
         MetricSettings(lowpass_hz=float("nan"))
+
+
+def test_shipped_rubrics_and_30_hz_kinematics_are_within_the_setting_ranges() -> None:
+    for path in rubric_dir().glob("*.yaml"):
+        load_rubric(path).metric_settings()
+    # JIGSAWS kinematics are sampled at 30 Hz: a cutoff at or above their 15 Hz Nyquist frequency
+    # leaves the velocity unfiltered (the same metrics as any other such cutoff), never a crash
+    n = 300
+    time = np.arange(n) / 30.0
+    position = np.column_stack([0.05 * np.sin(time), 0.02 * np.cos(3 * time), 0.001 * np.sin(40 * time)])
+    session = Session(time, {"tool": Track(position)}).validate()
+    unfiltered = compute_metrics(session, MetricSettings(lowpass_hz=15.0)).combined
+    assert compute_metrics(session, MetricSettings(lowpass_hz=100.0)).combined == unfiltered
+    filtered = compute_metrics(session, MetricSettings(lowpass_hz=6.0)).combined
+    assert filtered["peak_speed"] < unfiltered["peak_speed"]
 
 
 # ------------------------------------------------------------------ the batch
@@ -137,8 +153,11 @@ def test_unexpected_error_is_one_failed_file_and_the_summary_is_written(tmp_path
         ({"metrics.ldlj.weight": 0, "metrics.economy_of_motion.weight": 0, "metrics.bimanual_dexterity.weight": 0},
          "needs at least one metric of weight > 0"),
         ({"settings": {"sparc_threshold": 2}}, "sparc_threshold must be between 0 and 1"),
-        ({"settings": {"idle_speed": 0}}, "idle_speed must be a finite number > 0"),
-        ({"settings": {"lowpass_hz": -6}}, "lowpass_hz must be a finite number > 0"),
+        ({"settings": {"idle_speed": 0}}, "idle_speed must be in (0, 0.5] m/s"),
+        ({"settings": {"lowpass_hz": -6}}, "lowpass_hz must be in (0, 100] Hz"),
+        ({"settings": {"lowpass_hz": 1e9}}, "field settings: Value error, lowpass_hz must be in (0, 100] Hz, got 1000000000.0"),
+        ({"settings": {"sparc_max_hz": 1e6}}, "sparc_max_hz must be in (0, 100] Hz"),
+        ({"settings": {"force_threshold": 1e9}}, "force_threshold must be in [0, 1000] N"),
         ({"min_duration": -1}, "field min_duration"),
     ],
 )
@@ -207,6 +226,72 @@ def test_same_file_names_in_two_inputs_get_two_reports(tmp_path) -> None:
     assert sorted(p.relative_to(tmp_path / "f").as_posix() for p in (tmp_path / "f").rglob("*.json")) == [
         "day1/s.json", "day2/s.json"]
     assert len(_rows(tmp_path / "f" / "summary.csv")) == 2
+
+
+def test_report_names_keep_the_whole_file_name_and_never_collide(tmp_path) -> None:
+    names = ["a.1", "a.2", "cohort", "summary", "failures"]
+    for seed, name in enumerate(names):
+        write_session(_session(seed), tmp_path / "in" / f"{name}.parquet")
+    out = tmp_path / "r"
+    result = runner.invoke(app, ["score", str(tmp_path / "in"), "--out", str(out), "--no-progress", "-j", "1"])
+    assert result.exit_code == 0, result.output
+    reports = {Path(json.loads(p.read_text())["file"]).name: p.name for p in out.glob("*.json")}
+    assert reports == {"a.1.parquet": "a.1.json", "a.2.parquet": "a.2.json", "cohort.parquet": "cohort~2.json",
+                       "summary.parquet": "summary.json", "failures.parquet": "failures.json"}
+    assert sorted(p.name for p in out.glob("*.png")) == [
+        "a.1.png", "a.2.png", "cohort.png", "cohort~2.png", "failures.png", "summary.png"]
+    assert len(_rows(out / "summary.csv")) == 5 and _rows(out / "failures.csv") == []
+
+
+def test_metadata_of_any_shape_is_graded_and_plotted(tmp_path) -> None:
+    # meta is any JSON: a task that is not text gets the generic rubric, trials that are not numbers
+    # come after the numbered ones in the cohort plot
+    for name, meta in {"a": {"task": ["SurgicalPath"]}, "b": {"trial": "second"}, "c": {"trial": {"n": 3}}, "d": {}}.items():
+        session = _session(4)
+        session.meta.update(meta)
+        write_session(session, tmp_path / "in" / f"{name}.parquet")
+    out = tmp_path / "r"
+    result = runner.invoke(app, ["score", str(tmp_path / "in"), "--out", str(out), "--no-progress", "-j", "1"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "a.json").read_text())["rubric"] == "generic"
+    assert (out / "cohort.png").read_bytes()[:4] == b"\x89PNG" and _rows(out / "failures.csv") == []
+
+
+def test_no_two_sessions_share_a_report_path(tmp_path) -> None:
+    for name in ("a", "a.parquet", "b.json/c.parquet", "b.parquet", "x/.parquet", "x/.parquet.parquet",
+                 "cohort.png/d.parquet"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).touch()
+    found, failures = find_sessions([tmp_path / "a", tmp_path])
+    stems = {f.relative_to(tmp_path).as_posix(): stem.as_posix() for f, stem in found}
+    assert stems == {"a": "a", "a.parquet": "a~2", "b.json/c.parquet": "b.json/c", "b.parquet": "b~2",
+                     "x/.parquet": "x/.parquet", "x/.parquet.parquet": "x/.parquet~2"}
+    [failure] = failures
+    assert "cohort.png/d.parquet: its report folder 'cohort.png' has the name of a file the batch writes" in str(failure)
+
+
+def test_positions_near_1e307_give_null_shown_values_not_a_crash(tmp_path) -> None:
+    write_session(_scaled(_session(3), 1e307), tmp_path / "in" / "far.parquet")
+    write_session(_session(3), tmp_path / "in" / "near.parquet")
+    verify_session(tmp_path / "in" / "far.parquet")
+    result = _score(str(tmp_path / "in"), "--out", str(tmp_path / "r"))
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "r" / "far.json").read_text())
+    length = report["metrics"]["path_length"]  # about 3e306 m: finite in m, inf in mm
+    assert length["value"] > 1e306 and length["shown"] is None and length["shown_unit"] == "mm"
+    row = {Path(r["file"]).name: r for r in _rows(tmp_path / "r" / "summary.csv")}["far.parquet"]
+    assert row["path_length_mm"] == "" and row["score"] != ""
+
+
+@pytest.mark.parametrize("inputs", [["nonexistent"], ["IN", "nonexistent"]])
+def test_a_missing_input_is_a_usage_error_and_nothing_is_written(tmp_path, monkeypatch, inputs) -> None:
+    write_session(_session(), tmp_path / "IN" / "s.parquet")
+    monkeypatch.chdir(tmp_path)
+    for command in (["report"], ["calibrate", "--label", "grs"], ["evaluate", "--label", "grs"]):
+        result = runner.invoke(app, ["score", *command, *inputs, "--out", "r", "--no-progress", "-j", "1"])
+        assert result.exit_code == 2, (command, result.output)
+        assert result.output == "error: nonexistent: no such file or folder\n", command
+        assert not (tmp_path / "r").exists()
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o077])

@@ -395,3 +395,42 @@ def test_columns_are_checked_from_the_footer(tmp_path, table, message):
     pq.write_table(table.replace_schema_metadata({META_KEY: b'{"format_version": 1}'}), path)
     with pytest.raises(SessionError, match=message):
         read_session(path)
+
+
+def test_show_prints_a_synthetic_session(tmp_path):
+    from surgsim.scoring.synthetic import synthetic_session
+
+    path = write_session(synthetic_session(np.random.default_rng(0), 0.3), tmp_path / "s.parquet")
+    assert runner.invoke(app, ["session", "verify", str(path)]).exit_code == 0
+    result = runner.invoke(app, ["session", "show", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "source:      synthetic\n" in result.output and "reference:   " in result.output
+
+
+@pytest.mark.parametrize(
+    "meta, shown",
+    [({"source": ["a", 1], "labels": ["E"], "sampling_rate_hz": "fast"}, "source:      ['a', 1]"),
+     ({"source": {"device": "tracker", "empty": None}, "labels": {"grs": 22}}, "source:      device=tracker\n"),
+     ({"events": {"time": 1}, "reference_path": 3, "target": "here"}, "event:       1.000 s  None"),
+     ({"events": [{"time": "late", "name": "x"}, "cut", {"time": 0.5, "name": "grasp"}], "target": [0, "y", 1]},
+      "event:       0.500 s  grasp"),
+     ({"target": [0.01, 0.02, 0.03], "sampling_rate_hz": 20, "labels": "none", "trainee": {"id": 7}},
+      "target:      (10.0, 20.0, 30.0) mm")],
+    ids=["lists", "mapping", "odd-shapes", "mixed-events", "usual"],
+)
+def test_show_prints_any_valid_metadata(tmp_path, meta, shown):
+    session = small_session()
+    session.meta.update(meta)
+    path = write_session(session, tmp_path / "s.parquet")
+    result = runner.invoke(app, ["session", "show", str(path)])
+    assert result.exit_code == 0, result.output
+    assert shown in result.output and "integrity:   ok" in result.output
+
+
+def test_show_prints_positions_near_the_largest_float(tmp_path):
+    session = small_session()
+    session.tracks["tool"].position[:] *= 1e307  # up to 5e305 m: inf in mm, never a crash
+    path = write_session(session, tmp_path / "s.parquet")
+    result = runner.invoke(app, ["session", "show", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "tool_x" in result.output and "Warning" not in result.output

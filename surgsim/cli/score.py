@@ -44,6 +44,15 @@ def _workers(value: Optional[int]) -> int:
     return value or workers_default()
 
 
+def _inputs(paths: List[Path]) -> List[Path]:
+    """``paths``, once each exists: a missing one is a usage error (a typo must not quietly grade
+    a smaller cohort)."""
+    for path in paths:
+        if not path.exists():
+            fail(f"{path}: no such file or folder")
+    return paths
+
+
 def _report_failures(failures, total: int) -> None:
     """List the files that failed, then exit non-zero when any did."""
     if not failures:
@@ -65,6 +74,7 @@ def report_cmd(
     any_task: bool = typer.Option(False, "--any-task", help="Grade sessions of any task with --rubric (else only its own task's)."),
 ) -> None:
     """Grade every session: <out>/<name>.json (+ .png), summary.csv, failures.csv, cohort.png."""
+    _inputs(paths)
     check_writable(out, "--out", folder=True)
     from surgsim.scoring.batch import find_sessions, grade_folder
     from surgsim.scoring.rubric import RubricError
@@ -91,7 +101,7 @@ def report_cmd(
 def _measure(paths: List[Path], workers: Optional[int], progress: bool, settings=None):
     from surgsim.scoring.batch import measure_folder
 
-    batch = measure_folder(paths, settings, workers=_workers(workers), progress=progress)
+    batch = measure_folder(_inputs(paths), settings, workers=_workers(workers), progress=progress)
     if not batch.results:
         _report_failures(batch.failures, len(batch.failures))
         fail(f"no session files (*.parquet) in {', '.join(map(str, paths))}")

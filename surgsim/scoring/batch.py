@@ -52,11 +52,18 @@ class Batch:
     failures: list[Failure] = field(default_factory=list)
 
 
+#: what the batch itself writes in the report folder, beside the per-session reports
+BATCH_FILES = ("summary.csv", "failures.csv", "cohort.png")
+#: the per-session reports: ``<stem>.json`` and ``<stem>.png``
+REPORT_SUFFIXES = (".json", ".png")
+
+
 def find_sessions(paths: Sequence[str | Path]) -> tuple[list[tuple[Path, Path]], list[Failure]]:
-    """(file, where its report goes) for every ``*.parquet`` under the given folders or files.
+    """(file, its report path without suffix) for every ``*.parquet`` under the folders or files.
 
     Reports mirror the layout under the inputs' common folder, so files of the same name in two
-    inputs get two reports; a file reached through two inputs is graded once.
+    inputs get two reports; a file reached through two inputs is graded once. See
+    :func:`_report_stems` for the names.
     """
     found: dict[str, Path] = {}
     roots = []
@@ -74,8 +81,45 @@ def find_sessions(paths: Sequence[str | Path]) -> tuple[list[tuple[Path, Path]],
         for f in files:
             found.setdefault(os.path.abspath(f), f)
     common = os.path.commonpath(roots) if roots else ""
-    placed = [(f, Path(os.path.relpath(absolute, common))) for absolute, f in found.items()]
+    relative = {absolute: Path(os.path.relpath(absolute, common)) for absolute in found}
+    stems = _report_stems(list(relative.values()))
+    placed = []
+    for absolute, f in found.items():
+        stem = stems.get(relative[absolute])
+        if stem is None:
+            folder = relative[absolute].parts[0]
+            problem = f"its report folder {folder!r} has the name of a file the batch writes"
+            failures.append(Failure(str(f), f"{f}: {problem} ({', '.join(BATCH_FILES)})"))
+        else:
+            placed.append((f, stem))
     return placed, failures
+
+
+def _report_stems(relative: Sequence[Path]) -> dict[Path, Path]:
+    """Each session's report path without suffix: its path under the common folder less
+    ``.parquet`` (``a.1.parquet`` -> ``a.1``, reports ``a.1.json`` and ``a.1.png``).
+
+    No two sessions share a report, and none takes a path the batch writes or a folder of reports
+    (compared case-insensitively, as some file systems do): a name already taken gets ``~2``,
+    ``~3``, ... (``cohort.parquet`` -> ``cohort~2.json``, beside the batch's ``cohort.png``). A
+    session whose report folder would be a batch file (``summary.csv/x.parquet``) is left out.
+    """
+    key = lambda path: path.as_posix().casefold()  # noqa: E731
+    batch_files = {name.casefold() for name in BATCH_FILES}
+    # paths no report may take: the batch's files, every folder of reports, the reports given so far
+    taken = batch_files | {key(parent) for path in relative for parent in path.parents[:-1]}
+    stems: dict[Path, Path] = {}
+    for path in relative:
+        if len(path.parts) > 1 and path.parts[0].casefold() in batch_files:
+            continue
+        base = stem = path.with_name(path.name.removesuffix(SUFFIX) or path.name)
+        n = 1
+        while any(key(stem) + suffix in taken for suffix in REPORT_SUFFIXES):
+            n += 1
+            stem = base.with_name(f"{base.name}~{n}")
+        taken.update(key(stem) + suffix for suffix in REPORT_SUFFIXES)
+        stems[path] = stem
+    return stems
 
 
 def workers_default() -> int:
@@ -115,16 +159,16 @@ def _grade_one(
     try:
         session = read_session(path)
         task = session.meta.get("task")
-        rubric = _rubric(rubric_path, task)
+        rubric = _rubric(rubric_path, task if isinstance(task, str) else None)  # meta is any JSON
         check_task(rubric, task, any_task)
         metrics = compute_metrics(session, rubric.metric_settings())
         reason = not_gradable(session, rubric)
         score = None if reason else score_metrics(metrics.combined, rubric)
         report = session_report(str(path), session, metrics, score, rubric=rubric.task, reason=reason)
-        stem = out / placed.with_suffix("")
-        write_json(stem.with_suffix(".json"), report)
+        json_path, png_path = (out / placed.with_name(placed.name + s) for s in REPORT_SUFFIXES)
+        write_json(json_path, report)
         if figures and score:
-            session_figure(stem.with_suffix(".png"), session, metrics, score)
+            session_figure(png_path, session, metrics, score)
         return summary_row(report)
     except Exception as exc:  # one file, whatever went wrong, never the batch
         return _failure(path, exc)
@@ -153,11 +197,12 @@ def grade_folder(
     for result in run_all(grade, found, workers, "score", progress):
         (batch.failures if isinstance(result, Failure) else batch.results).append(result)
     out.mkdir(parents=True, exist_ok=True)
-    write_summary(out / "summary.csv", batch.results)
-    atomic_write(out / "failures.csv", lambda f: csv.writer(f).writerows(
+    summary, failed, cohort = (out / name for name in BATCH_FILES)
+    write_summary(summary, batch.results)
+    atomic_write(failed, lambda f: csv.writer(f).writerows(
         [("file", "problem"), *((x.file, str(x)) for x in batch.failures)]))
     if figures and any(row["gradable"] for row in batch.results):
-        cohort_figure(out / "cohort.png", batch.results)
+        cohort_figure(cohort, batch.results)
     return batch
 
 

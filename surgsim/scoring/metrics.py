@@ -144,13 +144,21 @@ class MetricSettings:
                 raise ValueError(f"{name} must be {allowed}, got {value!r}")
 
 
-_POSITIVE = ("a finite number > 0", lambda v: 0 < v < math.inf)
-#: what each setting may be: (in words, test); NaN fails every test
+def _between(low: float, high: float, unit: str, low_open: bool = True) -> tuple[str, object]:
+    """(in words, test) of a setting in ``(low, high]`` (``[low, high]`` when not ``low_open``)."""
+    words = f"in {'(' if low_open else '['}{low:g}, {high:g}] {unit}"
+    return words, (lambda v: low < v <= high) if low_open else (lambda v: low <= v <= high)
+
+
+#: what each setting may be: (in words, test); NaN fails every test. The bounds are generous for
+#: hand motion (speeds under 0.5 m/s, smoothness below 100 Hz, forces under 1 kN) and refuse
+#: values that would silently grade nothing; a cutoff at or above a session's Nyquist frequency
+#: (15 Hz for JIGSAWS' 30 Hz kinematics) leaves its velocity unfiltered, as for any session
 _SETTING_RANGES = {
-    "idle_speed": _POSITIVE,
-    "lowpass_hz": _POSITIVE,
-    "force_threshold": ("a finite number >= 0", lambda v: 0 <= v < math.inf),
-    "sparc_max_hz": _POSITIVE,
+    "idle_speed": _between(0, 0.5, "m/s"),
+    "lowpass_hz": _between(0, 100, "Hz"),
+    "force_threshold": _between(0, 1000, "N", low_open=False),
+    "sparc_max_hz": _between(0, 100, "Hz"),
     "sparc_threshold": ("between 0 and 1 (exclusive)", lambda v: 0 < v < 1),
 }
 
@@ -170,7 +178,7 @@ class SessionMetrics:
 # ------------------------------------------------------------------ helpers
 def _lowpass(values: np.ndarray, fs: float, cutoff: float) -> np.ndarray:
     """Zero-phase 4th-order Butterworth low-pass along the last axis; unchanged when it cannot apply:
-    too short, a cutoff above the Nyquist frequency, or one so far below it (sampling at over
+    too short, a cutoff at or above the Nyquist frequency, or one so far below it (sampling at over
     1e6 x the cutoff) that the filter is numerically unstable."""
     n = values.shape[-1]
     if not 2 * cutoff < fs <= 1e6 * cutoff or n < 4:

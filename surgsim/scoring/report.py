@@ -1,8 +1,9 @@
 """Reports people read: per session a JSON and a PNG figure, per batch a CSV and a cohort plot.
 
 Values are SI in the JSON's ``value`` fields; ``shown`` / ``shown_unit`` give the value in the
-unit reports print (mm for lengths). Every file is written to a temporary name and renamed.
-Matplotlib is imported only when a figure is drawn (Agg backend, no display needed).
+unit reports print (mm for lengths); a value that is not a finite number there (1e307 m is inf mm)
+is null, not available. Every file is written to a temporary name and renamed. Matplotlib is
+imported only when a figure is drawn (Agg backend, no display needed).
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ def atomic_write(path: Path, write: Callable[[Any], None], binary: bool = False)
 
 
 def _shown(name: str, value: float | None) -> float | None:
-    return None if value is None else value * METRICS[name].report_scale
+    """``value`` in the metric's report unit; None when that is not finite (1e307 m is inf mm)."""
+    return None if value is None else _finite(value * METRICS[name].report_scale)
 
 
 def _finite(value: float | None) -> float | None:
@@ -85,7 +87,7 @@ def session_report(
         "level": score.level if score else None,
         "top_costs": [m.explain() for m in score.top_costs()] if score else [],
         "unavailable": score.unavailable if score else [],
-        "duration_s": session.duration,
+        "duration_s": _finite(session.duration),
         "n_samples": session.n_samples,
         "reference_track": metrics.reference_track,
         "metrics": {name: entry(name, value) for name, value in metrics.combined.items()},
@@ -187,6 +189,13 @@ def write_summary(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
     return atomic_write(path, write)
 
 
+def _trial_order(row: dict[str, Any]) -> tuple:
+    """Numbered trials in order, then the others (meta trial is any JSON value), then by file."""
+    trial = row.get("trial")
+    number = isinstance(trial, (int, float)) and not isinstance(trial, bool)
+    return not number, trial if number else 0, str(trial), row["file"]
+
+
 def cohort_figure(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
     """PNG: score per trainee over their graded sessions (in trial order), with the level of each point."""
     rows = [row for row in rows if row["gradable"]]
@@ -197,7 +206,7 @@ def cohort_figure(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
         trainees.setdefault(str(row.get("trainee") or "unknown"), []).append(row)
     markers = {"expert": "o", "intermediate": "s", "novice": "x"}
     for trainee, items in sorted(trainees.items()):
-        items = sorted(items, key=lambda r: (r.get("trial") is None, r.get("trial") or 0, r["file"]))
+        items = sorted(items, key=_trial_order)
         line, = ax.plot(range(1, len(items) + 1), [r["score"] for r in items], lw=1, label=trainee)
         for i, r in enumerate(items, 1):
             ax.plot(i, r["score"], markers.get(r["level"], "o"), color=line.get_color())

@@ -145,11 +145,12 @@ def rubric_dir() -> Path:
     return data_dir("assets") / "rubrics"
 
 
-def default_rubric(task: str | None) -> Rubric:
-    """The shipped rubric of ``task`` (a session's meta task), else the generic one."""
+def default_rubric(task: object) -> Rubric:
+    """The shipped rubric of ``task`` (a session's meta task: any JSON value), else generic."""
     folder = rubric_dir()
     # a task name is a file name here: nothing that could leave the folder
-    path = folder / f"{task}.yaml" if task and re.fullmatch(r"[A-Za-z0-9_.-]+", task) and ".." not in task else None
+    named = isinstance(task, str) and re.fullmatch(r"[A-Za-z0-9_.-]+", task) and ".." not in task
+    path = folder / f"{task}.yaml" if named else None
     if path is None or not path.is_file():
         path = folder / f"{GENERIC}.yaml"
     return load_rubric(path)
