@@ -3,11 +3,16 @@
 from surgsim.tasks.base import Measurement, Task
 from surgsim.tasks.spec import SpecError, TaskSpec, load_spec
 
-__all__ = ["Measurement", "SpecError", "Task", "TaskSpec", "load_spec", "make_task"]
+__all__ = ["Measurement", "SpecError", "Task", "TaskSpec", "load_spec", "make_task", "task_class"]
 
 
 def make_task(spec: TaskSpec) -> Task:
-    """The Task class for a spec's ``task`` field."""
+    """The task a spec describes."""
+    return task_class(spec.task)(spec)
+
+
+def task_class(task: str) -> type[Task]:
+    """The Task class for a spec's ``task`` field (the one registry of task classes)."""
     from surgsim.tasks.incision import IncisionTask
     from surgsim.tasks.needle_reach import NeedleReachTask
     from surgsim.tasks.surgical_path import SurgicalPathTask
@@ -17,4 +22,4 @@ def make_task(spec: TaskSpec) -> Task:
         "surgical_path": SurgicalPathTask,
         "incision": IncisionTask,
     }
-    return classes[spec.task](spec)
+    return classes[task]

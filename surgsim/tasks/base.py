@@ -22,6 +22,18 @@ class InfeasibleScenario(ValueError):
     up after its bounded number of draws instead of looping for ever."""
 
 
+@dataclass(frozen=True)
+class ObsEntry:
+    """One entry of a task's flat state observation, documented as Gymnasium's own envs do."""
+
+    name: str
+    meaning: str
+    #: unit of the quantity before it is divided by ``scale``
+    unit: str
+    #: what it is divided by, in words (a spec field, a named constant, or 1)
+    scale: str
+
+
 @dataclass
 class Measurement:
     """What the task reads off the world after a move (SI units)."""
@@ -44,8 +56,8 @@ class Task(ABC):
 
     #: number of action degrees of freedom
     action_dim: int
-    #: length of the flat state observation
-    obs_dim: int
+    #: the flat state observation, entry by entry (its length is the observation's)
+    OBSERVATION: tuple[ObsEntry, ...]
     #: True when the goal is a position (HER's achieved / desired goal)
     position_goal: bool = True
     #: factor from the SI damage increment to the unit the damage weight is given in
@@ -60,6 +72,11 @@ class Task(ABC):
     reference_lookahead: float = 0.005
     #: failure reason :meth:`check_poses` gives a pose outside the instrument's joint limits
     UNREACHABLE = "unreachable"
+
+    @property
+    def obs_dim(self) -> int:
+        """Length of the flat state observation."""
+        return len(self.OBSERVATION)
 
     def __init__(self, spec: TaskSpec) -> None:
         self.spec = spec

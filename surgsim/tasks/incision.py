@@ -13,7 +13,7 @@ import numpy as np
 
 from surgsim.sim import anatomy
 from surgsim.sim.instruments import Scalpel
-from surgsim.tasks.base import MM, Measurement, Task, potential
+from surgsim.tasks.base import MM, Measurement, ObsEntry, Task, potential
 from surgsim.tasks.spec import IncisionSpec
 
 CLEARANCE_RANGE = 0.02
@@ -25,9 +25,35 @@ _CRITICAL_RGBA = (0.95, 0.85, 0.30, 1.0)
 _LINE_RGBA = (0.1, 0.3, 0.9, 1.0)
 
 
+#: observation scales (m): lengths near the blade (offsets to the line, height above the skin), a depth
+_NEAR_SCALE = 0.01
+_DEPTH_SCALE = 0.005
+_PROGRESS = "progress_scale_mm (spec)"
+_NEAR = f"{_NEAR_SCALE * 1000:g} mm"
+_DEPTH = f"{_DEPTH_SCALE * 1000:g} mm"
+
+
 class IncisionTask(Task):
     action_dim = 3
-    obs_dim = 16
+    OBSERVATION = (
+        ObsEntry("tip_x", "blade tip x from the start of the line", "m", _PROGRESS),
+        ObsEntry("tip_y", "blade tip y from the start of the line", "m", _PROGRESS),
+        ObsEntry("tip_z", "blade tip height above the skin (negative inside)", "m", _NEAR),
+        ObsEntry("to_line_x", "nearest point of the line minus tip, x", "m", _NEAR),
+        ObsEntry("to_line_y", "nearest point of the line minus tip, y", "m", _NEAR),
+        ObsEntry("tangent_x", "line direction at the nearest point, x", "1", "1"),
+        ObsEntry("tangent_y", "line direction at the nearest point, y", "1", "1"),
+        ObsEntry("ahead_x", f"point {_OBS_AHEAD * 1000:g} mm further along the line minus tip, x", "m", _NEAR),
+        ObsEntry("ahead_y", f"point {_OBS_AHEAD * 1000:g} mm further along the line minus tip, y", "m", _NEAR),
+        ObsEntry("to_end_x", "end of the line minus tip, x", "m", _PROGRESS),
+        ObsEntry("to_end_y", "end of the line minus tip, y", "m", _PROGRESS),
+        ObsEntry("depth", "blade depth below the skin", "m", _DEPTH),
+        ObsEntry("depth_to_band", "depth minus the middle of the depth band", "m", _DEPTH),
+        ObsEntry("coverage", "fraction of the line cut so far", "1", "1"),
+        ObsEntry("progress", "arc length of the nearest point over the line's length", "1", "1"),
+        ObsEntry("clearance", "blade's distance to the critical layer (capped)", "m",
+                 f"CLEARANCE_RANGE ({CLEARANCE_RANGE * 1000:g} mm)"),
+    )
     position_goal = False
     instrument_body = Scalpel.body
     reference_lookahead = _LOOKAHEAD
@@ -218,12 +244,12 @@ class IncisionTask(Task):
         scale = self.progress_scale
         return np.array(
             [
-                (tip[0] - start[0]) / scale, (tip[1] - start[1]) / scale, tip[2] / 0.01,
-                (nearest[0] - tip[0]) / 0.01, (nearest[1] - tip[1]) / 0.01,
+                (tip[0] - start[0]) / scale, (tip[1] - start[1]) / scale, tip[2] / _NEAR_SCALE,
+                (nearest[0] - tip[0]) / _NEAR_SCALE, (nearest[1] - tip[1]) / _NEAR_SCALE,
                 tangent[0], tangent[1],
-                (ahead[0] - tip[0]) / 0.01, (ahead[1] - tip[1]) / 0.01,
+                (ahead[0] - tip[0]) / _NEAR_SCALE, (ahead[1] - tip[1]) / _NEAR_SCALE,
                 (end[0] - tip[0]) / scale, (end[1] - tip[1]) / scale,
-                depth / 0.005, (depth - self.band_mid) / 0.005,
+                depth / _DEPTH_SCALE, (depth - self.band_mid) / _DEPTH_SCALE,
                 self.coverage, s / self.length, m.clearance / CLEARANCE_RANGE,
             ],
             dtype=np.float32,

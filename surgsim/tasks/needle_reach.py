@@ -9,16 +9,24 @@ import numpy as np
 
 from surgsim.sim import anatomy
 from surgsim.sim.instruments import FreeTool
-from surgsim.tasks.base import MM, Measurement, Task, potential
+from surgsim.tasks.base import MM, Measurement, ObsEntry, Task, potential
 from surgsim.tasks.spec import NeedleReachSpec
 
 _TARGET_RGBA = (0.1, 0.8, 0.2, 0.9)
 _MAX_DRAWS = 1000
 
 
+_AXES = "xyz"
+_HALF = "workspace half-size on that axis"
+
+
 class NeedleReachTask(Task):
     action_dim = 3
-    obs_dim = 9
+    OBSERVATION = (
+        *(ObsEntry(f"tip_{a}", f"tip {a} from the workspace centre", "m", _HALF) for a in _AXES),
+        *(ObsEntry(f"target_{a}", f"target {a} from the workspace centre", "m", _HALF) for a in _AXES),
+        *(ObsEntry(f"to_target_{a}", f"target minus tip, {a}", "m", _HALF) for a in _AXES),
+    )
     instrument_body = FreeTool.body
 
     def __init__(self, spec: NeedleReachSpec) -> None:

@@ -14,7 +14,7 @@ import numpy as np
 
 from surgsim.sim import anatomy
 from surgsim.sim.instruments import TrocarTool, trocar_angles
-from surgsim.tasks.base import MM, Measurement, Task, potential
+from surgsim.tasks.base import MM, Measurement, ObsEntry, Task, potential
 from surgsim.tasks.spec import SurgicalPathSpec
 
 #: clearance queries look this far (m); anything farther reads as this value
@@ -24,9 +24,33 @@ _MAX_DRAWS = 200
 _START_DRAWS = 50
 
 
+#: observation scales (m): the lesion's offset from the port, an insertion error, a length in tissue
+_PORT_OFFSET_SCALE = 0.1
+_INSERTION_SCALE = 0.1
+_TISSUE_LENGTH_SCALE = 0.05
+_PROGRESS = "progress_scale_mm (spec)"
+_ANGLE = "angle_limit_deg (spec)"
+_CLEARANCE = f"CLEARANCE_RANGE ({CLEARANCE_RANGE * 1000:g} mm)"
+
+
 class SurgicalPathTask(Task):
     action_dim = 3
-    obs_dim = 17
+    OBSERVATION = (
+        *(ObsEntry(f"tip_to_lesion_{a}", f"tip minus lesion centre, {a}", "m", _PROGRESS) for a in "xyz"),
+        *(ObsEntry(f"lesion_from_port_{a}", f"lesion centre minus port, {a}", "m",
+                   f"{_PORT_OFFSET_SCALE * 1000:g} mm") for a in "xyz"),
+        ObsEntry("yaw", "tool yaw about the port", "rad", _ANGLE),
+        ObsEntry("pitch", "tool pitch about the port", "rad", _ANGLE),
+        ObsEntry("insertion", "shaft length past the port", "m", "insertion_range_mm high end (spec)"),
+        ObsEntry("yaw_to_aim", "yaw that aims at the lesion minus yaw", "rad", _ANGLE),
+        ObsEntry("pitch_to_aim", "pitch that aims at the lesion minus pitch", "rad", _ANGLE),
+        ObsEntry("insertion_to_go", "insertion that reaches the lesion minus insertion", "m",
+                 f"{_INSERTION_SCALE * 1000:g} mm"),
+        ObsEntry("clearance", "shaft's distance to the nearest vessel or nerve (capped)", "m", _CLEARANCE),
+        *(ObsEntry(f"escape_{a}", f"from the shaft to the nearest vessel or nerve, {a} (0 beyond the cap)",
+                   "m", _CLEARANCE) for a in "xyz"),
+        ObsEntry("tissue_length", "length of shaft inside the organ", "m", f"{_TISSUE_LENGTH_SCALE * 1000:g} mm"),
+    )
     instrument_body = TrocarTool.body
     damage_to_reward_units = 1e6  # swept area: m^2 -> mm^2
     config_names = ("yaw", "pitch", "insertion")
@@ -290,13 +314,14 @@ class SurgicalPathTask(Task):
         return np.array(
             [
                 (tip[0] - target[0]) / s, (tip[1] - target[1]) / s, (tip[2] - target[2]) / s,
-                (target[0] - port[0]) / 0.1, (target[1] - port[1]) / 0.1, (target[2] - port[2]) / 0.1,
+                (target[0] - port[0]) / _PORT_OFFSET_SCALE, (target[1] - port[1]) / _PORT_OFFSET_SCALE,
+                (target[2] - port[2]) / _PORT_OFFSET_SCALE,
                 t.yaw / lim, t.pitch / lim, t.insertion / self.insertion_max,
                 (yaw_t - t.yaw) / lim, (pitch_t - t.pitch) / lim,
-                (self.target_insertion - t.insertion) / 0.1,
+                (self.target_insertion - t.insertion) / _INSERTION_SCALE,
                 m.clearance / CLEARANCE_RANGE,
                 esc[0] / CLEARANCE_RANGE, esc[1] / CLEARANCE_RANGE, esc[2] / CLEARANCE_RANGE,
-                self.tissue_length / 0.05,
+                self.tissue_length / _TISSUE_LENGTH_SCALE,
             ],
             dtype=np.float32,
         )
