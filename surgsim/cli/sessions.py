@@ -315,7 +315,7 @@ def show_cmd(file: Path = typer.Argument(..., help="A session file.")) -> None:
     """Print a session's metadata, integrity and a summary of every column (lengths in mm)."""
     import numpy as np
 
-    from surgsim.scoring.metrics import polyline_length
+    from surgsim.polyline import total_length
     from surgsim.sessions.io import IntegrityError, read_session, verify_session
     from surgsim.sessions.session import CHANNELS, SessionError
 
@@ -352,7 +352,7 @@ def show_cmd(file: Path = typer.Argument(..., help="A session file.")) -> None:
         echo(f"target:      {target}")
     rows = [("time", "s", session.time, 1.0)]
     for name, track in session.tracks.items():
-        path_length = polyline_length(track.position)
+        path_length = total_length(track.position)
         echo(f"instrument:  {name}  path length {1e3 * path_length:.1f} mm")
         rows += [(f"{name}_{axis}", "mm", track.position[:, i], 1e3) for i, axis in enumerate("xyz")]
         if track.orientation is not None:

@@ -22,8 +22,9 @@ from typing import Literal
 
 import numpy as np
 from scipy import signal
-from scipy.spatial import ConvexHull, QhullError, cKDTree
+from scipy.spatial import ConvexHull, QhullError
 
+from surgsim.polyline import distance_to_polyline, scaling_exponent, total_length
 from surgsim.sessions.session import Session
 
 Better = Literal["lower", "higher", "both"]
@@ -187,86 +188,10 @@ def _lowpass(values: np.ndarray, fs: float, cutoff: float) -> np.ndarray:
     return signal.sosfiltfilt(sos, values, axis=-1, padlen=min(3 * (2 * len(sos) + 1), n - 1))
 
 
-def _exponent(values: np.ndarray) -> int:
-    """The power of two that scales ``values`` into [-1, 1] (exactly: only the exponents change),
-    so that their squares neither overflow (1e200 m) nor underflow (1e-300 m)."""
-    return int(np.frexp(np.abs(values).max(initial=0.0))[1])
-
-
-def polyline_length(points: np.ndarray) -> float:
-    """Length (m) of the polyline through ``points`` (N, 3); infinite beyond 1e308 m."""
-    points = np.asarray(points, dtype=float)
-    exponent = _exponent(points)
-    steps = np.diff(np.ldexp(points, -exponent), axis=0)
-    with np.errstate(over="ignore"):
-        return float(np.ldexp(np.sqrt(np.einsum("ij,ij->i", steps, steps)).sum(), exponent))
-
-
-def distance_to_polyline(points: np.ndarray, polyline: np.ndarray) -> np.ndarray:
-    """Distance (m) from each of ``points`` (n, 3) to the polyline (m, 3).
-
-    Up to 256 segments, exact (to a few nm of rounding) against every segment at once: with
-    ``t = (p - a).ab / |ab|^2`` and ``u = clip(t, 0, 1)``, ``d^2 = |p - a|^2 + |ab|^2 u (u - 2 t)``,
-    where the dot products of all points with all segments are two matrix products. Longer
-    polylines use :func:`_distance_kdtree` (high by at most 0.05 mm).
-    """
-    points = np.asarray(points, dtype=float)
-    polyline = np.asarray(polyline, dtype=float)
-    if len(polyline) > 257:
-        return _distance_kdtree(points, polyline)
-    origin = polyline.mean(axis=0)  # small coordinates: less rounding in the expanded squares
-    points, polyline = points - origin, polyline - origin
-    if len(polyline) == 1:
-        return np.sqrt(np.einsum("ij,ij->i", points, points))
-    start, step = polyline[:-1], np.diff(polyline, axis=0)
-    length2 = np.einsum("ij,ij->i", step, step)
-    inverse2 = np.divide(1.0, length2, out=np.zeros_like(length2), where=length2 > 0)
-    start_step = np.einsum("ij,ij->i", start, step)
-    start2 = np.einsum("ij,ij->i", start, start)
-    out = np.empty(len(points))
-    rows = max(64, 32_768 // len(start))  # (segments, rows) temporaries that stay in cache
-    column = lambda v: v[:, None]  # noqa: E731  (per-segment values broadcast over points)
-    for lo in range(0, len(points), rows):
-        p = np.ascontiguousarray(points[lo : lo + rows].T)  # (3, rows): reductions over segments run along rows
-        t = (step @ p - column(start_step)) * column(inverse2)
-        u = np.clip(t, 0.0, 1.0)
-        d2 = np.einsum("ij,ij->j", p, p) - 2.0 * (start @ p) + column(start2) + column(length2) * u * (u - 2.0 * t)
-        out[lo : lo + rows] = d2.min(axis=0)
-    return np.sqrt(np.maximum(out, 0.0))
-
-
-def _distance_kdtree(points: np.ndarray, polyline: np.ndarray) -> np.ndarray:
-    """Distance to a dense polyline, high by at most h/2 (h = 0.1 mm up to 5 m of polyline).
-
-    A k-d tree of samples spaced h along the polyline finds each point's nearest sample; the
-    result is the exact distance to that sample's segment. The nearest polyline point lies
-    within h/2 of a sample, so d <= result <= d + h/2.
-    """
-    segments = np.diff(polyline, axis=0)
-    lengths = np.sqrt(np.einsum("ij,ij->i", segments, segments))
-    if not np.isfinite(lengths).all():  # a polyline beyond 1e154 m: no distance to it is meaningful
-        return np.full(len(points), np.nan)
-    spacing = max(1e-4, float(lengths.sum()) / 50_000)
-    pieces = np.maximum(1, np.ceil(lengths / spacing)).astype(int)
-    owner = np.repeat(np.arange(len(segments)), pieces)
-    fraction = (np.arange(len(owner)) - np.repeat(np.cumsum(pieces) - pieces, pieces)) / pieces[owner]
-    samples = np.vstack([polyline[owner] + fraction[:, None] * segments[owner], polyline[-1:]])
-    owner = np.append(owner, len(segments) - 1)
-    nearest = cKDTree(samples).query(points)[1]
-    beyond = nearest == len(samples)  # no neighbour: a point so far away that its distance overflows
-    segment = owner[np.where(beyond, 0, nearest)]
-    rel = points - polyline[segment]
-    step = segments[segment]
-    length2 = lengths[segment] ** 2
-    u = np.clip(np.einsum("ij,ij->i", rel, step) / np.where(length2 > 0, length2, 1.0), 0.0, 1.0)
-    rel -= u[:, None] * step
-    return np.where(beyond, np.inf, np.sqrt(np.einsum("ij,ij->i", rel, rel)))
-
-
 def tool_axis(orientation: np.ndarray) -> np.ndarray:
     """The z axis (n, 3) of quaternions (n, 4) in x, y, z, w order (any non-zero norm)."""
     orientation = np.asarray(orientation, dtype=float)
-    # scaled by a power of two per row, as in _exponent
+    # scaled by a power of two per row, as in scaling_exponent
     orientation = np.ldexp(orientation, -np.frexp(np.abs(orientation).max(axis=1))[1][:, None])
     x, y, z, w = np.ascontiguousarray(orientation.T)  # contiguous: faster arithmetic
     scale = 2.0 / (x * x + y * y + z * z + w * w)  # rotation matrix of a non-unit quaternion
@@ -345,7 +270,7 @@ def _track_metrics(session: Session, track, settings: MetricSettings, reference)
     position = np.asarray(track.position, dtype=float)
     # motion is computed on scaled positions; lengths, speeds and volumes are scaled back with
     # ldexp, and may then be infinite (not available)
-    exponent = _exponent(position)
+    exponent = scaling_exponent(position)
     scaled = np.ldexp(position, -exponent)
     steps = np.diff(scaled, axis=0)
     step_length = np.sqrt(np.einsum("ij,ij->i", steps, steps))
@@ -398,7 +323,7 @@ def _track_metrics(session: Session, track, settings: MetricSettings, reference)
         m["deviation_rms"] = float(np.sqrt(np.mean(deviation * deviation)))
         m["deviation_max"] = float(deviation.max())
         if path > 0:
-            m["economy_of_motion"] = polyline_length(reference_path) / path
+            m["economy_of_motion"] = total_length(reference_path) / path
     if target is not None:
         m["final_error"] = float(np.linalg.norm(position[-1] - target))
     return _Track(m, speed_time, speed, idle, exponent, hull_points, deviation)

@@ -1,0 +1,191 @@
+"""Polylines: paths of points in metres (N, 3), followed piecewise linearly.
+
+Written once for the env (progress along its reference path), the tasks (the incision line),
+the planner and predictor (resampling, densifying) and the scorer (deviation from a reference,
+path length). numpy and scipy only, so the scorer imports it without PyBullet.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+
+def as_path(path: np.ndarray, name: str = "path") -> np.ndarray:
+    """``path`` as a float (N, 3) array; a clear error for anything else."""
+    array = np.asarray(path, dtype=float)
+    if array.ndim != 2 or array.shape[1] != 3 or len(array) < 1:
+        raise ValueError(f"{name} must be an (N, 3) array of tip positions in metres, got shape {array.shape}")
+    if not np.isfinite(array).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return array
+
+
+def cumulative_length(path: np.ndarray) -> np.ndarray:
+    """Arc length (N,) from the first point to each point of the polyline."""
+    path = as_path(path)
+    return np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(path, axis=0), axis=1))])
+
+
+def point_at(path: np.ndarray, s: np.ndarray | float) -> np.ndarray:
+    """Point(s) at arc length ``s`` along the polyline (clamped to its ends)."""
+    return Polyline(path).point_at(s)
+
+
+def resample(path: np.ndarray, k: int) -> np.ndarray:
+    """``k`` points equally spaced by arc length, first and last kept (the predictor's waypoints)."""
+    if k < 2:
+        raise ValueError(f"resample needs k >= 2 waypoints, got {k}")
+    path = as_path(path)
+    return point_at(path, np.linspace(0.0, cumulative_length(path)[-1], k))
+
+
+def densify(path: np.ndarray, step: float) -> np.ndarray:
+    """The polyline with extra points so that no two consecutive points are more than ``step`` apart."""
+    path = as_path(path)
+    out = [path[:1]]
+    for a, b in zip(path[:-1], path[1:]):
+        n = max(1, int(np.ceil(np.linalg.norm(b - a) / step)))
+        out.append(a + np.linspace(0.0, 1.0, n + 1)[1:, None] * (b - a))
+    return np.vstack(out)
+
+
+@dataclass(frozen=True)
+class Nearest:
+    """The point of a polyline nearest to a query point: its arc length ``s`` (m), the
+    ``distance`` (m) to it, the ``point`` itself and the unit ``tangent`` of its segment."""
+
+    s: float
+    distance: float
+    point: np.ndarray
+    tangent: np.ndarray
+
+
+class Polyline:
+    """A path prepared once for projecting points onto it often (the env does at every step)."""
+
+    def __init__(self, path: np.ndarray, name: str = "path") -> None:
+        self.points = as_path(path, name)
+        self.arc = cumulative_length(self.points)
+        self.length = float(self.arc[-1])
+        self._starts = self.points[:-1]
+        self._segments = np.diff(self.points, axis=0)
+        lengths2 = np.einsum("ij,ij->i", self._segments, self._segments)
+        self._inverse_lengths2 = 1.0 / np.maximum(lengths2, 1e-18)
+        self._segment_lengths = np.sqrt(lengths2)
+
+    def project(self, point: np.ndarray) -> tuple[float, float]:
+        """Arc length ``s`` (m) of the nearest point of the path to ``point``, and the distance to it."""
+        if len(self.points) == 1:
+            return 0.0, float(np.linalg.norm(np.asarray(point) - self.points[0]))
+        i, t, gap2 = self._closest(point)
+        return float(self.arc[i] + t * self._segment_lengths[i]), math.sqrt(gap2)
+
+    def nearest(self, point: np.ndarray) -> Nearest:
+        """The nearest point of the path (at least one segment) to ``point``, with its tangent."""
+        i, t, gap2 = self._closest(point)
+        return Nearest(
+            s=float(self.arc[i] + t * self._segment_lengths[i]),
+            distance=math.sqrt(gap2),
+            point=self._starts[i] + t * self._segments[i],
+            tangent=self._segments[i] / self._segment_lengths[i],
+        )
+
+    def _closest(self, point: np.ndarray) -> tuple[int, float, float]:
+        """Segment ``i`` nearest to ``point``, the fraction ``t`` along it and the squared distance."""
+        offsets = point - self._starts
+        t = np.einsum("ij,ij->i", offsets, self._segments) * self._inverse_lengths2
+        np.clip(t, 0.0, 1.0, out=t)
+        gaps = offsets - t[:, None] * self._segments
+        gaps2 = np.einsum("ij,ij->i", gaps, gaps)
+        i = int(np.argmin(gaps2))
+        return i, float(t[i]), float(gaps2[i])
+
+    def point_at(self, s: np.ndarray | float) -> np.ndarray:
+        """Point(s) at arc length ``s`` (clamped to the ends)."""
+        s = np.clip(np.asarray(s, dtype=float), 0.0, self.length)
+        return np.stack([np.interp(s, self.arc, self.points[:, k]) for k in range(3)], axis=-1)
+
+
+def scaling_exponent(values: np.ndarray) -> int:
+    """The power of two that scales ``values`` into [-1, 1] (exactly: only the exponents change),
+    so that their squares neither overflow (1e200 m) nor underflow (1e-300 m)."""
+    return int(np.frexp(np.abs(values).max(initial=0.0))[1])
+
+
+def total_length(points: np.ndarray) -> float:
+    """Length (m) of the polyline through ``points`` (N, 3) of any size; infinite beyond 1e308 m.
+
+    Unlike :func:`cumulative_length` (paths the env builds, metres in size) this takes any
+    finite recorded coordinates, so it sums steps scaled by a power of two.
+    """
+    points = np.asarray(points, dtype=float)
+    exponent = scaling_exponent(points)
+    steps = np.diff(np.ldexp(points, -exponent), axis=0)
+    with np.errstate(over="ignore"):
+        return float(np.ldexp(np.sqrt(np.einsum("ij,ij->i", steps, steps)).sum(), exponent))
+
+
+def distance_to_polyline(points: np.ndarray, polyline: np.ndarray) -> np.ndarray:
+    """Distance (m) from each of ``points`` (n, 3) to the polyline (m, 3).
+
+    Up to 256 segments, exact (to a few nm of rounding) against every segment at once: with
+    ``t = (p - a).ab / |ab|^2`` and ``u = clip(t, 0, 1)``, ``d^2 = |p - a|^2 + |ab|^2 u (u - 2 t)``,
+    where the dot products of all points with all segments are two matrix products. Longer
+    polylines use :func:`_distance_kdtree` (high by at most 0.05 mm). :class:`Polyline` projects
+    one point at a time; this form grades a whole recording against a reference in one go.
+    """
+    points = np.asarray(points, dtype=float)
+    polyline = np.asarray(polyline, dtype=float)
+    if len(polyline) > 257:
+        return _distance_kdtree(points, polyline)
+    origin = polyline.mean(axis=0)  # small coordinates: less rounding in the expanded squares
+    points, polyline = points - origin, polyline - origin
+    if len(polyline) == 1:
+        return np.sqrt(np.einsum("ij,ij->i", points, points))
+    start, step = polyline[:-1], np.diff(polyline, axis=0)
+    length2 = np.einsum("ij,ij->i", step, step)
+    inverse2 = np.divide(1.0, length2, out=np.zeros_like(length2), where=length2 > 0)
+    start_step = np.einsum("ij,ij->i", start, step)
+    start2 = np.einsum("ij,ij->i", start, start)
+    out = np.empty(len(points))
+    rows = max(64, 32_768 // len(start))  # (segments, rows) temporaries that stay in cache
+    column = lambda v: v[:, None]  # noqa: E731  (per-segment values broadcast over points)
+    for lo in range(0, len(points), rows):
+        p = np.ascontiguousarray(points[lo : lo + rows].T)  # (3, rows): reductions over segments run along rows
+        t = (step @ p - column(start_step)) * column(inverse2)
+        u = np.clip(t, 0.0, 1.0)
+        d2 = np.einsum("ij,ij->j", p, p) - 2.0 * (start @ p) + column(start2) + column(length2) * u * (u - 2.0 * t)
+        out[lo : lo + rows] = d2.min(axis=0)
+    return np.sqrt(np.maximum(out, 0.0))
+
+
+def _distance_kdtree(points: np.ndarray, polyline: np.ndarray) -> np.ndarray:
+    """Distance to a dense polyline, high by at most h/2 (h = 0.1 mm up to 5 m of polyline).
+
+    A k-d tree of samples spaced h along the polyline finds each point's nearest sample; the
+    result is the exact distance to that sample's segment. The nearest polyline point lies
+    within h/2 of a sample, so d <= result <= d + h/2.
+    """
+    segments = np.diff(polyline, axis=0)
+    lengths = np.sqrt(np.einsum("ij,ij->i", segments, segments))
+    if not np.isfinite(lengths).all():  # a polyline beyond 1e154 m: no distance to it is meaningful
+        return np.full(len(points), np.nan)
+    spacing = max(1e-4, float(lengths.sum()) / 50_000)
+    pieces = np.maximum(1, np.ceil(lengths / spacing)).astype(int)
+    owner = np.repeat(np.arange(len(segments)), pieces)
+    fraction = (np.arange(len(owner)) - np.repeat(np.cumsum(pieces) - pieces, pieces)) / pieces[owner]
+    samples = np.vstack([polyline[owner] + fraction[:, None] * segments[owner], polyline[-1:]])
+    owner = np.append(owner, len(segments) - 1)
+    nearest = cKDTree(samples).query(points)[1]
+    beyond = nearest == len(samples)  # no neighbour: a point so far away that its distance overflows
+    segment = owner[np.where(beyond, 0, nearest)]
+    rel = points - polyline[segment]
+    step = segments[segment]
+    length2 = lengths[segment] ** 2
+    u = np.clip(np.einsum("ij,ij->i", rel, step) / np.where(length2 > 0, length2, 1.0), 0.0, 1.0)
+    rel -= u[:, None] * step
+    return np.where(beyond, np.inf, np.sqrt(np.einsum("ij,ij->i", rel, rel)))
