@@ -1,12 +1,16 @@
 """Files written whole or not at all: each writer fills a temporary file beside the target and
-renames it into place, so a crash never leaves a half-written file under the target's name."""
+renames it into place, so a crash never leaves a half-written file under the target's name.
+And numbered names (run folders, evaluations, sessions) claimed atomically, never handed out twice."""
 
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence, TypeVar
+
+T = TypeVar("T")
 
 
 def _new_temporary(path: Path) -> Path:
@@ -46,3 +50,38 @@ def atomic_save(path: str | Path, save: Callable[[Path], Any]) -> Path:
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """Write ``text`` to ``path`` atomically."""
     return atomic_save(path, lambda tmp: tmp.write_text(text))
+
+
+def claim_numbered(
+    folder: Path,
+    stem: str,
+    claim: Callable[[Path], T],
+    *,
+    suffix: str = "",
+    sep: str = "-",
+    digits: int = 1,
+    bare_first: bool = False,
+    also: Sequence[str] = (),
+) -> tuple[Path, T]:
+    """Claim the next numbered name ``<stem><sep><n><suffix>`` in ``folder`` (n zero-padded to
+    ``digits``); return it and what ``claim`` returned.
+
+    n starts above the highest number already in ``folder`` (names ending in ``suffix`` or any of
+    ``also``; with ``bare_first`` the plain ``<stem><suffix>`` is number 1 and is tried first), so
+    a number is never handed out twice, even after its file was removed. ``claim(path)`` must
+    create the name exclusively (``Path.mkdir``, ``open(path, "x")``) and raise
+    ``FileExistsError`` when another process got there first: the next number is then tried, so
+    concurrent writers never share a name.
+    """
+    ends = "|".join(re.escape(end) for end in (suffix, *also))
+    numbered = f"{re.escape(sep)}([0-9]{{{digits},}})"
+    pattern = re.compile(f"{re.escape(stem)}(?:{numbered}){'?' if bare_first else ''}(?:{ends})")
+    names = os.listdir(folder) if folder.is_dir() else []
+    found = [int(m.group(1) or 1) for m in map(pattern.fullmatch, names) if m]
+    n = max(found, default=0) + 1
+    while True:
+        name = f"{stem}{suffix}" if bare_first and n == 1 else f"{stem}{sep}{n:0{digits}d}{suffix}"
+        try:
+            return folder / name, claim(folder / name)
+        except FileExistsError:
+            n += 1

@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from surgsim._files import atomic_write_text
+from surgsim._files import atomic_write_text, claim_numbered
 from surgsim.cli._common import app, check_seed, check_writable, fail, require_extra
 
 
@@ -22,15 +22,11 @@ def envs() -> None:
 
 
 def _free_name(path: Path) -> Path:
-    """``path``, or the first free ``<stem>-2<suffix>``, ``-3``...; reserved at once (created empty)."""
-    n = 1
-    while True:
-        candidate = path if n == 1 else path.with_name(f"{path.stem}-{n}{path.suffix}")
-        try:
-            with open(candidate, "x"):
-                return candidate
-        except FileExistsError:
-            n += 1
+    """``path``, or the next free ``<stem>-2<suffix>``, ``-3``...; reserved at once (created empty)."""
+    free, _ = claim_numbered(
+        path.parent, path.stem, lambda p: p.touch(exist_ok=False), suffix=path.suffix, bare_first=True
+    )
+    return free
 
 
 _PICKLE_NOTE = (

@@ -42,7 +42,7 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
 import surgsim  # noqa: F401  (registers the ids)
-from surgsim._files import atomic_save, atomic_write_text
+from surgsim._files import atomic_save, atomic_write_text, claim_numbered
 from surgsim.rl.evaluate import EvalResult, model_policy, run_episodes
 from surgsim.rl.presets import ALGOS, RUN_KEYS, load_preset, preset_path, yaml_problem
 
@@ -81,26 +81,22 @@ def env_name(env_id: str) -> str:
 
 
 def new_run_dir(log_folder: str | Path, algo: str, env_id: str) -> tuple[Path, Path]:
-    """Make the next free ``<log folder>/<algo>/<env name>_<n>`` (n counts from 1, like rl_zoo3).
+    """Make the next free ``<log folder>/<algo>/<env name>_<n>`` (n counts from 1, like rl_zoo3),
+    claimed atomically so that trainings started together get different folders.
 
     Returns it and the topmost folder this made (what to remove should the start fail).
     """
     base = Path(log_folder) / algo
-    prefix = env_name(env_id) + "_"
-    taken = [
-        int(p.name[len(prefix):])
-        for p in base.glob(prefix + "*")
-        if p.name[len(prefix):].isdigit()
-    ] if base.is_dir() else []
-    run = base / f"{prefix}{max(taken, default=0) + 1}"
-    made = run
-    while not made.parent.exists():
-        made = made.parent
+    top = base
+    while not top.parent.exists():
+        top = top.parent
+    existed = base.is_dir()
     try:
-        run.mkdir(parents=True)
+        base.mkdir(parents=True, exist_ok=True)
+        run, _ = claim_numbered(base, env_name(env_id), Path.mkdir, sep="_")
     except OSError as exc:
-        raise TrainingError(f"-f {log_folder}: cannot create the run folder {run} ({exc.strerror or exc})") from None
-    return run, made
+        raise TrainingError(f"-f {log_folder}: cannot create the run folder in {base} ({exc.strerror or exc})") from None
+    return run, run if existed else top
 
 
 def check_device(device: str, here: bool = True) -> None:

@@ -28,6 +28,7 @@ import gymnasium as gym
 import numpy as np
 import pyarrow as pa
 
+from surgsim._files import claim_numbered
 from surgsim.env import episode_outcome
 from surgsim.sessions.io import (
     META_KEY,
@@ -48,7 +49,6 @@ INFO_CHANNELS = ("clearance", "depth", "tissue_damage", "distance_to_target")
 #: words in a failure_reason that make it a critical-structure contact
 CRITICAL_WORDS = ("critical", "vessel", "nerve")
 _TRAINEE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-_NUMBERED = re.compile(r"-(\d{4,})\.parquet(?:\.partial)?$")
 
 
 class JournalInUse(SessionError):
@@ -68,25 +68,22 @@ def reserve_session(directory: Path, trainee: str) -> tuple[Path, BinaryIO]:
     ``open(..., "xb")`` and held (locked) until :func:`release_journal`.
     """
     directory.mkdir(parents=True, exist_ok=True)
-    taken = [int(m.group(1)) for p in directory.glob(f"{trainee}-*.parquet*") if (m := _NUMBERED.search(p.name))]
-    number = max(taken, default=0) + 1
-    while True:
-        path = directory / f"{trainee}-{number:04d}.parquet"
-        try:
-            journal = open(str(path) + JOURNAL_SUFFIX, "xb", buffering=0)
-        except FileExistsError:
-            number += 1
-            continue
-        if path.exists():
-            journal.close()
-            Path(journal.name).unlink()
-            number += 1
-            continue
-        fcntl.flock(journal, fcntl.LOCK_EX)  # waits only while a recover looks at the empty journal
-        if not _same_file(path.with_name(path.name + JOURNAL_SUFFIX), journal):
-            journal.close()  # that recover removed it as empty: claim again
-            continue
-        return path, journal
+    return claim_numbered(directory, trainee, _claim_journal, suffix=".parquet", digits=4,
+                          also=(".parquet" + JOURNAL_SUFFIX,))
+
+
+def _claim_journal(path: Path) -> BinaryIO:
+    """Create and lock the journal of session ``path``; ``FileExistsError`` when the number is taken."""
+    journal = open(str(path) + JOURNAL_SUFFIX, "xb", buffering=0)
+    if path.exists():  # a session finished between the folder scan and this claim
+        journal.close()
+        Path(journal.name).unlink()
+        raise FileExistsError(path)
+    fcntl.flock(journal, fcntl.LOCK_EX)  # waits only while a recover looks at the empty journal
+    if not _same_file(Path(journal.name), journal):
+        journal.close()  # that recover removed it as empty: take the next number
+        raise FileExistsError(path)
+    return journal
 
 
 def _same_file(path: Path, fh: BinaryIO) -> bool:

@@ -1,0 +1,73 @@
+"""The package-wide helpers: numbered names claimed atomically, the session finder, the error base."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from surgsim._files import claim_numbered
+
+
+def _touch(path: Path) -> None:
+    path.touch(exist_ok=False)
+
+
+def test_numbers_count_from_one_and_follow_the_highest_taken(tmp_path):
+    assert claim_numbered(tmp_path, "run", Path.mkdir, sep="_")[0] == tmp_path / "run_1"
+    (tmp_path / "run_7").mkdir()
+    (tmp_path / "run_x").mkdir()  # not a number: ignored
+    (tmp_path / "other_9").mkdir()  # another stem: ignored
+    assert claim_numbered(tmp_path, "run", Path.mkdir, sep="_")[0] == tmp_path / "run_8"
+    assert (tmp_path / "run_8").is_dir()
+
+
+def test_a_removed_number_is_never_handed_out_again(tmp_path):
+    for _ in range(3):
+        claim_numbered(tmp_path, "t", _touch, suffix=".x")
+    (tmp_path / "t-2.x").unlink()
+    assert claim_numbered(tmp_path, "t", _touch, suffix=".x")[0].name == "t-4.x"
+
+
+def test_bare_name_first_then_numbers_from_two(tmp_path):
+    names = [claim_numbered(tmp_path, "eval", _touch, suffix=".json", bare_first=True)[0].name for _ in range(3)]
+    assert names == ["eval.json", "eval-2.json", "eval-3.json"]
+
+
+def test_padded_numbers_and_extra_endings_count_as_taken(tmp_path):
+    (tmp_path / "t07-0004.parquet.partial").touch()
+    (tmp_path / "t07-b-0009.parquet").touch()  # trainee "t07-b", not "t07"
+    path, result = claim_numbered(tmp_path, "t07", lambda p: "mine", suffix=".parquet", digits=4,
+                                  also=(".parquet.partial",))
+    assert (path.name, result) == ("t07-0005.parquet", "mine")
+
+
+def test_a_name_taken_after_the_scan_moves_on_to_the_next_number(tmp_path):
+    def claim(path: Path) -> None:
+        if path.name == "run_1":
+            path.mkdir()  # another process got there first
+        path.mkdir()
+
+    assert claim_numbered(tmp_path, "run", claim, sep="_")[0].name == "run_2"
+
+
+def test_concurrent_claims_never_share_a_name(tmp_path):
+    start = threading.Barrier(8)
+    claimed: list[Path] = []
+
+    def worker() -> None:
+        start.wait()
+        claimed.append(claim_numbered(tmp_path, "run", Path.mkdir, sep="_")[0])
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(p.name for p in claimed) == sorted(f"run_{n}" for n in range(1, 9))
+
+
+def test_other_errors_of_the_claim_propagate(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        claim_numbered(tmp_path / "missing", "run", Path.mkdir, sep="_")
