@@ -174,7 +174,6 @@ class SurgSimEnv(gym.Env):
         self.task.attach(self.world)
         self._dense = self.reward_type == "dense"
         self._potential = 0.0
-        self._measurement: Measurement | None = None
 
     def _make_observation_space(self) -> spaces.Space:
         size = self.task_spec.image_size
@@ -208,21 +207,17 @@ class SurgSimEnv(gym.Env):
         if self.world.removed >= _CLEAR_AFTER_REMOVALS:
             self.world.clear()
             self.task.attach(self.world)
-        self.task.build(rng, difficulty)
+        m = self.task.reset(rng, difficulty)
         self._steps = 0
         self._reference = Polyline(self._make_reference(), "reference path")
-        m = self._measure()
-        self._measurement = m
-        self._potential = m.potential
+        self._potential = self._track(m)
         zero = dict.fromkeys(self._term_names(), 0.0)
         return self._observation(m), self._info(m, zero)
 
     def step(self, action):
-        self.task.apply(self._to_unit_action(action))
-        m = self._measure()
-        self._measurement = m
+        m = self.task.step(self._to_unit_action(action))
+        potential_after = self._track(m)
         task = self.task
-        task.damage_total += m.damage_increment
         failure = m.failure_reason is not None
         spec = self.task_spec
         terms = reward_terms(
@@ -231,7 +226,7 @@ class SurgSimEnv(gym.Env):
             potential_before=self._potential,
             # Phi is not zeroed at terminal states: that would pay the whole remaining potential
             # as a bonus on failure (measured: +18 against a -10 penalty on Incision)
-            potential_after=m.potential,
+            potential_after=potential_after,
             clearance=m.clearance,
             safety_margin=task.safety_margin,
             damage_increment=m.damage_increment * task.damage_to_reward_units,
@@ -239,7 +234,7 @@ class SurgSimEnv(gym.Env):
             failure=failure,
             dense=self._dense,
         )
-        self._potential = m.potential
+        self._potential = potential_after
         observation = self._observation(m)
         if self.obs_type == "goal":
             costs = terms["time"] + terms["proximity"] + terms["damage"] + terms["failure"]
@@ -344,16 +339,15 @@ class SurgSimEnv(gym.Env):
             return self.predictor.predict(volume.data, self.task.start_vector())
         return np.asarray(self.task.reference_path(), dtype=float)
 
-    def _measure(self) -> Measurement:
-        """The task's measurement, with the tip projected on the reference path; a planned or
-        predicted reference replaces the progress potential by the distance to go along it."""
-        m = self.task.measure()
+    def _track(self, m: Measurement) -> float:
+        """Project the tip on the reference path; the progress potential: the task's own, or with
+        a planned or predicted reference, minus the distance to go along it."""
         s, deviation = self._reference.project(m.tip)
         self._reference_s, self._deviation = s, deviation
         self._to_go = deviation + self._reference.length - s
         if self.reference != "straight":
-            m.potential = potential(self._to_go, self.task.progress_scale)
-        return m
+            return potential(self._to_go, self.task.progress_scale)
+        return m.potential
 
     def _reference_ahead(self) -> np.ndarray:
         """The next reference waypoint: one lookahead beyond the tip's projection on the path."""
@@ -379,7 +373,7 @@ class SurgSimEnv(gym.Env):
         return ("goal", *_COST_TERMS) if self.obs_type == "goal" else TERM_NAMES
 
     def _state(self, m: Measurement) -> np.ndarray:
-        state = self.task.observation(m)
+        state = m.state
         if not self.reference_obs:
             return state
         ahead = (self._reference_ahead() - m.tip) / self.task.progress_scale
@@ -392,7 +386,7 @@ class SurgSimEnv(gym.Env):
             return {
                 "observation": self._state(m),
                 "achieved_goal": m.tip.astype(np.float32),
-                "desired_goal": self.task.goal().astype(np.float32),
+                "desired_goal": m.goal.astype(np.float32),
             }
         size = self.task_spec.image_size
         if self.obs_type == "rgb":
@@ -401,7 +395,6 @@ class SurgSimEnv(gym.Env):
 
     def _info(self, m: Measurement, terms: Mapping[str, float]) -> dict[str, Any]:
         info = {f"reward_{name}": value for name, value in terms.items()}
-        _, orientation = self.world.pose(self.task.instrument_body)
         info.update(
             is_success=m.success,
             is_failure=m.failure_reason is not None,
@@ -409,9 +402,9 @@ class SurgSimEnv(gym.Env):
             distance_to_target=m.distance,
             clearance=m.clearance,
             depth=m.depth,
-            tissue_damage=self.task.damage_total,
+            tissue_damage=m.damage_total,
             tip_position=m.tip.copy(),
-            tip_orientation=np.asarray(orientation),
+            tip_orientation=m.tip_orientation,
             reference_deviation=self._deviation,
             distance_to_go=self._to_go,
         )

@@ -77,7 +77,7 @@ def test_clipped_action_moves_exactly_one_max_step(make_env):
     task = env.unwrapped.task
     start = task.tool.tip.copy()
     *_, info = env.step(np.array([5, 5, 5], np.float32))
-    np.testing.assert_allclose(info["tip_position"] - start, [task.step] * 3, rtol=1e-12)
+    np.testing.assert_allclose(info["tip_position"] - start, [task.max_step] * 3, rtol=1e-12)
 
 
 @pytest.mark.parametrize("env_id", CONTINUOUS_IDS)

@@ -75,7 +75,7 @@ def test_different_seeds_give_different_patients(make_env, env_id):
         targets = []
         for seed in range(5):
             env.reset(seed=seed)
-            targets.append(env.unwrapped.task.goal().copy())
+            targets.append(env.unwrapped.task.target.copy())
         assert len({tuple(np.round(t, 9)) for t in targets}) == 5
 
 

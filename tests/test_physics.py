@@ -299,8 +299,8 @@ def test_incision_moving_off_the_line_above_the_tissue_is_allowed(make_env):
     task = env.unwrapped.task
     tangent = task.curve[1] - task.curve[0]
     normal = np.array([-tangent[1], tangent[0]]) / np.linalg.norm(tangent)
-    lateral = task.max_deviation + 4 * task.step  # well beyond the off-path limit
-    for _ in range(int(lateral / (task.step * np.abs(normal).max())) + 1):
+    lateral = task.max_deviation + 4 * task.max_step  # well beyond the off-path limit
+    for _ in range(int(lateral / (task.max_step * np.abs(normal).max())) + 1):
         *_, terminated, _, info = env.step(np.array([*normal, 0.0], np.float32))
         assert not terminated, info["failure_reason"]
         assert info["depth"] == 0.0

@@ -34,16 +34,26 @@ class ObsEntry:
     scale: str
 
 
-@dataclass
+@dataclass(frozen=True)
 class Measurement:
-    """What the task reads off the world after a move (SI units)."""
+    """One state of a task, read off the world (SI units): everything the env's observation,
+    reward and ``info`` need, so that nothing else crosses the env / task seam."""
 
     tip: np.ndarray
+    #: the instrument's orientation (quaternion x, y, z, w)
+    tip_orientation: np.ndarray
+    #: the flat state observation (float32), entry by entry as the task's ``OBSERVATION``
+    state: np.ndarray
+    #: the desired goal position of a position-goal task, else None
+    goal: np.ndarray | None
+    #: distance to the goal, and the progress potential ``-distance / progress scale``
     distance: float
     potential: float
     clearance: float
     depth: float
+    #: tissue damage of this step, and of the episode so far
     damage_increment: float
+    damage_total: float
     success: bool
     failure_reason: str | None
 
@@ -51,7 +61,9 @@ class Measurement:
 class Task(ABC):
     """Scenario sampling, instrument motion, measurement, observation and a scripted expert.
 
-    Tasks never call PyBullet themselves: they go through the World, instruments and camera.
+    The env drives a task through :meth:`reset` and :meth:`step`, which return a frozen
+    :class:`Measurement`; the task keeps its episode's state (damage so far, what was cut) to
+    itself. Tasks never call PyBullet themselves: they go through the World, instruments and camera.
     """
 
     #: number of action degrees of freedom
@@ -102,6 +114,16 @@ class Task(ABC):
     def build(self, rng: np.random.Generator, difficulty: str) -> None:
         """Draw a new patient from ``rng`` and build it; harder difficulties widen the ranges."""
 
+    def reset(self, rng: np.random.Generator, difficulty: str) -> Measurement:
+        """Draw and build a new patient; the episode's first measurement."""
+        self.build(rng, difficulty)
+        self.damage_total = 0.0
+        return self.step(None)
+
+    def _orientation(self) -> np.ndarray:
+        """The instrument's orientation now, for :attr:`Measurement.tip_orientation`."""
+        return np.asarray(self.world.pose(self.instrument_body)[1])
+
     def infeasible(self, difficulty: str, draws: int, rejected: Counter) -> InfeasibleScenario:
         """The error for a sampler whose ``draws`` draws were all rejected, counting why."""
         why = "; ".join(f"{reason} ({n} draws)" for reason, n in rejected.most_common())
@@ -111,20 +133,14 @@ class Task(ABC):
         )
 
     @abstractmethod
-    def apply(self, action: np.ndarray) -> None:
-        """Move the instrument by a clipped continuous action in [-1, 1]^action_dim."""
+    def step(self, action: np.ndarray | None) -> Measurement:
+        """Move the instrument by a clipped continuous action in [-1, 1]^action_dim (None: stay),
+        add what the move did to the episode's state (damage, cut), and measure."""
 
     @abstractmethod
     def measure(self) -> Measurement:
-        """Read distances, clearance, depth and damage off the world after the move."""
-
-    @abstractmethod
-    def observation(self, m: Measurement) -> np.ndarray:
-        """Flat float32 state vector, roughly in [-1, 1]."""
-
-    def goal(self) -> np.ndarray:
-        """Desired goal position (m) of a position-goal task; the achieved goal is the tip."""
-        raise NotImplementedError(f"{type(self).__name__} has no position goal")
+        """The measurement of the instrument's pose now, as if it had not moved: no damage
+        increment, and nothing stored (a query for tests and checks)."""
 
     def goal_failure(self, achieved_goal: np.ndarray) -> np.ndarray:
         """Which achieved goals (..., 3) fail an episode whatever the patient, so that HER can

@@ -63,7 +63,7 @@ class IncisionTask(Task):
         super().__init__(spec)
         p = spec.params
         self.half_xy = np.array(p.tissue_size_mm) * MM / 2
-        self.step = p.max_step_mm * MM
+        self.max_step = p.max_step_mm * MM
         self.depth_step = p.max_depth_step_mm * MM
         self.band = (p.depth_band_mm[0] * MM, p.depth_band_mm[1] * MM)
         self.band_mid = sum(self.band) / 2
@@ -73,10 +73,8 @@ class IncisionTask(Task):
         self.curve = np.zeros((_CURVE_POINTS, 2))
         self.cut = np.zeros(_CURVE_POINTS, dtype=bool)
         self.length = 1.0
-        self._nearest = (0.0, np.zeros(2), np.zeros(2), 0.0)  # arc length, point, tangent, depth
         self._arc_list = [0.0]
         self.coverage = 0.0
-        self._previous_xy = np.zeros(2)
 
     def attach(self, world) -> None:
         super().attach(world)
@@ -117,8 +115,6 @@ class IncisionTask(Task):
         tip = np.array([start[0] + offset[0], start[1] + offset[1], height])
         self.tool.set_tip(tip)
         self.start_tip = tip.copy()
-        self._previous_xy = tip[:2].copy()
-        self.damage_total = 0.0
 
     def reference_path(self) -> np.ndarray:
         """The incision line at the middle of the depth band."""
@@ -127,7 +123,7 @@ class IncisionTask(Task):
     # ------------------------------------------------ planning interface
     @property
     def config_steps(self) -> np.ndarray:
-        return np.array([self.step, self.step, self.depth_step])
+        return np.array([self.max_step, self.max_step, self.depth_step])
 
     def route(self) -> np.ndarray:
         """Sink the blade to mid-band where it starts (a sideways move above the band would cut
@@ -154,11 +150,16 @@ class IncisionTask(Task):
         return clearance, reasons
 
     # --------------------------------------------------------------- motion
-    def apply(self, action: np.ndarray) -> None:
+    def step(self, action: np.ndarray | None) -> Measurement:
         tip = self.tool.tip
-        self._previous_xy = tip[:2].copy()
-        moved = tip + np.array([action[0] * self.step, action[1] * self.step, action[2] * self.depth_step])
-        self.tool.set_tip(moved)
+        previous_xy = tip[:2].copy()
+        if action is not None:
+            delta = np.array([action[0] * self.max_step, action[1] * self.max_step, action[2] * self.depth_step])
+            self.tool.set_tip(tip + delta)
+        m, self.cut = self._measure(previous_xy)
+        self.coverage = int(np.count_nonzero(self.cut)) / _CURVE_POINTS
+        self.damage_total = m.damage_total
+        return m
 
     def _project(self, xy: np.ndarray) -> tuple[float, float, np.ndarray, np.ndarray]:
         """Distance from ``xy`` to the planned curve, arc length there, nearest point, tangent."""
@@ -194,51 +195,59 @@ class IncisionTask(Task):
         return None
 
     def measure(self) -> Measurement:
+        return self._measure(self.tool.tip[:2])[0]
+
+    def _measure(self, previous_xy: np.ndarray) -> tuple[Measurement, np.ndarray]:
+        """The measurement after a move from ``previous_xy``, and the line's cut samples after it."""
         tip = self.tool.tip
         xy = tip[:2]
         signed_depth = self._signed_depth(tip)
         depth = max(0.0, signed_depth)
         deviation, s, nearest, tangent = self._project(xy)
         in_band = self.band[0] <= depth <= self.band[1]
+        cut = self.cut
         if in_band and deviation <= self.lateral_tolerance:
             offsets = self.curve - xy
-            self.cut |= np.einsum("ij,ij->i", offsets, offsets) <= self.lateral_tolerance**2
-            self.coverage = np.count_nonzero(self.cut) / _CURVE_POINTS
+            cut = cut | (np.einsum("ij,ij->i", offsets, offsets) <= self.lateral_tolerance**2)
+        coverage = int(np.count_nonzero(cut)) / _CURVE_POINTS
         damage = 0.0
         if depth > 0.0 and (not in_band or deviation > self.lateral_tolerance):
-            prev = self._previous_xy
+            prev = previous_xy
             damage = math.hypot(xy[0] - prev[0], xy[1] - prev[1])
         clearance = self.world.distance(self.tool.body, "critical_layer", CLEARANCE_RANGE)
-        self._nearest = (s, nearest, tangent, depth)
         # "distance" to the goal: the part of the line still to cut, plus how far the blade is
         # from cutting it (off the line, or off mid-band); tracing above the surface earns nothing
         # (off the tissue the ray finds no surface: measure from its plane, z = 0, so the
         # distance and the reward stay finite on that failing step)
         level = signed_depth if math.isfinite(signed_depth) else -tip[2]
-        distance = self.length * (1.0 - self.coverage) + deviation + abs(level - self.band_mid)
+        distance = self.length * (1.0 - coverage) + deviation + abs(level - self.band_mid)
         end = self.curve[-1]
         end_error = math.hypot(xy[0] - end[0], xy[1] - end[1])
 
         failure = self._failure(tip, depth, deviation, clearance)
         success = (
             failure is None
-            and self.coverage >= self.params.coverage_required
+            and coverage >= self.params.coverage_required
             and end_error <= self.tolerance
         )
-        return Measurement(
+        m = Measurement(
             tip=tip,
+            tip_orientation=self._orientation(),
+            state=self._state(tip, s, nearest, tangent, depth, coverage, clearance),
+            goal=None,
             distance=distance,
             potential=potential(distance, self.progress_scale),
             clearance=clearance,
             depth=depth,
             damage_increment=damage,
+            damage_total=self.damage_total + damage,
             success=success,
             failure_reason=failure,
         )
+        return m, cut
 
-    def observation(self, m: Measurement) -> np.ndarray:
-        tip = m.tip
-        s, nearest, tangent, depth = self._nearest
+    def _state(self, tip: np.ndarray, s: float, nearest: np.ndarray, tangent: np.ndarray, depth: float,
+               coverage: float, clearance: float) -> np.ndarray:
         ahead = self._point_at(s + _OBS_AHEAD)
         start, end = self.curve[0], self.curve[-1]
         scale = self.progress_scale
@@ -250,7 +259,7 @@ class IncisionTask(Task):
                 (ahead[0] - tip[0]) / _NEAR_SCALE, (ahead[1] - tip[1]) / _NEAR_SCALE,
                 (end[0] - tip[0]) / scale, (end[1] - tip[1]) / scale,
                 depth / _DEPTH_SCALE, (depth - self.band_mid) / _DEPTH_SCALE,
-                self.coverage, s / self.length, m.clearance / CLEARANCE_RANGE,
+                coverage, s / self.length, clearance / CLEARANCE_RANGE,
             ],
             dtype=np.float32,
         )
@@ -262,7 +271,8 @@ class IncisionTask(Task):
         twice the cross-track error, so deviations stay small even one axis at a time.
         """
         tip = self.tool.tip
-        s, nearest, tangent, depth = self._nearest
+        depth = max(0.0, self._signed_depth(tip))
+        _, s, nearest, tangent = self._project(tip[:2])
         dz = float(np.clip((-self.band_mid - tip[2]) / self.depth_step, -1, 1))
         if depth < self.band[0] + 0.25 * MM:
             return np.array([0.0, 0.0, dz])
@@ -270,5 +280,5 @@ class IncisionTask(Task):
             heading = self.curve[-1] - tip[:2]
         else:
             heading = tangent * _LOOKAHEAD + 2.0 * (nearest - tip[:2])
-        move = np.clip(heading / self.step, -1, 1)
+        move = np.clip(heading / self.max_step, -1, 1)
         return np.array([move[0], move[1], dz])

@@ -36,9 +36,9 @@ class NeedleReachTask(Task):
         self.high = np.array(p.workspace_high)
         self.centre = (self.low + self.high) / 2
         self.half = (self.high - self.low) / 2
-        self.step = p.max_step_mm * MM
+        self.max_step = p.max_step_mm * MM
         # one step moves up to a full step on every axis: pursue a point that far ahead
-        self.reference_lookahead = self.step * math.sqrt(3.0)
+        self.reference_lookahead = self.max_step * math.sqrt(3.0)
         self.target = np.array(p.start)
 
     def attach(self, world) -> None:
@@ -67,7 +67,6 @@ class NeedleReachTask(Task):
         self.world.move("target", target)
         self.tool.set_tip(start.copy())
         self.start_tip = start
-        self.damage_total = 0.0
         self._reference = np.vstack([start, target])
 
     def reference_path(self) -> np.ndarray:
@@ -77,7 +76,7 @@ class NeedleReachTask(Task):
     # ------------------------------------------------ planning interface
     @property
     def config_steps(self) -> np.ndarray:
-        return np.full(3, self.step)
+        return np.full(3, self.max_step)
 
     def path_end(self) -> np.ndarray:
         return self.target.copy()
@@ -89,32 +88,33 @@ class NeedleReachTask(Task):
         return np.full(len(tips), math.inf), ["workspace" if o else None for o in outside]
 
     # --------------------------------------------------------------- motion
-    def apply(self, action: np.ndarray) -> None:
-        self.tool.set_tip(self.tool.tip + action * self.step)
+    def step(self, action: np.ndarray | None) -> Measurement:
+        if action is not None:
+            self.tool.set_tip(self.tool.tip + action * self.max_step)
+        return self.measure()
 
     def measure(self) -> Measurement:
+        """A needle damages nothing: moving adds nothing to the episode's state."""
         tip = self.tool.tip
         d = tip - self.target
         distance = math.sqrt(d[0] * d[0] + d[1] * d[1] + d[2] * d[2])
         outside = bool(self.goal_failure(tip))
+        scaled_tip = (tip - self.centre) / self.half
+        scaled_target = (self.target - self.centre) / self.half
         return Measurement(
             tip=tip,
+            tip_orientation=self._orientation(),
+            state=np.concatenate([scaled_tip, scaled_target, scaled_target - scaled_tip]).astype(np.float32),
+            goal=self.target,
             distance=distance,
             potential=potential(distance, self.progress_scale),
             clearance=math.inf,
             depth=0.0,
             damage_increment=0.0,
+            damage_total=0.0,
             success=distance <= self.tolerance and not outside,
             failure_reason="workspace" if outside else None,
         )
-
-    def observation(self, m: Measurement) -> np.ndarray:
-        tip = (m.tip - self.centre) / self.half
-        target = (self.target - self.centre) / self.half
-        return np.concatenate([tip, target, target - tip]).astype(np.float32)
-
-    def goal(self) -> np.ndarray:
-        return self.target
 
     def goal_failure(self, achieved_goal: np.ndarray) -> np.ndarray:
         """Leaving the workspace, this task's only failure."""
@@ -122,4 +122,4 @@ class NeedleReachTask(Task):
         return np.any((tips < self.low) | (tips > self.high), axis=-1)
 
     def expert_action(self) -> np.ndarray:
-        return np.clip((self.target - self.tool.tip) / self.step, -1.0, 1.0)
+        return np.clip((self.target - self.tool.tip) / self.max_step, -1.0, 1.0)

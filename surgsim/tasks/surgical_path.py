@@ -78,9 +78,6 @@ class SurgicalPathTask(Task):
         self.target = self.port.copy()
         self.target_angles = (0.0, 0.0)
         self.target_insertion = 0.0
-        self.tissue_length = 0.0
-        self._swept_angle = 0.0
-        self._escape = (0.0, 0.0, 0.0)
 
     def attach(self, world) -> None:
         super().attach(world)
@@ -100,8 +97,6 @@ class SurgicalPathTask(Task):
             self.world.remove_all(self._anatomy)
             rejection = self._try_build(rng, scale, difficulty)
             if rejection is None:
-                self.damage_total = 0.0
-                self.tissue_length = self._tissue_length()
                 return
             rejected[rejection] += 1
         raise self.infeasible(difficulty, _MAX_DRAWS, rejected)
@@ -237,7 +232,13 @@ class SurgicalPathTask(Task):
         return clearance, reasons
 
     # --------------------------------------------------------------- motion
-    def apply(self, action: np.ndarray) -> None:
+    def step(self, action: np.ndarray | None) -> Measurement:
+        m = self._measure(0.0 if action is None else self._move(action))
+        self.damage_total = m.damage_total
+        return m
+
+    def _move(self, action: np.ndarray) -> float:
+        """Move by a unit action; the angle (rad) the shaft swept."""
         t = self.tool
         lim = self.angle_limit
         yaw = min(max(t.yaw + float(action[0]) * self.angle_step, -lim), lim)
@@ -252,7 +253,7 @@ class SurgicalPathTask(Task):
         cy = before[2] * after[0] - before[0] * after[2]
         cz = before[0] * after[1] - before[1] * after[0]
         # atan2(|a x b|, a . b) stays exact for tiny angles, where acos(dot) reads rounding as sweep
-        self._swept_angle = math.atan2(math.sqrt(cx * cx + cy * cy + cz * cz), dot)
+        return math.atan2(math.sqrt(cx * cx + cy * cy + cz * cz), dot)
 
     # ----------------------------------------------------------- measuring
     def _clearance(self) -> tuple[float, tuple[float, float, float]]:
@@ -273,7 +274,8 @@ class SurgicalPathTask(Task):
             return "depth_limit"
         return None
 
-    def _tissue_length(self) -> float:
+    @property
+    def tissue_length(self) -> float:
         """Length of shaft inside the organ: from where the shaft enters it (ray test) to the tip."""
         hit = self.world.ray(self.port, self.tool.tip)
         if hit is None or hit.body != "organ":
@@ -281,36 +283,43 @@ class SurgicalPathTask(Task):
         return (1.0 - hit.fraction) * self.tool.insertion
 
     def measure(self) -> Measurement:
+        return self._measure(0.0)
+
+    def _measure(self, swept_angle: float) -> Measurement:
+        """The measurement after a move that swept the shaft by ``swept_angle`` (rad)."""
         t = self.tool
         tip = t.tip
         d = tip - self.target
         distance = math.sqrt(d[0] * d[0] + d[1] * d[1] + d[2] * d[2])
-        clearance, self._escape = self._clearance()
-        inside = self._tissue_length()
+        clearance, escape = self._clearance()
+        inside = self.tissue_length
         # lateral sweep of the part of the shaft inside tissue: area = dtheta * (r_tip^2 - r_in^2) / 2
         r_tip = t.insertion
         r_in = r_tip - inside
-        damage = self._swept_angle * (r_tip * r_tip - r_in * r_in) / 2 if inside > 0 else 0.0
-        self._swept_angle = 0.0
-        self.tissue_length = inside
+        damage = swept_angle * (r_tip * r_tip - r_in * r_in) / 2 if inside > 0 else 0.0
         failure = self._failure(clearance, t.insertion)
         return Measurement(
             tip=tip,
+            tip_orientation=self._orientation(),
+            state=self._state(tip, clearance, escape, inside),
+            goal=self.target,
             distance=distance,
             potential=potential(distance, self.progress_scale),
             clearance=clearance,
             depth=t.insertion,
             damage_increment=damage,
+            damage_total=self.damage_total + damage,
             success=failure is None and distance <= self.tolerance,
             failure_reason=failure,
         )
 
-    def observation(self, m: Measurement) -> np.ndarray:
+    def _state(self, tip: np.ndarray, clearance: float, esc: tuple[float, float, float],
+               inside: float) -> np.ndarray:
         t = self.tool
         s = self.progress_scale
         lim = self.angle_limit
         yaw_t, pitch_t = self.target_angles
-        tip, target, port, esc = m.tip, self.target, self.port, self._escape
+        target, port = self.target, self.port
         return np.array(
             [
                 (tip[0] - target[0]) / s, (tip[1] - target[1]) / s, (tip[2] - target[2]) / s,
@@ -319,15 +328,12 @@ class SurgicalPathTask(Task):
                 t.yaw / lim, t.pitch / lim, t.insertion / self.insertion_max,
                 (yaw_t - t.yaw) / lim, (pitch_t - t.pitch) / lim,
                 (self.target_insertion - t.insertion) / _INSERTION_SCALE,
-                m.clearance / CLEARANCE_RANGE,
+                clearance / CLEARANCE_RANGE,
                 esc[0] / CLEARANCE_RANGE, esc[1] / CLEARANCE_RANGE, esc[2] / CLEARANCE_RANGE,
-                self.tissue_length / _TISSUE_LENGTH_SCALE,
+                inside / _TISSUE_LENGTH_SCALE,
             ],
             dtype=np.float32,
         )
-
-    def goal(self) -> np.ndarray:
-        return self.target
 
     # --------------------------------------------------------------- expert
     def expert_action(self) -> np.ndarray:
