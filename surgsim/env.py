@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
@@ -12,8 +11,8 @@ from gymnasium import spaces
 
 from surgsim._data import data_dir
 from surgsim.planning.paths import Polyline
+from surgsim.planning.reference import reference_strategy
 from surgsim.tasks import make_task
-from surgsim.tasks.base import potential
 from surgsim.tasks.rewards import TERM_NAMES, reward_terms
 from surgsim.tasks.spec import SpecError, TaskSpec, load_spec, parse_spec
 
@@ -23,7 +22,6 @@ if TYPE_CHECKING:  # PyBullet is imported when an env is built, not by `import s
 ACTION_TYPES = ("continuous", "discrete")
 OBS_TYPES = ("state", "goal", "rgb", "depth")
 REWARD_TYPES = ("dense", "sparse")
-REFERENCES = ("straight", "planner", "predictor")
 
 
 def episode_outcome(info: Mapping[str, Any]) -> str:
@@ -126,20 +124,11 @@ class SurgSimEnv(gym.Env):
             _choice("render_mode", render_mode, tuple(self.metadata["render_modes"]))
         self.render_mode = render_mode
         self.task = make_task(self.task_spec)
-        self.reference = _choice("reference", reference or self.task_spec.reference, REFERENCES)
+        self.reference = reference or self.task_spec.reference
         self.reference_obs = bool(reference_obs)
         if self.reference_obs and self.obs_type not in ("state", "goal"):
             raise ValueError(f"reference_obs=True needs obs_type 'state' or 'goal', not {obs_type!r}")
-        self.predictor = None
-        if (predictor is not None) != (self.reference == "predictor"):
-            raise ValueError(
-                "reference='predictor' needs predictor=<checkpoint path>, and predictor= is used only "
-                f"with it; got reference={reference!r}, predictor={predictor!r}"
-            )
-        if predictor is not None:
-            from surgsim.predictor import PathPredictor
-
-            self.predictor = PathPredictor.load(predictor, device="cpu", task=self.task_spec.task)
+        self._strategy = reference_strategy(self.reference, self.task_spec, predictor)
         #: where the current reference path came from: the ``reference`` asked for, or
         #: ``"straight"`` when the planner found no path for this patient (with a warning)
         self.reference_source = self.reference
@@ -209,7 +198,8 @@ class SurgSimEnv(gym.Env):
             self.task.attach(self.world)
         m = self.task.reset(rng, difficulty)
         self._steps = 0
-        self._reference = Polyline(self._make_reference(), "reference path")
+        points, self.reference_source = self._strategy.make(self.task)
+        self._reference = Polyline(points, "reference path")
         self._potential = self._track(m)
         zero = dict.fromkeys(self._term_names(), 0.0)
         return self._observation(m), self._info(m, zero)
@@ -301,10 +291,7 @@ class SurgSimEnv(gym.Env):
         path: it moves (in configuration space) towards the point one lookahead ahead of the tip's
         projection on the path.
         """
-        if self.reference == "straight":
-            unit = self.task.expert_action()
-        else:
-            unit = self.task.action_towards(self._reference_ahead())
+        unit = self._strategy.expert_action(self.task, self._reference_ahead())
         if self.action_type == "continuous":
             return unit.astype(np.float32)
         k = int(np.argmax(np.abs(unit)))
@@ -323,31 +310,13 @@ class SurgSimEnv(gym.Env):
         return preop_volume(self.task, resolution)
 
     # ------------------------------------------------------- reference path
-    def _make_reference(self) -> np.ndarray:
-        self.reference_source = self.reference
-        if self.reference == "planner":
-            from surgsim.planning.planner import PlanningError, plan
-
-            try:
-                return plan(self.task).tips
-            except PlanningError as exc:
-                self.reference_source = "straight"
-                warnings.warn(f"{self.task_spec.name}: planner failed, using the straight reference: {exc}",
-                              RuntimeWarning, stacklevel=3)
-        elif self.reference == "predictor":
-            volume = self.preop_volume()
-            return self.predictor.predict(volume.data, self.task.start_vector())
-        return np.asarray(self.task.reference_path(), dtype=float)
-
     def _track(self, m: Measurement) -> float:
         """Project the tip on the reference path; the progress potential: the task's own, or with
         a planned or predicted reference, minus the distance to go along it."""
         s, deviation = self._reference.project(m.tip)
         self._reference_s, self._deviation = s, deviation
         self._to_go = deviation + self._reference.length - s
-        if self.reference != "straight":
-            return potential(self._to_go, self.task.progress_scale)
-        return m.potential
+        return self._strategy.potential(m, self._to_go, self.task.progress_scale)
 
     def _reference_ahead(self) -> np.ndarray:
         """The next reference waypoint: one lookahead beyond the tip's projection on the path."""

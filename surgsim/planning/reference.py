@@ -1,0 +1,92 @@
+"""Reference-path strategies: where the tool tip's reference path comes from (the task's straight
+route, the planner or the path predictor), and what follows from that choice (the progress
+potential and the scripted expert). The env chooses one when it is built."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from surgsim.tasks.base import Measurement, Task, potential
+from surgsim.tasks.spec import TaskSpec
+
+#: the names of the strategies, as the env's ``reference`` argument and a spec's ``reference``
+REFERENCES = ("straight", "planner", "predictor")
+
+
+class StraightReference:
+    """The task's own simple route; progress and the expert are the task's own."""
+
+    name = "straight"
+
+    def make(self, task: Task) -> tuple[np.ndarray, str]:
+        """The current patient's reference path (N, 3) m, and the name of what made it."""
+        return np.asarray(task.reference_path(), dtype=float), "straight"
+
+    def potential(self, m: Measurement, to_go: float, scale: float) -> float:
+        """The progress potential, given the distance ``to_go`` (m) still to go along the path."""
+        return m.potential
+
+    def expert_action(self, task: Task, ahead: np.ndarray) -> np.ndarray:
+        """The scripted expert's unit action, given the next reference waypoint ``ahead``."""
+        return task.expert_action()
+
+
+class _PathReference(StraightReference):
+    """A path that progress and the expert follow: the potential is minus the distance still to
+    go along it, and the expert pursues the waypoint one lookahead ahead of the tip."""
+
+    def potential(self, m: Measurement, to_go: float, scale: float) -> float:
+        return potential(to_go, scale)
+
+    def expert_action(self, task: Task, ahead: np.ndarray) -> np.ndarray:
+        return task.action_towards(ahead)
+
+
+class PlannedReference(_PathReference):
+    """Planned at every reset (:func:`surgsim.planning.plan`), collision-checked; the straight
+    route, with a warning, when the planner finds no path for this patient."""
+
+    name = "planner"
+
+    def make(self, task: Task) -> tuple[np.ndarray, str]:
+        from surgsim.planning.planner import PlanningError, plan
+
+        try:
+            return plan(task).tips, self.name
+        except PlanningError as exc:
+            warnings.warn(f"{task.spec.name}: planner failed, using the straight reference: {exc}",
+                          RuntimeWarning, stacklevel=3)
+            return super().make(task)
+
+
+class PredictedReference(_PathReference):
+    """Predicted by a path-predictor checkpoint from the pre-operative volume."""
+
+    name = "predictor"
+
+    def __init__(self, checkpoint: str | Path, spec: TaskSpec) -> None:
+        from surgsim.predictor import PathPredictor
+
+        self.predictor = PathPredictor.load(checkpoint, device="cpu", task=spec.task)
+
+    def make(self, task: Task) -> tuple[np.ndarray, str]:
+        from surgsim.planning.volume import preop_volume
+
+        return self.predictor.predict(preop_volume(task).data, task.start_vector()), self.name
+
+
+def reference_strategy(name: str, spec: TaskSpec, predictor: str | Path | None = None) -> StraightReference:
+    """The strategy called ``name``; ``predictor`` (a checkpoint path) goes with ``"predictor"`` only."""
+    if name not in REFERENCES:
+        raise ValueError(f"reference={name!r} is not valid; expected one of {list(REFERENCES)}")
+    if (predictor is not None) != (name == "predictor"):
+        raise ValueError(
+            "reference='predictor' needs predictor=<checkpoint path>, and predictor= is used only "
+            f"with it; got reference={name!r}, predictor={predictor!r}"
+        )
+    if name == "predictor":
+        return PredictedReference(predictor, spec)
+    return PlannedReference() if name == "planner" else StraightReference()
