@@ -194,14 +194,6 @@ def _label(text: str) -> tuple[str, Any]:
 
 
 # ------------------------------------------------------------------ session
-def _expand(paths: List[Path], pattern: str) -> list[Path]:
-    """Files as given; folders become their matching files (recursively, sorted)."""
-    found: list[Path] = []
-    for path in paths:
-        found += sorted(path.rglob(pattern)) if path.is_dir() else [path]
-    return found
-
-
 _KEY_HELP = "Secret key file (at least 16 bytes, e.g. `openssl rand -hex 32 > exam.key`); keep it from trainees."
 
 
@@ -250,9 +242,10 @@ def _read_key(key: Path) -> bytes:
 
 def _batch(files: List[Path], check: Callable[[Path], object], what: str, done: str = "ok") -> None:
     """Run ``check`` on every session file (folders searched); a failure does not stop the others."""
+    from surgsim.sessions.io import session_files
     from surgsim.sessions.session import SessionError
 
-    targets = _expand(files, "*.parquet")
+    targets = [f for path in files for f in session_files(path)]
     if not targets:
         fail("no session files found in " + ", ".join(map(str, files)))
     failures = []
@@ -277,11 +270,11 @@ def recover_cmd(
     recording still running is left alone; one holding no sample is removed (nothing to recover).
     Exit status 1 if any failed.
     """
-    from surgsim.sessions.io import read_session
+    from surgsim.sessions.io import read_session, session_files
     from surgsim.sessions.recorder import JournalInUse, recover_partial
     from surgsim.sessions.session import SessionError
 
-    targets = _expand(journals, "*.parquet.partial")
+    targets = [f for path in journals for f in session_files(path, "*.parquet.partial")]
     if not targets:
         fail("no journals (*.parquet.partial) found in " + ", ".join(map(str, journals)))
     failures = []

@@ -26,7 +26,7 @@ from surgsim.scoring.report import (
 )
 from surgsim.scoring.rubric import Rubric, RubricError, default_rubric, load_rubric
 from surgsim.scoring.score import ScoreError, check_task, not_gradable, score_metrics
-from surgsim.sessions.io import read_session
+from surgsim.sessions.io import read_session, session_files
 from surgsim.sessions.session import SessionError
 
 T = TypeVar("T")
@@ -69,16 +69,11 @@ def find_sessions(paths: Sequence[str | Path]) -> tuple[list[tuple[Path, Path]],
     roots = []
     failures = []
     for path in map(Path, paths):
-        if path.is_dir():
-            files = [f for f in sorted(path.rglob(f"*{SUFFIX}")) if f.is_file()]
-            roots.append(os.path.abspath(path))
-        elif path.is_file():
-            files = [path]
-            roots.append(os.path.abspath(path.parent))
-        else:
+        if not (path.is_dir() or path.is_file()):
             failures.append(Failure(str(path), f"{path}: no such file or folder"))
             continue
-        for f in files:
+        roots.append(os.path.abspath(path if path.is_dir() else path.parent))
+        for f in session_files(path, f"*{SUFFIX}"):
             found.setdefault(os.path.abspath(f), f)
     common = os.path.commonpath(roots) if roots else ""
     relative = {absolute: Path(os.path.relpath(absolute, common)) for absolute in found}

@@ -60,6 +60,14 @@ class IntegrityError(SessionError):
     """The stored digest does not match the file's content: it was changed after it was written."""
 
 
+def session_files(path: Path, pattern: str = "*.parquet") -> list[Path]:
+    """The files a command-line argument names: a folder's files matching ``pattern`` at any depth
+    (sorted), anything else as given (a missing file is for the command to report)."""
+    if path.is_dir():
+        return [f for f in sorted(path.rglob(pattern)) if f.is_file()]
+    return [path]
+
+
 # ------------------------------------------------------------------ columns
 def track_columns(name: str, orientation: bool, gripper: bool) -> list[str]:
     """Column names of one instrument's track, in file order."""
