@@ -1,6 +1,6 @@
 """Files written whole or not at all: each writer fills a temporary file beside the target and
 renames it into place, so a crash never leaves a half-written file under the target's name.
-And numbered names (run folders, evaluations, sessions) claimed atomically, never handed out twice."""
+And numbered names (run folders, evaluations, sessions), claimed atomically and never given twice."""
 
 from __future__ import annotations
 

@@ -71,3 +71,36 @@ def test_concurrent_claims_never_share_a_name(tmp_path):
 def test_other_errors_of_the_claim_propagate(tmp_path):
     with pytest.raises(FileNotFoundError):
         claim_numbered(tmp_path / "missing", "run", Path.mkdir, sep="_")
+
+
+def test_session_files_finds_files_in_folders_and_keeps_other_arguments(tmp_path):
+    from surgsim.sessions.io import session_files
+
+    (tmp_path / "b" / "deep").mkdir(parents=True)
+    for name in ("b/deep/z.parquet", "b/a.parquet", "b/a.parquet.partial", "b/note.txt"):
+        (tmp_path / name).touch()
+    (tmp_path / "b" / "folder.parquet").mkdir()  # a folder is not a session file
+    assert session_files(tmp_path / "b") == [tmp_path / "b/a.parquet", tmp_path / "b/deep/z.parquet"]
+    assert session_files(tmp_path / "b", "*.parquet.partial") == [tmp_path / "b/a.parquet.partial"]
+    assert session_files(tmp_path / "missing.parquet") == [tmp_path / "missing.parquet"]
+
+
+def test_every_package_error_derives_from_one_base_that_is_a_value_error():
+    import surgsim
+    from surgsim.errors import SurgsimError
+    from surgsim.predictor.data import DatasetError
+    from surgsim.predictor.predictor import PredictorError
+    from surgsim.predictor.train import PredictorTrainingError
+    from surgsim.rl.train import TrainingError
+    from surgsim.scoring.calibrate import CalibrationError
+    from surgsim.scoring.rubric import RubricError
+    from surgsim.scoring.score import ScoreError
+    from surgsim.sessions import IntegrityError, JournalInUse, SessionError
+    from surgsim.tasks.spec import SpecError
+
+    assert surgsim.SurgsimError is SurgsimError and issubclass(SurgsimError, ValueError)
+    for error in (
+        DatasetError, PredictorError, PredictorTrainingError, TrainingError, CalibrationError, RubricError,
+        ScoreError, IntegrityError, JournalInUse, SessionError, SpecError,
+    ):
+        assert issubclass(error, SurgsimError), error

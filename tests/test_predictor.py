@@ -21,7 +21,7 @@ from surgsim.cli import app
 from surgsim.predictor import DatasetError, PathPredictor, PredictorError, load_split, read_meta
 from surgsim.predictor.data import VolumeFrame
 from surgsim.predictor.predictor import save_checkpoint
-from surgsim.predictor.train import TrainingError, TrainOptions, _clearance_penalty, train
+from surgsim.predictor.train import PredictorTrainingError, TrainOptions, _clearance_penalty, train
 
 runner = CliRunner()
 R, K = 16, 8
@@ -184,7 +184,7 @@ def test_clearance_term_samples_the_critical_channel_at_the_right_voxel():
 
 
 def test_clearance_weight_needs_a_critical_channel(synthetic, tmp_path):
-    with pytest.raises(TrainingError, match=r"'critical' volume channel.*\['tissue', 'target'\]"):
+    with pytest.raises(PredictorTrainingError, match=r"'critical' volume channel.*\['tissue', 'target'\]"):
         train(synthetic, tmp_path / "m.pt", TrainOptions(epochs=1, clearance_weight=1.0, **TINY))
 
 
@@ -282,7 +282,7 @@ def test_shards_are_read_without_pickle(tmp_path):
 
 
 def test_resolution_must_suit_the_encoder_depth(synthetic, tmp_path):
-    with pytest.raises(TrainingError, match=r"resolution 16 .* not divisible by 2\*\*len\(widths\) = 32"):
+    with pytest.raises(PredictorTrainingError, match=r"resolution 16 .* not divisible by 2\*\*len\(widths\) = 32"):
         train(synthetic, tmp_path / "m.pt", TrainOptions(epochs=1, **{**TINY, "widths": [4, 4, 4, 4, 4]}))
 
 

@@ -13,7 +13,7 @@ from surgsim.cli import app
 from surgsim.predictor import PathPredictor, PredictorError, read_meta
 from surgsim.predictor.data import DatasetError
 from surgsim.predictor.model import CONFIG_FORMAT, MAX_HIDDEN, MAX_RESOLUTION, PathNet, PredictorConfig
-from surgsim.predictor.train import TrainingError, TrainOptions, train
+from surgsim.predictor.train import PredictorTrainingError, TrainOptions, train
 
 runner = CliRunner()
 
@@ -68,7 +68,7 @@ def test_cli_eval_refuses_bad_numbers_in_one_line(tmp_path, argv, message):
      ({"limit_train": 0}, "--limit-train 0:"), ({"final_lr_fraction": 2.0}, "--final-lr-fraction 2.0:")],
 )
 def test_train_options_are_checked_before_the_dataset(tmp_path, change, message):
-    with pytest.raises(TrainingError, match=message.replace("[", r"\[")):
+    with pytest.raises(PredictorTrainingError, match=message.replace("[", r"\[")):
         train(tmp_path / "none", tmp_path / "m.pt", TrainOptions(progress=False, **change))
 
 

@@ -84,7 +84,7 @@ def train_cmd(
     require_extra("predictor", "predictor train")
     from surgsim.predictor.data import DatasetError
     from surgsim.predictor.predictor import PredictorError
-    from surgsim.predictor.train import TrainingError, TrainOptions, history_path, train
+    from surgsim.predictor.train import PredictorTrainingError, TrainOptions, history_path, train
 
     options = TrainOptions(
         epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, clearance_weight=clearance_weight,
@@ -92,7 +92,7 @@ def train_cmd(
     )
     try:
         result = train(data, out, options)
-    except (DatasetError, PredictorError, TrainingError) as exc:
+    except (DatasetError, PredictorError, PredictorTrainingError) as exc:
         fail(str(exc))
     except KeyboardInterrupt:
         raise typer.Exit(130)

@@ -29,6 +29,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from surgsim.errors import SurgsimError
 from surgsim.predictor.model import MAX_RESOLUTION, MAX_WAYPOINTS
 
 FORMAT = "surgsim-paths"
@@ -41,7 +42,7 @@ _META_KEYS = (
 _ARRAYS = ("volume", "start", "waypoints", "target", "seed")
 
 
-class DatasetError(ValueError):
+class DatasetError(SurgsimError):
     """A dataset folder or shard that breaks the format; the message names the file."""
 
 

@@ -17,6 +17,7 @@ import torch
 from pydantic import ValidationError
 
 from surgsim._files import atomic_save
+from surgsim.errors import SurgsimError
 from surgsim.predictor.data import DatasetMeta
 from surgsim.predictor.model import CONFIG_FORMAT, PathNet, PredictorConfig
 
@@ -24,7 +25,7 @@ from surgsim.predictor.model import CONFIG_FORMAT, PathNet, PredictorConfig
 PREDICT_CHUNK = 256
 
 
-class PredictorError(ValueError):
+class PredictorError(SurgsimError):
     """A checkpoint that cannot be used, or input that does not fit it; names the file."""
 
 

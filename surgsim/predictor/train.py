@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from tqdm import tqdm
 
 from surgsim._files import atomic_write_text
+from surgsim.errors import SurgsimError
 from surgsim.predictor.data import DatasetMeta, PathDataset, load_split, read_meta
 from surgsim.predictor.model import MAX_HIDDEN, MAX_KEYPOINTS, MAX_LEVELS, MAX_WIDTH, PathNet, PredictorConfig
 from surgsim.predictor.plots import loss_curve
@@ -31,7 +32,7 @@ from surgsim.predictor.predictor import config_problem, resolve_device, save_che
 CRITICAL_CHANNEL = "critical"
 
 
-class TrainingError(ValueError):
+class PredictorTrainingError(SurgsimError):
     """Training options that cannot work with the dataset."""
 
 
@@ -62,7 +63,7 @@ class TrainOptions:
     progress: bool = True
 
     def check(self) -> None:
-        """Raise :class:`TrainingError` naming the first option out of range (before any data is read)."""
+        """Raise :class:`PredictorTrainingError` naming the first option out of range (before any data is read)."""
         finite = math.isfinite
         for name, ok, expected in (
             ("epochs", self.epochs >= 1, "an integer >= 1"),
@@ -82,7 +83,7 @@ class TrainOptions:
             ("limit_val", self.limit_val is None or self.limit_val >= 1, "an integer >= 1"),
         ):
             if not ok:
-                raise TrainingError(f"--{name.replace('_', '-')} {getattr(self, name)!r}: expected {expected}")
+                raise PredictorTrainingError(f"--{name.replace('_', '-')} {getattr(self, name)!r}: expected {expected}")
 
 
 @dataclass
@@ -122,7 +123,7 @@ def make_config(meta: DatasetMeta, train: PathDataset, options: TrainOptions) ->
             volume_scale=1.0 / max(largest, 1), start_mean=start.mean(dim=0).tolist(), start_std=std.tolist(),
         )
     except ValidationError as exc:
-        raise TrainingError(f"{meta.root}: the dataset does not make a valid model config: {config_problem(exc)}") from None
+        raise PredictorTrainingError(f"{meta.root}: the dataset does not make a valid model config: {config_problem(exc)}") from None
 
 
 def _lr_factor(step: int, warmup: int, total: int, final: float) -> float:
@@ -169,14 +170,14 @@ def train(data_dir: str | Path, out: str | Path, options: TrainOptions | None = 
     val_set = load_split(meta, "val", options.limit_val, progress=options.progress)
     config = make_config(meta, train_set, options)
     if config.resolution % config.downsampling:
-        raise TrainingError(
+        raise PredictorTrainingError(
             f"resolution {config.resolution} of {meta.root} is not divisible by 2**len(widths) "
             f"= {config.downsampling}; use fewer widths"
         )
     critical = None
     if options.clearance_weight > 0:
         if CRITICAL_CHANNEL not in meta.channels:
-            raise TrainingError(
+            raise PredictorTrainingError(
                 f"clearance_weight > 0 needs a {CRITICAL_CHANNEL!r} volume channel; {meta.root} has "
                 f"{list(meta.channels)}"
             )

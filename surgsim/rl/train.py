@@ -43,6 +43,7 @@ from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
 import surgsim  # noqa: F401  (registers the ids)
 from surgsim._files import atomic_save, atomic_write_text, claim_numbered
+from surgsim.errors import SurgsimError
 from surgsim.rl.evaluate import EvalResult, model_policy, run_episodes
 from surgsim.rl.presets import ALGOS, RUN_KEYS, load_preset, preset_path, yaml_problem
 
@@ -54,7 +55,7 @@ _CHECKPOINT = re.compile(r"rl_model_(\d+)_steps\.zip$")
 BEST_STATS = "best_vecnormalize.pkl"
 
 
-class TrainingError(ValueError):
+class TrainingError(SurgsimError):
     """Bad training input: unknown env or algorithm, wrong action space, bad run folder."""
 
 

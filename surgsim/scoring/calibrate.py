@@ -23,6 +23,7 @@ from typing import Any, Literal, Sequence
 import numpy as np
 from scipy import optimize, stats
 
+from surgsim.errors import SurgsimError
 from surgsim.scoring.metrics import METRICS, MetricSettings
 from surgsim.scoring.rubric import Levels, MetricReference, Rubric
 from surgsim.scoring.score import penalty, score_metrics
@@ -30,7 +31,7 @@ from surgsim.scoring.score import penalty, score_metrics
 SKILL_LEVELS = {"N": "novice", "I": "intermediate", "E": "expert"}
 
 
-class CalibrationError(ValueError):
+class CalibrationError(SurgsimError):
     """Labelled sessions that cannot calibrate a rubric (no experts, label missing, ...)."""
 
 

@@ -28,12 +28,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from surgsim._files import atomic_write_text
 from surgsim._data import data_dir
+from surgsim.errors import SurgsimError
 from surgsim.scoring.metrics import METRICS, MetricSettings
 
 GENERIC = "generic"
 
 
-class RubricError(ValueError):
+class RubricError(SurgsimError):
     """A rubric file that cannot be used; the message names the file, field and value."""
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from surgsim.errors import SurgsimError
 from surgsim.scoring.metrics import METRICS, SessionMetrics, compute_metrics
 from surgsim.scoring.rubric import GENERIC, MetricReference, Rubric, default_rubric
 from surgsim.sessions.session import Session
@@ -29,7 +30,7 @@ from surgsim.sessions.session import Session
 MIN_SAMPLES = 4
 
 
-class ScoreError(ValueError):
+class ScoreError(SurgsimError):
     """A session that the rubric cannot grade (none of its metrics is available, another task)."""
 
 

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from surgsim.errors import SurgsimError
+
 FORMAT_VERSION = 1
 
 #: optional per-sample channels a session may carry, with their unit
@@ -29,7 +31,7 @@ CHANNELS: dict[str, str] = {
 ACTION_PREFIX = "action_"
 
 
-class SessionError(ValueError):
+class SessionError(SurgsimError):
     """A session that breaks the format; the message names the source and the problem."""
 
 

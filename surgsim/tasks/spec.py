@@ -15,6 +15,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from surgsim.errors import SurgsimError
+
 Vec3 = tuple[float, float, float]
 Difficulty = Literal["easy", "medium", "hard"]
 DIFFICULTIES: tuple[str, ...] = get_args(Difficulty)
@@ -55,7 +57,7 @@ def _refuse(field: str, value: object, why: str) -> PydanticCustomError:
     return PydanticCustomError("spec_field", why, {"field": field, "value": value})
 
 
-class SpecError(ValueError):
+class SpecError(SurgsimError):
     """A spec file that cannot be used; the message names the file, the field and the value."""
 
 
