@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +18,8 @@ from typer.testing import CliRunner  # noqa: E402
 from surgsim.cli import app  # noqa: E402
 from surgsim.rl import presets  # noqa: E402
 from surgsim.rl.sweep import (  # noqa: E402
-    SweepError, SweepSpec, base_preset, expand_configs, make_scheduler, mean_and_band, parse_grid, parse_search,
-    parse_seeds, sweep_trial,
+    PlannedTrial, SweepError, SweepSpec, base_preset, expand_configs, make_scheduler, mean_and_band, parse_grid,
+    parse_search, parse_seeds, read_plan, start_sweep, sweep_trial,
 )
 from surgsim.rl.train import TrainArgs, latest_checkpoint, load_run, train  # noqa: E402
 
@@ -146,10 +147,10 @@ def test_asha_stops_trials_early_but_never_a_finished_one(sweep):
     from surgsim.rl.sweep import run_sweep
 
     sweep_dir, _ = sweep
-    spec = SweepSpec(algo="ppo", env_id=ENV, seeds=[0], n_timesteps=3 * 128, scheduler="asha",
-                     grid={"learning_rate": [1e-3, 1e-6, 3e-4]}, eval_freq=128, eval_episodes=2,
-                     save_freq=128, device="cpu", log_folder=str(sweep_dir.parent.parent),
-                     hyperparams={"n_envs": 1, "n_epochs": 2, "n_steps": 64, "batch_size": 32})
+    template = TrainArgs(algo="ppo", env_id=ENV, n_timesteps=3 * 128, eval_freq=128, eval_episodes=2,
+                         save_freq=128, device="cpu", log_folder=str(sweep_dir.parent.parent),
+                         hyperparams={"n_envs": 1, "n_epochs": 2, "n_steps": 64, "batch_size": 32})
+    spec = SweepSpec(template=template, seeds=[0], scheduler="asha", grid={"learning_rate": [1e-3, 1e-6, 3e-4]})
     outcome = run_sweep(spec)  # on the fixture's Ray
     assert {t.status for t in outcome.trials} <= {"done", "stopped early"}
     for t in outcome.trials:
@@ -177,11 +178,12 @@ def test_restarted_trial_continues_its_run_from_the_last_checkpoint(tmp_path, mo
     assert latest_checkpoint(run)[1] == 128
 
     reported = []
-    monkeypatch.setattr("surgsim.rl.sweep.tune.report", reported.append)
-    base = {"algo": "ppo", "env_id": ENV, "n_timesteps": STEPS, "env_kwargs": {}, "eval_freq": 128,
-            "eval_episodes": 2, "device": "cpu", "hyperparams": {"n_envs": 1, "n_epochs": 2}, "save_freq": 128,
-            "cpus_per_trial": 1, "sweep_dir": str(tmp_path)}
-    sweep_trial({"base": base, "trial": {"name": "c0_s0", "seed": 0, "hyperparams": {"n_steps": 64, "batch_size": 32}}})
+    monkeypatch.setattr("surgsim.rl.sweep.trainable.tune.report", reported.append)
+    template = TrainArgs(algo="ppo", env_id=ENV, n_timesteps=STEPS, eval_freq=128, eval_episodes=2, device="cpu",
+                         hyperparams={"n_envs": 1, "n_epochs": 2}, save_freq=128)
+    spec = SweepSpec(template, seeds=[0])
+    config = {"trial": asdict(PlannedTrial("c0_s0", 0, 0, {"n_steps": 64, "batch_size": 32}))}
+    sweep_trial(config, spec, tmp_path)
     assert [r["timesteps"] for r in reported] == [256]
     assert set(reported[0]) == {"timesteps", "success_rate", "mean_return", "critical_failure_rate", "mean_length"}
     assert json.loads((run / "summary.json").read_text())["timesteps"] == STEPS
@@ -189,7 +191,7 @@ def test_restarted_trial_continues_its_run_from_the_last_checkpoint(tmp_path, mo
 
     # restarted once more after it had finished: it reports the last evaluation and does not train
     reported.clear()
-    sweep_trial({"base": base, "trial": {"name": "c0_s0", "seed": 0, "hyperparams": {"n_steps": 64, "batch_size": 32}}})
+    sweep_trial(config, spec, tmp_path)
     assert [r["timesteps"] for r in reported] == [256]
     assert len((run / "evaluations.jsonl").read_text().splitlines()) == 2
 
@@ -237,11 +239,11 @@ def test_parsers_read_seeds_grids_and_ranges():
 
 
 def test_grid_is_a_product_and_random_configs_repeat_with_their_seed():
-    spec = SweepSpec(algo="ppo", env_id=ENV, seeds=[0], grid={"a": [1, 2], "b": ["x", "y", "z"]})
+    spec = SweepSpec(TrainArgs(algo="ppo", env_id=ENV), seeds=[0], grid={"a": [1, 2], "b": ["x", "y", "z"]})
     configs = expand_configs(spec)
     assert len(configs) == 6 and {(c["a"], c["b"]) for c in configs} == {(a, b) for a in (1, 2) for b in "xyz"}
 
-    spec = SweepSpec(algo="ppo", env_id=ENV, seeds=[0], num_samples=20, grid={"gamma": [0.9, 0.99]},
+    spec = SweepSpec(TrainArgs(algo="ppo", env_id=ENV), seeds=[0], num_samples=20, grid={"gamma": [0.9, 0.99]},
                      search={"learning_rate": ("loguniform", 1e-5, 1e-3), "n_epochs": ("randint", 3, 6)})
     drawn = expand_configs(spec)
     assert drawn == expand_configs(spec)  # same sample seed, same configs
@@ -266,7 +268,7 @@ def test_mean_and_band_by_hand():
 
 
 def test_asha_stops_on_success_rate_over_the_planned_budget():
-    spec = SweepSpec(algo="ppo", env_id=ENV, seeds=[0], n_timesteps=90_000, eval_freq=1_000, scheduler="asha")
+    spec = SweepSpec(TrainArgs(algo="ppo", env_id=ENV, n_timesteps=90_000, eval_freq=1_000), seeds=[0], scheduler="asha")
     scheduler = make_scheduler(spec, [{}])
     assert (scheduler._time_attr, scheduler._metric, scheduler._mode) == ("timesteps", "success_rate", "max")
     assert scheduler._max_t == 90_000
@@ -275,7 +277,44 @@ def test_asha_stops_on_success_rate_over_the_planned_budget():
 
 
 def test_a_sweep_with_goal_observations_starts_from_the_her_preset():
-    spec = SweepSpec(algo="sac", env_id="surgsim/NeedleReach-v0", seeds=[0], env_kwargs={"obs_type": "goal"})
+    spec = SweepSpec(TrainArgs(algo="sac", env_id="surgsim/NeedleReach-v0", env_kwargs={"obs_type": "goal"}), seeds=[0])
     assert base_preset(spec)["replay_buffer_class"] == "HerReplayBuffer"
-    state = SweepSpec(algo="sac", env_id="surgsim/NeedleReach-v0", seeds=[0])
+    state = SweepSpec(TrainArgs(algo="sac", env_id="surgsim/NeedleReach-v0"), seeds=[0])
     assert "replay_buffer_class" not in base_preset(state)
+
+
+def test_the_plan_keeps_the_train_template(tmp_path):
+    """sweep.json stores the TrainArgs template; reading it back gives the spec that was started."""
+    template = TrainArgs(algo="ppo", env_id=ENV, n_timesteps=STEPS, log_folder=str(tmp_path), device="cpu",
+                         env_kwargs={"obs_type": "goal"}, hyperparams={"n_steps": 64.0})
+    spec = SweepSpec(template, seeds=[0, 1], search={"learning_rate": ("loguniform", 1e-5, 1e-3)}, num_samples=2)
+    sweep_dir, configs = start_sweep(spec)
+    assert spec.template.hyperparams == {"n_steps": 64}  # checked as `surgsim train` checks it
+    assert read_plan(sweep_dir) == (spec, configs)
+    assert json.loads((sweep_dir / "sweep.json").read_text())["spec"]["template"]["env_kwargs"] == {"obs_type": "goal"}
+
+
+def test_resume_of_a_sweep_from_an_older_surgsim_exits_2(tmp_path):
+    old = {"spec": {"algo": "ppo", "env_id": ENV, "seeds": [0], "log_folder": str(tmp_path)}, "configs": [{}]}
+    (tmp_path / "sweep.json").write_text(json.dumps(old))
+    result = runner.invoke(app, ["sweep", "--resume", str(tmp_path)])
+    assert result.exit_code == 2, result.output
+    error = [line for line in result.output.splitlines() if line.strip()]
+    assert len(error) == 1 and "cannot resume" in error[0] and "start the sweep anew" in error[0]
+
+
+def test_train_and_sweep_share_their_options():
+    """Same names, help and defaults in both commands; the defaults TrainArgs has are its own."""
+    import dataclasses
+
+    import typer.main
+
+    commands = typer.main.get_command(app).commands
+    train, sweep = ({p.name: p for p in commands[name].params} for name in ("train", "sweep"))
+    for option in ("algo", "env", "n_timesteps", "env_kwargs", "hyperparams", "eval_freq", "eval_episodes",
+                   "save_freq", "device"):
+        assert (train[option].opts, train[option].help, train[option].default) == \
+            (sweep[option].opts, sweep[option].help, sweep[option].default)
+    for field in dataclasses.fields(TrainArgs):
+        if field.name in ("n_timesteps", "eval_freq", "eval_episodes", "save_freq", "device"):
+            assert train[field.name].default == field.default, field.name

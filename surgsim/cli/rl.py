@@ -8,6 +8,7 @@ from typing import List, Optional
 import typer
 
 from surgsim._files import atomic_write_text, claim_numbered
+from surgsim.cli import _options as options
 from surgsim.cli._common import app, check_seed, check_writable, fail, require_extra
 
 
@@ -37,18 +38,18 @@ _PICKLE_NOTE = (
 
 @app.command("train", help=f"Train an agent (rl_zoo3 flags and log layout). {_PICKLE_NOTE}")
 def train_cmd(
-    algo: str = typer.Option("ppo", "--algo", help="ppo, dqn (discrete ids) or sac (continuous ids)."),
-    env: str = typer.Option("surgsim/SurgicalPath-v0", "--env", help="Registered env id."),
-    n_timesteps: Optional[int] = typer.Option(None, "-n", "--n-timesteps", help="Total timesteps (preset's if unset)."),
+    algo: str = options.ALGO,
+    env: str = options.ENV,
+    n_timesteps: Optional[int] = options.N_TIMESTEPS,
     seed: int = typer.Option(0, "--seed", callback=check_seed),
     log_folder: Path = typer.Option(Path("logs"), "-f", "--log-folder", help="Runs go to <f>/<algo>/<env>_<n>/."),
-    env_kwargs: Optional[List[str]] = typer.Option(None, "--env-kwargs", help="key:value (repeatable), e.g. obs_type:goal."),
-    eval_freq: int = typer.Option(10_000, "--eval-freq", help="Evaluate every N timesteps."),
-    eval_episodes: int = typer.Option(20, "--eval-episodes"),
+    env_kwargs: Optional[List[str]] = options.ENV_KWARGS,
+    eval_freq: int = options.EVAL_FREQ,
+    eval_episodes: int = options.EVAL_EPISODES,
     n_envs: Optional[int] = typer.Option(None, "--n-envs", help="Parallel envs (preset's if unset)."),
-    device: str = typer.Option("auto", "--device", help="auto (CUDA when present), cpu or cuda."),
-    hyperparams: Optional[List[str]] = typer.Option(None, "--hyperparams", help="key:value overrides of the preset."),
-    save_freq: int = typer.Option(50_000, "--save-freq", help="Checkpoint every N timesteps."),
+    device: str = options.DEVICE,
+    hyperparams: Optional[List[str]] = options.HYPERPARAMS,
+    save_freq: int = options.SAVE_FREQ,
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue this run folder from its last checkpoint."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:

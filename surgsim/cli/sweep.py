@@ -7,15 +7,16 @@ from typing import List, Optional
 
 import typer
 
+from surgsim.cli import _options as options
 from surgsim.cli._common import app, check_seed, fail, require_extra
 
 
 @app.command("sweep")
 def sweep_cmd(
-    algo: str = typer.Option("ppo", "--algo", help="ppo, dqn (discrete ids) or sac (continuous ids)."),
-    env: str = typer.Option("surgsim/SurgicalPath-v0", "--env", help="Registered env id."),
+    algo: str = options.ALGO,
+    env: str = options.ENV,
     seeds: str = typer.Option("0", "--seeds", help="Seeds of every config: 0-7, 0,3,5 or 0-3,10."),
-    n_timesteps: Optional[int] = typer.Option(None, "-n", "--n-timesteps", help="Timesteps per trial (preset's if unset)."),
+    n_timesteps: Optional[int] = options.N_TIMESTEPS,
     grid: Optional[List[str]] = typer.Option(
         None, "--grid", help="key=v1,v2,... (repeatable; values are YAML): every combination is a config."
     ),
@@ -36,18 +37,20 @@ def sweep_cmd(
         Path("logs"), "-f", "--out", "--log-folder", help="The sweep goes to <f>/sweeps/<name>/ (shared storage on a cluster)."
     ),
     name: Optional[str] = typer.Option(None, "--name", help="Sweep folder name (default <algo>_<env>_<n>)."),
-    env_kwargs: Optional[List[str]] = typer.Option(None, "--env-kwargs", help="key:value (repeatable)."),
-    hyperparams: Optional[List[str]] = typer.Option(None, "--hyperparams", help="key:value fixed overrides of the preset."),
-    eval_freq: int = typer.Option(10_000, "--eval-freq", help="Evaluate (and report to Ray) every N timesteps."),
-    eval_episodes: int = typer.Option(20, "--eval-episodes"),
-    save_freq: int = typer.Option(50_000, "--save-freq", help="Checkpoint every N timesteps (what a resumed trial continues from)."),
-    device: str = typer.Option("auto", "--device", help="auto (CUDA when the trial has a GPU), cpu or cuda."),
+    env_kwargs: Optional[List[str]] = options.ENV_KWARGS,
+    hyperparams: Optional[List[str]] = options.HYPERPARAMS,
+    eval_freq: int = options.EVAL_FREQ,
+    eval_episodes: int = options.EVAL_EPISODES,
+    save_freq: int = options.SAVE_FREQ,
+    device: str = options.DEVICE,
     resume: Optional[Path] = typer.Option(
         None, "--resume", help="Continue this sweep folder (its sweep.json holds the other options)."
     ),
     verbose: bool = typer.Option(False, "--verbose", help="Show Ray's own logs and progress tables."),
 ) -> None:
     """Run every (config, seed) as a Ray Tune trial of `surgsim train`; write a table, a plot and the best preset.
+
+    Each trial reports every evaluation (--eval-freq) to Ray; --hyperparams stay fixed, --grid and --search vary.
 
     Exit status: 0 when every trial finished, 1 when some failed or did not finish, 2 on bad input.
     --resume loads Ray's experiment state and the trials' SB3 checkpoints, which are pickles:
@@ -56,19 +59,22 @@ def sweep_cmd(
     require_extra("distributed", "sweep")
     from surgsim.rl.presets import parse_overrides
     from surgsim.rl.sweep import SweepError, SweepSpec, config_summary, parse_grid, parse_search, parse_seeds, run_sweep
+    from surgsim.rl.train import TrainArgs
 
     try:
         if resume is not None:
             outcome = run_sweep(resume=resume, address=address, verbose=verbose)
         else:
             spec = SweepSpec(
-                algo=algo, env_id=env, seeds=parse_seeds(seeds), n_timesteps=n_timesteps,
-                grid=parse_grid(grid), search=parse_search(search), num_samples=num_samples,
-                sample_seed=sample_seed, hyperparams=parse_overrides(hyperparams, "--hyperparams"),
-                env_kwargs=parse_overrides(env_kwargs, "--env-kwargs"), eval_freq=eval_freq,
-                eval_episodes=eval_episodes, save_freq=save_freq, device=device,
-                cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, scheduler=scheduler,
-                log_folder=str(log_folder), name=name,
+                seeds=parse_seeds(seeds), grid=parse_grid(grid), search=parse_search(search),
+                num_samples=num_samples, sample_seed=sample_seed, cpus_per_trial=cpus_per_trial,
+                gpus_per_trial=gpus_per_trial, scheduler=scheduler, name=name,
+                template=TrainArgs(
+                    algo=algo, env_id=env, n_timesteps=n_timesteps, log_folder=str(log_folder),
+                    hyperparams=parse_overrides(hyperparams, "--hyperparams"),
+                    env_kwargs=parse_overrides(env_kwargs, "--env-kwargs"), eval_freq=eval_freq,
+                    eval_episodes=eval_episodes, save_freq=save_freq, device=device,
+                ),
             )
             outcome = run_sweep(spec, address=address, verbose=verbose)
     except (SweepError, ValueError) as exc:
