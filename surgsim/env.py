@@ -10,6 +10,7 @@ import numpy as np
 from gymnasium import spaces
 
 from surgsim._data import data_dir
+from surgsim.actions import DiscreteActions
 from surgsim.planning.paths import Polyline
 from surgsim.planning.reference import reference_strategy
 from surgsim.tasks import make_task
@@ -143,11 +144,8 @@ class SurgSimEnv(gym.Env):
         if self.action_type == "continuous":
             self.action_space = spaces.Box(-1.0, 1.0, (n,), np.float32)
         else:
-            self.action_space = spaces.Discrete(2 * n + 1)
-            self._discrete_actions = np.zeros((2 * n + 1, n))
-            for i in range(n):
-                self._discrete_actions[2 * i + 1, i] = 1.0
-                self._discrete_actions[2 * i + 2, i] = -1.0
+            self._codec = DiscreteActions(n)
+            self.action_space = spaces.Discrete(self._codec.size)
         self.observation_space = self._make_observation_space()
         if self.obs_type == "goal":
             # Only goal envs expose compute_reward: SB3 and HER tools take its presence to mean
@@ -294,10 +292,7 @@ class SurgSimEnv(gym.Env):
         unit = self._strategy.expert_action(self.task, self._reference_ahead())
         if self.action_type == "continuous":
             return unit.astype(np.float32)
-        k = int(np.argmax(np.abs(unit)))
-        if abs(unit[k]) < 0.5:
-            return 0
-        return 2 * k + (1 if unit[k] > 0 else 2)
+        return self._codec.encode(unit)
 
     def reference_path(self) -> np.ndarray:
         """The current patient's reference path of the tool tip, (N, 3) in metres."""
@@ -324,13 +319,7 @@ class SurgSimEnv(gym.Env):
 
     def _to_unit_action(self, action) -> np.ndarray:
         if self.action_type == "discrete":
-            try:
-                k = int(action)
-            except (TypeError, ValueError):
-                raise ValueError(f"discrete action must be an integer, got {action!r}") from None
-            if not 0 <= k < self.action_space.n or k != np.asarray(action):
-                raise ValueError(f"discrete action {action!r} is outside 0..{self.action_space.n - 1}")
-            return self._discrete_actions[k]
+            return self._codec.decode(action)
         a = np.asarray(action, dtype=np.float64)
         if a.shape != self.action_space.shape:
             raise ValueError(f"action shape {a.shape} does not match {self.action_space.shape}")

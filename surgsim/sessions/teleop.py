@@ -15,6 +15,8 @@ from typing import Any, Iterator, Protocol, Sequence
 import gymnasium as gym
 import numpy as np
 
+from surgsim.actions import DiscreteActions
+
 #: (plus key, minus key) of action axis 0, 1, 2, ...
 AXIS_KEYS = (("d", "a"), ("w", "s"), ("e", "q"), ("l", "j"), ("i", "k"), ("o", "u"))
 #: a step with no motion (time still passes)
@@ -34,9 +36,7 @@ class KeyMap:
     def for_space(cls, space: gym.Space) -> "KeyMap":
         """The key map of a surgsim action space: Box(n) or Discrete(2n + 1)."""
         if isinstance(space, gym.spaces.Discrete):
-            n, discrete = (int(space.n) - 1) // 2, True
-            if int(space.n) != 2 * n + 1 or n < 1:
-                raise ValueError(f"a discrete action space needs 2n+1 actions (no-op, then +/- per axis), got {space.n}")
+            n, discrete = DiscreteActions.for_size(space.n).n, True
         elif isinstance(space, gym.spaces.Box) and len(space.shape) == 1:
             n, discrete = int(space.shape[0]), False
         else:
@@ -55,13 +55,7 @@ class KeyMap:
         unit = np.zeros(self.n_axes)
         for axis, (plus, minus) in enumerate(AXIS_KEYS[: self.n_axes]):
             unit[axis] = (plus in keys) - (minus in keys)
-        if not self.discrete:
-            return unit.astype(np.float32)
-        moving = np.flatnonzero(unit)
-        if len(moving) == 0:
-            return 0
-        axis = int(moving[0])
-        return 2 * axis + (1 if unit[axis] > 0 else 2)
+        return DiscreteActions(self.n_axes).encode(unit) if self.discrete else unit.astype(np.float32)
 
 
 def describe_keys(n_axes: int = 3) -> str:
