@@ -16,8 +16,9 @@ import numpy as np
 import yaml
 from ray import tune
 
-from surgsim._files import atomic_write_text
+from surgsim._files import atomic_write_text, claim_numbered
 from surgsim.env import MAX_SEED
+from surgsim.errors import SurgsimError
 from surgsim.rl.presets import load_preset, parse_value
 from surgsim.rl.train import TrainArgs, check_args, check_device, check_env_and_algo, check_hyperparams, env_name
 
@@ -29,7 +30,7 @@ MAX_SWEEP_SEEDS = 10_000
 PLAN_FORMAT = 2
 
 
-class SweepError(ValueError):
+class SweepError(SurgsimError):
     """Bad sweep input (seeds, grid, search ranges, sweep folder), named with the offending value."""
 
 
@@ -239,18 +240,16 @@ def _new_sweep_dir(spec: SweepSpec) -> Path:
     """``<log folder>/sweeps/<name>``; without a name the next free ``<algo>_<env name>_<n>``."""
     args = spec.template
     base = Path(args.log_folder).resolve() / "sweeps"
-    if spec.name:
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+        if not spec.name:  # claimed with mkdir: two sweeps started at once never share a folder
+            return claim_numbered(base, f"{args.algo}_{env_name(args.env_id)}", Path.mkdir, sep="_")[0]
         folder = base / spec.name
         if (folder / "sweep.json").exists():
             raise SweepError(f"{folder} already holds a sweep; continue it with --resume {folder} or pick another --name")
-    else:
-        prefix = f"{args.algo}_{env_name(args.env_id)}_"
-        taken = [int(p.name[len(prefix):]) for p in base.glob(prefix + "*") if p.name[len(prefix):].isdigit()]
-        folder = base / f"{prefix}{max(taken, default=0) + 1}"
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(exist_ok=True)
     except OSError as exc:
-        raise SweepError(f"-f {args.log_folder}: cannot create the sweep folder {folder} ({exc.strerror or exc})") from None
+        raise SweepError(f"-f {args.log_folder}: cannot create the sweep folder in {base} ({exc.strerror or exc})") from None
     return folder
 
 
