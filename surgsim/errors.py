@@ -1,6 +1,11 @@
 """The base class of every error surgsim raises for input it refuses (specs, sessions, rubrics,
 datasets, training options...), so that a caller can catch the package's own errors, with
-messages meant for the user, without catching every ``ValueError``."""
+messages meant for the user, without catching every ``ValueError``; and the one-line wording
+of library errors that such messages quote."""
+
+from __future__ import annotations
+
+from typing import Any
 
 
 class SurgsimError(ValueError):
@@ -9,3 +14,10 @@ class SurgsimError(ValueError):
     A ``ValueError`` because these errors were ``ValueError`` subclasses before: existing
     ``except ValueError`` clauses keep catching them.
     """
+
+
+def yaml_problem(exc: Any) -> str:
+    """A PyYAML error in one line: what is wrong and where (PyYAML's own message spans several)."""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    mark = getattr(exc, "problem_mark", None)
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else problem

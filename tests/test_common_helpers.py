@@ -104,3 +104,17 @@ def test_every_package_error_derives_from_one_base_that_is_a_value_error():
         ScoreError, IntegrityError, JournalInUse, SessionError, SpecError,
     ):
         assert issubclass(error, SurgsimError), error
+
+
+def test_yaml_errors_in_specs_and_rubrics_are_one_line_naming_the_place(tmp_path):
+    from surgsim.scoring.rubric import RubricError, load_rubric
+    from surgsim.tasks.spec import SpecError, load_spec
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("task: needle_reach\nparams: {start: [0, 0\n")
+    for load, error in ((load_spec, SpecError), (load_rubric, RubricError)):
+        with pytest.raises(error) as caught:
+            load(bad)
+        message = str(caught.value)
+        assert "\n" not in message and message.startswith(f"{bad}: not valid YAML")
+        assert "line 3, column 1" in message

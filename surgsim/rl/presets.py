@@ -8,6 +8,7 @@ from typing import Any
 import yaml
 
 from surgsim._data import data_dir
+from surgsim.errors import yaml_problem
 
 ALGOS = ("ppo", "dqn", "sac")
 #: keys of a preset that configure the run rather than the algorithm (as in rl_zoo3)
@@ -42,13 +43,6 @@ def parse_value(text: str) -> Any:
         except ValueError:
             pass
     return yaml.safe_load(text)
-
-
-def yaml_problem(exc: yaml.YAMLError) -> str:
-    """A YAML error in one line: what is wrong and where (PyYAML's own message spans several)."""
-    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-    mark = getattr(exc, "problem_mark", None)
-    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else problem
 
 
 def parse_overrides(items: list[str] | None, what: str) -> dict[str, Any]:

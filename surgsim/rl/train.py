@@ -43,9 +43,9 @@ from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
 import surgsim  # noqa: F401  (registers the ids)
 from surgsim._files import atomic_save, atomic_write_text, claim_numbered
-from surgsim.errors import SurgsimError
+from surgsim.errors import SurgsimError, yaml_problem
 from surgsim.rl.evaluate import EvalResult, model_policy, run_episodes
-from surgsim.rl.presets import ALGOS, RUN_KEYS, load_preset, preset_path, yaml_problem
+from surgsim.rl.presets import ALGOS, RUN_KEYS, load_preset, preset_path
 
 ALGO_CLASSES: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "dqn": DQN, "sac": SAC}
 #: what a preset's ``replay_buffer_class`` may name; names are looked up here, never evaluated

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from surgsim._files import atomic_write_text
 from surgsim._data import data_dir
-from surgsim.errors import SurgsimError
+from surgsim.errors import SurgsimError, yaml_problem
 from surgsim.scoring.metrics import METRICS, MetricSettings
 
 GENERIC = "generic"
@@ -121,7 +121,7 @@ def load_rubric(path: str | Path) -> Rubric:
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise RubricError(f"{path}: not valid YAML ({exc})") from None
+        raise RubricError(f"{path}: not valid YAML ({yaml_problem(exc)})") from None
     if not isinstance(data, dict):
         raise RubricError(f"{path}: expected a mapping with task and metrics, got {type(data).__name__}")
     try:

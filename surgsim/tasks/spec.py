@@ -15,7 +15,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from surgsim.errors import SurgsimError
+from surgsim.errors import SurgsimError, yaml_problem
 
 Vec3 = tuple[float, float, float]
 Difficulty = Literal["easy", "medium", "hard"]
@@ -278,7 +278,7 @@ def load_spec(path: str | Path) -> TaskSpec:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise SpecError(f"{path}: not valid YAML: {exc}") from None
+        raise SpecError(f"{path}: not valid YAML: {yaml_problem(exc)}") from None
     if not isinstance(data, dict):
         raise SpecError(f"{path}: a spec must be a YAML mapping, got {type(data).__name__}")
     return parse_spec(data, str(path))

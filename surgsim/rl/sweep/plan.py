@@ -18,7 +18,7 @@ from ray import tune
 
 from surgsim._files import atomic_write_text, claim_numbered
 from surgsim.env import MAX_SEED
-from surgsim.errors import SurgsimError
+from surgsim.errors import SurgsimError, yaml_problem
 from surgsim.rl.presets import load_preset, parse_value
 from surgsim.rl.train import TrainArgs, check_args, check_device, check_env_and_algo, check_hyperparams, env_name
 
@@ -92,7 +92,7 @@ def parse_grid(items: list[str] | None) -> dict[str, list[Any]]:
             try:
                 values.append(parse_value(part))
             except yaml.YAMLError as exc:
-                raise SweepError(f"--grid {item!r}: {part!r} is not valid YAML ({exc})") from None
+                raise SweepError(f"--grid {item!r}: {part!r} is not valid YAML ({yaml_problem(exc)})") from None
         grid[key] = values
     return grid
 
