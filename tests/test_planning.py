@@ -59,7 +59,7 @@ def test_plans_are_collision_free_in_pybullet_and_reach_the_target(make_env, env
         assert check.reaches_target and check.end_error < 1e-9
         np.testing.assert_allclose(result.tips[0], task.start_tip, atol=1e-9)
         # consecutive configurations are at most one action step apart, so an expert can follow
-        assert (np.abs(np.diff(result.configs, axis=0)) <= task.config_steps + 1e-12).all()
+        assert (np.abs(np.diff(result.configs, axis=0)) <= task.tool.config_steps + 1e-12).all()
         assert result.min_clearance > 0.0
 
 

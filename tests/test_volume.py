@@ -94,9 +94,9 @@ def test_analytic_shaft_clearance_matches_pybullet(surgical):
     rng = np.random.default_rng(0)
     tubes = geo.Tubes.from_chains(task.tubes)
     configs = np.column_stack([rng.uniform(-0.5, 0.5, (40, 2)), rng.uniform(0.03, 0.12, 40)])
-    tips = task.config_to_tip(configs)
+    tips = task.tool.config_to_tip(configs)
     back = (task.port - tips) / np.linalg.norm(task.port - tips, axis=1, keepdims=True)
-    analytic, _ = geo.TROCAR_SHAFT.clearance(tips, back, tubes, cap=0.03)
+    analytic, _ = geo.Shaft(*task.tool.shaft).clearance(tips, back, tubes, cap=0.03)
     pybullet, _ = task.check_poses(tips)
     close = pybullet < 0.029
     assert close.sum() >= 5  # the sample reaches near the vessels

@@ -84,7 +84,8 @@ def test_removed_and_replaced_bodies(world):
 
 
 def test_trocar_tool_kinematics(world):
-    tool = TrocarTool(world, (0.0, 0.0, 0.0))
+    tool = TrocarTool(world, (0.0, 0.0, 0.0), angle_limit=1.0, angle_step=0.05, insertion_step=0.002,
+                      insertion_range=(0.0, 0.3))
     for yaw, pitch in [(0.0, 0.0), (0.3, -0.2), (-0.5, 0.6)]:
         d = np.array(trocar_direction(yaw, pitch))
         assert np.linalg.norm(d) == pytest.approx(1.0)

@@ -119,10 +119,9 @@ class Tubes:
 class Shaft:
     """A straight instrument shaft modelled as a capsule along the back direction from the tip.
 
-    ``near`` and ``far`` bound its axis (m from the tip), ``radius`` its thickness. The trocar
-    tool's values mirror ``assets/instruments/laparoscopic_tool.urdf`` (a capsule of radius
-    2.5 mm and cylinder length 295 mm centred 150 mm behind the tip); a test compares this
-    model against PyBullet's distances.
+    ``near`` and ``far`` bound its axis (m from the tip), ``radius`` its thickness: the trocar
+    tool's are read from its URDF (``TrocarTool.shaft``); a test compares this model against
+    PyBullet's distances.
     """
 
     radius: float
@@ -150,10 +149,6 @@ class Shaft:
             best[sl] = np.where(closer, dmin, best[sl])
             owner[sl] = np.where(closer, tubes.owner[k], owner[sl])
         return best, owner
-
-
-#: the laparoscopic tool's shaft (see :class:`Shaft`)
-TROCAR_SHAFT = Shaft(radius=0.0025, near=0.0025, far=0.2975)
 
 
 def segment_hits_ellipsoid(a: np.ndarray, b: np.ndarray, centre: np.ndarray, radii: np.ndarray) -> np.ndarray:

@@ -75,10 +75,10 @@ def plan(task: Task) -> Plan:
 
 # ------------------------------------------------------------------ free tools
 def _plan_free(task: Task) -> Plan:
-    tips = densify(task.route(), float(np.min(task.config_steps)))
+    tips = densify(task.route(), float(np.min(task.tool.config_steps)))
     clearance, reasons = task.check_poses(tips)
     _raise_on_failure(tips, reasons, "the route from the start")
-    return Plan(task.tip_to_config(tips), tips, clearance)
+    return Plan(task.tool.tip_to_config(tips), tips, clearance)
 
 
 def _raise_on_failure(tips: np.ndarray, reasons: list[str | None], what: str) -> None:
@@ -112,10 +112,11 @@ def _entry_depth(task, direction: np.ndarray, limit: float) -> float:
 
 
 def _plan_trocar(task) -> Plan:
-    steps = task.config_steps
+    tool = task.tool
+    steps = tool.config_steps
     start = np.asarray(task.start_config, dtype=float)
-    goal = task.tip_to_config(task.target)[0]
-    if not task.within_limits(goal[None])[0]:
+    goal = tool.tip_to_config(task.target)[0]
+    if not tool.within_limits(goal[None])[0]:
         raise PlanningError(
             f"the target {np.round(task.target / MM, 1).tolist()} mm is out of the tool's reach from "
             f"the port: yaw {math.degrees(goal[0]):.1f} deg, pitch {math.degrees(goal[1]):.1f} deg, "
@@ -123,11 +124,11 @@ def _plan_trocar(task) -> Plan:
             f"{task.insertion_min / MM:.0f}-{task.insertion_max / MM:.0f} mm)"
         )
     tubes = geo.Tubes.from_chains(task.tubes)
-    shaft = geo.TROCAR_SHAFT
+    shaft = geo.Shaft(*tool.shaft)
     cap = 0.03
 
     def clearance(configs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        tips = task.config_to_tip(configs)
+        tips = tool.config_to_tip(configs)
         back = task.port - tips
         back /= np.linalg.norm(back, axis=1, keepdims=True)
         return shaft.clearance(tips, back, tubes, cap)
@@ -155,7 +156,7 @@ def _plan_trocar(task) -> Plan:
     turns = a[:, None] + u * (b - a)[:, None]  # (M, n, 3)
     flat = turns.reshape(-1, 3)
     turn_clear = clearance(flat)[0].reshape(len(a), n)
-    turn_tips = task.config_to_tip(flat)
+    turn_tips = tool.config_to_tip(flat)
     in_organ = geo.segment_hits_ellipsoid(task.port, turn_tips, task.organ_centre, task.organ_radii)
     in_organ = in_organ.reshape(len(a), n).any(axis=1)
     turn_length = np.linalg.norm(np.diff(turn_tips.reshape(len(a), n, 3), axis=1), axis=2).sum(axis=1)
@@ -174,7 +175,7 @@ def _plan_trocar(task) -> Plan:
     for k in order[:MAX_CHECKED]:
         corners = [start, a[k], b[k], goal]
         configs = _dedupe(np.vstack([start[None], *(_segment(p, q, steps) for p, q in zip(corners[:-1], corners[1:]))]))
-        tips = task.config_to_tip(configs)
+        tips = tool.config_to_tip(configs)
         pb_clearance, reasons = task.check_poses(tips)
         bad = next((i for i, r in enumerate(reasons) if r is not None), None)
         if bad is None:

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from surgsim.tasks.base import Measurement, Task, potential
+from surgsim.tasks.experts import pursue
 from surgsim.tasks.spec import TaskSpec
 
 #: the names of the strategies, as the env's ``reference`` argument and a spec's ``reference``
@@ -31,7 +32,7 @@ class StraightReference:
 
     def expert_action(self, task: Task, ahead: np.ndarray) -> np.ndarray:
         """The scripted expert's unit action, given the next reference waypoint ``ahead``."""
-        return task.expert_action()
+        return task.expert(task)
 
 
 class _PathReference(StraightReference):
@@ -42,7 +43,7 @@ class _PathReference(StraightReference):
         return potential(to_go, scale)
 
     def expert_action(self, task: Task, ahead: np.ndarray) -> np.ndarray:
-        return task.action_towards(ahead)
+        return pursue(task, ahead)
 
 
 class PlannedReference(_PathReference):

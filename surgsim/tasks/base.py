@@ -5,7 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections import Counter
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -13,6 +13,7 @@ from surgsim.tasks.spec import TaskSpec
 
 if TYPE_CHECKING:  # PyBullet is imported when a task is built, not by `import surgsim`
     from surgsim.sim import World
+    from surgsim.sim.instruments import Instrument
 
 MM = 1e-3
 
@@ -59,7 +60,8 @@ class Measurement:
 
 
 class Task(ABC):
-    """Scenario sampling, instrument motion, measurement, observation and a scripted expert.
+    """Scenario sampling, measurement, observation, success and failure rules; the instrument
+    (:attr:`tool`) owns its motion and kinematics, an expert function (:attr:`expert`) the technique.
 
     The env drives a task through :meth:`reset` and :meth:`step`, which return a frozen
     :class:`Measurement`; the task keeps its episode's state (damage so far, what was cut) to
@@ -76,8 +78,8 @@ class Task(ABC):
     damage_to_reward_units: float = 1.0
     #: body name of the instrument, for its pose in ``info``
     instrument_body: str
-    #: names of the instrument's configuration coordinates (the planner's search space)
-    config_names: tuple[str, ...] = ("x", "y", "z")
+    #: the scripted expert that uses good technique (:mod:`surgsim.tasks.experts`): task -> unit action
+    expert: Callable[[Task], np.ndarray]
     #: names of the entries of :meth:`start_vector` (the predictor's start input)
     start_fields: tuple[str, ...] = ("tip_x", "tip_y", "tip_z")
     #: how far ahead (m) along a reference path the next reference waypoint lies
@@ -101,6 +103,8 @@ class Task(ABC):
 
         self.camera = Camera(c.eye, c.target, c.up, c.fov_deg, c.near, c.far)
         self.world: World | None = None
+        #: the instrument, created by :meth:`attach`
+        self.tool: Instrument | None = None
         self.damage_total = 0.0
         #: the tip position (m) the current episode started from; set by :meth:`build`
         self.start_tip = np.zeros(3)
@@ -156,25 +160,8 @@ class Task(ABC):
         """
 
     # ------------------------------------------------ planning interface
-    # Configurations are what the instrument is commanded in (free tools: the tip itself);
-    # the planner searches them and the path checks replay them through the env's own queries.
-    @property
-    @abstractmethod
-    def config_steps(self) -> np.ndarray:
-        """Largest change of each configuration coordinate in one step (a unit action)."""
-
-    def tip_to_config(self, tips: np.ndarray) -> np.ndarray:
-        """Configurations (N, dof) that put the tip at ``tips`` (N, 3)."""
-        return np.array(tips, dtype=float).reshape(-1, 3)
-
-    def config_to_tip(self, configs: np.ndarray) -> np.ndarray:
-        """Tip positions (N, 3) of configurations (N, dof)."""
-        return np.array(configs, dtype=float).reshape(-1, 3)
-
-    def current_config(self) -> np.ndarray:
-        """The instrument's configuration now."""
-        return self.tip_to_config(self.tool.tip)[0]
-
+    # The planner searches the instrument's configurations (``tool.tip_to_config`` and the
+    # like) and the path checks replay them through the env's own queries.
     def start_vector(self) -> np.ndarray:
         """The episode's start pose as the path predictor reads it (see :attr:`start_fields`)."""
         return self.start_tip.copy()
@@ -199,18 +186,6 @@ class Task(ABC):
         Poses outside the joint limits give :attr:`UNREACHABLE`. The instrument is put back
         where it was afterwards, so an episode in progress is not disturbed.
         """
-
-    def action_towards(self, point: np.ndarray) -> np.ndarray:
-        """The unit action that moves the instrument straight (in configuration space) towards
-        ``point``, as far as one step allows."""
-        delta = self.tip_to_config(point)[0] - self.current_config()
-        action = delta / self.config_steps
-        largest = float(np.max(np.abs(action)))
-        return action / largest if largest > 1.0 else action
-
-    @abstractmethod
-    def expert_action(self) -> np.ndarray:
-        """A scripted expert's continuous action in [-1, 1] that uses good technique."""
 
 
 def potential(distance: float, scale: float) -> float:

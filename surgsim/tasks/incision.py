@@ -12,13 +12,13 @@ from bisect import bisect_left
 import numpy as np
 
 from surgsim.sim import anatomy
-from surgsim.sim.instruments import Scalpel
+from surgsim.sim.instruments import FreeTool
+from surgsim.tasks import experts
 from surgsim.tasks.base import MM, Measurement, ObsEntry, Task, potential
 from surgsim.tasks.spec import IncisionSpec
 
 CLEARANCE_RANGE = 0.02
 _CURVE_POINTS = 81
-_LOOKAHEAD = 0.003
 _OBS_AHEAD = 0.01
 LAYER_THICKNESS = 0.003
 _CRITICAL_RGBA = (0.95, 0.85, 0.30, 1.0)
@@ -55,8 +55,10 @@ class IncisionTask(Task):
                  f"CLEARANCE_RANGE ({CLEARANCE_RANGE * 1000:g} mm)"),
     )
     position_goal = False
-    instrument_body = Scalpel.body
-    reference_lookahead = _LOOKAHEAD
+    instrument_body = "scalpel"
+    expert = staticmethod(experts.follow_line)
+    #: the expert aims, and the reference's next waypoint lies, this far (m) ahead along the line
+    reference_lookahead = 0.003
     damage_to_reward_units = 1e3  # length of bad cut: m -> mm
 
     def __init__(self, spec: IncisionSpec) -> None:
@@ -84,7 +86,8 @@ class IncisionTask(Task):
             world, "critical_layer", -p.critical_depth_mm[0] * MM, self.half_xy, LAYER_THICKNESS,
             _CRITICAL_RGBA,
         )
-        self.tool = Scalpel(world, (0.0, 0.0, 0.01))
+        self.tool = FreeTool(world, self.instrument_body, "instruments/scalpel.urdf", (0.0, 0.0, 0.01),
+                             (self.max_step, self.max_step, self.depth_step))
 
     def build(self, rng: np.random.Generator, difficulty: str) -> None:
         p = self.params
@@ -121,10 +124,6 @@ class IncisionTask(Task):
         return np.column_stack([self.curve, np.full(len(self.curve), -self.band_mid)])
 
     # ------------------------------------------------ planning interface
-    @property
-    def config_steps(self) -> np.ndarray:
-        return np.array([self.max_step, self.max_step, self.depth_step])
-
     def route(self) -> np.ndarray:
         """Sink the blade to mid-band where it starts (a sideways move above the band would cut
         badly), then follow the line."""
@@ -141,7 +140,7 @@ class IncisionTask(Task):
         try:
             for i, tip in enumerate(tips):
                 self.tool.set_tip(tip)
-                depth = max(0.0, self._signed_depth(tip))
+                depth = max(0.0, self.signed_depth(tip))
                 deviation = self._project(tip[:2])[0]
                 clearance[i] = self.world.distance(self.tool.body, "critical_layer", CLEARANCE_RANGE)
                 reasons.append(self._failure(tip, depth, deviation, clearance[i]))
@@ -151,11 +150,9 @@ class IncisionTask(Task):
 
     # --------------------------------------------------------------- motion
     def step(self, action: np.ndarray | None) -> Measurement:
-        tip = self.tool.tip
-        previous_xy = tip[:2].copy()
+        previous_xy = self.tool.tip[:2].copy()
         if action is not None:
-            delta = np.array([action[0] * self.max_step, action[1] * self.max_step, action[2] * self.depth_step])
-            self.tool.set_tip(tip + delta)
+            self.tool.move(action)
         m, self.cut = self._measure(previous_xy)
         self.coverage = int(np.count_nonzero(self.cut)) / _CURVE_POINTS
         self.damage_total = m.damage_total
@@ -178,7 +175,7 @@ class IncisionTask(Task):
         """Curve point at (about) arc length ``s``: the first sample at or beyond it."""
         return self.curve[min(bisect_left(self._arc_list, s), _CURVE_POINTS - 1)]
 
-    def _signed_depth(self, tip: np.ndarray) -> float:
+    def signed_depth(self, tip: np.ndarray) -> float:
         """Depth of the blade point below the tissue surface (negative above it), by a ray test."""
         probe = (tip[0], tip[1] + 0.002)  # beside the blade, so the ray meets the tissue, not the blade
         hit = self.world.ray((probe[0], probe[1], 0.1), (probe[0], probe[1], -0.1))
@@ -201,7 +198,7 @@ class IncisionTask(Task):
         """The measurement after a move from ``previous_xy``, and the line's cut samples after it."""
         tip = self.tool.tip
         xy = tip[:2]
-        signed_depth = self._signed_depth(tip)
+        signed_depth = self.signed_depth(tip)
         depth = max(0.0, signed_depth)
         deviation, s, nearest, tangent = self._project(xy)
         in_band = self.band[0] <= depth <= self.band[1]
@@ -263,22 +260,3 @@ class IncisionTask(Task):
             ],
             dtype=np.float32,
         )
-
-    def expert_action(self) -> np.ndarray:
-        """Sink the blade to mid-band at the start, then follow the line (pure pursuit).
-
-        The heading aims a little ahead along the tangent and pulls back onto the line with
-        twice the cross-track error, so deviations stay small even one axis at a time.
-        """
-        tip = self.tool.tip
-        depth = max(0.0, self._signed_depth(tip))
-        _, s, nearest, tangent = self._project(tip[:2])
-        dz = float(np.clip((-self.band_mid - tip[2]) / self.depth_step, -1, 1))
-        if depth < self.band[0] + 0.25 * MM:
-            return np.array([0.0, 0.0, dz])
-        if self.length - s < _LOOKAHEAD:
-            heading = self.curve[-1] - tip[:2]
-        else:
-            heading = tangent * _LOOKAHEAD + 2.0 * (nearest - tip[:2])
-        move = np.clip(heading / self.max_step, -1, 1)
-        return np.array([move[0], move[1], dz])

@@ -9,6 +9,7 @@ import numpy as np
 
 from surgsim.sim import anatomy
 from surgsim.sim.instruments import FreeTool
+from surgsim.tasks import experts
 from surgsim.tasks.base import MM, Measurement, ObsEntry, Task, potential
 from surgsim.tasks.spec import NeedleReachSpec
 
@@ -27,7 +28,8 @@ class NeedleReachTask(Task):
         *(ObsEntry(f"target_{a}", f"target {a} from the workspace centre", "m", _HALF) for a in _AXES),
         *(ObsEntry(f"to_target_{a}", f"target minus tip, {a}", "m", _HALF) for a in _AXES),
     )
-    instrument_body = FreeTool.body
+    instrument_body = "tool"
+    expert = staticmethod(experts.reach)
 
     def __init__(self, spec: NeedleReachSpec) -> None:
         super().__init__(spec)
@@ -43,7 +45,8 @@ class NeedleReachTask(Task):
 
     def attach(self, world) -> None:
         super().attach(world)
-        self.tool = FreeTool(world, self.params.start)
+        self.tool = FreeTool(world, self.instrument_body, "instruments/free_tool.urdf", self.params.start,
+                             np.full(3, self.max_step))
         anatomy.add_tissue_slab(world, "tissue", float(self.low[2]), self.half[:2], 0.01)
         world.add_shape("target", "sphere", self.target, rgba=_TARGET_RGBA, radius=self.tolerance, collide=False)
 
@@ -74,10 +77,6 @@ class NeedleReachTask(Task):
         return self._reference
 
     # ------------------------------------------------ planning interface
-    @property
-    def config_steps(self) -> np.ndarray:
-        return np.full(3, self.max_step)
-
     def path_end(self) -> np.ndarray:
         return self.target.copy()
 
@@ -90,7 +89,7 @@ class NeedleReachTask(Task):
     # --------------------------------------------------------------- motion
     def step(self, action: np.ndarray | None) -> Measurement:
         if action is not None:
-            self.tool.set_tip(self.tool.tip + action * self.max_step)
+            self.tool.move(action)
         return self.measure()
 
     def measure(self) -> Measurement:
@@ -120,6 +119,3 @@ class NeedleReachTask(Task):
         """Leaving the workspace, this task's only failure."""
         tips = np.asarray(achieved_goal)
         return np.any((tips < self.low) | (tips > self.high), axis=-1)
-
-    def expert_action(self) -> np.ndarray:
-        return np.clip((self.target - self.tool.tip) / self.max_step, -1.0, 1.0)

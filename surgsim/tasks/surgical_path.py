@@ -14,6 +14,7 @@ import numpy as np
 
 from surgsim.sim import anatomy
 from surgsim.sim.instruments import TrocarTool, trocar_angles
+from surgsim.tasks import experts
 from surgsim.tasks.base import MM, Measurement, ObsEntry, Task, potential
 from surgsim.tasks.spec import SurgicalPathSpec
 
@@ -52,8 +53,8 @@ class SurgicalPathTask(Task):
         ObsEntry("tissue_length", "length of shaft inside the organ", "m", f"{_TISSUE_LENGTH_SCALE * 1000:g} mm"),
     )
     instrument_body = TrocarTool.body
+    expert = staticmethod(experts.aim_then_advance)
     damage_to_reward_units = 1e6  # swept area: m^2 -> mm^2
-    config_names = ("yaw", "pitch", "insertion")
     start_fields = ("yaw", "pitch", "insertion", "tip_x", "tip_y", "tip_z")
 
     def __init__(self, spec: SurgicalPathSpec) -> None:
@@ -81,7 +82,9 @@ class SurgicalPathTask(Task):
 
     def attach(self, world) -> None:
         super().attach(world)
-        self.tool = TrocarTool(world, self.port)
+        self.tool = TrocarTool(world, self.port, angle_limit=self.angle_limit, angle_step=self.angle_step,
+                               insertion_step=self.insertion_step,
+                               insertion_range=(self.insertion_min, self.insertion_max))
         anatomy.add_body_wall(world, self.port, self.params.wall_thickness_mm * MM, 0.15)
         anatomy.add_lesion(world, self.target, self.params.lesion_radius_mm * MM)  # moved per patient
 
@@ -178,46 +181,16 @@ class SurgicalPathTask(Task):
         return anatomy.bent_tube(near + offset * side, along, side, _TUBE_LENGTH, bend)
 
     # ------------------------------------------------ planning interface
-    @property
-    def config_steps(self) -> np.ndarray:
-        return np.array([self.angle_step, self.angle_step, self.insertion_step])
-
-    def tip_to_config(self, tips: np.ndarray) -> np.ndarray:
-        """(yaw, pitch, insertion): the shaft points from the port through the tip."""
-        offsets = np.asarray(tips, dtype=float).reshape(-1, 3) - self.port
-        insertion = np.linalg.norm(offsets, axis=1)
-        yaw, pitch = trocar_angles(offsets / np.maximum(insertion, 1e-12)[:, None])
-        return np.column_stack([yaw, pitch, insertion])
-
-    def config_to_tip(self, configs: np.ndarray) -> np.ndarray:
-        yaw, pitch, insertion = np.asarray(configs, dtype=float).reshape(-1, 3).T
-        cp = np.cos(pitch)
-        d = np.column_stack([-np.sin(pitch), np.sin(yaw) * cp, -np.cos(yaw) * cp])
-        return self.port + insertion[:, None] * d
-
-    def current_config(self) -> np.ndarray:
-        t = self.tool
-        return np.array([t.yaw, t.pitch, t.insertion])
-
     def start_vector(self) -> np.ndarray:
         return np.array([*self.start_config, *self.start_tip])
 
     def path_end(self) -> np.ndarray:
         return self.target.copy()
 
-    def within_limits(self, configs: np.ndarray) -> np.ndarray:
-        """Whether configurations (N, 3) lie inside the angle and insertion limits."""
-        yaw, pitch, insertion = np.asarray(configs, dtype=float).reshape(-1, 3).T
-        lim = self.angle_limit + 1e-9
-        return (
-            (np.abs(yaw) <= lim) & (np.abs(pitch) <= lim)
-            & (insertion >= self.insertion_min - 1e-9) & (insertion <= self.insertion_max + 1e-9)
-        )
-
     def check_poses(self, tips: np.ndarray) -> tuple[np.ndarray, list[str | None]]:
         """The whole shaft's clearance and the env's failure rule at each tip position."""
-        configs = self.tip_to_config(tips)
-        inside = self.within_limits(configs)
+        configs = self.tool.tip_to_config(tips)
+        inside = self.tool.within_limits(configs)
         t = self.tool
         saved = (t.yaw, t.pitch, t.insertion)
         clearance, reasons = np.empty(len(configs)), []
@@ -233,27 +206,9 @@ class SurgicalPathTask(Task):
 
     # --------------------------------------------------------------- motion
     def step(self, action: np.ndarray | None) -> Measurement:
-        m = self._measure(0.0 if action is None else self._move(action))
+        m = self._measure(0.0 if action is None else self.tool.move(action))
         self.damage_total = m.damage_total
         return m
-
-    def _move(self, action: np.ndarray) -> float:
-        """Move by a unit action; the angle (rad) the shaft swept."""
-        t = self.tool
-        lim = self.angle_limit
-        yaw = min(max(t.yaw + float(action[0]) * self.angle_step, -lim), lim)
-        pitch = min(max(t.pitch + float(action[1]) * self.angle_step, -lim), lim)
-        insertion = t.insertion + float(action[2]) * self.insertion_step
-        insertion = min(max(insertion, self.insertion_min), self.insertion_max)
-        before = t.direction
-        t.set_config(yaw, pitch, insertion)
-        after = t.direction
-        dot = before[0] * after[0] + before[1] * after[1] + before[2] * after[2]
-        cx = before[1] * after[2] - before[2] * after[1]
-        cy = before[2] * after[0] - before[0] * after[2]
-        cz = before[0] * after[1] - before[1] * after[0]
-        # atan2(|a x b|, a . b) stays exact for tiny angles, where acos(dot) reads rounding as sweep
-        return math.atan2(math.sqrt(cx * cx + cy * cy + cz * cz), dot)
 
     # ----------------------------------------------------------- measuring
     def _clearance(self) -> tuple[float, tuple[float, float, float]]:
@@ -334,22 +289,3 @@ class SurgicalPathTask(Task):
             ],
             dtype=np.float32,
         )
-
-    # --------------------------------------------------------------- expert
-    def expert_action(self) -> np.ndarray:
-        """Retract to the safe depth, re-aim there, then advance along the straight safe line."""
-        t = self.tool
-        yaw_t, pitch_t = self.target_angles
-        d_yaw, d_pitch = yaw_t - t.yaw, pitch_t - t.pitch
-        aim_tolerance = max(0.4 * self.tolerance / self.target_insertion, 0.6 * self.angle_step)
-        aim = [
-            float(np.clip(d_yaw / self.angle_step, -1, 1)),
-            float(np.clip(d_pitch / self.angle_step, -1, 1)),
-        ]
-        if max(abs(d_yaw), abs(d_pitch)) > aim_tolerance:
-            if t.insertion > self.start_insertion + 0.5 * MM:
-                retract = (self.start_insertion - t.insertion) / self.insertion_step
-                return np.array([0.0, 0.0, max(retract, -1.0)])
-            return np.array(aim + [0.0])
-        advance = (self.target_insertion - t.insertion) / self.insertion_step
-        return np.array(aim + [float(np.clip(advance, -1, 1))])
