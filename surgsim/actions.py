@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from surgsim.errors import EnvError
+
 
 class DiscreteActions:
     """Codec between discrete actions and unit actions in [-1, 1]^n."""
@@ -40,9 +42,9 @@ class DiscreteActions:
         try:
             k = int(action)
         except (TypeError, ValueError):
-            raise ValueError(f"discrete action must be an integer, got {action!r}") from None
+            raise EnvError(f"discrete action must be an integer, got {action!r}") from None
         if not 0 <= k < self.size or k != np.asarray(action):
-            raise ValueError(f"discrete action {action!r} is outside 0..{self.size - 1}")
+            raise EnvError(f"discrete action {action!r} is outside 0..{self.size - 1}")
         return self.table[k]
 
     def encode(self, unit: np.ndarray) -> int:

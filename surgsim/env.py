@@ -11,6 +11,7 @@ from gymnasium import spaces
 
 from surgsim._data import data_dir
 from surgsim.actions import DiscreteActions
+from surgsim.errors import EnvError
 from surgsim.planning.paths import Polyline
 from surgsim.planning.reference import reference_strategy
 from surgsim.tasks import make_task
@@ -46,7 +47,7 @@ _CLEAR_AFTER_REMOVALS = 256
 
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
     if value not in allowed:
-        raise ValueError(f"{name}={value!r} is not valid; expected one of {list(allowed)}")
+        raise EnvError(f"{name}={value!r} is not valid; expected one of {list(allowed)}")
     return value
 
 
@@ -128,7 +129,7 @@ class SurgSimEnv(gym.Env):
         self.reference = reference or self.task_spec.reference
         self.reference_obs = bool(reference_obs)
         if self.reference_obs and self.obs_type not in ("state", "goal"):
-            raise ValueError(f"reference_obs=True needs obs_type 'state' or 'goal', not {obs_type!r}")
+            raise EnvError(f"reference_obs=True needs obs_type 'state' or 'goal', not {obs_type!r}")
         self._strategy = reference_strategy(self.reference, self.task_spec, predictor)
         #: where the current reference path came from: the ``reference`` asked for, or
         #: ``"straight"`` when the planner found no path for this patient (with a warning)
@@ -136,7 +137,7 @@ class SurgSimEnv(gym.Env):
         self._reference = Polyline(np.zeros((1, 3)))
         self._reference_s = self._deviation = self._to_go = 0.0
         if obs_type == "goal" and not self.task.position_goal:
-            raise ValueError(
+            raise EnvError(
                 f"obs_type='goal' needs a task whose goal is a position; {self.task_spec.name} has none"
             )
 
@@ -182,11 +183,11 @@ class SurgSimEnv(gym.Env):
         options = dict(options or {})
         patient = options.pop("patient", None)
         if options:
-            raise ValueError(f"unknown reset option(s) {sorted(options)}; valid: ['patient']")
+            raise EnvError(f"unknown reset option(s) {sorted(options)}; valid: ['patient']")
         if patient is not None:
             patients = self.task_spec.patients
             if patient not in patients:
-                raise ValueError(
+                raise EnvError(
                     f"unknown patient {patient!r} for {self.task_spec.name}; known: {sorted(patients)}"
                 )
             rng = np.random.default_rng(patients[patient].seed)
@@ -322,9 +323,9 @@ class SurgSimEnv(gym.Env):
             return self._codec.decode(action)
         a = np.asarray(action, dtype=np.float64)
         if a.shape != self.action_space.shape:
-            raise ValueError(f"action shape {a.shape} does not match {self.action_space.shape}")
+            raise EnvError(f"action shape {a.shape} does not match {self.action_space.shape}")
         if not np.isfinite(a).all():
-            raise ValueError(f"action contains NaN or infinite values: {a.tolist()}")
+            raise EnvError(f"action contains NaN or infinite values: {a.tolist()}")
         return np.clip(a, -1.0, 1.0)
 
     def _term_names(self) -> Iterable[str]:

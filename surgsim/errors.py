@@ -16,6 +16,10 @@ class SurgsimError(ValueError):
     """
 
 
+class EnvError(SurgsimError):
+    """A bad argument, reset option or action given to a surgsim env."""
+
+
 def yaml_problem(exc: Any) -> str:
     """A PyYAML error in one line: what is wrong and where (PyYAML's own message spans several)."""
     problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]

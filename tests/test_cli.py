@@ -197,3 +197,17 @@ def test_hyperparameter_yaml_errors_fit_on_one_line(tmp_path):
     error = [line for line in result.output.splitlines() if line.strip()]
     assert len(error) == 1 and error[0].startswith("error: --hyperparams entry 'policy_kwargs:{bad'")
     assert "not valid YAML" in error[0] and "line 1, column" in error[0]
+
+
+def test_only_surgsims_own_errors_read_as_user_mistakes(monkeypatch):
+    # a user mistake (an unknown patient) is one line and exit 2 ...
+    result = runner.invoke(app, ["demo", "-n", "1", "--patient", "nobody"])
+    assert result.exit_code == 2 and "error: unknown patient 'nobody'" in result.output
+    # ... while a bug deep inside (a bare ValueError) is not dressed up as one
+    def broken(*args, **kwargs):
+        raise ValueError("a bug, not bad input")
+
+    monkeypatch.setattr("surgsim.rl.evaluate.run_episodes", broken)
+    result = runner.invoke(app, ["demo", "-n", "1"])
+    assert result.exit_code == 1 and isinstance(result.exception, ValueError)
+    assert "error:" not in result.output

@@ -8,6 +8,8 @@ from typing import Optional
 import typer
 
 from surgsim.cli._common import app, check_difficulty, check_seed, check_writable, fail
+from surgsim._extras import MissingExtra
+from surgsim.errors import SurgsimError
 
 VIDEO_FORMATS = (".gif", ".mp4")
 
@@ -59,7 +61,7 @@ def demo(
         _check_video_target(out)
     try:
         environment = gym.make(env, difficulty=difficulty, render_mode="rgb_array" if out else None)
-    except ValueError as exc:
+    except SurgsimError as exc:
         fail(str(exc))
     if out is not None:
         environment = AnnotatedFrames(environment, episodes=film, hold_frames=fps * 3 // 2)
@@ -72,7 +74,7 @@ def demo(
         try:
             result = run_episodes(environment, act, episodes, seed, patient,
                                   on_episode=lambda i, info: bar.update())
-        except ValueError as exc:
+        except SurgsimError as exc:
             fail(str(exc))
         finally:
             environment.close()
@@ -82,7 +84,7 @@ def demo(
         frames = environment.frames
         try:
             path = write_video(frames, out, fps)
-        except (OSError, ValueError, RuntimeError) as exc:
+        except (OSError, SurgsimError, MissingExtra) as exc:
             fail(f"--out {out}: {exc}")
         typer.echo(f"written: {path} ({min(film, episodes)} episodes, {len(frames)} frames, "
                    f"{len(frames) / fps:.0f} s at {fps} fps)")

@@ -8,6 +8,7 @@ from typing import List, Optional
 import typer
 
 from surgsim.cli._common import app, check_seed, check_writable, fail, require_extra
+from surgsim.errors import SurgsimError
 
 predictor_app = typer.Typer(
     help=(
@@ -53,7 +54,7 @@ def generate_cmd(
     try:
         root = generate(env, n, out, workers=workers, seed=seed, n_waypoints=waypoints,
                         env_kwargs=parse_overrides(env_kwargs, "--env-kwargs"), progress=progress)
-    except (ValueError, FileExistsError) as exc:
+    except (SurgsimError, FileExistsError) as exc:
         fail(str(exc))
     import json
 

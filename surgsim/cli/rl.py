@@ -10,6 +10,8 @@ import typer
 from surgsim._files import atomic_write_text, claim_numbered
 from surgsim.cli import _options as options
 from surgsim.cli._common import app, check_seed, check_writable, fail, require_extra
+from surgsim._extras import MissingExtra
+from surgsim.errors import SurgsimError
 
 
 @app.command("envs")
@@ -55,7 +57,7 @@ def train_cmd(
 ) -> None:
     require_extra("train", "train")
     from surgsim.rl.presets import parse_overrides
-    from surgsim.rl.train import TrainArgs, TrainingError, train
+    from surgsim.rl.train import TrainArgs, train
 
     try:
         args = TrainArgs(
@@ -66,7 +68,7 @@ def train_cmd(
             progress_bar=progress,
         )
         run_dir = train(args, resume=resume)
-    except (TrainingError, ValueError) as exc:
+    except SurgsimError as exc:
         fail(str(exc))
     except KeyboardInterrupt:
         raise typer.Exit(130)
@@ -125,7 +127,7 @@ def eval_cmd(
                 env, model_policy(model, not stochastic, normalizer), episodes, seed, patient,
                 on_episode=lambda i, info: bar.update(),
             )
-        except ValueError as exc:
+        except SurgsimError as exc:
             env.close()  # a recorder keeps the episode cut short as an incomplete session
             fail(str(exc))
     typer.echo(f"{args.env_id}  {args.algo}  episodes={episodes}  deterministic={not stochastic}")
@@ -164,6 +166,6 @@ def render_cmd(
     frames = record_frames(env, model_policy(model, True, normalizer), episodes, seed)
     try:
         path = write_video(frames, out, fps)
-    except (ValueError, RuntimeError) as exc:
+    except (SurgsimError, MissingExtra) as exc:
         fail(str(exc))
     typer.echo(f"written: {path} ({len(frames)} frames)")

@@ -10,6 +10,7 @@ from typing import Any, Callable, List, Optional
 import typer
 
 from surgsim.cli._common import app, check_difficulty, check_seed, check_writable, fail
+from surgsim.errors import SurgsimError
 from surgsim.sessions.teleop import END_KEY, NOOP_KEY, describe_keys
 
 import_app = typer.Typer(help="Import sessions recorded elsewhere (da Vinci kinematics, trackers).", no_args_is_help=True)
@@ -56,7 +57,7 @@ def play_cmd(
         fail("give --keys or --keys-file, not both")
     try:
         check_trainee(trainee)
-    except ValueError as exc:
+    except SurgsimError as exc:
         fail(f"--trainee: {exc}")
     check_writable(record, "--record", folder=True)
     script, script_source = keys, "--keys"
@@ -68,7 +69,7 @@ def play_cmd(
         environment = gym.make(env, difficulty=difficulty, render_mode=None if script is not None else "human")
     except RuntimeError as exc:
         fail(f"{exc}; without a display pass scripted keys with --keys or --keys-file")
-    except ValueError as exc:
+    except SurgsimError as exc:
         fail(str(exc))
     recorder = SessionRecorder(environment, record, trainee)
     try:
@@ -79,7 +80,7 @@ def play_cmd(
             typer.echo(f"Focus the PyBullet window. {describe_keys(key_map.n_axes)}. Close the window to stop.")
             source = WindowKeys(environment, recorder.rate_hz)
         result = play(recorder, source, episodes, seed, {"patient": patient} if patient else None)
-    except ValueError as exc:
+    except SurgsimError as exc:
         recorder.close()
         fail(str(exc))
     except KeyboardInterrupt:
@@ -149,7 +150,6 @@ def import_csv_cmd(
     import warnings
 
     from surgsim.sessions.importers import ImplausibleUnits, import_csv
-    from surgsim.sessions.session import SessionError
 
     labels = dict(_label(text) for text in label or [])
     target_m = _numbers(target, "--target") if target is not None else None
@@ -161,7 +161,7 @@ def import_csv_cmd(
                 units=units, time_units=time_units, trainee=trainee, instrument=instrument, task=task,
                 labels=labels, target=target_m,
             )
-    except (SessionError, ValueError) as exc:
+    except SurgsimError as exc:
         fail(str(exc))
     for warning in caught:
         typer.secho(f"warning: {warning.message}", fg=typer.colors.YELLOW, err=True)

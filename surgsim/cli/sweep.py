@@ -9,6 +9,7 @@ import typer
 
 from surgsim.cli import _options as options
 from surgsim.cli._common import app, check_seed, fail, require_extra
+from surgsim.errors import SurgsimError
 
 
 @app.command("sweep")
@@ -58,7 +59,7 @@ def sweep_cmd(
     """
     require_extra("distributed", "sweep")
     from surgsim.rl.presets import parse_overrides
-    from surgsim.rl.sweep import SweepError, SweepSpec, config_summary, parse_grid, parse_search, parse_seeds, run_sweep
+    from surgsim.rl.sweep import SweepSpec, config_summary, parse_grid, parse_search, parse_seeds, run_sweep
     from surgsim.rl.train import TrainArgs
 
     try:
@@ -77,7 +78,7 @@ def sweep_cmd(
                 ),
             )
             outcome = run_sweep(spec, address=address, verbose=verbose)
-    except (SweepError, ValueError) as exc:
+    except SurgsimError as exc:
         fail(str(exc))
 
     typer.echo(f"sweep: {outcome.sweep_dir}")

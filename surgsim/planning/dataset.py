@@ -22,6 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from surgsim._files import atomic_save, atomic_write_text
+from surgsim.errors import SurgsimError
 
 #: scenarios per shard (and per unit of work handed to a worker)
 CHUNK = 128
@@ -125,17 +126,17 @@ def generate(env_id: str, n: int, out: str | Path, workers: int = 2, seed: int =
     import surgsim  # noqa: F401
 
     if n < 1:
-        raise ValueError(f"n must be >= 1 scenarios, got {n}")
+        raise SurgsimError(f"n must be >= 1 scenarios, got {n}")
     if n_waypoints < 2:
-        raise ValueError(f"n_waypoints must be >= 2, got {n_waypoints}")
+        raise SurgsimError(f"n_waypoints must be >= 2, got {n_waypoints}")
     if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
+        raise SurgsimError(f"workers must be >= 1, got {workers}")
     if env_id not in gym.registry:
-        raise ValueError(f"unknown env id {env_id!r}; see `surgsim envs`")
+        raise SurgsimError(f"unknown env id {env_id!r}; see `surgsim envs`")
     env_kwargs = dict(env_kwargs or {})
     unused = sorted({"reference", "predictor", "reference_obs", "render_mode"} & set(env_kwargs))
     if unused:
-        raise ValueError(f"env kwargs {unused} do not apply to dataset generation (the planner makes the paths)")
+        raise SurgsimError(f"env kwargs {unused} do not apply to dataset generation (the planner makes the paths)")
     root = Path(out)
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise FileExistsError(f"{root}: exists and is not an empty folder; choose a new --out")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from surgsim.errors import EnvError
 from surgsim.tasks.base import Measurement, Task, potential
 from surgsim.tasks.experts import pursue
 from surgsim.tasks.spec import TaskSpec
@@ -82,9 +83,9 @@ class PredictedReference(_PathReference):
 def reference_strategy(name: str, spec: TaskSpec, predictor: str | Path | None = None) -> StraightReference:
     """The strategy called ``name``; ``predictor`` (a checkpoint path) goes with ``"predictor"`` only."""
     if name not in REFERENCES:
-        raise ValueError(f"reference={name!r} is not valid; expected one of {list(REFERENCES)}")
+        raise EnvError(f"reference={name!r} is not valid; expected one of {list(REFERENCES)}")
     if (predictor is not None) != (name == "predictor"):
-        raise ValueError(
+        raise EnvError(
             "reference='predictor' needs predictor=<checkpoint path>, and predictor= is used only "
             f"with it; got reference={name!r}, predictor={predictor!r}"
         )

@@ -8,7 +8,7 @@ from typing import Any
 import yaml
 
 from surgsim._data import data_dir
-from surgsim.errors import yaml_problem
+from surgsim.errors import SurgsimError, yaml_problem
 
 ALGOS = ("ppo", "dqn", "sac")
 #: keys of a preset that configure the run rather than the algorithm (as in rl_zoo3)
@@ -27,12 +27,12 @@ def load_preset(algo: str, env_id: str, obs_type: str = "state") -> dict[str, An
     """
     path = preset_path(algo)
     if not path.is_file():
-        raise ValueError(f"unknown algorithm {algo!r}; expected one of {list(ALGOS)}")
+        raise SurgsimError(f"unknown algorithm {algo!r}; expected one of {list(ALGOS)}")
     presets = yaml.safe_load(path.read_text()) or {}
     for key in (f"{env_id} {obs_type}", f"default {obs_type}", env_id, "default"):
         if key in presets:
             return dict(presets[key])
-    raise ValueError(f"{path}: no preset for {env_id!r} and no 'default' entry")
+    raise SurgsimError(f"{path}: no preset for {env_id!r} and no 'default' entry")
 
 
 def parse_value(text: str) -> Any:
@@ -51,10 +51,10 @@ def parse_overrides(items: list[str] | None, what: str) -> dict[str, Any]:
     for item in items or []:
         key, sep, raw = item.partition(":")
         if not sep or not key.strip():
-            raise ValueError(f"{what} entry {item!r} is not of the form key:value")
+            raise SurgsimError(f"{what} entry {item!r} is not of the form key:value")
         try:
             value = parse_value(raw)
         except yaml.YAMLError as exc:
-            raise ValueError(f"{what} entry {item!r}: value is not valid YAML ({yaml_problem(exc)})") from None
+            raise SurgsimError(f"{what} entry {item!r}: value is not valid YAML ({yaml_problem(exc)})") from None
         result[key.strip()] = value
     return result

@@ -8,7 +8,9 @@ from typing import Callable
 import gymnasium as gym
 import numpy as np
 
+from surgsim._extras import MissingExtra
 from surgsim._files import atomic_save
+from surgsim.errors import SurgsimError
 
 
 def record_frames(env: gym.Env, policy: Callable, episodes: int = 1, seed: int = 0) -> list[np.ndarray]:
@@ -38,6 +40,6 @@ def write_video(frames: list[np.ndarray], out: str | Path, fps: int = 20) -> Pat
         try:
             import imageio.v2 as imageio
         except ImportError:
-            raise RuntimeError("MP4 output needs the video extra: pip install 'surgsim[video]'") from None
+            raise MissingExtra("MP4 output needs the video extra: pip install 'surgsim[video]'") from None
         return atomic_save(out, lambda tmp: imageio.mimwrite(tmp, frames, fps=fps, format="FFMPEG"))
-    raise ValueError(f"--out {out}: unsupported video format {out.suffix!r}; use .gif or .mp4")
+    raise SurgsimError(f"--out {out}: unsupported video format {out.suffix!r}; use .gif or .mp4")

@@ -101,9 +101,9 @@ def release_journal(journal: BinaryIO) -> None:
 
 
 def check_trainee(trainee: str) -> str:
-    """A pseudonymous trainee id that is safe in a file name, or ``ValueError``."""
+    """A pseudonymous trainee id that is safe in a file name, or :class:`SessionError`."""
     if not _TRAINEE.fullmatch(trainee or ""):
-        raise ValueError(
+        raise SessionError(
             f"trainee id {trainee!r} is not valid: use letters, digits, '.', '_' or '-' (a pseudonym, not a name)"
         )
     return trainee
@@ -144,11 +144,11 @@ class SessionRecorder(gym.Wrapper):
         self.trainee = check_trainee(trainee)
         rate = rate_hz if rate_hz is not None else env.metadata.get("render_fps")
         if rate is None or not (isinstance(rate, (int, float)) and math.isfinite(rate) and rate > 0):
-            raise ValueError(
+            raise SessionError(
                 f"cannot tell the control rate of {env}: metadata['render_fps'] is {rate!r}; pass rate_hz"
             )
         if not flush_every_s > 0:
-            raise ValueError(f"flush_every_s must be > 0, got {flush_every_s!r}")
+            raise SessionError(f"flush_every_s must be > 0, got {flush_every_s!r}")
         self.rate_hz = float(rate)
         self.flush_every_s = float(flush_every_s)
         self.labels = dict(labels or {})
@@ -238,7 +238,7 @@ class SessionRecorder(gym.Wrapper):
         """The episode's columns; also picks the info channels it records (those finite at reset)."""
         for key in ("tip_position", "tip_orientation"):
             if key not in info:
-                raise ValueError(f"SessionRecorder needs '{key}' in the env's info; {self.env} has none")
+                raise SessionError(f"SessionRecorder needs '{key}' in the env's info; {self.env} has none")
         channels = [f"{ACTION_PREFIX}{i}" for i in range(self._n_actions)]
         # a channel the env cannot measure (NeedleReach's clearance is infinite: nothing to hit) is left out
         self._measured = [c for c in INFO_CHANNELS if c in info and math.isfinite(float(info[c]))]
@@ -260,7 +260,7 @@ class SessionRecorder(gym.Wrapper):
         for name in self._measured:
             value = float(info[name])
             if not math.isfinite(value):
-                raise ValueError(f"SessionRecorder: info[{name!r}] is {value} at step {k}; it was finite at reset")
+                raise SessionError(f"SessionRecorder: info[{name!r}] is {value} at step {k}; it was finite at reset")
             row[name] = value
         row["critical_contact"] = is_critical(info.get("failure_reason"))
         row["success"] = bool(info.get("is_success", False))

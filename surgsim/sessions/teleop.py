@@ -16,6 +16,7 @@ import gymnasium as gym
 import numpy as np
 
 from surgsim.actions import DiscreteActions
+from surgsim.errors import SurgsimError
 
 #: (plus key, minus key) of action axis 0, 1, 2, ...
 AXIS_KEYS = (("d", "a"), ("w", "s"), ("e", "q"), ("l", "j"), ("i", "k"), ("o", "u"))
@@ -40,9 +41,9 @@ class KeyMap:
         elif isinstance(space, gym.spaces.Box) and len(space.shape) == 1:
             n, discrete = int(space.shape[0]), False
         else:
-            raise ValueError(f"keyboard control needs a Box(n) or Discrete(2n+1) action space, got {space}")
+            raise SurgsimError(f"keyboard control needs a Box(n) or Discrete(2n+1) action space, got {space}")
         if n > len(AXIS_KEYS):
-            raise ValueError(f"keyboard control covers {len(AXIS_KEYS)} action axes, the env has {n}")
+            raise SurgsimError(f"keyboard control covers {len(AXIS_KEYS)} action axes, the env has {n}")
         return cls(n, discrete)
 
     @property
@@ -69,7 +70,7 @@ def parse_keys(text: str, key_map: KeyMap, source: str = "--keys") -> list[str]:
     keys = [c for c in text if not c.isspace()]
     unknown = sorted({c for c in keys if c not in key_map.keys})
     if unknown:
-        raise ValueError(
+        raise SurgsimError(
             f"{source}: unknown key(s) {unknown}; this env's keys are {sorted(key_map.keys)} ({describe_keys(key_map.n_axes)})"
         )
     return keys

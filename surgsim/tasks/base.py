@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
+from surgsim.errors import SurgsimError
 from surgsim.tasks.spec import TaskSpec
 
 if TYPE_CHECKING:  # PyBullet is imported when a task is built, not by `import surgsim`
@@ -18,7 +19,7 @@ if TYPE_CHECKING:  # PyBullet is imported when a task is built, not by `import s
 MM = 1e-3
 
 
-class InfeasibleScenario(ValueError):
+class InfeasibleScenario(SurgsimError):
     """The spec's ranges leave (almost) no patient that meets the task's rules: the sampler gave
     up after its bounded number of draws instead of looping for ever."""
 
