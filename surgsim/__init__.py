@@ -4,9 +4,9 @@ Importing the package registers the ``surgsim/...`` environment ids with Gymnasi
 """
 
 from surgsim.env import REGISTERED, SurgSimEnv, register_envs
-from surgsim.errors import SurgsimError
+from surgsim.errors import EnvError, SurgsimError
 
 __version__ = "0.1.0"
-__all__ = ["REGISTERED", "SurgSimEnv", "SurgsimError", "__version__", "register_envs"]
+__all__ = ["EnvError", "REGISTERED", "SurgSimEnv", "SurgsimError", "__version__", "register_envs"]
 
 register_envs()
