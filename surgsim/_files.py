@@ -4,6 +4,7 @@ And numbered names (run folders, evaluations, sessions), claimed atomically and 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
@@ -50,6 +51,19 @@ def atomic_save(path: str | Path, save: Callable[[Path], Any]) -> Path:
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """Write ``text`` to ``path`` atomically."""
     return atomic_save(path, lambda tmp: tmp.write_text(text))
+
+
+def atomic_write_json(path: str | Path, data: Any, indent: int | None = 2) -> Path:
+    """Write ``data`` as JSON to ``path`` atomically; NumPy values and paths become plain JSON."""
+    return atomic_write_text(path, json.dumps(data, indent=indent, default=_plain) + "\n")
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "tolist"):  # NumPy scalars and arrays, without importing NumPy here
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
 def claim_numbered(

@@ -118,3 +118,19 @@ def test_yaml_errors_in_specs_and_rubrics_are_one_line_naming_the_place(tmp_path
         message = str(caught.value)
         assert "\n" not in message and message.startswith(f"{bad}: not valid YAML")
         assert "line 3, column 1" in message
+
+
+def test_json_is_written_whole_with_numpy_values_and_paths_made_plain(tmp_path):
+    import json
+
+    import numpy as np
+
+    from surgsim._files import atomic_write_json
+
+    target = tmp_path / "out.json"
+    atomic_write_json(target, {"n": np.int64(3), "x": np.float32(0.5), "v": np.arange(2), "p": tmp_path})
+    assert json.loads(target.read_text()) == {"n": 3, "x": 0.5, "v": [0, 1], "p": str(tmp_path)}
+    with pytest.raises(TypeError, match="object is not JSON serialisable"):
+        atomic_write_json(target, {"bad": object()})
+    assert json.loads(target.read_text())["n"] == 3  # a failed write leaves the old file whole
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]  # and no temporary file

@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from surgsim._files import atomic_write_text, claim_numbered
+from surgsim._files import atomic_write_json, claim_numbered
 from surgsim.cli import _options as options
 from surgsim.cli._common import app, check_seed, check_writable, fail, require_extra
 from surgsim._extras import MissingExtra
@@ -99,8 +99,6 @@ def eval_cmd(
         None, "--record", help="Record each episode as a session in this folder (trainee agent-<algo>)."
     ),
 ) -> None:
-    import json
-
     import gymnasium as gym
     from tqdm import tqdm
 
@@ -136,7 +134,7 @@ def eval_cmd(
     if record is not None:
         typer.echo(f"recorded {len(env.written)} session(s) in {record}")
     target = out or _free_name(run / "eval.json")  # an earlier evaluation is never replaced
-    atomic_write_text(target, json.dumps({"env_id": args.env_id, "algo": args.algo, **result.to_dict()}, indent=2))
+    atomic_write_json(target, {"env_id": args.env_id, "algo": args.algo, **result.to_dict()})
     typer.echo(f"written: {target}")
 
 

@@ -11,7 +11,6 @@ written last, so a folder with a ``meta.json`` is complete.
 
 from __future__ import annotations
 
-import json
 import os
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
@@ -21,7 +20,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from surgsim._files import atomic_save, atomic_write_text
+from surgsim._files import atomic_save, atomic_write_json
 from surgsim.errors import SurgsimError
 
 #: scenarios per shard (and per unit of work handed to a worker)
@@ -166,5 +165,5 @@ def generate(env_id: str, n: int, out: str | Path, workers: int = 2, seed: int =
         **header, "n_waypoints": n_waypoints, "splits": shards, "counts": counts,
         "infeasible": infeasible, "seeds": {k: [r.start, r.stop] for k, r in split_ranges(seed, n).items()},
     }
-    atomic_write_text(root / "meta.json", json.dumps(meta, indent=2))
+    atomic_write_json(root / "meta.json", meta)
     return root

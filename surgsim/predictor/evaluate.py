@@ -22,10 +22,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from surgsim._files import atomic_write_json
 from surgsim.predictor.data import DatasetError, load_split, read_meta
 from surgsim.predictor.plots import path_figure
 from surgsim.predictor.predictor import PREDICT_CHUNK, PathPredictor, PredictorError
-from surgsim.predictor.train import write_json
 
 #: a rebuilt scenario whose target moved more than this (m) is not the one in the dataset
 _REBUILD_TOLERANCE = 1e-5
@@ -133,7 +133,7 @@ def _evaluate(checkpoint: Path, data_dir: str | Path, out_json: Path, options: E
                   for s, e in zip(data.seed[:k].tolist(), error[:k])]
         path_figure(planned[:k], predicted[:k], labels, figure)
         results["figure"] = str(figure)
-    write_json(out_json, results)
+    atomic_write_json(out_json, results)
     return results
 
 

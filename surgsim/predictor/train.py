@@ -8,20 +8,17 @@ loss is written atomically each time it improves; at the end ``<out stem>.histor
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import ValidationError
 from tqdm import tqdm
 
-from surgsim._files import atomic_write_text
+from surgsim._files import atomic_write_json
 from surgsim.errors import SurgsimError
 from surgsim.predictor.data import DatasetMeta, PathDataset, load_split, read_meta
 from surgsim.predictor.model import MAX_HIDDEN, MAX_KEYPOINTS, MAX_LEVELS, MAX_WIDTH, PathNet, PredictorConfig
@@ -265,7 +262,7 @@ def train(data_dir: str | Path, out: str | Path, options: TrainOptions | None = 
         n_parameters=sum(p.numel() for p in model.parameters()),
         seconds=time.perf_counter() - began,
     )
-    write_json(history_path(out), {
+    atomic_write_json(history_path(out), {
         **{k: v for k, v in asdict(result).items() if k != "checkpoint"},
         "checkpoint": str(out), "data": str(meta.root), "options": asdict(options),
         "config": config.model_dump(),
@@ -278,16 +275,3 @@ def history_path(checkpoint: Path) -> Path:
     return checkpoint.with_name(checkpoint.stem + ".history.json")
 
 
-def write_json(path: Path, data: Any) -> Path:
-    """Write JSON atomically (temp file, then rename); numpy scalars become plain numbers."""
-    return atomic_write_text(path, json.dumps(data, indent=2, default=_plain) + "\n")
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, (np.generic,)):
-        return value.item()
-    if isinstance(value, (Path,)):
-        return str(value)
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")

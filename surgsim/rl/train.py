@@ -42,7 +42,7 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
 import surgsim  # noqa: F401  (registers the ids)
-from surgsim._files import atomic_save, atomic_write_text, claim_numbered
+from surgsim._files import atomic_save, atomic_write_json, atomic_write_text, claim_numbered
 from surgsim.errors import SurgsimError, yaml_problem
 from surgsim.rl.evaluate import EvalResult, model_policy, run_episodes
 from surgsim.rl.presets import ALGOS, RUN_KEYS, load_preset, preset_path
@@ -378,7 +378,7 @@ class CheckpointSaver(BaseCallback):
         normalizer = model.get_vec_normalize_env()
         if normalizer is not None:
             atomic_save(self.dir / f"vecnormalize_{steps}_steps.pkl", normalizer.save)
-        atomic_write_text(self.dir / f"state_{steps}_steps.json", json.dumps(training_state(model)))
+        atomic_write_json(self.dir / f"state_{steps}_steps.json", training_state(model), indent=None)
         path = self.dir / f"rl_model_{steps}_steps.zip"
         atomic_save(path, model.save)  # last: a model file means its companions are complete
         return path
@@ -678,7 +678,7 @@ def _finish(model, args: TrainArgs, run_dir: Path, history: list[dict], seconds:
             h["timesteps"] for h in history if h["success_rate"] == max(x["success_rate"] for x in history)
         ),
     }
-    atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
+    atomic_write_json(run_dir / "summary.json", summary)
 
 
 def load_run(run_dir: str | Path, device: str = "auto", best: bool = False):

@@ -16,7 +16,7 @@ import numpy as np
 import yaml
 from ray import tune
 
-from surgsim._files import atomic_write_text, claim_numbered
+from surgsim._files import atomic_write_json, claim_numbered
 from surgsim.env import MAX_SEED
 from surgsim.errors import SurgsimError, yaml_problem
 from surgsim.rl.presets import load_preset, parse_value
@@ -259,7 +259,7 @@ def start_sweep(spec: SweepSpec) -> tuple[Path, list[dict[str, Any]]]:
     sweep_dir = _new_sweep_dir(spec)
     spec.name = sweep_dir.name
     plan = {"format": PLAN_FORMAT, "spec": asdict(spec), "configs": configs}
-    atomic_write_text(sweep_dir / "sweep.json", json.dumps(plan, indent=2))
+    atomic_write_json(sweep_dir / "sweep.json", plan)
     return sweep_dir, configs
 
 
