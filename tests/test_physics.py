@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from simhelpers import expert, push, run_episode
 
+from surgsim.scene import Part, Sphere, vec3
 from surgsim.sim.instruments import trocar_angles
 
 MM = 1e-3
@@ -65,7 +66,7 @@ def test_shaft_not_only_the_tip_collides_with_critical_structures(make_env):
     env = make_env("surgsim/SurgicalPath-v0")
     env.reset(seed=3)
     unwrapped = env.unwrapped
-    task, world = unwrapped.task, unwrapped.world
+    task = unwrapped.task
     yaw_t, pitch_t = task.target_angles
     insertion = task.target_insertion - 10 * MM
     task.tool.set_config(yaw_t, pitch_t, insertion)  # the feasible straight line: clear
@@ -79,8 +80,8 @@ def test_shaft_not_only_the_tip_collides_with_critical_structures(make_env):
     side /= np.linalg.norm(side)
     radius = 2 * MM
     centre = task.port + 0.5 * insertion * direction + (2.5 * MM + radius - 1 * MM) * side
-    world.add_shape("probe_vessel", "sphere", centre, radius=radius)
-    task.critical.append("probe_vessel")
+    probe = Part("probe_vessel", "critical", Sphere(vec3(centre), radius), (1, 0, 0, 1))
+    task.show(task.scene.with_part(probe))
     tip_gap = np.linalg.norm(task.tool.tip - centre) - radius
     assert tip_gap > 0.03, "the probe must be far from the tip"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 from surgsim.planning import PlanningError, check_tip_path, plan
 from surgsim.planning.dataset import generate, split_ranges
 from surgsim.planning.paths import Polyline, densify, point_at, resample
+from surgsim.scene import Part, Tube, vec3
 from surgsim.sim import anatomy
 
 MM = 1e-3
@@ -70,7 +72,8 @@ def test_trocar_plan_turns_outside_the_organ_with_the_safety_margin(make_env):
         angles = result.configs[:, :2]
         turning = np.any(np.abs(angles - angles[-1]) > 1e-9, axis=1)  # before the final line
         tips = result.tips[turning]
-        inside = np.sum(((tips - task.organ_centre) / task.organ_radii) ** 2, axis=1) < 1.0
+        organ = task.scene.part("organ").shape
+        inside = np.sum(((tips - organ.centre) / organ.radii) ** 2, axis=1) < 1.0
         assert not inside.any()
         assert result.clearance[turning].min() >= task.safety_margin
         # shorter than retracting to the start depth, turning there and then advancing
@@ -97,9 +100,8 @@ def test_vessel_across_the_port_target_line_is_infeasible(make_env):
     across = np.cross(line, [0.0, 0.0, 1.0])
     across /= np.linalg.norm(across)
     points = anatomy.bent_tube(middle, across, np.cross(line, across), 0.06, 0.0)
-    anatomy.add_vessel(task.world, "blocker", points, 0.003)
-    task.tubes["blocker"] = (points, 0.003)
-    task.critical.append("blocker")
+    blocker = Part("blocker", "critical", Tube(tuple(map(vec3, points)), 0.003), (1, 0, 0, 1))
+    task.show(task.scene.with_part(blocker))
     with pytest.raises(PlanningError, match="crosses blocker"):
         plan(task)
     check = check_tip_path(task, np.vstack([task.port + 0.03 * line, task.target]))
@@ -110,7 +112,10 @@ def test_target_out_of_reach_is_infeasible(make_env):
     env = make_env("surgsim/SurgicalPath-v0")
     env.reset(seed=0)
     task = env.unwrapped.task
-    task.target = task.port + np.array([0.1, 0.0, -0.02])  # about 79 degrees off vertical
+    lesion = task.scene.part("lesion")
+    target = vec3(task.port + np.array([0.1, 0.0, -0.02]))  # about 79 degrees off vertical
+    moved = dataclasses.replace(lesion, shape=dataclasses.replace(lesion.shape, centre=target))
+    task.show(task.scene.with_part(moved))
     with pytest.raises(PlanningError, match="out of the tool's reach"):
         plan(task)
 

@@ -48,10 +48,11 @@ def test_lesion_vessel_and_outside_voxels(surgical):
     assert volume.channel("critical")[i, j, k] == 0
 
     fine = surgical.preop_volume(resolution=64)  # 2 mm voxels: a centre lies within 1.8 mm of any point
-    for name, (points, radius) in task.tubes.items():
-        if name.startswith("vessel"):  # radius >= 2.5 mm
+    for part in task.scene.with_role("critical"):
+        if part.name.startswith("vessel"):  # radius >= 2.5 mm
+            points = part.shape.array
             index = tuple(fine.world_to_index(points[len(points) // 2]))
-            assert fine.channel("critical")[index] > 127, name
+            assert fine.channel("critical")[index] > 127, part.name
 
     # the top corner lies above the body wall, far from every structure
     assert volume.centres()[0, 0, -1][2] > task.port[2]
@@ -92,7 +93,7 @@ def test_analytic_shaft_clearance_matches_pybullet(surgical):
     """The planner's closed-form shaft clearance against the env's own PyBullet query."""
     task = surgical.task
     rng = np.random.default_rng(0)
-    tubes = geo.Tubes.from_chains(task.tubes)
+    tubes = geo.Tubes.from_parts(task.scene.with_role("critical"))
     configs = np.column_stack([rng.uniform(-0.5, 0.5, (40, 2)), rng.uniform(0.03, 0.12, 40)])
     tips = task.tool.config_to_tip(configs)
     back = (task.port - tips) / np.linalg.norm(task.port - tips, axis=1, keepdims=True)

@@ -2,16 +2,19 @@
 
 The pre-operative volume and the planner's search evaluate thousands of points or shaft
 poses at once; one PyBullet query per point would take seconds. These closed forms model the
-same shapes the anatomy builders create (ellipsoid organ, capsule-chain vessels, box slabs,
-spheres), and every path the planner returns is re-checked with PyBullet's own queries.
+same shapes as the scene value and its bodies (ellipsoid organ, capsule-chain vessels, box
+slabs, spheres), and every path the planner returns is re-checked with PyBullet's own queries.
 All lengths in metres.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
+
+from surgsim.scene import Part
 
 _EPS = 1e-12
 
@@ -101,10 +104,11 @@ class Tubes:
     names: tuple[str, ...]
 
     @classmethod
-    def from_chains(cls, chains: dict[str, tuple[np.ndarray, float]]) -> "Tubes":
+    def from_parts(cls, parts: Sequence[Part]) -> "Tubes":
+        """The segments of a scene's tube parts (its vessels and nerves)."""
         a, b, radius, owner = [], [], [], []
-        for k, (points, r) in enumerate(chains.values()):
-            points = np.asarray(points, dtype=float)
+        for k, part in enumerate(parts):
+            points, r = part.shape.array, part.shape.radius
             a.append(points[:-1])
             b.append(points[1:])
             radius += [r] * (len(points) - 1)
@@ -112,7 +116,8 @@ class Tubes:
         if not a:
             empty = np.zeros((0, 3))
             return cls(empty, empty, np.zeros(0), np.zeros(0, dtype=int), ())
-        return cls(np.vstack(a), np.vstack(b), np.array(radius), np.array(owner), tuple(chains))
+        names = tuple(p.name for p in parts)
+        return cls(np.vstack(a), np.vstack(b), np.array(radius), np.array(owner), names)
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ import numpy as np
 
 from surgsim.planning import geometry as geo
 from surgsim.planning.paths import cumulative_length, densify
+from surgsim.scene import Ellipsoid
 from surgsim.tasks.base import MM, Task
 
 #: penalty (m of path length) per metre of turning clearance below the safety margin
@@ -66,9 +67,9 @@ class Plan:
 
 def plan(task: Task) -> Plan:
     """Plan the current scenario of ``task`` (built by ``env.reset``); raises :class:`PlanningError`."""
-    from surgsim.tasks.surgical_path import SurgicalPathTask
+    from surgsim.sim.instruments import TrocarTool
 
-    if isinstance(task, SurgicalPathTask):
+    if isinstance(task.tool, TrocarTool):
         return _plan_trocar(task)
     return _plan_free(task)
 
@@ -97,10 +98,11 @@ def _segment(a: np.ndarray, b: np.ndarray, steps: np.ndarray) -> np.ndarray:
     return a + np.linspace(0.0, 1.0, n + 1)[1:, None] * (b - a)
 
 
-def _entry_depth(task, direction: np.ndarray, limit: float) -> float:
+def _entry_depth(port: np.ndarray, organ: Ellipsoid, direction: np.ndarray, limit: float) -> float:
     """Insertion (m) at which the line port + s * direction first enters the organ (``limit`` if never)."""
-    p = (task.port - task.organ_centre) / task.organ_radii
-    d = direction / task.organ_radii
+    radii = np.array(organ.radii)
+    p = (port - np.array(organ.centre)) / radii
+    d = direction / radii
     a, b, c = d @ d, 2.0 * p @ d, p @ p - 1.0
     if c <= 0.0:  # the port itself is inside the organ
         return 0.0
@@ -111,27 +113,29 @@ def _entry_depth(task, direction: np.ndarray, limit: float) -> float:
     return min(limit, s) if s > 0 else limit
 
 
-def _plan_trocar(task) -> Plan:
-    tool = task.tool
+def _plan_trocar(task: Task) -> Plan:
+    """The scene's port, target (its centre), organ (its one tissue part) and critical tubes."""
+    tool, scene = task.tool, task.scene
+    port, target = np.array(scene.only("port").shape.centre), np.array(scene.only("target").shape.centre)
+    organ = scene.only("tissue").shape
     steps = tool.config_steps
     start = np.asarray(task.start_config, dtype=float)
-    goal = tool.tip_to_config(task.target)[0]
+    goal = tool.tip_to_config(target)[0]
     if not tool.within_limits(goal[None])[0]:
         raise PlanningError(
-            f"the target {np.round(task.target / MM, 1).tolist()} mm is out of the tool's reach from "
+            f"the target {np.round(target / MM, 1).tolist()} mm is out of the tool's reach from "
             f"the port: yaw {math.degrees(goal[0]):.1f} deg, pitch {math.degrees(goal[1]):.1f} deg, "
             f"insertion {goal[2] / MM:.1f} mm (limits +-{math.degrees(task.angle_limit):.0f} deg, "
             f"{task.insertion_min / MM:.0f}-{task.insertion_max / MM:.0f} mm)"
         )
-    tubes = geo.Tubes.from_chains(task.tubes)
+    tubes = geo.Tubes.from_parts(scene.with_role("critical"))
     shaft = geo.Shaft(*tool.shaft)
-    cap = 0.03
 
     def clearance(configs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         tips = tool.config_to_tip(configs)
-        back = task.port - tips
+        back = port - tips
         back /= np.linalg.norm(back, axis=1, keepdims=True)
-        return shaft.clearance(tips, back, tubes, cap)
+        return shaft.clearance(tips, back, tubes, task.clearance_range)
 
     # the last stretch is forced: the shaft along the port-target line
     final, owner = clearance(goal[None])
@@ -140,10 +144,10 @@ def _plan_trocar(task) -> Plan:
             f"no path: the straight shaft from the port to the target crosses {tubes.names[owner[0]]} "
             f"(clearance {final[0] / MM:.1f} mm); a trocar tool reaches the target only along that line"
         )
-    direction = (task.target - task.port) / goal[2]
+    direction = (target - port) / goal[2]
     # a follower cuts the corner onto the line by up to one lookahead: keep that outside the organ too
     margin = ORGAN_MARGIN + task.reference_lookahead
-    via_max = max(task.insertion_min, min(_entry_depth(task, direction, goal[2]) - margin, goal[2]))
+    via_max = max(task.insertion_min, min(_entry_depth(port, organ, direction, goal[2]) - margin, goal[2]))
     retracts = np.linspace(start[2], task.insertion_min, _RETRACT_LEVELS)
     vias = np.linspace(via_max, task.insertion_min, _VIA_LEVELS)
     h_r, h_b = (v.ravel() for v in np.meshgrid(retracts, vias, indexing="ij"))
@@ -157,7 +161,7 @@ def _plan_trocar(task) -> Plan:
     flat = turns.reshape(-1, 3)
     turn_clear = clearance(flat)[0].reshape(len(a), n)
     turn_tips = tool.config_to_tip(flat)
-    in_organ = geo.segment_hits_ellipsoid(task.port, turn_tips, task.organ_centre, task.organ_radii)
+    in_organ = geo.segment_hits_ellipsoid(port, turn_tips, np.array(organ.centre), np.array(organ.radii))
     in_organ = in_organ.reshape(len(a), n).any(axis=1)
     turn_length = np.linalg.norm(np.diff(turn_tips.reshape(len(a), n, 3), axis=1), axis=2).sum(axis=1)
     length = (start[2] - h_r) + turn_length + (goal[2] - h_b)

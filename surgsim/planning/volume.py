@@ -8,7 +8,7 @@ graded across the one voxel that the surface crosses. The grading keeps sub-voxe
 (a 1.2 mm nerve still shows in 4 mm voxels, and the target's centroid is exact to a fraction of
 a voxel), as partial-volume effects do in a real scan.
 
-The values come from the task's own anatomy parameters through vectorised closed forms
+The values come from the task's scene value (:mod:`surgsim.scene`) through vectorised closed forms
 (:mod:`surgsim.planning.geometry`); tests check sampled voxels against PyBullet's queries.
 """
 
@@ -20,6 +20,7 @@ from typing import Callable
 import numpy as np
 
 from surgsim.planning import geometry as geo
+from surgsim.scene import Box, Ellipsoid, Point, Scene, Shape, Sphere
 from surgsim.tasks.base import MM, Task
 from surgsim.tasks.spec import SpecError
 
@@ -78,7 +79,7 @@ def preop_volume(task: Task, resolution: int | None = None) -> Volume:
     origin = np.asarray(region.centre, dtype=float) - voxel * (r - 1) / 2
     grid = Volume(np.zeros((0, r, r, r), np.uint8), origin, voxel, ())
     points = grid.centres().reshape(-1, 3)
-    channels = _channel_sdfs(task, voxel)
+    channels = _channel_sdfs(task.scene, voxel)
     data = np.empty((len(channels), r, r, r), dtype=np.uint8)
     for c, sdf in enumerate(channels.values()):
         data[c] = partial_volume(sdf(points), voxel).reshape(r, r, r)
@@ -95,49 +96,27 @@ def _union(*sdfs: Sdf) -> Sdf:
     return sdf
 
 
-def _channel_sdfs(task: Task, voxel: float) -> dict[str, Sdf]:
-    """Channel name -> signed-distance function, from the task's anatomy parameters.
+def _channel_sdfs(scene: Scene, voxel: float) -> dict[str, Sdf]:
+    """Channel name -> signed-distance function: ``tissue`` and ``critical`` (each the union of
+    the parts of that role, empty when there are none), then the channels that target, port and
+    marker parts name, in the scene's order."""
+    channels: dict[str, list[Sdf]] = {"tissue": [], "critical": []}
+    for part in scene.parts:
+        channel = part.role if part.collides else part.channel
+        if channel is not None:
+            channels.setdefault(channel, []).append(_sdf(part.shape, voxel))
+    return {name: _union(*sdfs) for name, sdfs in channels.items()}
 
-    Point markers (the port, a start position) are spheres one voxel in radius.
-    """
-    from surgsim.tasks.incision import LAYER_THICKNESS, IncisionTask
-    from surgsim.tasks.needle_reach import NeedleReachTask
-    from surgsim.tasks.surgical_path import SurgicalPathTask
 
-    def sphere(centre: np.ndarray, radius: float) -> Sdf:
-        return lambda p: geo.sphere_sdf(p, np.asarray(centre, dtype=float), radius)
-
-    def box(top_z: float, half_xy, thickness: float) -> Sdf:
-        centre = np.array([0.0, 0.0, top_z - thickness / 2])
-        half = np.array([half_xy[0], half_xy[1], thickness / 2])
-        return lambda p: geo.box_sdf(p, centre, half)
-
-    def tube(points: np.ndarray, radius: float) -> Sdf:
-        # beyond half a voxel outside a structure its partial-volume value is 0: skip those points
-        return lambda p: geo.capsule_chain_sdf(p, points, radius, cutoff=voxel)
-
-    if isinstance(task, SurgicalPathTask):
-        centre, radii = task.organ_centre.copy(), task.organ_radii.copy()
-        return {
-            "tissue": lambda p: geo.ellipsoid_sdf(p, centre, radii),
-            "critical": _union(*(tube(pts, rad) for pts, rad in task.tubes.values())),
-            "target": sphere(task.target.copy(), task.params.lesion_radius_mm * MM),
-            "port": sphere(task.port.copy(), voxel),
-        }
-    if isinstance(task, NeedleReachTask):
-        return {
-            "tissue": box(float(task.low[2]), task.half[:2], 0.01),
-            "critical": lambda p: np.full(len(p), np.inf),
-            "target": sphere(task.target.copy(), task.tolerance),
-            "start": sphere(task.start_tip.copy(), voxel),
-        }
-    if isinstance(task, IncisionTask):
-        p = task.params
-        line = np.column_stack([task.curve, np.full(len(task.curve), -task.band_mid)])[::4]
-        return {
-            "tissue": box(0.0, task.half_xy, p.tissue_thickness_mm * MM),
-            "critical": box(-task.critical_depth, task.half_xy, LAYER_THICKNESS),
-            "incision": tube(line, (task.band[1] - task.band[0]) / 2),
-            "start": sphere(task.start_tip.copy(), voxel),
-        }
-    raise TypeError(f"no pre-operative volume for task {type(task).__name__}")
+def _sdf(shape: Shape, voxel: float) -> Sdf:
+    """Signed distance to a shape; a point is a sphere one voxel in radius."""
+    if isinstance(shape, Point):
+        return _sdf(Sphere(shape.centre, voxel), voxel)
+    if isinstance(shape, Sphere):
+        return lambda p: geo.sphere_sdf(p, np.array(shape.centre), shape.radius)
+    if isinstance(shape, Box):
+        return lambda p: geo.box_sdf(p, np.array(shape.centre), np.array(shape.half_extents))
+    if isinstance(shape, Ellipsoid):
+        return lambda p: geo.ellipsoid_sdf(p, np.array(shape.centre), np.array(shape.radii))
+    # beyond half a voxel outside a tube its partial-volume value is 0: skip those points
+    return lambda p: geo.capsule_chain_sdf(p, shape.array, shape.radius, cutoff=voxel)

@@ -1,16 +1,18 @@
-"""Anatomy builders: organs (ellipsoids), vessels and nerves (bent tubes), lesions, body wall.
+"""Bodies from a scene value: each part of a :class:`surgsim.scene.Scene` becomes a named PyBullet
+body, so that every distance, contact and ray query is answered by PyBullet.
 
-The shapes are drawn by the tasks (pure numbers); these functions turn them into named
-PyBullet bodies so that every distance, contact and ray query is answered by PyBullet.
+Tissue and critical parts collide; the other parts are only seen, so they are built only in
+worlds that are rendered. Colours of the anatomy are named here.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+import dataclasses
 
 import numpy as np
 
 from surgsim._data import asset_path
+from surgsim.scene import Box, Ellipsoid, Part, Scene, Sphere, Tube
 from surgsim.sim.world import World
 
 TISSUE_RGBA = (0.80, 0.45, 0.42, 1.0)
@@ -21,39 +23,57 @@ LESION_RGBA = (0.20, 0.80, 0.25, 1.0)
 WALL_RGBA = (0.90, 0.75, 0.65, 1.0)
 
 
-def add_organ(world: World, name: str, centre: Sequence[float], radii: Sequence[float]) -> int:
-    """An ellipsoidal organ: the project's unit-sphere mesh scaled per axis (convex)."""
-    return world.add_shape(
-        name, "mesh", centre, rgba=ORGAN_RGBA, mesh=asset_path("meshes/unit_sphere.obj"), scale=radii
+class SceneBodies:
+    """Keeps a world's bodies equal to the parts of the scene last shown.
+
+    A part that only moved is moved, one whose shape changed is rebuilt, and one no longer in the
+    scene is removed: bodies that live for the whole episode series are created once (the env
+    clears the world now and then for what removed bodies leave behind).
+    """
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self._built: dict[str, Part] = {}
+
+    def show(self, scene: Scene) -> None:
+        names = {part.name for part in scene.parts}
+        for name in [name for name in self._built if name not in names]:
+            self.world.remove(name)
+            del self._built[name]
+        for part in scene.parts:
+            if part.rgba is None or not (part.collides or self.world.visuals):
+                continue
+            old = self._built.get(part.name)
+            if old == part:
+                continue
+            if old is not None and _moved_only(old, part):
+                self.world.move(part.name, part.shape.centre)
+            else:
+                _add(self.world, part)
+            self._built[part.name] = part
+
+
+def _moved_only(old: Part, new: Part) -> bool:
+    shape = new.shape
+    return (
+        hasattr(shape, "centre") and type(old.shape) is type(shape)
+        and dataclasses.replace(old, shape=dataclasses.replace(old.shape, centre=shape.centre)) == new
     )
 
 
-def add_vessel(world: World, name: str, points: np.ndarray, radius: float, nerve: bool = False) -> int:
-    """A vessel (or nerve) as a tube along ``points``; it may bend."""
-    return world.add_capsule_chain(name, points, radius, NERVE_RGBA if nerve else VESSEL_RGBA)
-
-
-def add_lesion(world: World, centre: Sequence[float], radius: float) -> int:
-    """The target lesion; visual only, so rays and clearance queries see through it."""
-    return world.add_shape("lesion", "sphere", centre, rgba=LESION_RGBA, radius=radius, collide=False)
-
-
-def add_body_wall(world: World, port: Sequence[float], thickness: float, half_size: float) -> int:
-    """The abdominal wall under the port (visual only: the shaft always passes the port)."""
-    centre = (port[0], port[1], port[2] - thickness / 2)
-    return world.add_shape(
-        "body_wall", "box", centre, rgba=WALL_RGBA,
-        half_extents=(half_size, half_size, thickness / 2), collide=False,
-    )
-
-
-def add_tissue_slab(world: World, name: str, top_z: float, half_xy: Sequence[float], thickness: float,
-                    rgba: Sequence[float] = TISSUE_RGBA) -> int:
-    """A flat tissue layer whose upper surface is at ``top_z``."""
-    return world.add_shape(
-        name, "box", (0.0, 0.0, top_z - thickness / 2), rgba=rgba,
-        half_extents=(half_xy[0], half_xy[1], thickness / 2),
-    )
+def _add(world: World, part: Part) -> None:
+    s, name, rgba, collide = part.shape, part.name, part.rgba, part.collides
+    if isinstance(s, Sphere):
+        world.add_shape(name, "sphere", s.centre, rgba=rgba, radius=s.radius, collide=collide)
+    elif isinstance(s, Box):
+        world.add_shape(name, "box", s.centre, rgba=rgba, half_extents=s.half_extents, collide=collide)
+    elif isinstance(s, Ellipsoid):  # the project's unit-sphere mesh scaled per axis (convex)
+        world.add_shape(name, "mesh", s.centre, rgba=rgba, mesh=asset_path("meshes/unit_sphere.obj"),
+                        scale=s.radii, collide=collide)
+    elif isinstance(s, Tube):
+        world.add_capsule_chain(name, s.array, s.radius, rgba, collide=collide)
+    else:
+        raise TypeError(f"part {name!r}: a {type(s).__name__} has no body")
 
 
 def bent_tube(centre: np.ndarray, along: np.ndarray, bend_towards: np.ndarray, length: float,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections import Counter
 from dataclasses import dataclass
@@ -10,10 +11,12 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 from surgsim.errors import SurgsimError
+from surgsim.scene import Scene
 from surgsim.tasks.spec import TaskSpec
 
 if TYPE_CHECKING:  # PyBullet is imported when a task is built, not by `import surgsim`
     from surgsim.sim import World
+    from surgsim.sim.anatomy import SceneBodies
     from surgsim.sim.instruments import Instrument
 
 MM = 1e-3
@@ -61,8 +64,9 @@ class Measurement:
 
 
 class Task(ABC):
-    """Scenario sampling, measurement, observation, success and failure rules; the instrument
-    (:attr:`tool`) owns its motion and kinematics, an expert function (:attr:`expert`) the technique.
+    """Scenario sampling (the patient as a frozen :class:`~surgsim.scene.Scene`, :attr:`scene`),
+    measurement, observation, success and failure rules; the instrument (:attr:`tool`) owns its
+    motion and kinematics, an expert function (:attr:`expert`) the technique.
 
     The env drives a task through :meth:`reset` and :meth:`step`, which return a frozen
     :class:`Measurement`; the task keeps its episode's state (damage so far, what was cut) to
@@ -87,6 +91,8 @@ class Task(ABC):
     reference_lookahead: float = 0.005
     #: failure reason :meth:`check_poses` gives a pose outside the instrument's joint limits
     UNREACHABLE = "unreachable"
+    #: clearance queries look this far (m); anything farther reads as this value
+    clearance_range: float = math.inf
 
     @property
     def obs_dim(self) -> int:
@@ -106,6 +112,9 @@ class Task(ABC):
         self.world: World | None = None
         #: the instrument, created by :meth:`attach`
         self.tool: Instrument | None = None
+        #: the current patient, drawn by :meth:`build`
+        self.scene = Scene(())
+        self._bodies: SceneBodies | None = None
         self.damage_total = 0.0
         #: the tip position (m) the current episode started from; set by :meth:`build`
         self.start_tip = np.zeros(3)
@@ -113,7 +122,20 @@ class Task(ABC):
     def attach(self, world: World) -> None:
         """Create the bodies that live for the whole episode series (the instrument); called
         again whenever the env clears the world to free what removed bodies left behind."""
+        from surgsim.sim.anatomy import SceneBodies
+
         self.world = world
+        self._bodies = SceneBodies(world)
+
+    def show(self, scene: Scene) -> None:
+        """Make ``scene`` the current patient and build its bodies in the world."""
+        self.scene = scene
+        self._bodies.show(scene)
+
+    @property
+    def critical(self) -> tuple[str, ...]:
+        """Body names of the patient's critical structures."""
+        return self.scene.critical
 
     @abstractmethod
     def build(self, rng: np.random.Generator, difficulty: str) -> None:

@@ -11,6 +11,7 @@ from bisect import bisect_left
 
 import numpy as np
 
+from surgsim.scene import Part, Point, Scene, Tube, slab, vec3
 from surgsim.sim import anatomy
 from surgsim.sim.instruments import FreeTool
 from surgsim.tasks import experts
@@ -23,6 +24,9 @@ _OBS_AHEAD = 0.01
 LAYER_THICKNESS = 0.003
 _CRITICAL_RGBA = (0.95, 0.85, 0.30, 1.0)
 _LINE_RGBA = (0.1, 0.3, 0.9, 1.0)
+#: the line drawn on the skin: its height above the surface and its radius (m)
+_LINE_HEIGHT = 0.0003
+_LINE_RADIUS = 0.0004
 
 
 #: observation scales (m): lengths near the blade (offsets to the line, height above the skin), a depth
@@ -60,6 +64,7 @@ class IncisionTask(Task):
     #: the expert aims, and the reference's next waypoint lies, this far (m) ahead along the line
     reference_lookahead = 0.003
     damage_to_reward_units = 1e3  # length of bad cut: m -> mm
+    clearance_range = CLEARANCE_RANGE
 
     def __init__(self, spec: IncisionSpec) -> None:
         super().__init__(spec)
@@ -80,12 +85,6 @@ class IncisionTask(Task):
 
     def attach(self, world) -> None:
         super().attach(world)
-        p = self.params
-        anatomy.add_tissue_slab(world, "tissue", 0.0, self.half_xy, p.tissue_thickness_mm * MM)
-        anatomy.add_tissue_slab(
-            world, "critical_layer", -p.critical_depth_mm[0] * MM, self.half_xy, LAYER_THICKNESS,
-            _CRITICAL_RGBA,
-        )
         self.tool = FreeTool(world, self.instrument_body, "instruments/scalpel.urdf", (0.0, 0.0, 0.01),
                              (self.max_step, self.max_step, self.depth_step))
 
@@ -94,7 +93,6 @@ class IncisionTask(Task):
         scale = self.spec.difficulty_scale[difficulty]
         critical_depth = rng.uniform(*p.critical_depth_mm) * MM
         self.critical_depth = critical_depth
-        self.world.move("critical_layer", (0.0, 0.0, -critical_depth - LAYER_THICKNESS / 2))
         length = rng.uniform(*p.incision_length_mm) * MM
         heading = rng.uniform(-math.pi, math.pi)
         along = np.array([math.cos(heading), math.sin(heading)])
@@ -110,14 +108,29 @@ class IncisionTask(Task):
         self.length = self._arc_list[-1]
         self.cut = np.zeros(_CURVE_POINTS, dtype=bool)
         self.coverage = 0.0
-        if self.world.visuals:
-            points = np.column_stack([self.curve, np.full(_CURVE_POINTS, 0.0003)])
-            self.world.add_capsule_chain("incision_line", points[::8], 0.0004, _LINE_RGBA, collide=False)
         height = rng.uniform(*p.start_height_mm) * MM
         offset = rng.uniform(-0.002, 0.002, 2) * scale
         tip = np.array([start[0] + offset[0], start[1] + offset[1], height])
+        self.show(self._scene(tip))
         self.tool.set_tip(tip)
         self.start_tip = tip.copy()
+
+    def _scene(self, start_tip: np.ndarray) -> Scene:
+        """The patient: skin, critical layer, the line drawn on the skin, the band to cut along it
+        (in the volume only) and the start point."""
+        p = self.params
+        line = np.column_stack([self.curve, np.full(_CURVE_POINTS, _LINE_HEIGHT)])[::8]
+        band = self.reference_path()[::4]
+        return Scene((
+            Part("tissue", "tissue", slab(0.0, self.half_xy, p.tissue_thickness_mm * MM),
+                 anatomy.TISSUE_RGBA),
+            Part("critical_layer", "critical", slab(-self.critical_depth, self.half_xy, LAYER_THICKNESS),
+                 _CRITICAL_RGBA),
+            Part("incision_line", "marker", Tube(tuple(map(vec3, line)), _LINE_RADIUS), _LINE_RGBA),
+            Part("incision", "target", Tube(tuple(map(vec3, band)), (self.band[1] - self.band[0]) / 2),
+                 channel="incision"),
+            Part("start", "marker", Point(vec3(start_tip)), channel="start"),
+        ), p)
 
     def reference_path(self) -> np.ndarray:
         """The incision line at the middle of the depth band."""

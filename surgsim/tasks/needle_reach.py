@@ -7,6 +7,7 @@ from collections import Counter
 
 import numpy as np
 
+from surgsim.scene import Part, Point, Scene, Sphere, slab, vec3
 from surgsim.sim import anatomy
 from surgsim.sim.instruments import FreeTool
 from surgsim.tasks import experts
@@ -15,6 +16,8 @@ from surgsim.tasks.spec import NeedleReachSpec
 
 _TARGET_RGBA = (0.1, 0.8, 0.2, 0.9)
 _MAX_DRAWS = 1000
+#: thickness (m) of the tissue slab under the workspace
+SLAB_THICKNESS = 0.01
 
 
 _AXES = "xyz"
@@ -47,8 +50,6 @@ class NeedleReachTask(Task):
         super().attach(world)
         self.tool = FreeTool(world, self.instrument_body, "instruments/free_tool.urdf", self.params.start,
                              np.full(3, self.max_step))
-        anatomy.add_tissue_slab(world, "tissue", float(self.low[2]), self.half[:2], 0.01)
-        world.add_shape("target", "sphere", self.target, rgba=_TARGET_RGBA, radius=self.tolerance, collide=False)
 
     def build(self, rng: np.random.Generator, difficulty: str) -> None:
         p = self.params
@@ -67,7 +68,12 @@ class NeedleReachTask(Task):
         else:
             raise self.infeasible(difficulty, _MAX_DRAWS, rejected)
         self.target = target
-        self.world.move("target", target)
+        self.show(Scene((
+            Part("tissue", "tissue", slab(float(self.low[2]), self.half[:2], SLAB_THICKNESS),
+                 anatomy.TISSUE_RGBA),
+            Part("target", "target", Sphere(vec3(target), self.tolerance), _TARGET_RGBA, channel="target"),
+            Part("start", "marker", Point(vec3(start)), channel="start"),
+        ), p))
         self.tool.set_tip(start.copy())
         self.start_tip = start
         self._reference = np.vstack([start, target])

@@ -12,6 +12,7 @@ from collections import Counter
 
 import numpy as np
 
+from surgsim.scene import Box, Ellipsoid, Part, Point, Scene, Sphere, Tube, vec3
 from surgsim.sim import anatomy
 from surgsim.sim.instruments import TrocarTool, trocar_angles
 from surgsim.tasks import experts
@@ -21,6 +22,8 @@ from surgsim.tasks.spec import SurgicalPathSpec
 #: clearance queries look this far (m); anything farther reads as this value
 CLEARANCE_RANGE = 0.03
 _TUBE_LENGTH = 0.09
+#: half the side (m) of the body wall drawn under the port
+_WALL_HALF_SIZE = 0.15
 _MAX_DRAWS = 200
 _START_DRAWS = 50
 
@@ -56,6 +59,7 @@ class SurgicalPathTask(Task):
     expert = staticmethod(experts.aim_then_advance)
     damage_to_reward_units = 1e6  # swept area: m^2 -> mm^2
     start_fields = ("yaw", "pitch", "insertion", "tip_x", "tip_y", "tip_z")
+    clearance_range = CLEARANCE_RANGE
 
     def __init__(self, spec: SurgicalPathSpec) -> None:
         super().__init__(spec)
@@ -68,14 +72,7 @@ class SurgicalPathTask(Task):
         self.start_insertion = p.start_insertion_mm * MM
         self.required_clearance = p.required_clearance_mm * MM
         self.reference_lookahead = self.insertion_step
-        self.critical: list[str] = []
-        #: the patient's anatomy as numbers (for the pre-operative volume and the planner):
-        #: organ ellipsoid centre and radii (m), and each critical tube's points (K, 3) and radius
-        self.organ_centre = np.zeros(3)
-        self.organ_radii = np.ones(3)
-        self.tubes: dict[str, tuple[np.ndarray, float]] = {}
         self.start_config = (0.0, 0.0, self.start_insertion)
-        self._anatomy: list[str] = []
         self.target = self.port.copy()
         self.target_angles = (0.0, 0.0)
         self.target_insertion = 0.0
@@ -85,8 +82,6 @@ class SurgicalPathTask(Task):
         self.tool = TrocarTool(world, self.port, angle_limit=self.angle_limit, angle_step=self.angle_step,
                                insertion_step=self.insertion_step,
                                insertion_range=(self.insertion_min, self.insertion_max))
-        anatomy.add_body_wall(world, self.port, self.params.wall_thickness_mm * MM, 0.15)
-        anatomy.add_lesion(world, self.target, self.params.lesion_radius_mm * MM)  # moved per patient
 
     def reference_path(self) -> np.ndarray:
         """Port to target along the safe straight line (the planner gives the full path)."""
@@ -97,7 +92,6 @@ class SurgicalPathTask(Task):
         scale = self.spec.difficulty_scale[difficulty]
         rejected: Counter = Counter()
         for _ in range(_MAX_DRAWS):
-            self.world.remove_all(self._anatomy)
             rejection = self._try_build(rng, scale, difficulty)
             if rejection is None:
                 return
@@ -123,24 +117,16 @@ class SurgicalPathTask(Task):
         if np.sum(((target - centre) / radii) ** 2) > 0.6**2:
             return "lesion not well inside the organ (kept organ_gap_mm below the start tip)"
 
-        names = ["organ"]
-        self._anatomy = names
-        anatomy.add_organ(self.world, "organ", centre, radii)
-        self.organ_centre, self.organ_radii = centre, radii
-        self.tubes = {}
-        self.world.move("lesion", target)
-
         n_vessels = p.vessels[difficulty]
-        self.critical = []
+        tubes = []
         for k in range(n_vessels + p.nerves):
             nerve = k >= n_vessels
             radius = p.nerve_radius_mm * MM if nerve else rng.uniform(*p.vessel_radius_mm) * MM
             name = f"nerve_{k - n_vessels}" if nerve else f"vessel_{k}"
             points = self._tube_points(rng, scale, target, direction, radius)
-            anatomy.add_vessel(self.world, name, points, radius, nerve=nerve)
-            self.tubes[name] = (points, radius)
-            names.append(name)
-            self.critical.append(name)
+            tubes.append(Part(name, "critical", Tube(tuple(map(vec3, points)), radius),
+                              anatomy.NERVE_RGBA if nerve else anatomy.VESSEL_RGBA))
+        self.show(self._scene(target, Ellipsoid(vec3(centre), vec3(radii)), tubes))
 
         self.target = target
         self.target_angles = (yaw_t, pitch_t)
@@ -162,6 +148,21 @@ class SurgicalPathTask(Task):
                 return None
         return (f"no start pose min_start_misalignment_deg off the lesion and safety_margin_mm clear "
                 f"in {_START_DRAWS} tries")
+
+    def _scene(self, target: np.ndarray, organ: Ellipsoid, tubes: list[Part]) -> Scene:
+        """The patient: body wall under the port, lesion, organ, vessels and nerves, and the port."""
+        p = self.params
+        wall = p.wall_thickness_mm * MM
+        port = self.port
+        return Scene((
+            Part("body_wall", "marker", Box(vec3((port[0], port[1], port[2] - wall / 2)),
+                                            (_WALL_HALF_SIZE, _WALL_HALF_SIZE, wall / 2)), anatomy.WALL_RGBA),
+            Part("lesion", "target", Sphere(vec3(target), p.lesion_radius_mm * MM), anatomy.LESION_RGBA,
+                 channel="target"),
+            Part("organ", "tissue", organ, anatomy.ORGAN_RGBA),
+            *tubes,
+            Part("port", "port", Point(vec3(port)), channel="port"),
+        ), p)
 
     def _tube_points(self, rng: np.random.Generator, scale: float, target: np.ndarray,
                      direction: np.ndarray, radius: float) -> np.ndarray:
