@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from surgsim._data import asset_path
+from surgsim.scene import Part, Point, Scene, Sphere, Tube
 from surgsim.sim import World
+from surgsim.sim.anatomy import SceneBodies
 from surgsim.sim.instruments import TrocarTool, trocar_angles, trocar_direction
 
 
@@ -117,3 +119,51 @@ def test_contacts_between_overlapping_bodies(world):
     assert contacts[0].distance < 0
     assert {c.body_b for c in world.contacts("a")} >= {"b", "tool"}
     assert world.contacts("a", "far") == []
+
+
+# ------------------------------------------------------------------ bodies from a scene
+def _scene(ball_centre=(0.0, 0.0, 0.0), ball_radius=0.01, with_tube=True, with_marker=True) -> Scene:
+    parts = [Part("ball", "tissue", Sphere(ball_centre, ball_radius), (1, 0, 0, 1))]
+    if with_tube:
+        tube = Tube(((0, 0.1, 0), (0, 0.2, 0), (0.05, 0.3, 0)), 0.005)
+        parts.append(Part("tube", "critical", tube, (0, 0, 1, 1)))
+    if with_marker:
+        parts.append(Part("marker", "marker", Sphere((0, 0, 0.1), 0.01), (0, 1, 0, 1)))
+    parts.append(Part("port", "port", Point((0, 0, 0.2)), channel="port"))
+    return Scene(tuple(parts))
+
+
+def test_scene_bodies_move_rebuild_and_remove(world):
+    bodies = SceneBodies(world)
+    bodies.show(_scene())
+    # seen-only parts get no body in a world that is never rendered; points never do
+    assert sorted(world.names) == ["ball", "tube"]
+    ball = world.body("ball")
+    bodies.show(_scene(ball_centre=(0.0, 0.0, -0.05)))  # moved only: the same body, moved
+    assert world.body("ball") == ball and world.removed == 0
+    assert world.pose("ball")[0] == pytest.approx((0.0, 0.0, -0.05))
+    assert world.distance("ball", "tube", 1.0) == pytest.approx(np.hypot(0.1, 0.05) - 0.015)
+    bodies.show(_scene(ball_centre=(0.0, 0.0, -0.05), ball_radius=0.02))  # a new shape: rebuilt
+    assert world.removed == 1
+    assert world.distance("ball", "tube", 1.0) == pytest.approx(np.hypot(0.1, 0.05) - 0.025)
+    bodies.show(_scene(with_tube=False))  # gone from the scene: removed
+    assert world.names == ["ball"] and world.removed == 3
+
+
+def test_seen_only_parts_are_built_in_rendered_worlds():
+    world = World(visuals=True)
+    try:
+        SceneBodies(world).show(_scene())
+        assert sorted(world.names) == ["ball", "marker", "tube"]
+    finally:
+        world.close()
+
+
+def test_scene_lookups():
+    scene = _scene()
+    assert scene.critical == ("tube",) and scene.only("port").shape.centre == (0, 0, 0.2)
+    moved = scene.with_part(Part("port", "port", Point((1.0, 0.0, 0.0))))
+    assert [p.name for p in moved.parts] == ["ball", "tube", "marker", "port"]
+    assert moved.only("port").shape.centre == (1.0, 0.0, 0.0)
+    with pytest.raises(ValueError, match="expected one target part"):
+        scene.only("target")

@@ -125,8 +125,8 @@ def _plan_trocar(task: Task) -> Plan:
         raise PlanningError(
             f"the target {np.round(target / MM, 1).tolist()} mm is out of the tool's reach from "
             f"the port: yaw {math.degrees(goal[0]):.1f} deg, pitch {math.degrees(goal[1]):.1f} deg, "
-            f"insertion {goal[2] / MM:.1f} mm (limits +-{math.degrees(task.angle_limit):.0f} deg, "
-            f"{task.insertion_min / MM:.0f}-{task.insertion_max / MM:.0f} mm)"
+            f"insertion {goal[2] / MM:.1f} mm (limits +-{math.degrees(tool.angle_limit):.0f} deg, "
+            f"{tool.insertion_min / MM:.0f}-{tool.insertion_max / MM:.0f} mm)"
         )
     tubes = geo.Tubes.from_parts(scene.with_role("critical"))
     shaft = geo.Shaft(*tool.shaft)
@@ -147,9 +147,10 @@ def _plan_trocar(task: Task) -> Plan:
     direction = (target - port) / goal[2]
     # a follower cuts the corner onto the line by up to one lookahead: keep that outside the organ too
     margin = ORGAN_MARGIN + task.reference_lookahead
-    via_max = max(task.insertion_min, min(_entry_depth(port, organ, direction, goal[2]) - margin, goal[2]))
-    retracts = np.linspace(start[2], task.insertion_min, _RETRACT_LEVELS)
-    vias = np.linspace(via_max, task.insertion_min, _VIA_LEVELS)
+    entry = _entry_depth(port, organ, direction, goal[2])
+    via_max = max(tool.insertion_min, min(entry - margin, goal[2]))
+    retracts = np.linspace(start[2], tool.insertion_min, _RETRACT_LEVELS)
+    vias = np.linspace(via_max, tool.insertion_min, _VIA_LEVELS)
     h_r, h_b = (v.ravel() for v in np.meshgrid(retracts, vias, indexing="ij"))
     # every turn, (yaw, pitch, insertion) linear from (start angles, h_r) to (goal angles, h_b),
     # sampled at the same n points (at most half a step apart)
