@@ -1,4 +1,4 @@
-"""PyBullet layer: the World, anatomy builders, instruments and camera. No Gymnasium here."""
+"""PyBullet layer: the World, bodies built from a scene value, instruments and camera. No Gymnasium here."""
 
 from surgsim.sim.camera import Camera
 from surgsim.sim.world import ClosestPoint, RayHit, World
