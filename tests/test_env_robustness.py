@@ -76,6 +76,20 @@ IMPOSSIBLE = [
     ("needle_reach", "params.start", [0.0, 0.0, 0.3]),  # outside the workspace
     ("incision", "params.incision_length_mm", [60.0, 200.0]),  # longer than the tissue
     ("surgical_path", "safety_margin_mm", float("inf")),  # .inf: no finite anatomy
+    # scenario sampling fields: fractions in (0, 1], ranges of fractions, lengths > 0
+    ("surgical_path", "params.lesion_angle_limit_frac", 0.0),
+    ("surgical_path", "params.start_angle_limit_frac", 1.2),
+    ("surgical_path", "params.lesion_inside_organ_frac", -0.1),
+    ("surgical_path", "params.vessel_crossing_frac", [0.95, 0.55]),  # inverted
+    ("surgical_path", "params.vessel_crossing_frac", [0.5, 0.5]),  # zero width
+    ("surgical_path", "params.vessel_crossing_frac", [0.5, 1.5]),  # past the lesion
+    ("surgical_path", "params.organ_radius_jitter_frac", 0.7),  # x 1.5 (hard): a radius <= 0
+    ("surgical_path", "params.organ_centre_offset_frac", -0.3),
+    ("surgical_path", "params.vessel_length_mm", 0.0),
+    ("surgical_path", "params.wall_half_size_mm", -150.0),
+    ("incision", "params.line_centre_offset_mm", -10.0),
+    ("incision", "params.start_offset_mm", float("nan")),
+    ("needle_reach", "params.target_min_distance_tolerances", -2.0),
 ]
 
 

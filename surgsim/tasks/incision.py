@@ -27,6 +27,9 @@ _LINE_RGBA = (0.1, 0.3, 0.9, 1.0)
 #: the line drawn on the skin: its height above the surface and its radius (m)
 _LINE_HEIGHT = 0.0003
 _LINE_RADIUS = 0.0004
+#: a quadratic Bezier's midpoint lies halfway from its chord to its control point, so the control
+#: point sits this many times the drawn bow off the chord (the line bows up to curvature_mm)
+_CONTROL_PER_BOW = 2
 
 
 #: observation scales (m): lengths near the blade (offsets to the line, height above the skin), a depth
@@ -97,9 +100,10 @@ class IncisionTask(Task):
         heading = rng.uniform(-math.pi, math.pi)
         along = np.array([math.cos(heading), math.sin(heading)])
         normal = np.array([-along[1], along[0]])
-        middle = rng.uniform(-0.01, 0.01, 2) * scale
+        centre_offset = p.line_centre_offset_mm * MM
+        middle = rng.uniform(-centre_offset, centre_offset, 2) * scale
         start, end = middle - along * length / 2, middle + along * length / 2
-        control = middle + normal * 2 * rng.uniform(-1, 1) * p.curvature_mm * MM * scale
+        control = middle + normal * _CONTROL_PER_BOW * rng.uniform(-1, 1) * p.curvature_mm * MM * scale
         u = np.linspace(0.0, 1.0, _CURVE_POINTS)[:, None]
         self.curve = (1 - u) ** 2 * start + 2 * u * (1 - u) * control + u**2 * end
         self._segments = np.diff(self.curve, axis=0)
@@ -109,7 +113,8 @@ class IncisionTask(Task):
         self.cut = np.zeros(_CURVE_POINTS, dtype=bool)
         self.coverage = 0.0
         height = rng.uniform(*p.start_height_mm) * MM
-        offset = rng.uniform(-0.002, 0.002, 2) * scale
+        start_offset = p.start_offset_mm * MM
+        offset = rng.uniform(-start_offset, start_offset, 2) * scale
         tip = np.array([start[0] + offset[0], start[1] + offset[1], height])
         self.show(self._scene(tip))
         self.tool.set_tip(tip)

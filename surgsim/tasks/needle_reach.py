@@ -61,8 +61,8 @@ class NeedleReachTask(Task):
             target = start + rng.uniform(-half, half)
             if not (np.all(target > self.low + self.tolerance) and np.all(target < self.high - self.tolerance)):
                 rejected["target not tolerance_mm inside the workspace"] += 1
-            elif np.linalg.norm(target - start) <= 2 * self.tolerance:
-                rejected["target within 2 x tolerance_mm of the start"] += 1
+            elif np.linalg.norm(target - start) <= p.target_min_distance_tolerances * self.tolerance:
+                rejected["target within target_min_distance_tolerances x tolerance_mm of the start"] += 1
             else:
                 break
         else:

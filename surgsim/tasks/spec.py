@@ -22,14 +22,16 @@ Difficulty = Literal["easy", "medium", "hard"]
 DIFFICULTIES: tuple[str, ...] = get_args(Difficulty)
 
 
-def _range(positive: bool):
+def _range(positive: bool, at_most_one: bool = False):
     """A check that a [low, high] range is increasing and not empty (a zero-width range has
-    nothing to draw from; an inverted one draws outside the bounds the user wrote)."""
+    nothing to draw from; an inverted one draws outside the bounds the user wrote); a range of
+    fractions (``at_most_one``) must also end at 1 or below."""
 
     def check(value: tuple[float, float]) -> tuple[float, float]:
         low, high = value
-        if not (low < high and (low > 0 if positive else low >= 0)):
-            raise ValueError(f"must be [low, high] with {'0 <' if positive else '0 <='} low < high")
+        if not (low < high and (low > 0 if positive else low >= 0) and (high <= 1 or not at_most_one)):
+            raise ValueError(f"must be [low, high] with {'0 <' if positive else '0 <='} low < high"
+                             + (" <= 1" if at_most_one else ""))
         return value
 
     return AfterValidator(check)
@@ -39,6 +41,8 @@ def _range(positive: bool):
 Range = Annotated[tuple[float, float], _range(positive=False)]
 #: [low, high] of a quantity that must not be zero (a radius, a length)
 PositiveRange = Annotated[tuple[float, float], _range(positive=True)]
+#: [low, high] of a fraction: 0 < low < high <= 1
+FractionRange = Annotated[tuple[float, float], _range(positive=True, at_most_one=True)]
 PositiveVec3 = tuple[Annotated[float, Field(gt=0)], Annotated[float, Field(gt=0)], Annotated[float, Field(gt=0)]]
 NonNegativeVec3 = tuple[Annotated[float, Field(ge=0)], Annotated[float, Field(ge=0)], Annotated[float, Field(ge=0)]]
 
@@ -114,6 +118,8 @@ class NeedleReachParams(_Model):
     start: Vec3
     target_half_range_mm: NonNegativeVec3
     max_step_mm: float = Field(gt=0)
+    target_min_distance_tolerances: float = Field(
+        2.0, ge=0, description="a drawn target lies farther than this many tolerance_mm from the start")
 
     @model_validator(mode="after")
     def _workspace(self) -> "NeedleReachParams":
@@ -150,6 +156,21 @@ class SurgicalPathParams(_Model):
     nerve_radius_mm: float = Field(gt=0)
     required_clearance_mm: float = Field(gt=0)
     overshoot_mm: float = Field(gt=0)
+    # scenario sampling (fractions are of the quantity named; "x difficulty" scales with difficulty_scale)
+    lesion_angle_limit_frac: float = Field(
+        0.9, gt=0, le=1, description="the lesion's aim yaw and pitch stay within this fraction of angle_limit_deg")
+    start_angle_limit_frac: float = Field(
+        0.8, gt=0, le=1, description="start yaw and pitch are drawn within this fraction of angle_limit_deg")
+    organ_radius_jitter_frac: float = Field(
+        0.15, ge=0, lt=1, description="each organ radius is organ_radii_mm times 1 +- this (x difficulty)")
+    organ_centre_offset_frac: float = Field(
+        0.3, ge=0, description="organ centre off the lesion, per axis, up to this fraction of that radius (x difficulty)")
+    lesion_inside_organ_frac: float = Field(
+        0.6, gt=0, le=1, description="the lesion lies within this fraction of the organ's size from its centre")
+    vessel_crossing_frac: FractionRange = Field(
+        (0.55, 0.95), description="a vessel or nerve passes the port-to-lesion line this far along it")
+    vessel_length_mm: float = Field(90.0, gt=0, description="length of each vessel and nerve")
+    wall_half_size_mm: float = Field(150.0, gt=0, description="half the side of the body wall drawn under the port")
 
     def workspace_size_mm(self) -> float:
         low, high = self.insertion_range_mm
@@ -169,6 +190,11 @@ class IncisionParams(_Model):
     lateral_tolerance_mm: float = Field(gt=0)
     max_deviation_mm: float = Field(gt=0)
     coverage_required: float = Field(gt=0, le=1)
+    # scenario sampling ("x difficulty" scales with difficulty_scale)
+    line_centre_offset_mm: float = Field(
+        10.0, ge=0, description="the line's middle is drawn within +- this of the tissue centre on x and y (x difficulty)")
+    start_offset_mm: float = Field(
+        2.0, ge=0, description="the blade starts within +- this of the line's start on x and y (x difficulty)")
 
     @model_validator(mode="after")
     def _band_above_structure(self) -> "IncisionParams":
@@ -231,6 +257,17 @@ class NeedleReachSpec(_SpecBase):
 class SurgicalPathSpec(_SpecBase):
     task: Literal["surgical_path"]
     params: SurgicalPathParams
+
+    @model_validator(mode="after")
+    def _organ_radii_positive(self) -> "SurgicalPathSpec":
+        """The hardest difficulty scales the radius jitter: it must leave every radius positive."""
+        hardest = max(self.difficulty_scale.values())
+        jitter = self.params.organ_radius_jitter_frac
+        if jitter * hardest >= 1:
+            raise _refuse("params.organ_radius_jitter_frac", jitter,
+                          f"times the largest difficulty_scale ({hardest:g}) must stay below 1 "
+                          "(an organ radius would reach zero)")
+        return self
 
 
 class IncisionSpec(_SpecBase):

@@ -21,9 +21,7 @@ from surgsim.tasks.spec import SurgicalPathSpec
 
 #: clearance queries look this far (m); anything farther reads as this value
 CLEARANCE_RANGE = 0.03
-_TUBE_LENGTH = 0.09
-#: half the side (m) of the body wall drawn under the port
-_WALL_HALF_SIZE = 0.15
+#: patients drawn before a difficulty is declared infeasible, and start poses tried per patient
 _MAX_DRAWS = 200
 _START_DRAWS = 50
 
@@ -107,14 +105,15 @@ class SurgicalPathTask(Task):
         target = self.port + np.array([lateral * math.cos(heading), lateral * math.sin(heading), -depth])
         direction = (target - self.port) / np.linalg.norm(target - self.port)
         yaw_t, pitch_t = trocar_angles(direction)
-        if max(abs(yaw_t), abs(pitch_t)) > 0.9 * self.angle_limit:
-            return "lesion beyond 90 % of angle_limit_deg from the port"
+        if max(abs(yaw_t), abs(pitch_t)) > p.lesion_angle_limit_frac * self.angle_limit:
+            return "lesion beyond lesion_angle_limit_frac of angle_limit_deg from the port"
 
-        radii = np.array(p.organ_radii_mm) * MM * (1.0 + rng.uniform(-0.15, 0.15, 3) * scale)
-        centre = target + rng.uniform(-0.3, 0.3, 3) * radii * scale
+        jitter, centre_offset = p.organ_radius_jitter_frac, p.organ_centre_offset_frac
+        radii = np.array(p.organ_radii_mm) * MM * (1.0 + rng.uniform(-jitter, jitter, 3) * scale)
+        centre = target + rng.uniform(-centre_offset, centre_offset, 3) * radii * scale
         top_limit = self.port[2] - self.start_insertion - p.organ_gap_mm * MM
         centre[2] = min(centre[2], top_limit - radii[2])
-        if np.sum(((target - centre) / radii) ** 2) > 0.6**2:
+        if np.sum(((target - centre) / radii) ** 2) > p.lesion_inside_organ_frac**2:
             return "lesion not well inside the organ (kept organ_gap_mm below the start tip)"
 
         n_vessels = p.vessels[difficulty]
@@ -135,7 +134,7 @@ class SurgicalPathTask(Task):
         if self._clearance()[0] < self.required_clearance:
             return "straight path to the lesion within required_clearance_mm of a vessel or nerve"
 
-        limit = 0.8 * self.angle_limit
+        limit = p.start_angle_limit_frac * self.angle_limit
         misalignment = math.radians(p.min_start_misalignment_deg)
         for _ in range(_START_DRAWS):
             yaw, pitch = rng.uniform(-limit, limit, 2)
@@ -153,10 +152,11 @@ class SurgicalPathTask(Task):
         """The patient: body wall under the port, lesion, organ, vessels and nerves, and the port."""
         p = self.params
         wall = p.wall_thickness_mm * MM
+        half_size = p.wall_half_size_mm * MM
         port = self.port
         return Scene((
             Part("body_wall", "marker", Box(vec3((port[0], port[1], port[2] - wall / 2)),
-                                            (_WALL_HALF_SIZE, _WALL_HALF_SIZE, wall / 2)), anatomy.WALL_RGBA),
+                                            (half_size, half_size, wall / 2)), anatomy.WALL_RGBA),
             Part("lesion", "target", Sphere(vec3(target), p.lesion_radius_mm * MM), anatomy.LESION_RGBA,
                  channel="target"),
             Part("organ", "tissue", organ, anatomy.ORGAN_RGBA),
@@ -168,7 +168,7 @@ class SurgicalPathTask(Task):
                      direction: np.ndarray, radius: float) -> np.ndarray:
         """A tube crossing near the straight path: its axis passes ``offset`` from the path."""
         p = self.params
-        u = rng.uniform(0.55, 0.95)
+        u = rng.uniform(*p.vessel_crossing_frac)
         near = self.port + u * (target - self.port)
         heading = rng.uniform(-math.pi, math.pi)
         along = np.array([math.cos(heading), math.sin(heading), 0.0])
@@ -179,7 +179,7 @@ class SurgicalPathTask(Task):
         low, high = p.vessel_offset_mm
         offset = self.required_clearance + radius + rng.uniform(low, low + (high - low) / scale) * MM
         bend = rng.uniform(-1.0, 1.0) * p.vessel_bend_mm * MM * scale
-        return anatomy.bent_tube(near + offset * side, along, side, _TUBE_LENGTH, bend)
+        return anatomy.bent_tube(near + offset * side, along, side, p.vessel_length_mm * MM, bend)
 
     # ------------------------------------------------ planning interface
     def start_vector(self) -> np.ndarray:
