@@ -6,11 +6,15 @@ Measures, in one run:
 * every registered ``surgsim/*-v0`` id made with ``gym.make`` (state observations, one process);
 * image observations (``obs_type="rgb"``) on SurgicalPath and NeedleReach;
 * the same ids in a 2-env ``SyncVectorEnv`` and a 2-worker ``AsyncVectorEnv`` (total env steps/s);
-* a raw PyBullet reference: the SurgicalPath scene of one env with only the PyBullet calls the env
-  makes per step (one resetBasePositionAndOrientation of the instrument, one getClosestPoints per
-  critical structure, one rayTest), and a bare ``stepSimulation`` loop of that scene;
+* a raw PyBullet reference for each task family: that family's scene in one env, with only the
+  PyBullet calls one env step of that task makes, in a bare loop (see ``RAW_CALLS``), and a bare
+  ``stepSimulation`` loop of the SurgicalPath scene;
 * panda-gym's ``PandaReach-v3`` as the peer, when panda-gym is installed (``pip install panda-gym``
   or the ``bench`` extra); skipped, with a note, when it is not.
+
+Each state-observation id is compared with its own family's raw reference (goal: at least
+``RAW_GOAL`` of it, i.e. Python overhead at most as costly as the queries) and with PandaReach-v3
+(goal: at least ``PEER_GOAL`` times its steps/s).
 
 Random actions are sampled from the action space before the clock starts; an episode that ends
 (terminated or truncated) is reset inside the timed loop, so reset cost is included. Each case
@@ -54,7 +58,26 @@ GOALS = {"NeedleReach": 20_000, "SurgicalPath": 8_000, "Incision": 8_000}
 #: goal for image observations (steps/s, one process)
 IMAGE_GOAL = 500
 IMAGE_IDS = ("surgsim/SurgicalPath-v0", "surgsim/NeedleReach-v0")
-RAW_SCENE_ID = "surgsim/SurgicalPath-v0"
+#: the env id whose scene each family's raw reference uses
+RAW_IDS = {
+    "NeedleReach": "surgsim/NeedleReach-v0",
+    "SurgicalPath": "surgsim/SurgicalPath-v0",
+    "Incision": "surgsim/Incision-v0",
+}
+#: the PyBullet calls one env step of each family makes (read off its task's step and measure)
+RAW_CALLS = {
+    "NeedleReach": "1 resetBasePositionAndOrientation (tool.move) + 1 getBasePositionAndOrientation "
+                   "(orientation)",
+    "SurgicalPath": "1 resetBasePositionAndOrientation (tool.move) + 1 getClosestPoints per critical "
+                    "structure (clearance) + 1 rayTest (tissue length) + 1 getBasePositionAndOrientation",
+    "Incision": "1 resetBasePositionAndOrientation (tool.move) + 1 rayTest (depth) + 1 getClosestPoints "
+                "(clearance) + 1 getBasePositionAndOrientation",
+}
+#: goals of a state-observation id: at least this fraction of its family's raw reference ...
+RAW_GOAL = 0.5
+#: ... and at least this many times PandaReach-v3's steps/s
+PEER_GOAL = 24.0
+STEPSIM_ID = "surgsim/SurgicalPath-v0"
 PEER_ID = "PandaReach-v3"
 SEED = 0
 
@@ -197,18 +220,17 @@ def bench_vector(env_id: str, env_steps: int, repeats: int, cls: type, label: st
     return result
 
 
-def bench_raw(steps: int, repeats: int) -> tuple[Result, Result, str]:
-    """The PyBullet calls one SurgicalPath step makes, on that env's own scene, with no env around.
+def bench_raw(fam: str, steps: int, repeats: int) -> tuple[Result, Result | None, str]:
+    """The PyBullet calls one step of task family ``fam`` makes, on that env's own scene, with no
+    env around (:data:`RAW_CALLS`); for SurgicalPath also a bare ``stepSimulation`` loop.
 
     Instrument poses are recorded first by stepping the env with random actions (same scene, no
-    reset), then replayed in the timed loop.
+    reset), then replayed in the timed loop with every argument precomputed.
     """
     import pybullet as p
 
-    from surgsim.tasks import surgical_path
-
-    clearance_range = getattr(surgical_path, "CLEARANCE_RANGE", 0.03)
-    env = gym.make(RAW_SCENE_ID, obs_type="state")
+    env_id = RAW_IDS[fam]
+    env = gym.make(env_id, obs_type="state")
     try:
         env.reset(seed=SEED)
         u = env.unwrapped
@@ -216,29 +238,55 @@ def bench_raw(steps: int, repeats: int) -> tuple[Result, Result, str]:
         client = world.client
         instrument = world.body(task.instrument_body)
         critical = [world.body(name) for name in task.critical]
-        port = tuple(float(v) for v in task.port)
-        scene = (f"{len(critical)} critical structures ({', '.join(task.critical)}), "
-                 f"{p.getNumBodies(physicsClientId=client)} bodies")
+        scene = (f"{env_id} after reset(seed={SEED}): {p.getNumBodies(physicsClientId=client)} bodies"
+                 + (f", {len(critical)} critical ({', '.join(task.critical)})" if critical else ""))
 
         n_record = min(steps, 5000)
         poses = []
         for a in presample(u.action_space, n_record, SEED):
             _, _, _, _, info = u.step(a)
             pos, orn = p.getBasePositionAndOrientation(instrument, physicsClientId=client)
-            tip = tuple(float(v) for v in info.get("tip_position", pos))
-            poses.append((pos, orn, tip))
+            poses.append((pos, orn, tuple(float(v) for v in info["tip_position"])))
         sequence = (poses * math.ceil(steps / n_record))[:steps]
+        reset_pose, get_pose = p.resetBasePositionAndOrientation, p.getBasePositionAndOrientation
+        closest, ray = p.getClosestPoints, p.rayTest
 
-        def queries() -> float:
-            reset_pose, closest, ray = (
-                p.resetBasePositionAndOrientation, p.getClosestPoints, p.rayTest)
-            t0 = clock()
-            for pos, orn, tip in sequence:
-                reset_pose(instrument, pos, orn, physicsClientId=client)
-                for body in critical:
-                    closest(instrument, body, clearance_range, physicsClientId=client)
-                ray(port, tip, physicsClientId=client)
-            return steps / (clock() - t0)
+        if fam == "NeedleReach":
+            def queries() -> float:
+                t0 = clock()
+                for pos, orn, _ in sequence:
+                    reset_pose(instrument, pos, orn, physicsClientId=client)
+                    get_pose(instrument, physicsClientId=client)
+                return steps / (clock() - t0)
+        elif fam == "SurgicalPath":
+            from surgsim.tasks.surgical_path import CLEARANCE_RANGE
+
+            port = tuple(float(v) for v in task.port)
+
+            def queries() -> float:
+                t0 = clock()
+                for pos, orn, tip in sequence:
+                    reset_pose(instrument, pos, orn, physicsClientId=client)
+                    for body in critical:
+                        closest(instrument, body, CLEARANCE_RANGE, physicsClientId=client)
+                    ray(port, tip, physicsClientId=client)
+                    get_pose(instrument, physicsClientId=client)
+                return steps / (clock() - t0)
+        else:  # Incision
+            from surgsim.tasks.incision import CLEARANCE_RANGE
+
+            layer = critical[0]
+            # the depth probe: a vertical ray beside the blade, as IncisionTask.signed_depth casts it
+            rays = [((x, y + 0.002, 0.1), (x, y + 0.002, -0.1)) for _, _, (x, y, _) in sequence]
+
+            def queries() -> float:
+                t0 = clock()
+                for (pos, orn, _), (top, bottom) in zip(sequence, rays):
+                    reset_pose(instrument, pos, orn, physicsClientId=client)
+                    ray(top, bottom, physicsClientId=client)
+                    closest(instrument, layer, CLEARANCE_RANGE, physicsClientId=client)
+                    get_pose(instrument, physicsClientId=client)
+                return steps / (clock() - t0)
 
         def physics() -> float:
             step_sim = p.stepSimulation
@@ -247,17 +295,17 @@ def bench_raw(steps: int, repeats: int) -> tuple[Result, Result, str]:
                 step_sim(physicsClientId=client)
             return steps / (clock() - t0)
 
-        raw_q = Result("raw PyBullet: per-step queries", "raw", "-", steps,
-                       note="1 resetBasePositionAndOrientation + 1 getClosestPoints per critical "
-                            "structure + 1 rayTest")
-        raw_s = Result("raw PyBullet: bare stepSimulation", "raw", "-", steps,
-                       note="stepSimulation of the same scene")
+        raw_q = Result(f"raw PyBullet: {fam} step queries", "raw", "-", steps, note=RAW_CALLS[fam])
         queries()  # warm-up
         for _ in range(repeats):
             raw_q.rates.append(queries())
-        physics()
-        for _ in range(repeats):
-            raw_s.rates.append(physics())
+        raw_s = None
+        if env_id == STEPSIM_ID:
+            raw_s = Result("raw PyBullet: bare stepSimulation", "raw", "-", steps,
+                           note=f"stepSimulation of the {fam} scene")
+            physics()
+            for _ in range(repeats):
+                raw_s.rates.append(physics())
     finally:
         env.close()
     return raw_q, raw_s, scene
@@ -324,7 +372,19 @@ def machine() -> dict:
     }
 
 
-def report(singles, images, vectors, raw_q, raw_s, scene, peer, peer_note, info, args) -> str:
+def raw_ratio(result: Result, raws: dict[str, Result]) -> float | None:
+    """steps/s of a state-observation id over its own family's raw reference."""
+    raw = raws.get(family(result.name))
+    if result.runner != "1 proc" or result.obs != "state" or raw is None:
+        return None
+    return result.best / raw.best
+
+
+def verdict(value: float | None, goal: float) -> str:
+    return "-" if value is None else ("PASS" if value >= goal else "FAIL")
+
+
+def report(singles, images, vectors, raws, raw_s, scenes, peer, peer_note, info, args) -> str:
     out = []
     out.append("surgsim environment throughput")
     out.append(
@@ -341,26 +401,28 @@ def report(singles, images, vectors, raw_q, raw_s, scene, peer, peer_note, info,
     out.append("")
 
     peer_rate = peer.best if peer else None
-    raw_rate = raw_q.best if raw_q else None
     rows = []
     for r in singles + images:
         goal = goal_for(r)
-        ratio = r.best / goal if goal else None
-        verdict = "-" if goal is None else ("PASS" if r.best >= goal else "FAIL")
+        to_raw = raw_ratio(r, raws)
+        to_peer = r.best / peer_rate if peer_rate else None
+        state = r.obs == "state"
         rows.append([
             r.name, r.obs, fmt_rate(r.best), f"{100 * r.spread:.0f}%", str(r.best_episodes),
             "-" if math.isnan(r.ms_per_reset) else f"{r.ms_per_reset:.2f}",
-            fmt_rate(goal), fmt_ratio(ratio), verdict,
-            fmt_ratio(r.best / peer_rate if peer_rate else None),
-            fmt_ratio(r.best / raw_rate if raw_rate else None),
+            fmt_rate(goal), "-" if goal is None else ("PASS" if r.best >= goal else "FAIL"),
+            fmt_rate(raws[family(r.name)].best if state and family(r.name) in raws else None),
+            "-" if to_raw is None else f"{100 * to_raw:.0f}%", verdict(to_raw, RAW_GOAL),
+            fmt_ratio(to_peer), verdict(to_peer if state else None, PEER_GOAL),
         ])
     out.append("Single process (gym.make, one env)")
     out.append(table(
-        ["env id", "obs", "steps/s", "spread", "episodes", "ms/reset", "goal", "vs goal", "verdict",
-         "vs PandaReach", "vs raw queries"],
-        rows, right={2, 3, 4, 5, 6, 7, 9, 10}))
-    out.append("episodes: episode ends (each followed by a timed reset) in the best repeat; vs raw "
-               "queries: against the raw PyBullet loop of the calls one SurgicalPath step makes")
+        ["env id", "obs", "steps/s", "spread", "episodes", "ms/reset", "goal", "verdict",
+         "raw ref", "vs raw", f">= {100 * RAW_GOAL:.0f}%", "vs PandaReach", f">= {PEER_GOAL:g}x"],
+        rows, right={2, 3, 4, 5, 6, 8, 9, 11}))
+    out.append("episodes: episode ends (each followed by a timed reset) in the best repeat; raw ref: "
+               "the raw PyBullet loop of the calls one step of that id's task family makes "
+               "(References below); vs raw: steps/s over it")
     out.append("")
 
     if vectors:
@@ -388,7 +450,7 @@ def report(singles, images, vectors, raw_q, raw_s, scene, peer, peer_note, info,
 
     out.append("References")
     rows = []
-    for r in (raw_q, raw_s):
+    for r in (*raws.values(), raw_s):
         if r:
             rows.append([r.name, fmt_rate(r.best), f"{100 * r.spread:.0f}%", r.note])
     if peer:
@@ -397,20 +459,27 @@ def report(singles, images, vectors, raw_q, raw_s, scene, peer, peer_note, info,
     else:
         rows.append([PEER_ID, "-", "-", peer_note])
     out.append(table(["reference", "steps/s", "spread", "what"], rows, right={1, 2}))
-    if raw_q is None:
-        out.append(f"raw PyBullet reference not measured: {scene}")
-    else:
-        out.append(f"raw PyBullet scene: {RAW_SCENE_ID} after reset(seed={SEED}): {scene}")
+    for fam, scene in scenes.items():
+        out.append(f"raw PyBullet scene, {fam}: {scene}")
     out.append("")
 
     out.append("Verdicts (goals: NeedleReach >= 20,000, SurgicalPath and Incision >= 8,000, "
-               f"image obs >= {IMAGE_GOAL:,} steps/s; one process)")
+               f"image obs >= {IMAGE_GOAL:,} steps/s; every state-obs id >= {100 * RAW_GOAL:.0f}% of "
+               f"its family's raw reference and >= {PEER_GOAL:g}x {PEER_ID}; one process)")
     for r in singles + images:
         goal = goal_for(r)
         if goal:
-            verdict = "PASS" if r.best >= goal else "FAIL"
-            out.append(f"  {verdict}  {r.name} [{r.obs}]: {fmt_rate(r.best)} steps/s vs goal "
-                       f"{goal:,} ({r.best / goal:.2f}x)")
+            out.append(f"  {'PASS' if r.best >= goal else 'FAIL'}  {r.name} [{r.obs}]: "
+                       f"{fmt_rate(r.best)} steps/s vs goal {goal:,} ({r.best / goal:.2f}x)")
+    for r in singles:
+        to_raw = raw_ratio(r, raws)
+        if to_raw is not None:
+            out.append(f"  {verdict(to_raw, RAW_GOAL)}  {r.name}: {100 * to_raw:.0f}% of the raw "
+                       f"{family(r.name)} queries (goal {100 * RAW_GOAL:.0f}%)")
+        if peer_rate:
+            to_peer = r.best / peer_rate
+            out.append(f"  {verdict(to_peer, PEER_GOAL)}  {r.name}: {to_peer:.1f}x {PEER_ID} "
+                       f"(goal {PEER_GOAL:g}x)")
     return "\n".join(out)
 
 
@@ -429,6 +498,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="timed repeats per case, best reported (default 3; 1 with --quick)")
     parser.add_argument("--quick", action="store_true", help="short smoke run (under 30 s)")
     parser.add_argument("--no-vector", action="store_true", help="skip the vector-env cases")
+    parser.add_argument("--no-image", action="store_true", help="skip the image-observation cases")
     parser.add_argument("--json", metavar="PATH", help="also write every figure to this JSON file")
     args = parser.parse_args(argv)
     if args.steps is None:
@@ -452,20 +522,27 @@ def main(argv: list[str] | None = None) -> int:
         log(f"  {env_id:34s} state  1 proc   {fmt_rate(r.best):>8} steps/s")
 
     images = []
-    for env_id in IMAGE_IDS:
+    for env_id in () if args.no_image else IMAGE_IDS:
         r = bench_single(env_id, args.image_steps, args.repeats,
                          functools.partial(gym.make, env_id, obs_type="rgb"), "rgb")
         images.append(r)
         log(f"  {env_id:34s} rgb    1 proc   {fmt_rate(r.best):>8} steps/s")
 
-    raw_q = raw_s = None
-    try:
-        raw_q, raw_s, scene = bench_raw(args.steps, args.repeats)
-        log(f"  raw PyBullet queries {fmt_rate(raw_q.best)} steps/s, stepSimulation "
-            f"{fmt_rate(raw_s.best)} steps/s ({scene})")
-    except Exception as exc:  # noqa: BLE001  (the package may change under us: report it)
-        scene = f"{type(exc).__name__}: {exc}"
-        log(f"  raw PyBullet reference failed: {scene}")
+    raws: dict[str, Result] = {}
+    scenes: dict[str, str] = {}
+    raw_s = None
+    for fam in RAW_IDS:
+        try:
+            raw_q, stepsim, scenes[fam] = bench_raw(fam, args.steps, args.repeats)
+        except Exception as exc:  # noqa: BLE001  (the package may change under us: report it)
+            scenes[fam] = f"not measured: {type(exc).__name__}: {exc}"
+            log(f"  raw PyBullet reference {fam} failed: {scenes[fam]}")
+            continue
+        raws[fam] = raw_q
+        raw_s = raw_s or stepsim
+        log(f"  raw PyBullet {fam} step queries {fmt_rate(raw_q.best)} steps/s")
+    if raw_s:
+        log(f"  raw PyBullet stepSimulation {fmt_rate(raw_s.best)} steps/s")
 
     peer, peer_note = bench_peer(args.image_steps, args.repeats)
     log(f"  {PEER_ID}: {fmt_rate(peer.best) + ' steps/s' if peer else peer_note}")
@@ -481,7 +558,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if hasattr(os, "getloadavg"):
         info["loadavg_end"] = os.getloadavg()[0]
-    text = report(singles, images, vectors, raw_q, raw_s, scene, peer, peer_note, info, args)
+    text = report(singles, images, vectors, raws, raw_s, scenes, peer, peer_note, info, args)
     print()
     print(text)
     print(f"\n(total run time {clock() - started:.0f} s)")
@@ -491,10 +568,12 @@ def main(argv: list[str] | None = None) -> int:
             "machine": info,
             "args": {k: v for k, v in vars(args).items() if k != "json"},
             "results": [
-                {**asdict(r), "best": r.best, "spread": r.spread, "goal": goal_for(r)}
-                for r in singles + images + vectors + [x for x in (raw_q, raw_s, peer) if x]
+                {**asdict(r), "best": r.best, "spread": r.spread, "goal": goal_for(r),
+                 "vs_raw": raw_ratio(r, raws),
+                 "vs_peer": r.best / peer.best if peer and r.runner == "1 proc" else None}
+                for r in singles + images + vectors + [x for x in (*raws.values(), raw_s, peer) if x]
             ],
-            "raw_scene": scene,
+            "raw_scenes": scenes,
             "peer_note": peer_note,
         }
         with open(args.json, "w") as fh:

@@ -40,6 +40,8 @@ def episode_outcome(info: Mapping[str, Any]) -> str:
 MAX_SEED = 2**32 - 1
 DIFFICULTIES = ("easy", "medium", "hard")
 _COST_TERMS = ("time", "proximity", "damage", "failure")
+#: info key of each reward term (written once, not formatted at every step)
+_INFO_KEYS = {name: f"reward_{name}" for name in ("goal", *TERM_NAMES)}
 #: the world is cleared and rebuilt once this many bodies have been removed from it (PyBullet
 #: keeps about 12 KB of each removed body: without this, memory grows at every reset)
 _CLEAR_AFTER_REMOVALS = 256
@@ -326,7 +328,7 @@ class SurgSimEnv(gym.Env):
             raise EnvError(f"action shape {a.shape} does not match {self.action_space.shape}")
         if not np.isfinite(a).all():
             raise EnvError(f"action contains NaN or infinite values: {a.tolist()}")
-        return np.clip(a, -1.0, 1.0)
+        return a.clip(-1.0, 1.0)
 
     def _term_names(self) -> Iterable[str]:
         return ("goal", *_COST_TERMS) if self.obs_type == "goal" else TERM_NAMES
@@ -353,7 +355,7 @@ class SurgSimEnv(gym.Env):
         return self.task.camera.rgbd(self.world, size, size)[1][:, :, None]
 
     def _info(self, m: Measurement, terms: Mapping[str, float]) -> dict[str, Any]:
-        info = {f"reward_{name}": value for name, value in terms.items()}
+        info = {_INFO_KEYS[name]: value for name, value in terms.items()}
         info.update(
             is_success=m.success,
             is_failure=m.failure_reason is not None,

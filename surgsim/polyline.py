@@ -76,13 +76,16 @@ class Polyline:
         lengths2 = np.einsum("ij,ij->i", self._segments, self._segments)
         self._inverse_lengths2 = 1.0 / np.maximum(lengths2, 1e-18)
         self._segment_lengths = np.sqrt(lengths2)
+        # the same numbers as plain floats, for the per-step projection (no NumPy scalars)
+        self._arc_floats = self.arc.tolist()
+        self._segment_length_floats = self._segment_lengths.tolist()
 
     def project(self, point: np.ndarray) -> tuple[float, float]:
         """Arc length ``s`` (m) of the nearest point of the path to ``point``, and the distance to it."""
         if len(self.points) == 1:
             return 0.0, float(np.linalg.norm(np.asarray(point) - self.points[0]))
         i, t, gap2 = self._closest(point)
-        return float(self.arc[i] + t * self._segment_lengths[i]), math.sqrt(gap2)
+        return self._arc_floats[i] + t * self._segment_length_floats[i], math.sqrt(gap2)
 
     def nearest(self, point: np.ndarray) -> Nearest:
         """The nearest point of the path (at least one segment) to ``point``, with its tangent."""
@@ -98,10 +101,10 @@ class Polyline:
         """Segment ``i`` nearest to ``point``, the fraction ``t`` along it and the squared distance."""
         offsets = point - self._starts
         t = np.einsum("ij,ij->i", offsets, self._segments) * self._inverse_lengths2
-        np.clip(t, 0.0, 1.0, out=t)
+        t.clip(0.0, 1.0, out=t)  # the method: np.clip's dispatch costs more than the clip here
         gaps = offsets - t[:, None] * self._segments
         gaps2 = np.einsum("ij,ij->i", gaps, gaps)
-        i = int(np.argmin(gaps2))
+        i = int(gaps2.argmin())
         return i, float(t[i]), float(gaps2[i])
 
     def point_at(self, s: np.ndarray | float) -> np.ndarray:

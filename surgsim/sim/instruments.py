@@ -34,7 +34,8 @@ class FreeTool:
 
     def set_tip(self, tip: np.ndarray) -> None:
         self.tip = tip
-        self.world.move(self.body, tip, IDENTITY_QUAT)
+        # PyBullet reads a list of floats about twice as fast as an array
+        self.world.move(self.body, np.asarray(tip).tolist(), IDENTITY_QUAT)
 
     def move(self, action: np.ndarray) -> float:
         """Move by a unit action; the angle (rad) the tool turned: a free tool never turns."""
@@ -111,6 +112,7 @@ class TrocarTool:
         self.insertion_min, self.insertion_max = insertion_range
         #: largest change of each configuration coordinate in one step (a unit action)
         self.config_steps = np.array([angle_step, angle_step, insertion_step])
+        self._step_floats = self.config_steps.tolist()
         #: (radius, near, far) of the shaft capsule, m from the tip (see :func:`shaft_capsule`)
         self.shaft = shaft_capsule(self.urdf)
         self.yaw = self.pitch = self.insertion = 0.0
@@ -129,10 +131,11 @@ class TrocarTool:
     def move(self, action: np.ndarray) -> float:
         """Move by a unit action, clamped to the limits; the angle (rad) the shaft turned."""
         lim = self.angle_limit
-        angle_step, _, insertion_step = self.config_steps
-        yaw = min(max(self.yaw + float(action[0]) * angle_step, -lim), lim)
-        pitch = min(max(self.pitch + float(action[1]) * angle_step, -lim), lim)
-        insertion = self.insertion + float(action[2]) * insertion_step
+        angle_step, _, insertion_step = self._step_floats
+        a_yaw, a_pitch, a_insertion = np.asarray(action, dtype=float).tolist()
+        yaw = min(max(self.yaw + a_yaw * angle_step, -lim), lim)
+        pitch = min(max(self.pitch + a_pitch * angle_step, -lim), lim)
+        insertion = self.insertion + a_insertion * insertion_step
         insertion = min(max(insertion, self.insertion_min), self.insertion_max)
         before = self.direction
         self.set_config(yaw, pitch, insertion)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
+import operator
 import os
 import sys
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ Vec3 = Sequence[float]
 Quat = Sequence[float]
 
 IDENTITY_QUAT = (0.0, 0.0, 0.0, 1.0)
+#: the contact distance of a getClosestPoints entry
+_DISTANCE = operator.itemgetter(8)
 
 
 @dataclass(frozen=True)
@@ -263,7 +266,7 @@ class World:
         )
         if not points:
             return None
-        best = min(points, key=lambda pt: pt[8])
+        best = points[0] if len(points) == 1 else min(points, key=_DISTANCE)
         return ClosestPoint(best[8], best[5], best[6])
 
     def distance(self, a: str, b: str, max_distance: float) -> float:
@@ -273,7 +276,7 @@ class World:
         )
         if not points:
             return max_distance
-        return min(pt[8] for pt in points)
+        return points[0][8] if len(points) == 1 else min(map(_DISTANCE, points))
 
     def contacts(self, a: str, b: str | None = None) -> list[Contact]:
         """Contact points of body ``a`` (with ``b`` only, if given): closest points at distance <= 0.

@@ -171,8 +171,7 @@ class IncisionTask(Task):
         previous_xy = self.tool.tip[:2].copy()
         if action is not None:
             self.tool.move(action)
-        m, self.cut = self._measure(previous_xy)
-        self.coverage = int(np.count_nonzero(self.cut)) / _CURVE_POINTS
+        m, self.cut, self.coverage = self._measure(previous_xy)
         self.damage_total = m.damage_total
         return m
 
@@ -181,7 +180,7 @@ class IncisionTask(Task):
         a = self.curve[:-1]
         ab = self._segments
         t = np.einsum("ij,ij->i", xy - a, ab) / self._segment_norm2
-        np.clip(t, 0.0, 1.0, out=t)
+        t.clip(0.0, 1.0, out=t)  # the method: np.clip's dispatch costs more than the clip here
         nearest = a + t[:, None] * ab
         offsets = nearest - xy
         dist2 = np.einsum("ij,ij->i", offsets, offsets)
@@ -195,10 +194,12 @@ class IncisionTask(Task):
 
     def signed_depth(self, tip: np.ndarray) -> float:
         """Depth of the blade point below the tissue surface (negative above it), by a ray test."""
-        probe = (tip[0], tip[1] + 0.002)  # beside the blade, so the ray meets the tissue, not the blade
-        hit = self.world.ray((probe[0], probe[1], 0.1), (probe[0], probe[1], -0.1))
+        # beside the blade, so the ray meets the tissue, not the blade (plain floats: PyBullet
+        # reads them faster than NumPy scalars)
+        x, y = float(tip[0]), float(tip[1]) + 0.002
+        hit = self.world.ray((x, y, 0.1), (x, y, -0.1))
         surface = hit.position[2] if hit is not None and hit.body == "tissue" else -math.inf
-        return surface - tip[2]
+        return surface - float(tip[2])
 
     def _failure(self, tip: np.ndarray, depth: float, deviation: float, clearance: float) -> str | None:
         if clearance <= 0.0:
@@ -212,10 +213,13 @@ class IncisionTask(Task):
     def measure(self) -> Measurement:
         return self._measure(self.tool.tip[:2])[0]
 
-    def _measure(self, previous_xy: np.ndarray) -> tuple[Measurement, np.ndarray]:
-        """The measurement after a move from ``previous_xy``, and the line's cut samples after it."""
-        tip = self.tool.tip
-        xy = tip[:2]
+    def _measure(self, previous_xy: np.ndarray) -> tuple[Measurement, np.ndarray, float]:
+        """The measurement after a move from ``previous_xy``, and the line's cut samples and
+        coverage after it."""
+        tip_array = self.tool.tip
+        xy = tip_array[:2]
+        # plain floats: the same arithmetic as on the arrays, without NumPy's per-call cost
+        tip = tip_array.tolist()
         signed_depth = self.signed_depth(tip)
         depth = max(0.0, signed_depth)
         deviation, s, nearest, tangent = self._project(xy)
@@ -236,8 +240,8 @@ class IncisionTask(Task):
         # distance and the reward stay finite on that failing step)
         level = signed_depth if math.isfinite(signed_depth) else -tip[2]
         distance = self.length * (1.0 - coverage) + deviation + abs(level - self.band_mid)
-        end = self.curve[-1]
-        end_error = math.hypot(xy[0] - end[0], xy[1] - end[1])
+        end_x, end_y = self.curve[-1].tolist()
+        end_error = math.hypot(tip[0] - end_x, tip[1] - end_y)
 
         failure = self._failure(tip, depth, deviation, clearance)
         success = (
@@ -246,7 +250,7 @@ class IncisionTask(Task):
             and end_error <= self.tolerance
         )
         m = Measurement(
-            tip=tip,
+            tip=tip_array,
             tip_orientation=self._orientation(),
             state=self._state(tip, s, nearest, tangent, depth, coverage, clearance),
             goal=None,
@@ -259,12 +263,13 @@ class IncisionTask(Task):
             success=success,
             failure_reason=failure,
         )
-        return m, cut
+        return m, cut, coverage
 
-    def _state(self, tip: np.ndarray, s: float, nearest: np.ndarray, tangent: np.ndarray, depth: float,
+    def _state(self, tip: list[float], s: float, nearest: np.ndarray, tangent: np.ndarray, depth: float,
                coverage: float, clearance: float) -> np.ndarray:
-        ahead = self._point_at(s + _OBS_AHEAD)
-        start, end = self.curve[0], self.curve[-1]
+        ahead = self._point_at(s + _OBS_AHEAD).tolist()
+        start, end = self.curve[0].tolist(), self.curve[-1].tolist()
+        nearest, tangent = nearest.tolist(), tangent.tolist()
         scale = self.progress_scale
         return np.array(
             [

@@ -63,6 +63,7 @@ class SurgicalPathTask(Task):
         super().__init__(spec)
         p = spec.params
         self.port = np.array(p.port, dtype=float)
+        self._port_floats = self.port.tolist()
         self.angle_limit = math.radians(p.angle_limit_deg)
         self.angle_step = math.radians(p.max_angle_step_deg)
         self.insertion_step = p.max_insertion_step_mm * MM
@@ -215,8 +216,9 @@ class SurgicalPathTask(Task):
     def _clearance(self) -> tuple[float, tuple[float, float, float]]:
         """Clearance of the whole shaft to the nearest critical structure, and the escape vector."""
         best, vector = CLEARANCE_RANGE, (0.0, 0.0, 0.0)
-        for name in self.critical:
-            cp = self.world.closest(self.tool.body, name, CLEARANCE_RANGE)
+        closest, body = self.world.closest, self.tool.body
+        for name in self.scene.critical:
+            cp = closest(body, name, CLEARANCE_RANGE)
             if cp is not None and cp.distance < best:
                 best = cp.distance
                 a, b = cp.point_a, cp.point_b
@@ -233,7 +235,7 @@ class SurgicalPathTask(Task):
     @property
     def tissue_length(self) -> float:
         """Length of shaft inside the organ: from where the shaft enters it (ray test) to the tip."""
-        hit = self.world.ray(self.port, self.tool.tip)
+        hit = self.world.ray(self._port_floats, self.tool.tip.tolist())
         if hit is None or hit.body != "organ":
             return 0.0
         return (1.0 - hit.fraction) * self.tool.insertion
@@ -245,8 +247,10 @@ class SurgicalPathTask(Task):
         """The measurement after a move that swept the shaft by ``swept_angle`` (rad)."""
         t = self.tool
         tip = t.tip
-        d = tip - self.target
-        distance = math.sqrt(d[0] * d[0] + d[1] * d[1] + d[2] * d[2])
+        # plain floats: the same arithmetic as on the arrays, without NumPy's per-call cost
+        x, y, z = tip_floats = tip.tolist()
+        tx, ty, tz = self.target.tolist()
+        distance = math.sqrt((x - tx) * (x - tx) + (y - ty) * (y - ty) + (z - tz) * (z - tz))
         clearance, escape = self._clearance()
         inside = self.tissue_length
         # lateral sweep of the part of the shaft inside tissue: area = dtheta * (r_tip^2 - r_in^2) / 2
@@ -257,7 +261,7 @@ class SurgicalPathTask(Task):
         return Measurement(
             tip=tip,
             tip_orientation=self._orientation(),
-            state=self._state(tip, clearance, escape, inside),
+            state=self._state(tip_floats, clearance, escape, inside),
             goal=self.target,
             distance=distance,
             potential=potential(distance, self.progress_scale),
@@ -269,13 +273,13 @@ class SurgicalPathTask(Task):
             failure_reason=failure,
         )
 
-    def _state(self, tip: np.ndarray, clearance: float, esc: tuple[float, float, float],
+    def _state(self, tip: list[float], clearance: float, esc: tuple[float, float, float],
                inside: float) -> np.ndarray:
         t = self.tool
         s = self.progress_scale
         lim = self.angle_limit
         yaw_t, pitch_t = self.target_angles
-        target, port = self.target, self.port
+        target, port = self.target.tolist(), self._port_floats
         return np.array(
             [
                 (tip[0] - target[0]) / s, (tip[1] - target[1]) / s, (tip[2] - target[2]) / s,
