@@ -59,7 +59,7 @@ def follow_line(task: IncisionTask) -> np.ndarray:
     """
     tip = task.tool.tip
     depth = max(0.0, task.signed_depth(tip))
-    _, s, nearest, tangent = task._project(tip[:2])
+    _, s, nearest, tangent = task.project_on_line(tip[:2])
     dz = float(np.clip((-task.band_mid - tip[2]) / task.depth_step, -1, 1))
     if depth < task.band[0] + 0.25 * MM:
         return np.array([0.0, 0.0, dz])

@@ -159,7 +159,7 @@ class IncisionTask(Task):
             for i, tip in enumerate(tips):
                 self.tool.set_tip(tip)
                 depth = max(0.0, self.signed_depth(tip))
-                deviation = self._project(tip[:2])[0]
+                deviation = self.project_on_line(tip[:2])[0]
                 clearance[i] = self.world.distance(self.tool.body, "critical_layer", CLEARANCE_RANGE)
                 reasons.append(self._failure(tip, depth, deviation, clearance[i]))
         finally:
@@ -175,7 +175,7 @@ class IncisionTask(Task):
         self.damage_total = m.damage_total
         return m
 
-    def _project(self, xy: np.ndarray) -> tuple[float, float, np.ndarray, np.ndarray]:
+    def project_on_line(self, xy: np.ndarray) -> tuple[float, float, np.ndarray, np.ndarray]:
         """Distance from ``xy`` to the planned curve, arc length there, nearest point, tangent."""
         a = self.curve[:-1]
         ab = self._segments
@@ -222,7 +222,7 @@ class IncisionTask(Task):
         tip = tip_array.tolist()
         signed_depth = self.signed_depth(tip)
         depth = max(0.0, signed_depth)
-        deviation, s, nearest, tangent = self._project(xy)
+        deviation, s, nearest, tangent = self.project_on_line(xy)
         in_band = self.band[0] <= depth <= self.band[1]
         cut = self.cut
         if in_band and deviation <= self.lateral_tolerance:
