@@ -29,7 +29,8 @@ from pathlib import Path
 
 import torch
 
-from surgsim.predictor.train import TrainOptions, train, write_json
+from surgsim._files import atomic_write_json
+from surgsim.predictor.train import TrainOptions, train
 
 GOALS = {"collision_free_rate": 0.98, "mean_waypoint_error_mm": 2.0, "speedup_single": 100.0}
 
@@ -134,7 +135,7 @@ def main() -> None:
     print("goals (held-out test patients):")
     print("\n".join(verdicts(results)))
     summary["evaluation"] = results
-    write_json(out / "summary.json", summary)
+    atomic_write_json(out / "summary.json", summary)
     print(f"results: {out / 'summary.json'}")
 
 
