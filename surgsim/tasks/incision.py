@@ -22,6 +22,10 @@ from surgsim.tasks.spec import IncisionSpec
 CLEARANCE_RANGE = 0.02
 _CURVE_POINTS = 81
 _OBS_AHEAD = 0.01
+#: project_on_line's shortcut: used within this distance (m) of its last full search, with this
+#: slack (m) on its distance bounds, far above their rounding
+_WINDOW_REACH = 0.005
+_WINDOW_SLACK = 1e-7
 LAYER_THICKNESS = 0.003
 _CRITICAL_RGBA = (0.95, 0.85, 0.30, 1.0)
 _LINE_RGBA = (0.1, 0.3, 0.9, 1.0)
@@ -82,9 +86,12 @@ class IncisionTask(Task):
         self.lateral_tolerance = p.lateral_tolerance_mm * MM
         self.max_deviation = p.max_deviation_mm * MM
         self.curve = np.zeros((_CURVE_POINTS, 2))
+        self._curve_list = self.curve.tolist()
         self.cut = np.zeros(_CURVE_POINTS, dtype=bool)
         self.length = 1.0
         self._arc_list = [0.0]
+        self._window: list[tuple[float, int]] = []  # (distance, segment), nearest first
+        self._window_centre = (math.inf, math.inf)
         self.coverage = 0.0
 
     def attach(self, world) -> None:
@@ -107,9 +114,15 @@ class IncisionTask(Task):
         control = middle + normal * _CONTROL_PER_BOW * rng.uniform(-1, 1) * p.curvature_mm * MM * scale
         u = np.linspace(0.0, 1.0, _CURVE_POINTS)[:, None]
         self.curve = (1 - u) ** 2 * start + 2 * u * (1 - u) * control + u**2 * end
+        self._curve_list = self.curve.tolist()
         self._segments = np.diff(self.curve, axis=0)
         self._segment_norm2 = np.einsum("ij,ij->i", self._segments, self._segments)
         self._arc_list = [0.0, *np.cumsum(np.sqrt(self._segment_norm2)).tolist()]
+        # the segments as plain floats (ax, ay, abx, aby, |ab|^2) for project_on_line's window
+        self._segment_floats = list(zip(*self.curve[:-1].T.tolist(), *self._segments.T.tolist(),
+                                        self._segment_norm2.tolist()))
+        self._window: list[tuple[float, int]] = []  # (distance, segment), nearest first
+        self._window_centre = (math.inf, math.inf)
         self.length = self._arc_list[-1]
         self.cut = np.zeros(_CURVE_POINTS, dtype=bool)
         self.coverage = 0.0
@@ -160,7 +173,7 @@ class IncisionTask(Task):
             for i, tip in enumerate(tips):
                 self.tool.set_tip(tip)
                 depth = max(0.0, self.signed_depth(tip))
-                deviation = self.project_on_line(tip[:2])[0]
+                deviation = self._project(tip[:2])[0]
                 clearance[i] = self.world.distance(self.tool.body, "critical_layer", CLEARANCE_RANGE)
                 reasons.append(self._failure(tip, depth, deviation, clearance[i]))
         finally:
@@ -178,21 +191,65 @@ class IncisionTask(Task):
 
     def project_on_line(self, xy: np.ndarray) -> tuple[float, float, np.ndarray, np.ndarray]:
         """Distance from ``xy`` to the planned curve, arc length there, nearest point, tangent."""
+        distance, s, nearest, tangent = self._project(xy)
+        return distance, s, np.array(nearest), np.array(tangent)
+
+    def _project(self, xy) -> tuple[float, float, tuple[float, float], tuple[float, float]]:
+        """:meth:`project_on_line` with the nearest point and the tangent as plain floats.
+
+        Always exactly the nearest segment (the first on ties) and the floats of a NumPy search
+        over all 80 segments (:meth:`_full_projection`). Near the point of the last full search
+        (less than ``_WINDOW_REACH`` away) a shortcut on plain floats gives the same answer: a
+        segment's distance changes by at most the distance D moved, so segments are tried in
+        order of their distance d at that search, and once d - D exceeds the best distance found
+        (plus a slack far above the ~1e-17 m rounding) every segment left is strictly farther.
+        """
+        x, y = float(xy[0]), float(xy[1])
+        cx, cy = self._window_centre
+        moved = math.hypot(x - cx, y - cy)
+        if not moved < _WINDOW_REACH:  # also NaN
+            return self._full_projection(xy, x, y)
+        segments = self._segment_floats
+        best = best_d = math.inf
+        i = len(segments)
+        for d_then, j in self._window:
+            if d_then - moved > best_d + _WINDOW_SLACK:
+                break
+            ax, ay, abx, aby, norm2 = segments[j]
+            # the same operations, in the same order, as the NumPy search (a 2-term einsum
+            # sums x0 y0 + x1 y1; ndarray.clip keeps t in [0, 1] the same way)
+            t = ((x - ax) * abx + (y - ay) * aby) / norm2
+            t = 0.0 if t < 0.0 else 1.0 if t > 1.0 else t
+            nx, ny = ax + t * abx, ay + t * aby
+            ox, oy = nx - x, ny - y
+            dist2 = ox * ox + oy * oy
+            if dist2 < best or (dist2 == best and j < i):  # argmin: the first of equal ones
+                best, best_d, i, best_t, nearest = dist2, math.sqrt(dist2), j, t, (nx, ny)
+        ax, ay, abx, aby, norm2 = segments[i]
+        arc = self._arc_list
+        s = arc[i] + best_t * (arc[i + 1] - arc[i])
+        root = math.sqrt(norm2)
+        return best_d, s, nearest, (abx / root, aby / root)
+
+    def _full_projection(self, xy, x: float, y: float) -> tuple[float, float, tuple[float, float], tuple[float, float]]:
+        """The projection over every segment (NumPy); it re-centres the shortcut's window on
+        ``xy``: every segment's distance there, nearest first."""
         a = self.curve[:-1]
         ab = self._segments
         # fast_einsum / fast_clip: np.einsum and ndarray.clip without their dispatch (same bits)
-        t = fast_einsum("ij,ij->i", xy - a, ab) / self._segment_norm2
+        t = fast_einsum("ij,ij->i", np.asarray(xy) - a, ab) / self._segment_norm2
         fast_clip(t, 0.0, 1.0, out=t)
         nearest = a + t[:, None] * ab
         offsets = nearest - xy
         dist2 = fast_einsum("ij,ij->i", offsets, offsets)
         i = int(dist2.argmin())
+        distance = math.sqrt(dist2[i])
+        if math.isfinite(distance):
+            order = dist2.argsort(kind="stable")
+            self._window = list(zip(np.sqrt(dist2[order]).tolist(), order.tolist()))
+            self._window_centre = (x, y)
         s = self._arc_list[i] + float(t[i]) * (self._arc_list[i + 1] - self._arc_list[i])
-        return math.sqrt(dist2[i]), s, nearest[i], ab[i] / math.sqrt(self._segment_norm2[i])
-
-    def _point_at(self, s: float) -> np.ndarray:
-        """Curve point at (about) arc length ``s``: the first sample at or beyond it."""
-        return self.curve[min(bisect_left(self._arc_list, s), _CURVE_POINTS - 1)]
+        return distance, s, tuple(nearest[i].tolist()), tuple((ab[i] / math.sqrt(self._segment_norm2[i])).tolist())
 
     def signed_depth(self, tip: np.ndarray) -> float:
         """Depth of the blade point below the tissue surface (negative above it), by a ray test."""
@@ -224,13 +281,14 @@ class IncisionTask(Task):
         tip = tip_array.tolist()
         signed_depth = self.signed_depth(tip)
         depth = max(0.0, signed_depth)
-        deviation, s, nearest, tangent = self.project_on_line(xy)
+        deviation, s, nearest, tangent = self._project(xy)
         in_band = self.band[0] <= depth <= self.band[1]
         cut = self.cut
         if in_band and deviation <= self.lateral_tolerance:
             offsets = self.curve - xy
             cut = cut | (fast_einsum("ij,ij->i", offsets, offsets) <= self.lateral_tolerance**2)
-        coverage = int(np.count_nonzero(cut)) / _CURVE_POINTS
+        # the same count as at the step that last changed the cut samples
+        coverage = self.coverage if cut is self.cut else int(np.count_nonzero(cut)) / _CURVE_POINTS
         damage = 0.0
         if depth > 0.0 and (not in_band or deviation > self.lateral_tolerance):
             prev = previous_xy
@@ -242,7 +300,7 @@ class IncisionTask(Task):
         # distance and the reward stay finite on that failing step)
         level = signed_depth if math.isfinite(signed_depth) else -tip[2]
         distance = self.length * (1.0 - coverage) + deviation + abs(level - self.band_mid)
-        end_x, end_y = self.curve[-1].tolist()
+        end_x, end_y = self._curve_list[-1]
         end_error = math.hypot(tip[0] - end_x, tip[1] - end_y)
 
         failure = self._failure(tip, depth, deviation, clearance)
@@ -267,11 +325,12 @@ class IncisionTask(Task):
         )
         return m, cut, coverage
 
-    def _state(self, tip: list[float], s: float, nearest: np.ndarray, tangent: np.ndarray, depth: float,
-               coverage: float, clearance: float) -> np.ndarray:
-        ahead = self._point_at(s + _OBS_AHEAD).tolist()
-        start, end = self.curve[0].tolist(), self.curve[-1].tolist()
-        nearest, tangent = nearest.tolist(), tangent.tolist()
+    def _state(self, tip: list[float], s: float, nearest: tuple[float, float], tangent: tuple[float, float],
+               depth: float, coverage: float, clearance: float) -> np.ndarray:
+        curve = self._curve_list  # the curve's points as plain floats
+        # the first curve sample at or beyond _OBS_AHEAD further along
+        ahead = curve[min(bisect_left(self._arc_list, s + _OBS_AHEAD), _CURVE_POINTS - 1)]
+        start, end = curve[0], curve[-1]
         scale = self.progress_scale
         return np.array(
             [
