@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
@@ -327,7 +328,8 @@ class SurgSimEnv(gym.Env):
         a = np.asarray(action, dtype=np.float64)
         if a.shape != self.action_space.shape:
             raise EnvError(f"action shape {a.shape} does not match {self.action_space.shape}")
-        if not np.isfinite(a).all():
+        # math.isfinite on the few floats: the same test as np.isfinite(a).all(), a microsecond sooner
+        if not all(map(math.isfinite, a.tolist())):
             raise EnvError(f"action contains NaN or infinite values: {a.tolist()}")
         return fast_clip(a, -1.0, 1.0)  # a.clip(-1.0, 1.0) without its dispatch (same bits)
 
