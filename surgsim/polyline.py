@@ -81,10 +81,11 @@ class Polyline:
 
     def __init__(self, path: np.ndarray, name: str = "path") -> None:
         self.points = as_path(path, name)
-        self.arc = cumulative_length(self.points)
-        self.length = float(self.arc[-1])
         self._starts = self.points[:-1]
         self._segments = np.diff(self.points, axis=0)
+        # cumulative_length(self.points), without checking and differencing the points again
+        self.arc = np.concatenate([[0.0], np.cumsum(np.linalg.norm(self._segments, axis=1))])
+        self.length = float(self.arc[-1])
         lengths2 = np.einsum("ij,ij->i", self._segments, self._segments)
         self._inverse_lengths2 = 1.0 / np.maximum(lengths2, 1e-18)
         self._segment_lengths = np.sqrt(lengths2)

@@ -22,6 +22,10 @@ from surgsim.tasks.spec import IncisionSpec
 CLEARANCE_RANGE = 0.02
 _CURVE_POINTS = 81
 _OBS_AHEAD = 0.01
+#: the quadratic Bezier's weights (1 - u)^2, 2 u (1 - u), u^2 of its start, control and end
+#: point at the curve's samples u, computed once (the same arrays build() computed each time)
+_U = np.linspace(0.0, 1.0, _CURVE_POINTS)[:, None]
+_BEZIER = ((1 - _U) ** 2, 2 * _U * (1 - _U), _U**2)
 #: project_on_line's shortcut: used within this distance (m) of its last full search, with this
 #: slack (m) on its distance bounds, far above their rounding
 _WINDOW_REACH = 0.005
@@ -112,8 +116,7 @@ class IncisionTask(Task):
         middle = rng.uniform(-centre_offset, centre_offset, 2) * scale
         start, end = middle - along * length / 2, middle + along * length / 2
         control = middle + normal * _CONTROL_PER_BOW * rng.uniform(-1, 1) * p.curvature_mm * MM * scale
-        u = np.linspace(0.0, 1.0, _CURVE_POINTS)[:, None]
-        self.curve = (1 - u) ** 2 * start + 2 * u * (1 - u) * control + u**2 * end
+        self.curve = _BEZIER[0] * start + _BEZIER[1] * control + _BEZIER[2] * end
         self._curve_list = self.curve.tolist()
         self._segments = np.diff(self.curve, axis=0)
         self._segment_norm2 = np.einsum("ij,ij->i", self._segments, self._segments)
@@ -138,15 +141,17 @@ class IncisionTask(Task):
         """The patient: skin, critical layer, the line drawn on the skin, the band to cut along it
         (in the volume only) and the start point."""
         p = self.params
-        line = np.column_stack([self.curve, np.full(_CURVE_POINTS, _LINE_HEIGHT)])[::8]
-        band = self.reference_path()[::4]
+        # every 8th curve point for the line, every 4th at mid-band for the band (as
+        # self.reference_path()[::4]), built from the curve's plain floats
+        line = tuple((x, y, _LINE_HEIGHT) for x, y in self._curve_list[::8])
+        band = tuple((x, y, -self.band_mid) for x, y in self._curve_list[::4])
         return Scene((
             Part("tissue", "tissue", slab(0.0, self.half_xy, p.tissue_thickness_mm * MM),
                  anatomy.TISSUE_RGBA),
             Part("critical_layer", "critical", slab(-self.critical_depth, self.half_xy, LAYER_THICKNESS),
                  _CRITICAL_RGBA),
-            Part("incision_line", "marker", Tube(tuple(map(vec3, line)), _LINE_RADIUS), _LINE_RGBA),
-            Part("incision", "target", Tube(tuple(map(vec3, band)), (self.band[1] - self.band[0]) / 2),
+            Part("incision_line", "marker", Tube(line, _LINE_RADIUS), _LINE_RGBA),
+            Part("incision", "target", Tube(band, (self.band[1] - self.band[0]) / 2),
                  channel="incision"),
             Part("start", "marker", Point(vec3(start_tip)), channel="start"),
         ), p)
