@@ -82,6 +82,7 @@ class IncisionTask(Task):
         super().__init__(spec)
         p = spec.params
         self.half_xy = np.array(p.tissue_size_mm) * MM / 2
+        self._half_xy_floats = self.half_xy.tolist()
         self.max_step = p.max_step_mm * MM
         self.depth_step = p.max_depth_step_mm * MM
         self.band = (p.depth_band_mm[0] * MM, p.depth_band_mm[1] * MM)
@@ -187,7 +188,7 @@ class IncisionTask(Task):
 
     # --------------------------------------------------------------- motion
     def step(self, action: np.ndarray | None) -> Measurement:
-        previous_xy = self.tool.tip[:2].copy()
+        previous_xy = self.tool.tip  # no copy needed: a move replaces the tip array, never writes into it
         if action is not None:
             self.tool.move(action)
         m, self.cut, self.coverage = self._measure(previous_xy)
@@ -239,10 +240,11 @@ class IncisionTask(Task):
     def _full_projection(self, xy, x: float, y: float) -> tuple[float, float, tuple[float, float], tuple[float, float]]:
         """The projection over every segment (NumPy); it re-centres the shortcut's window on
         ``xy``: every segment's distance there, nearest first."""
+        xy = np.asarray(xy, dtype=float)
         a = self.curve[:-1]
         ab = self._segments
         # fast_einsum / fast_clip: np.einsum and ndarray.clip without their dispatch (same bits)
-        t = fast_einsum("ij,ij->i", np.asarray(xy) - a, ab) / self._segment_norm2
+        t = fast_einsum("ij,ij->i", xy - a, ab) / self._segment_norm2
         fast_clip(t, 0.0, 1.0, out=t)
         nearest = a + t[:, None] * ab
         offsets = nearest - xy
@@ -270,7 +272,8 @@ class IncisionTask(Task):
             return "critical_structure"
         if depth > 0.0 and deviation > self.max_deviation:
             return "off_path"
-        if abs(tip[0]) > self.half_xy[0] or abs(tip[1]) > self.half_xy[1] or tip[2] > 0.05:
+        half_x, half_y = self._half_xy_floats
+        if abs(tip[0]) > half_x or abs(tip[1]) > half_y or tip[2] > 0.05:
             return "workspace"
         return None
 
@@ -281,9 +284,9 @@ class IncisionTask(Task):
         """The measurement after a move from ``previous_xy``, and the line's cut samples and
         coverage after it."""
         tip_array = self.tool.tip
-        xy = tip_array[:2]
         # plain floats: the same arithmetic as on the arrays, without NumPy's per-call cost
         tip = tip_array.tolist()
+        xy = tip[:2]
         signed_depth = self.signed_depth(tip)
         depth = max(0.0, signed_depth)
         deviation, s, nearest, tangent = self._project(xy)
