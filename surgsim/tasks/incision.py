@@ -28,7 +28,7 @@ _U = np.linspace(0.0, 1.0, _CURVE_POINTS)[:, None]
 _BEZIER = ((1 - _U) ** 2, 2 * _U * (1 - _U), _U**2)
 #: project_on_line's shortcut: used within this distance (m) of its last full search, with this
 #: slack (m) on its distance bounds, far above their rounding
-_WINDOW_REACH = 0.005
+_WINDOW_REACH = 0.008
 _WINDOW_SLACK = 1e-7
 LAYER_THICKNESS = 0.003
 _CRITICAL_RGBA = (0.95, 0.85, 0.30, 1.0)
