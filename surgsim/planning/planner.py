@@ -40,6 +40,8 @@ ORGAN_MARGIN = 2.0 * MM
 MAX_CHECKED = 5
 _RETRACT_LEVELS = 4
 _VIA_LEVELS = 10
+#: candidate turns whose clearance is computed together (shortest first; see _plan_trocar)
+_CANDIDATE_CHUNK = 2
 
 
 class PlanningError(RuntimeError):
@@ -160,24 +162,45 @@ def _plan_trocar(task: Task) -> Plan:
     u = np.linspace(0.0, 1.0, n)[None, :, None]
     turns = a[:, None] + u * (b - a)[:, None]  # (M, n, 3)
     flat = turns.reshape(-1, 3)
-    turn_clear = clearance(flat)[0].reshape(len(a), n)
     turn_tips = tool.config_to_tip(flat)
+    back = port - turn_tips  # the shaft's direction at every turn pose, as clearance() computes it
+    back /= np.linalg.norm(back, axis=1, keepdims=True)
     in_organ = geo.segment_hits_ellipsoid(port, turn_tips, np.array(organ.centre), np.array(organ.radii))
     in_organ = in_organ.reshape(len(a), n).any(axis=1)
     turn_length = np.linalg.norm(np.diff(turn_tips.reshape(len(a), n, 3), axis=1), axis=2).sum(axis=1)
     length = (start[2] - h_r) + turn_length + (goal[2] - h_b)
-    worst = turn_clear.min(axis=1)
-    score = length + CLEARANCE_WEIGHT * np.maximum(0.0, task.safety_margin - worst)
-    usable = (worst > 0.0) & ~in_organ
-    if not usable.any():
-        raise PlanningError(
-            "no collision-free way to turn the tool from its start direction onto the port-target "
-            f"line above the organ (searched {len(a)} retract / turn depths): every turn "
-            "sweeps the shaft through the organ or a critical structure"
-        )
-    order = [int(k) for k in np.argsort(score, kind="stable") if usable[k]]
+    worst = np.full(len(a), np.nan)  # each turn's least clearance, computed only when needed
+
+    def score(k: int) -> float:
+        return length[k] + CLEARANCE_WEIGHT * max(0.0, task.safety_margin - worst[k])
+
+    def ranked():
+        """The usable candidates (no organ, positive clearance) by (score, index), as a stable
+        argsort of every score gives them, computing clearances lazily: a score is the length
+        plus a penalty >= 0, so a candidate whose length already exceeds the best score found
+        can wait (candidates are evaluated shortest first, _CANDIDATE_CHUNK at a time; a
+        candidate's clearances do not depend on which others are evaluated with it)."""
+        by_length = np.argsort(length, kind="stable")
+        done, pending = 0, []  # pending: (score, index) of evaluated usable ones not yet yielded
+        while True:
+            best = min(pending) if pending else None
+            if done < len(by_length):
+                k_next = int(by_length[done])
+                if best is None or (length[k_next], k_next) <= best:
+                    ks = by_length[done : done + _CANDIDATE_CHUNK]
+                    rows = (ks[:, None] * n + np.arange(n)).ravel()
+                    clear = shaft.clearance(turn_tips[rows], back[rows], tubes, task.clearance_range)[0]
+                    worst[ks] = clear.reshape(len(ks), n).min(axis=1)
+                    pending += [(score(k), k) for k in ks.tolist() if worst[k] > 0.0 and not in_organ[k]]
+                    done += len(ks)
+                    continue
+            if best is None:
+                return
+            pending.remove(best)
+            yield best[1]
+
     failures = []
-    for k in order[:MAX_CHECKED]:
+    for k in ranked():
         corners = [start, a[k], b[k], goal]
         configs = _dedupe(np.vstack([start[None], *(_segment(p, q, steps) for p, q in zip(corners[:-1], corners[1:]))]))
         tips = tool.config_to_tip(configs)
@@ -186,6 +209,14 @@ def _plan_trocar(task: Task) -> Plan:
         if bad is None:
             return Plan(configs, tips, pb_clearance)
         failures.append(f"{reasons[bad]} at tip {np.round(tips[bad] / MM, 1).tolist()} mm")
+        if len(failures) == MAX_CHECKED:
+            break
+    if not failures:
+        raise PlanningError(
+            "no collision-free way to turn the tool from its start direction onto the port-target "
+            f"line above the organ (searched {len(a)} retract / turn depths): every turn "
+            "sweeps the shaft through the organ or a critical structure"
+        )
     raise PlanningError(
         f"the {len(failures)} best analytic candidates all fail PyBullet's check: " + "; ".join(failures)
     )
