@@ -197,10 +197,11 @@ class SurgicalPathTask(Task):
         saved = (t.yaw, t.pitch, t.insertion)
         clearance, reasons = np.empty(len(configs)), []
         try:
-            for i, (yaw, pitch, insertion) in enumerate(configs):
-                t.set_config(float(yaw), float(pitch), float(insertion))
+            # rows as plain floats: the same values as float() of each array element, read at once
+            for i, (yaw, pitch, insertion) in enumerate(configs.tolist()):
+                t.set_config(yaw, pitch, insertion)
                 clearance[i] = self._clearance()[0]
-                failure = self._failure(clearance[i], float(insertion))
+                failure = self._failure(clearance[i], insertion)
                 reasons.append(failure or (None if inside[i] else self.UNREACHABLE))
         finally:
             t.set_config(*saved)
