@@ -53,9 +53,13 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_save(path, lambda tmp: tmp.write_text(text))
 
 
-def atomic_write_json(path: str | Path, data: Any, indent: int | None = 2) -> Path:
-    """Write ``data`` as JSON to ``path`` atomically; NumPy values and paths become plain JSON."""
-    return atomic_write_text(path, json.dumps(data, indent=indent, default=_plain) + "\n")
+def atomic_write_json(path: str | Path, data: Any, indent: int | None = 2, allow_nan: bool = True) -> Path:
+    """Write ``data`` as JSON to ``path`` atomically; NumPy values and paths become plain JSON.
+
+    ``allow_nan=False`` refuses NaN and infinity (strict JSON, for files other tools read).
+    """
+    text = json.dumps(data, indent=indent, default=_plain, allow_nan=allow_nan)
+    return atomic_write_text(path, text + "\n")
 
 
 def _plain(value: Any) -> Any:

@@ -45,7 +45,7 @@ class DiscreteActions:
             raise EnvError(f"discrete action must be an integer, got {action!r}") from None
         if not 0 <= k < self.size or k != np.asarray(action):
             raise EnvError(f"discrete action {action!r} is outside 0..{self.size - 1}")
-        return self.table[k]
+        return self.table[k].copy()  # a copy: a caller may change it in place
 
     def encode(self, unit: np.ndarray) -> int:
         """The discrete action nearest a unit action: a step along its largest component (the

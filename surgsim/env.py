@@ -28,16 +28,6 @@ OBS_TYPES = ("state", "goal", "rgb", "depth")
 REWARD_TYPES = ("dense", "sparse")
 
 
-def episode_outcome(info: Mapping[str, Any]) -> str:
-    """How an episode ended, from its last ``info``: ``success``, the ``failure_reason``, or
-    ``time_limit`` (the one labelling of outcomes in evaluations, demos and recorded sessions)."""
-    if info.get("is_success"):
-        return "success"
-    if info.get("failure_reason"):
-        return str(info["failure_reason"])
-    return "time_limit"
-
-
 #: the largest seed surgsim's commands accept: NumPy's legacy seeding, and so SB3, stops there
 MAX_SEED = 2**32 - 1
 DIFFICULTIES = ("easy", "medium", "hard")

@@ -1,14 +1,15 @@
 """Polylines: paths of points in metres (N, 3), followed piecewise linearly.
 
-Written once for the env (progress along its reference path), the tasks (the incision line),
-the planner and predictor (resampling, densifying) and the scorer (deviation from a reference,
-path length). numpy and scipy only, so the scorer imports it without PyBullet.
+Written once for the env (progress along its reference path), the planner and predictor
+(resampling, densifying) and the scorer (deviation from a reference, path length). The Incision
+task projects onto its line with its own search: the same nearest segment, found faster, but in a
+float order that differs from ``Polyline.project`` in the last bit. NumPy only (SciPy where the
+scorer's k-d tree needs it), so the scorer imports it without PyBullet.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -65,17 +66,6 @@ def densify(path: np.ndarray, step: float) -> np.ndarray:
     return np.vstack(out)
 
 
-@dataclass(frozen=True)
-class Nearest:
-    """The point of a polyline nearest to a query point: its arc length ``s`` (m), the
-    ``distance`` (m) to it, the ``point`` itself and the unit ``tangent`` of its segment."""
-
-    s: float
-    distance: float
-    point: np.ndarray
-    tangent: np.ndarray
-
-
 class Polyline:
     """A path prepared once for projecting points onto it often (the env does at every step)."""
 
@@ -99,16 +89,6 @@ class Polyline:
             return 0.0, float(np.linalg.norm(np.asarray(point) - self.points[0]))
         i, t, gap2 = self._closest(point)
         return self._arc_floats[i] + t * self._segment_length_floats[i], math.sqrt(gap2)
-
-    def nearest(self, point: np.ndarray) -> Nearest:
-        """The nearest point of the path (at least one segment) to ``point``, with its tangent."""
-        i, t, gap2 = self._closest(point)
-        return Nearest(
-            s=float(self.arc[i] + t * self._segment_lengths[i]),
-            distance=math.sqrt(gap2),
-            point=self._starts[i] + t * self._segments[i],
-            tangent=self._segments[i] / self._segment_lengths[i],
-        )
 
     def _closest(self, point: np.ndarray) -> tuple[int, float, float]:
         """Segment ``i`` nearest to ``point``, the fraction ``t`` along it and the squared distance."""

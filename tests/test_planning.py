@@ -7,7 +7,10 @@ import json
 
 import numpy as np
 import pytest
+import yaml
 
+from surgsim._data import data_dir
+from surgsim.errors import EnvError
 from surgsim.planning import PlanningError, check_tip_path, plan
 from surgsim.planning.dataset import generate, split_ranges
 from surgsim.planning.paths import Polyline, densify, point_at, resample
@@ -242,3 +245,16 @@ def test_predictor_reference_uses_the_checkpoint(make_env, tmp_path):
     ref.step(ref.unwrapped.expert_action())
     with pytest.raises(PredictorError, match="not 'needle_reach'"):
         make_env("surgsim/NeedleReach-v0", reference="predictor", predictor=str(path))
+    # a checkpoint that does not fit the spec's volume is refused when the env is made ...
+    spec = yaml.safe_load((data_dir("envs") / "surgical_path.yaml").read_text())
+    spec["volume"]["resolution"] = volume.resolution // 2
+    (tmp_path / "coarse.yaml").write_text(yaml.safe_dump(spec))
+    with pytest.raises(EnvError, match=f"trained on {volume.resolution}\\^3 volumes"):
+        make_env("surgsim/SurgicalPath-v0", task_spec=str(tmp_path / "coarse.yaml"), reference="predictor",
+                 predictor=str(path))
+    # ... and one that reads other channels (the same count) at the first patient
+    swapped = config.model_copy(update={"channels": list(reversed(config.channels))})
+    other = save_checkpoint(PathNet(swapped), swapped, tmp_path / "swapped.pt")
+    env = make_env("surgsim/SurgicalPath-v0", reference="predictor", predictor=str(other))
+    with pytest.raises(EnvError, match="the predictor reads channels"):
+        env.reset(seed=0)

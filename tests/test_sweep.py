@@ -195,6 +195,14 @@ def test_restarted_trial_continues_its_run_from_the_last_checkpoint(tmp_path, mo
     assert [r["timesteps"] for r in reported] == [256]
     assert len((run / "evaluations.jsonl").read_text().splitlines()) == 2
 
+    # restarted after its last evaluation was logged but before summary.json: nothing new to
+    # evaluate, so it reports the logged one (this raised IndexError)
+    (run / "summary.json").unlink()
+    reported.clear()
+    sweep_trial(config, spec, tmp_path)
+    assert [r["timesteps"] for r in reported] == [256]
+    assert json.loads((run / "summary.json").read_text())["timesteps"] == STEPS
+
 
 @pytest.mark.parametrize(
     "argv, message",

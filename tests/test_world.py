@@ -150,6 +150,17 @@ def test_scene_bodies_move_rebuild_and_remove(world):
     assert world.names == ["ball"] and world.removed == 3
 
 
+def test_a_part_that_loses_its_body_is_removed(world):
+    bodies = SceneBodies(world)
+    bodies.show(_scene())
+    assert "ball" in world.names
+    # the same name, now a seen-only part: an unrendered world must not keep the colliding sphere
+    bodies.show(_scene().with_part(Part("ball", "target", Sphere((0, 0, 0), 0.01), (1, 0, 0, 1))))
+    assert "ball" not in world.names
+    bodies.show(_scene())  # and it comes back when it collides again
+    assert "ball" in world.names
+
+
 def test_seen_only_parts_are_built_in_rendered_worlds():
     world = World(visuals=True)
     try:

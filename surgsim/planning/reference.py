@@ -73,11 +73,20 @@ class PredictedReference(_PathReference):
         from surgsim.predictor import PathPredictor
 
         self.predictor = PathPredictor.load(checkpoint, device="cpu", task=spec.task)
+        config = self.predictor.config
+        if spec.volume is None or spec.volume.resolution != config.resolution:
+            got = "no volume block" if spec.volume is None else f"volume resolution {spec.volume.resolution}"
+            raise EnvError(f"predictor {checkpoint}: trained on {config.resolution}^3 volumes; the spec "
+                           f"{spec.name} has {got}")
 
     def make(self, task: Task) -> tuple[np.ndarray, str]:
         from surgsim.planning.volume import preop_volume
 
-        return self.predictor.predict(preop_volume(task).data, task.start_vector()), self.name
+        volume = preop_volume(task)
+        if list(volume.channels) != list(self.predictor.config.channels):  # same count, other meaning
+            raise EnvError(f"the predictor reads channels {self.predictor.config.channels}; this "
+                           f"patient's volume has {list(volume.channels)}")
+        return self.predictor.predict(volume.data, task.start_vector()), self.name
 
 
 def reference_strategy(name: str, spec: TaskSpec, predictor: str | Path | None = None) -> StraightReference:

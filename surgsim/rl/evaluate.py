@@ -9,7 +9,7 @@ from typing import Any, Callable
 import gymnasium as gym
 import numpy as np
 
-from surgsim.env import episode_outcome
+from surgsim.outcome import episode_outcome
 
 Policy = Callable[[Any], Any]
 

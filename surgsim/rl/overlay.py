@@ -13,7 +13,7 @@ import gymnasium as gym
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from surgsim.env import episode_outcome
+from surgsim.outcome import episode_outcome
 
 _WHITE = (235, 235, 235)
 _GREEN = (90, 220, 110)

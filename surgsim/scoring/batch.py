@@ -19,10 +19,11 @@ from typing import Any, Callable, Sequence, TypeVar
 
 from tqdm import tqdm
 
+from surgsim._files import atomic_write_json
 from surgsim.scoring.calibrate import Measured
 from surgsim.scoring.metrics import MetricSettings, compute_metrics
 from surgsim.scoring.report import (
-    atomic_write, cohort_figure, session_figure, session_report, summary_row, write_json, write_summary,
+    atomic_write, cohort_figure, session_figure, session_report, summary_row, write_summary,
 )
 from surgsim.scoring.rubric import Rubric, RubricError, default_rubric, load_rubric
 from surgsim.scoring.score import ScoreError, check_task, not_gradable, score_metrics
@@ -161,7 +162,7 @@ def _grade_one(
         score = None if reason else score_metrics(metrics.combined, rubric)
         report = session_report(str(path), session, metrics, score, rubric=rubric.task, reason=reason)
         json_path, png_path = (out / placed.with_name(placed.name + s) for s in REPORT_SUFFIXES)
-        write_json(json_path, report)
+        atomic_write_json(json_path, report, allow_nan=False)  # values are finite or null
         if figures and score:
             session_figure(png_path, session, metrics, score)
         return summary_row(report)

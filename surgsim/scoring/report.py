@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -96,11 +95,6 @@ def session_report(
             for track, values in metrics.instruments.items()
         },
     }
-
-
-def write_json(path: Path, data: dict[str, Any]) -> Path:
-    """Write ``data`` as indented JSON, atomically (NaN is refused: values are finite or null)."""
-    return atomic_write(path, lambda f: json.dump(data, f, indent=2, allow_nan=False))
 
 
 def _figure(size: tuple[float, float]):

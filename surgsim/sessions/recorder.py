@@ -29,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 
 from surgsim._files import claim_numbered
-from surgsim.env import episode_outcome
+from surgsim.outcome import episode_outcome
 from surgsim.sessions.io import (
     META_KEY,
     canonical_json,

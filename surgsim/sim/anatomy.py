@@ -36,12 +36,12 @@ class SceneBodies:
         self._built: dict[str, Part] = {}
 
     def show(self, scene: Scene) -> None:
-        names = {part.name for part in scene.parts}
-        for name in [name for name in self._built if name not in names]:
+        bodied = {part.name for part in scene.parts if self._has_body(part)}
+        for name in [name for name in self._built if name not in bodied]:  # gone, or no body now
             self.world.remove(name)
             del self._built[name]
         for part in scene.parts:
-            if part.rgba is None or not (part.collides or self.world.visuals):
+            if part.name not in bodied:
                 continue
             old = self._built.get(part.name)
             if old == part:
@@ -51,6 +51,10 @@ class SceneBodies:
             else:
                 _add(self.world, part)
             self._built[part.name] = part
+
+    def _has_body(self, part: Part) -> bool:
+        """Seen-only parts get a body only in a world that renders; parts without a colour never."""
+        return part.rgba is not None and (part.collides or self.world.visuals)
 
 
 def _moved_only(old: Part, new: Part) -> bool:

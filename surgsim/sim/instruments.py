@@ -22,8 +22,6 @@ class FreeTool:
     configuration is the tip itself. ``urdf`` (under assets/) gives its body; ``steps`` (m) is its
     largest move along x, y and z in one step."""
 
-    config_names = ("x", "y", "z")
-
     def __init__(self, world: World, body: str, urdf: str, tip: Sequence[float], steps: Sequence[float]) -> None:
         self.world = world
         self.body = body
@@ -101,7 +99,6 @@ class TrocarTool:
 
     body = "instrument"
     urdf = "instruments/laparoscopic_tool.urdf"
-    config_names = ("yaw", "pitch", "insertion")
 
     def __init__(self, world: World, rcm: Sequence[float], *, angle_limit: float, angle_step: float,
                  insertion_step: float, insertion_range: tuple[float, float]) -> None:

@@ -253,11 +253,6 @@ class World:
         p.removeBody(body, physicsClientId=self.client)
         self.removed += 1
 
-    def remove_all(self, names: Sequence[str]) -> None:
-        for name in list(names):
-            if name in self._bodies:
-                self.remove(name)
-
     # ----------------------------------------------------------------- queries
     def closest(self, a: str, b: str, max_distance: float) -> ClosestPoint | None:
         """Nearest points between bodies ``a`` and ``b`` if closer than ``max_distance``, else None."""

@@ -178,8 +178,8 @@ class Task(ABC):
     def reference_path(self) -> np.ndarray:
         """The task's simple ("straight") reference path of the tool tip, (N, 3) in metres.
 
-        The env's ``reference="straight"``; the planner (``surgsim.planning``) gives the
-        default, collision-checked reference.
+        The env's ``reference="straight"``; the planner (``surgsim.planning``) gives a
+        collision-checked one (SurgicalPath's spec asks for it by default).
         """
 
     # ------------------------------------------------ planning interface

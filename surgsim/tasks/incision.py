@@ -31,7 +31,6 @@ _BEZIER = ((1 - _U) ** 2, 2 * _U * (1 - _U), _U**2)
 _WINDOW_REACH = 0.008
 _WINDOW_SLACK = 1e-7
 LAYER_THICKNESS = 0.003
-_CRITICAL_RGBA = (0.95, 0.85, 0.30, 1.0)
 _LINE_RGBA = (0.1, 0.3, 0.9, 1.0)
 #: the line drawn on the skin: its height above the surface and its radius (m)
 _LINE_HEIGHT = 0.0003
@@ -150,7 +149,7 @@ class IncisionTask(Task):
             Part("tissue", "tissue", slab(0.0, self.half_xy, p.tissue_thickness_mm * MM),
                  anatomy.TISSUE_RGBA),
             Part("critical_layer", "critical", slab(-self.critical_depth, self.half_xy, LAYER_THICKNESS),
-                 _CRITICAL_RGBA),
+                 anatomy.NERVE_RGBA),
             Part("incision_line", "marker", Tube(line, _LINE_RADIUS), _LINE_RGBA),
             Part("incision", "target", Tube(band, (self.band[1] - self.band[0]) / 2),
                  channel="incision"),

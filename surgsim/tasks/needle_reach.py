@@ -47,6 +47,8 @@ class NeedleReachTask(Task):
         # one step moves up to a full step on every axis: pursue a point that far ahead
         self.reference_lookahead = self.max_step * math.sqrt(3.0)
         self.target = np.array(p.start)
+        self.start_tip = np.array(p.start)
+        self._reference = np.vstack([self.start_tip, self.target])  # until the first patient
 
     def attach(self, world) -> None:
         super().attach(world)

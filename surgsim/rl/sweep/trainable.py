@@ -63,10 +63,14 @@ def sweep_trial(config: dict[str, Any], spec: SweepSpec, sweep_dir: Path) -> Non
             report(pending.pop())
         pending.append(record)
 
+    def last_logged(run: Path) -> dict[str, Any]:
+        return json.loads((run / "evaluations.jsonl").read_text().splitlines()[-1])
+
     previous = latest_run(Path(args.log_folder), args.algo, args.env_id)
     if previous is not None and (previous / "summary.json").is_file():
-        report(json.loads((previous / "evaluations.jsonl").read_text().splitlines()[-1]))
+        report(last_logged(previous))
         return
     resumable = previous is not None and latest_checkpoint(previous) is not None
-    train(args, resume=previous if resumable else None, on_evaluation=report_previous)
-    report(pending.pop())
+    run = train(args, resume=previous if resumable else None, on_evaluation=report_previous)
+    # a trial restarted after its last evaluation was logged trains no new one: report that one
+    report(pending.pop() if pending else last_logged(run))
