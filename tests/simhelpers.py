@@ -76,3 +76,10 @@ def run_python(code: str, blocked: tuple[str, ...] = (), timeout: float = 120) -
     done = subprocess.run([sys.executable, "-c", prefix + code], capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, done.stderr
     return done.stdout
+
+
+def one_line_error(result) -> str:
+    """The CLI result's single ``error:`` line, after checking there is exactly one and no traceback."""
+    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in result.output, result.output
+    return lines[0]

@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from simhelpers import one_line_error
 from typer.testing import CliRunner
 
 from surgsim.cli import app
@@ -16,12 +17,6 @@ from surgsim.predictor.model import CONFIG_FORMAT, MAX_HIDDEN, MAX_RESOLUTION, P
 from surgsim.predictor.train import PredictorTrainingError, TrainOptions, train
 
 runner = CliRunner()
-
-
-def one_line_error(result) -> str:
-    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1 and "Traceback" not in result.output, result.output
-    return lines[0]
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from test_importers import jigsaws_arms, write_jigsaws
+from simhelpers import one_line_error
 from typer.testing import CliRunner
 
 import gymnasium as gym
@@ -51,12 +52,6 @@ def rewrite_metadata(path, **changes: bytes) -> None:
     table = pq.read_table(path)
     metadata = {**table.schema.metadata, **{k.encode(): v for k, v in changes.items()}}
     pq.write_table(table.replace_schema_metadata(metadata), path)
-
-
-def one_line_error(result) -> str:
-    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1 and "Traceback" not in result.output, result.output
-    return lines[0]
 
 
 # ------------------------------------------------------------------ point 6: integrity
