@@ -18,7 +18,7 @@ from surgsim.planning.reference import reference_strategy
 from surgsim.polyline import fast_clip
 from surgsim.tasks import make_task
 from surgsim.tasks.rewards import TERM_NAMES, reward_terms
-from surgsim.tasks.spec import SpecError, TaskSpec, load_spec, parse_spec
+from surgsim.tasks.spec import DIFFICULTIES, SpecError, TaskSpec, load_spec, parse_spec
 
 if TYPE_CHECKING:  # PyBullet is imported when an env is built, not by `import surgsim`
     from surgsim.tasks.base import Measurement
@@ -30,7 +30,6 @@ REWARD_TYPES = ("dense", "sparse")
 
 #: the largest seed surgsim's commands accept: NumPy's legacy seeding, and so SB3, stops there
 MAX_SEED = 2**32 - 1
-DIFFICULTIES = ("easy", "medium", "hard")
 _COST_TERMS = ("time", "proximity", "damage", "failure")
 #: info key of each reward term (written once, not formatted at every step)
 _INFO_KEYS = {name: f"reward_{name}" for name in ("goal", *TERM_NAMES)}
