@@ -53,6 +53,8 @@ REPLAY_BUFFERS = {"HerReplayBuffer": HerReplayBuffer}
 _CHECKPOINT = re.compile(r"rl_model_(\d+)_steps\.zip$")
 #: VecNormalize statistics saved with best_model.zip (the final ones differ)
 BEST_STATS = "best_vecnormalize.pkl"
+#: one JSON record per periodic evaluation, appended as the run goes
+EVALUATIONS = "evaluations.jsonl"
 
 
 class TrainingError(SurgsimError):
@@ -117,14 +119,17 @@ def check_device(device: str, here: bool = True) -> None:
         raise TrainingError(f"--device {device!r} asked for, but no CUDA GPU is available; use auto or cpu")
 
 
-def check_args(args: TrainArgs) -> None:
-    """Refuse counts below one, an unusable device and bad hyperparameters before anything is made."""
+def check_args(args: TrainArgs, device_here: bool = True) -> None:
+    """Refuse counts below one, an unusable device and bad hyperparameters before anything is made.
+
+    ``device_here=False`` checks only the device's spelling (see :func:`check_device`).
+    """
     counts = {"-n": args.n_timesteps, "--eval-freq": args.eval_freq, "--eval-episodes": args.eval_episodes,
               "--save-freq": args.save_freq, "--n-envs": args.n_envs}
     for option, value in counts.items():
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise TrainingError(f"{option} {value!r}: must be a whole number of at least 1")
-    check_device(args.device)
+    check_device(args.device, here=device_here)
     args.hyperparams = check_hyperparams(args.algo, args.hyperparams)
 
 
@@ -212,6 +217,14 @@ def _policy_for(policy: str, env: gym.Env) -> str:
     return policy
 
 
+def read_evaluations(run_dir: Path) -> list[dict[str, Any]]:
+    """A run's evaluation records, oldest first (none before its first evaluation)."""
+    path = run_dir / EVALUATIONS
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line]
+
+
 class SurgicalEvalCallback(BaseCallback):
     """Periodic seeded evaluation: success rate, failure breakdown, return; keeps the best model."""
 
@@ -228,12 +241,10 @@ class SurgicalEvalCallback(BaseCallback):
         self.last_eval = 0
         self.best: tuple[float, float] | None = None
         self.history: list[dict[str, Any]] = []
-        jsonl = run_dir / "evaluations.jsonl"
-        if jsonl.is_file():
-            self.history = [json.loads(line) for line in jsonl.read_text().splitlines() if line]
-            if self.history:
-                self.last_eval = self.history[-1]["timesteps"]
-                self.best = max((h["success_rate"], h["mean_return"]) for h in self.history)
+        self.history = read_evaluations(run_dir)
+        if self.history:
+            self.last_eval = self.history[-1]["timesteps"]
+            self.best = max((h["success_rate"], h["mean_return"]) for h in self.history)
 
     def _on_step(self) -> bool:
         if self.num_timesteps - self.last_eval >= self.every:
@@ -253,7 +264,7 @@ class SurgicalEvalCallback(BaseCallback):
             self.logger.record(f"eval/{key}", getattr(result, key))
         record = {"timesteps": self.num_timesteps, "wall_time": time.time(), **result.to_dict()}
         self.history.append(record)
-        with open(self.run_dir / "evaluations.jsonl", "a") as fh:
+        with open(self.run_dir / EVALUATIONS, "a") as fh:
             fh.write(json.dumps(record) + "\n")
         np.savez(
             self.run_dir / "evaluations.npz",
@@ -627,10 +638,9 @@ def _rewind_logs(run_dir: Path, steps: int, n_envs: int) -> None:
     """Drop monitor rows and evaluations written after the checkpoint at ``steps``."""
     for monitor in (run_dir / "monitor").glob("*.monitor.csv"):
         _rewind_monitor(monitor, steps // n_envs)
-    jsonl = run_dir / "evaluations.jsonl"
-    if jsonl.is_file():
-        kept = [line for line in jsonl.read_text().splitlines() if line and json.loads(line)["timesteps"] <= steps]
-        atomic_write_text(jsonl, "".join(line + "\n" for line in kept))
+    if (run_dir / EVALUATIONS).is_file():
+        kept = [record for record in read_evaluations(run_dir) if record["timesteps"] <= steps]
+        atomic_write_text(run_dir / EVALUATIONS, "".join(json.dumps(record) + "\n" for record in kept))
 
 
 def _rewind_monitor(path: Path, env_steps: int) -> None:

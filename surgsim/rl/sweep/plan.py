@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from surgsim._files import atomic_write_json, claim_numbered
 from surgsim.env import MAX_SEED
 from surgsim.errors import SurgsimError, yaml_problem
 from surgsim.rl.presets import load_preset, parse_value
-from surgsim.rl.train import TrainArgs, check_args, check_device, check_env_and_algo, check_hyperparams, env_name
+from surgsim.rl.train import TrainArgs, check_args, check_env_and_algo, check_hyperparams, env_name
 
 SCHEDULERS = ("none", "asha")
 DISTRIBUTIONS = ("uniform", "loguniform", "randint")
@@ -222,12 +222,9 @@ def _check(spec: SweepSpec) -> list[dict[str, Any]]:
         )
     args = spec.template
     try:
-        checked = replace(args, device="auto")
-        check_args(checked)
-        check_device(args.device, here=False)
+        check_args(args, device_here=False)  # the trials may run on machines with a GPU
         check_env_and_algo(args.algo, args.env_id, args.env_kwargs).close()
         configs = [check_hyperparams(args.algo, config, "--grid/--search") for config in expand_configs(spec)]
-        spec.template = replace(checked, device=args.device)
         planned_timesteps(spec, {})  # the preset exists
     except SweepError:
         raise

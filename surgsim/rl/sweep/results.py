@@ -17,6 +17,7 @@ from surgsim._files import atomic_write_text
 from surgsim.rl.sweep.plan import SweepSpec, base_preset, planned_timesteps, planned_trials, read_plan
 from surgsim.rl.sweep.plots import Curve, plot_success
 from surgsim.rl.sweep.trainable import latest_run, trial_name
+from surgsim.rl.train import read_evaluations
 
 #: Ray Tune's experiment folder inside the sweep folder
 EXPERIMENT = "ray"
@@ -73,10 +74,7 @@ def _error_message(trial: Any) -> str:
 
 
 def _history(run_dir: Path | None) -> list[dict[str, Any]]:
-    path = run_dir / "evaluations.jsonl" if run_dir else None
-    if path is None or not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line]
+    return read_evaluations(run_dir) if run_dir else []
 
 
 def collect_trials(sweep_dir: Path, spec: SweepSpec, configs: list[dict[str, Any]]) -> list[TrialResult]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -10,7 +9,7 @@ from typing import Any
 from ray import tune
 
 from surgsim.rl.sweep.plan import PlannedTrial, SweepSpec
-from surgsim.rl.train import TrainArgs, env_name, latest_checkpoint, train
+from surgsim.rl.train import TrainArgs, env_name, latest_checkpoint, read_evaluations, train
 
 #: what every trial reports to Tune at each evaluation (besides ``timesteps``)
 METRICS = ("success_rate", "mean_return", "critical_failure_rate", "mean_length")
@@ -63,14 +62,11 @@ def sweep_trial(config: dict[str, Any], spec: SweepSpec, sweep_dir: Path) -> Non
             report(pending.pop())
         pending.append(record)
 
-    def last_logged(run: Path) -> dict[str, Any]:
-        return json.loads((run / "evaluations.jsonl").read_text().splitlines()[-1])
-
     previous = latest_run(Path(args.log_folder), args.algo, args.env_id)
     if previous is not None and (previous / "summary.json").is_file():
-        report(last_logged(previous))
+        report(read_evaluations(previous)[-1])
         return
     resumable = previous is not None and latest_checkpoint(previous) is not None
     run = train(args, resume=previous if resumable else None, on_evaluation=report_previous)
     # a trial restarted after its last evaluation was logged trains no new one: report that one
-    report(pending.pop() if pending else last_logged(run))
+    report(pending.pop() if pending else read_evaluations(run)[-1])
