@@ -270,6 +270,17 @@ def test_no_two_sessions_share_a_report_path(tmp_path) -> None:
     assert "cohort.png/d.parquet: its report folder 'cohort.png' has the name of a file the batch writes" in str(failure)
 
 
+def test_measuring_writes_no_reports_so_a_batch_file_folder_name_is_no_failure(tmp_path) -> None:
+    write_session(_session(1), tmp_path / "summary.csv" / "x.parquet")
+    write_session(_session(2), tmp_path / "y.parquet")
+    batch = batch_module.measure_folder([tmp_path], workers=1, progress=False)
+    assert batch.failures == []
+    assert sorted(Path(m.source).relative_to(tmp_path).as_posix() for m in batch.results) == [
+        "summary.csv/x.parquet", "y.parquet"]
+    _, failures = find_sessions([tmp_path])  # grading would write summary.csv there: it still refuses
+    assert [Path(f.file).relative_to(tmp_path).as_posix() for f in failures] == ["summary.csv/x.parquet"]
+
+
 def test_positions_near_1e307_give_null_shown_values_not_a_crash(tmp_path) -> None:
     write_session(_scaled(_session(3), 1e307), tmp_path / "in" / "far.parquet")
     write_session(_session(3), tmp_path / "in" / "near.parquet")

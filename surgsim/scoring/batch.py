@@ -59,6 +59,20 @@ BATCH_FILES = ("summary.csv", "failures.csv", "cohort.png")
 REPORT_SUFFIXES = (".json", ".png")
 
 
+def _session_paths(paths: Sequence[str | Path]) -> tuple[list[Path], list[Failure]]:
+    """Every ``*.parquet`` under the folders or files, once each (a file reached through two
+    inputs is listed once), and a failure for each input that does not exist."""
+    found: dict[str, Path] = {}
+    failures = []
+    for path in map(Path, paths):
+        if not (path.is_dir() or path.is_file()):
+            failures.append(Failure(str(path), f"{path}: no such file or folder"))
+            continue
+        for f in session_files(path, f"*{SUFFIX}"):
+            found.setdefault(os.path.abspath(f), f)
+    return list(found.values()), failures
+
+
 def find_sessions(paths: Sequence[str | Path]) -> tuple[list[tuple[Path, Path]], list[Failure]]:
     """(file, its report path without suffix) for every ``*.parquet`` under the folders or files.
 
@@ -66,24 +80,17 @@ def find_sessions(paths: Sequence[str | Path]) -> tuple[list[tuple[Path, Path]],
     inputs get two reports; a file reached through two inputs is graded once. See
     :func:`_report_stems` for the names.
     """
-    found: dict[str, Path] = {}
-    roots = []
-    failures = []
-    for path in map(Path, paths):
-        if not (path.is_dir() or path.is_file()):
-            failures.append(Failure(str(path), f"{path}: no such file or folder"))
-            continue
-        roots.append(os.path.abspath(path if path.is_dir() else path.parent))
-        for f in session_files(path, f"*{SUFFIX}"):
-            found.setdefault(os.path.abspath(f), f)
+    files, failures = _session_paths(paths)
+    roots = [os.path.abspath(path if path.is_dir() else path.parent) for path in map(Path, paths)
+             if path.is_dir() or path.is_file()]
     common = os.path.commonpath(roots) if roots else ""
-    relative = {absolute: Path(os.path.relpath(absolute, common)) for absolute in found}
+    relative = {f: Path(os.path.relpath(os.path.abspath(f), common)) for f in files}
     stems = _report_stems(list(relative.values()))
     placed = []
-    for absolute, f in found.items():
-        stem = stems.get(relative[absolute])
+    for f in files:
+        stem = stems.get(relative[f])
         if stem is None:
-            folder = relative[absolute].parts[0]
+            folder = relative[f].parts[0]
             problem = f"its report folder {folder!r} has the name of a file the batch writes"
             failures.append(Failure(str(f), f"{f}: {problem} ({', '.join(BATCH_FILES)})"))
         else:
@@ -214,10 +221,12 @@ def _measure_one(job: tuple[Path, MetricSettings]) -> Measured | Failure:
 def measure_folder(
     paths: Sequence[str | Path], settings: MetricSettings | None = None, *, workers: int = 1, progress: bool = True
 ) -> Batch:
-    """The combined metrics and metadata of every session under ``paths`` (for calibration)."""
-    found, failures = find_sessions(paths)
+    """The combined metrics and metadata of every session under ``paths`` (for calibration).
+
+    No reports are written, so no session fails for where its report would go."""
+    found, failures = _session_paths(paths)
     settings = settings or MetricSettings()
     batch = Batch(failures=failures)
-    for result in run_all(_measure_one, [(f, settings) for f, _ in found], workers, "measure", progress):
+    for result in run_all(_measure_one, [(f, settings) for f in found], workers, "measure", progress):
         (batch.failures if isinstance(result, Failure) else batch.results).append(result)
     return batch
