@@ -58,8 +58,10 @@ def follow_line(task: IncisionTask) -> np.ndarray:
     twice the cross-track error, so deviations stay small even one axis at a time.
     """
     tip = task.tool.tip
-    depth = max(0.0, task.signed_depth(tip))
-    _, s, nearest, tangent = task.project_on_line(tip[:2])
+    # the last step's measurement of this same tip: its depth and projection on the line
+    depth = task.last_depth
+    _, s, nearest, tangent = task.last_projection
+    nearest, tangent = np.array(nearest), np.array(tangent)
     dz = float(np.clip((-task.band_mid - tip[2]) / task.depth_step, -1, 1))
     if depth < task.band[0] + 0.25 * MM:
         return np.array([0.0, 0.0, dz])

@@ -97,6 +97,11 @@ class IncisionTask(Task):
         self._window: list[tuple[float, int]] = []  # (distance, segment), nearest first
         self._window_centre = (math.inf, math.inf)
         self.coverage = 0.0
+        #: the last step's (or reset's) blade depth and projection on the line (distance, arc
+        #: length, nearest point, tangent, as :meth:`_project` gives them), for the expert
+        self.last_depth = 0.0
+        self.last_projection: tuple[float, float, tuple[float, float], tuple[float, float]] = (
+            math.inf, 0.0, (0.0, 0.0), (1.0, 0.0))
 
     def attach(self, world) -> None:
         super().attach(world)
@@ -190,7 +195,8 @@ class IncisionTask(Task):
         previous_xy = self.tool.tip  # no copy needed: a move replaces the tip array, never writes into it
         if action is not None:
             self.tool.move(action)
-        m, self.cut, self.coverage = self._measure(previous_xy)
+        m, self.cut, self.coverage, self.last_projection = self._measure(previous_xy)
+        self.last_depth = m.depth
         self.damage_total = m.damage_total
         return m
 
@@ -279,16 +285,17 @@ class IncisionTask(Task):
     def measure(self) -> Measurement:
         return self._measure(self.tool.tip[:2])[0]
 
-    def _measure(self, previous_xy: np.ndarray) -> tuple[Measurement, np.ndarray, float]:
-        """The measurement after a move from ``previous_xy``, and the line's cut samples and
-        coverage after it."""
+    def _measure(self, previous_xy: np.ndarray) -> tuple[
+            Measurement, np.ndarray, float, tuple[float, float, tuple[float, float], tuple[float, float]]]:
+        """The measurement after a move from ``previous_xy``, the line's cut samples and
+        coverage after it, and the blade's projection on the line (as :meth:`_project`)."""
         tip_array = self.tool.tip
         # plain floats: the same arithmetic as on the arrays, without NumPy's per-call cost
         tip = tip_array.tolist()
         xy = tip[:2]
         signed_depth = self.signed_depth(tip)
         depth = max(0.0, signed_depth)
-        deviation, s, nearest, tangent = self._project(xy)
+        projection = deviation, s, nearest, tangent = self._project(xy)
         in_band = self.band[0] <= depth <= self.band[1]
         cut = self.cut
         if in_band and deviation <= self.lateral_tolerance:
@@ -330,7 +337,7 @@ class IncisionTask(Task):
             success=success,
             failure_reason=failure,
         )
-        return m, cut, coverage
+        return m, cut, coverage, projection
 
     def _state(self, tip: list[float], s: float, nearest: tuple[float, float], tangent: tuple[float, float],
                depth: float, coverage: float, clearance: float) -> np.ndarray:
