@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import json
 from pathlib import Path
 from typing import List, Optional
 
@@ -76,15 +75,15 @@ def report_cmd(
     """Grade every session: <out>/<name>.json (+ .png), summary.csv, failures.csv, cohort.png."""
     _inputs(paths)
     check_writable(out, "--out", folder=True)
-    from surgsim.scoring.batch import find_sessions, grade_folder
+    from surgsim.scoring.batch import find_sessions, grade_sessions
     from surgsim.scoring.rubric import RubricError
 
     found, missing = find_sessions(paths)
     if not found and not missing:
         fail(f"no session files (*.parquet) in {', '.join(map(str, paths))}")
     try:
-        batch = grade_folder(
-            paths, out, rubric=rubric, workers=_workers(workers), figures=figures, progress=progress, any_task=any_task
+        batch = grade_sessions(
+            found, out, failures=missing, rubric=rubric, workers=_workers(workers), figures=figures, progress=progress, any_task=any_task
         )
     except RubricError as exc:
         fail(str(exc))
@@ -166,7 +165,7 @@ def evaluate_cmd(
     from dataclasses import asdict
 
     from surgsim.scoring.calibrate import CalibrationError, evaluate
-    from surgsim.scoring.report import atomic_write
+    from surgsim._files import atomic_write_json
 
     if cv not in ("louo", "loso"):
         fail(f"--cv must be louo or loso, got {cv!r}")
@@ -182,6 +181,6 @@ def evaluate_cmd(
     typer.echo(f"Spearman rho (score vs {label}): {rho} (p = {p_value})")
     typer.echo(f"level accuracy: {accuracy}")
     if out is not None:
-        atomic_write(out, lambda f: json.dump(asdict(result), f, indent=2, allow_nan=False))
+        atomic_write_json(out, asdict(result), allow_nan=False)
         typer.echo(f"wrote {out}")
     _report_failures(batch.failures, len(batch.results) + len(batch.failures))

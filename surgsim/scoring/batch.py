@@ -190,14 +190,34 @@ def grade_folder(
     """Grade every session under ``paths`` into ``out``: per-session JSON (+ PNG), summary.csv,
     failures.csv and cohort.png. The rubric is ``rubric`` or each session's task default; a
     rubric made for another task than a session's fails that session unless ``any_task``."""
-    out = Path(out)
     found, failures = find_sessions(paths)
+    return grade_sessions(
+        found, out, failures=failures, rubric=rubric, workers=workers, figures=figures, progress=progress,
+        any_task=any_task,
+    )
+
+
+def grade_sessions(
+    found: Sequence[tuple[Path, Path]],
+    out: str | Path,
+    *,
+    failures: Sequence[Failure] = (),
+    rubric: str | Path | None = None,
+    workers: int = 1,
+    figures: bool = True,
+    progress: bool = True,
+    any_task: bool = False,
+) -> Batch:
+    """:func:`grade_folder` of sessions already found by :func:`find_sessions` (``found`` and its
+    ``failures``), for a caller that looked at them first: the inputs are walked once."""
+    out = Path(out)
+    failures = list(failures)
     rubric_path = str(rubric) if rubric is not None else None
     if rubric_path is not None:
         load_rubric(rubric_path)  # a bad rubric fails the batch once, not every file
     grade = functools.partial(_grade_one, out=out, rubric_path=rubric_path, figures=figures, any_task=any_task)
     batch = Batch(failures=failures)
-    for result in run_all(grade, found, workers, "score", progress):
+    for result in run_all(grade, list(found), workers, "score", progress):
         (batch.failures if isinstance(result, Failure) else batch.results).append(result)
     out.mkdir(parents=True, exist_ok=True)
     summary, failed, cohort = (out / name for name in BATCH_FILES)
