@@ -133,14 +133,15 @@ def _plan_trocar(task: Task) -> Plan:
     tubes = geo.Tubes.from_parts(scene.with_role("critical"))
     shaft = geo.Shaft(*tool.shaft)
 
-    def clearance(configs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        tips = tool.config_to_tip(configs)
+    def shaft_clearance(tips: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The shaft's clearance (and nearest tube) with its tip at each of ``tips`` (N, 3),
+        the shaft running back from there through the port."""
         back = port - tips
         back /= np.linalg.norm(back, axis=1, keepdims=True)
         return shaft.clearance(tips, back, tubes, task.clearance_range)
 
     # the last stretch is forced: the shaft along the port-target line
-    final, owner = clearance(goal[None])
+    final, owner = shaft_clearance(tool.config_to_tip(goal[None]))
     if final[0] <= 0.0:
         raise PlanningError(
             f"no path: the straight shaft from the port to the target crosses {tubes.names[owner[0]]} "
@@ -163,8 +164,6 @@ def _plan_trocar(task: Task) -> Plan:
     turns = a[:, None] + u * (b - a)[:, None]  # (M, n, 3)
     flat = turns.reshape(-1, 3)
     turn_tips = tool.config_to_tip(flat)
-    back = port - turn_tips  # the shaft's direction at every turn pose, as clearance() computes it
-    back /= np.linalg.norm(back, axis=1, keepdims=True)
     in_organ = geo.segment_hits_ellipsoid(port, turn_tips, np.array(organ.centre), np.array(organ.radii))
     in_organ = in_organ.reshape(len(a), n).any(axis=1)
     turn_length = np.linalg.norm(np.diff(turn_tips.reshape(len(a), n, 3), axis=1), axis=2).sum(axis=1)
@@ -189,7 +188,7 @@ def _plan_trocar(task: Task) -> Plan:
                 if best is None or (length[k_next], k_next) <= best:
                     ks = by_length[done : done + _CANDIDATE_CHUNK]
                     rows = (ks[:, None] * n + np.arange(n)).ravel()
-                    clear = shaft.clearance(turn_tips[rows], back[rows], tubes, task.clearance_range)[0]
+                    clear = shaft_clearance(turn_tips[rows])[0]
                     worst[ks] = clear.reshape(len(ks), n).min(axis=1)
                     pending += [(score(k), k) for k in ks.tolist() if worst[k] > 0.0 and not in_organ[k]]
                     done += len(ks)
