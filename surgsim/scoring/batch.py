@@ -26,7 +26,7 @@ from surgsim.scoring.report import (
     atomic_write, cohort_figure, session_figure, session_report, summary_row, write_summary,
 )
 from surgsim.scoring.rubric import Rubric, RubricError, default_rubric, load_rubric
-from surgsim.scoring.score import ScoreError, check_task, not_gradable, score_metrics
+from surgsim.scoring.score import ScoreError, grade_session
 from surgsim.sessions.io import read_session, session_files
 from surgsim.sessions.session import SessionError
 
@@ -163,10 +163,7 @@ def _grade_one(
         session = read_session(path)
         task = session.meta.get("task")
         rubric = _rubric(rubric_path, task if isinstance(task, str) else None)  # meta is any JSON
-        check_task(rubric, task, any_task)
-        metrics = compute_metrics(session, rubric.metric_settings())
-        reason = not_gradable(session, rubric)
-        score = None if reason else score_metrics(metrics.combined, rubric)
+        metrics, score, reason = grade_session(session, rubric, any_task=any_task)
         report = session_report(str(path), session, metrics, score, rubric=rubric.task, reason=reason)
         json_path, png_path = (out / placed.with_name(placed.name + s) for s in REPORT_SUFFIXES)
         atomic_write_json(json_path, report, allow_nan=False)  # values are finite or null

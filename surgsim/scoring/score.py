@@ -133,6 +133,24 @@ def score_metrics(values: dict[str, float | None], rubric: Rubric) -> Score:
     return Score(composite, rubric.levels.level(composite), rubric.task, scored, unavailable)
 
 
+def grade_session(
+    session: Session, rubric: Rubric | None = None, *, any_task: bool = False
+) -> tuple[SessionMetrics, Score | None, str | None]:
+    """(metrics, grade, why not gradable) of a session; ``rubric`` defaults to the shipped one of
+    its meta task. A session too short to grade has its metrics, no grade and the reason; a
+    gradable one has its grade and reason None.
+
+    Raises :class:`ScoreError` for a rubric of another task (unless ``any_task``) or none of
+    whose metrics the session has.
+    """
+    task = session.meta.get("task")
+    rubric = rubric or default_rubric(task)
+    check_task(rubric, task, any_task)
+    metrics = compute_metrics(session, rubric.metric_settings())
+    reason = not_gradable(session, rubric)
+    return metrics, None if reason else score_metrics(metrics.combined, rubric), reason
+
+
 def score_session(
     session: Session, rubric: Rubric | None = None, *, any_task: bool = False
 ) -> tuple[SessionMetrics, Score]:
@@ -141,11 +159,7 @@ def score_session(
     Raises :class:`ScoreError` for a rubric of another task (unless ``any_task``) and
     :class:`NotGradable` for a session too short to grade.
     """
-    task = session.meta.get("task")
-    rubric = rubric or default_rubric(task)
-    check_task(rubric, task, any_task)
-    problem = not_gradable(session, rubric)
-    if problem:
-        raise NotGradable(problem)
-    metrics = compute_metrics(session, rubric.metric_settings())
-    return metrics, score_metrics(metrics.combined, rubric)
+    metrics, score, reason = grade_session(session, rubric, any_task=any_task)
+    if score is None:
+        raise NotGradable(reason)
+    return metrics, score
