@@ -135,3 +135,10 @@ def test_demo_writes_an_mp4_with_the_video_extra(tmp_path):
     result = runner.invoke(app, ["demo", "--env", "surgsim/NeedleReach-v0", "-n", "1", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert out.read_bytes()[4:8] == b"ftyp"  # an ISO media (MP4) file
+
+
+def test_render_refuses_a_video_format_before_loading_the_run(tmp_path):
+    # the run folder does not even exist: the output is checked first, as in the demo
+    result = runner.invoke(app, ["render", str(tmp_path / "no-run"), "--out", str(tmp_path / "run.avi")])
+    assert result.exit_code == 2
+    assert "unsupported video format '.avi'" in result.output and "Traceback" not in result.output

@@ -68,6 +68,19 @@ def check_writable(path: Path, option: str, folder: bool) -> None:
         fail(f"{option} {path}: cannot write in {existing} ({exc.strerror or exc})")
 
 
+def check_video_out(out: Path) -> None:
+    """Refuse a video output (``--out``) that could not be written, before any episode runs."""
+    from surgsim._extras import MissingExtra
+    from surgsim.errors import SurgsimError
+    from surgsim.rl.render import check_video_target
+
+    try:
+        check_video_target(out)
+    except (SurgsimError, MissingExtra) as exc:
+        fail(str(exc))
+    check_writable(out, "--out", folder=False)
+
+
 def check_seed(ctx: typer.Context, param: typer.CallbackParam, value: int | None) -> int | None:
     """A ``--seed`` option's callback: refuse a seed the libraries below would crash on."""
     from surgsim.env import MAX_SEED

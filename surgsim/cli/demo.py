@@ -7,23 +7,9 @@ from typing import Optional
 
 import typer
 
-from surgsim.cli._common import app, check_difficulty, check_seed, check_writable, fail
 from surgsim._extras import MissingExtra
+from surgsim.cli._common import app, check_difficulty, check_seed, check_video_out, fail
 from surgsim.errors import SurgsimError
-
-VIDEO_FORMATS = (".gif", ".mp4")
-
-
-def _check_video_target(out: Path) -> None:
-    """Refuse an output the demo could not write, before spending time on the episodes."""
-    if out.suffix.lower() not in VIDEO_FORMATS:
-        fail(f"--out {out}: unsupported video format {out.suffix!r}; use .gif or .mp4")
-    if out.suffix.lower() == ".mp4":
-        try:
-            import imageio_ffmpeg  # noqa: F401
-        except ImportError:
-            fail(f"--out {out}: MP4 output needs the video extra: pip install 'surgsim[video]'")
-    check_writable(out, "--out", folder=False)
 
 
 @app.command("demo")
@@ -58,7 +44,7 @@ def demo(
     if policy not in ("expert", "random"):
         fail(f"--policy {policy!r} is not valid; expected 'expert' or 'random'")
     if out is not None:
-        _check_video_target(out)
+        check_video_out(out)
     try:
         environment = gym.make(env, difficulty=difficulty, render_mode="rgb_array" if out else None)
     except SurgsimError as exc:

@@ -9,7 +9,7 @@ import typer
 
 from surgsim._files import atomic_write_json, claim_numbered
 from surgsim.cli import _options as options
-from surgsim.cli._common import app, check_seed, check_writable, fail, require_extra
+from surgsim.cli._common import app, check_seed, check_video_out, check_writable, fail, require_extra
 from surgsim._extras import MissingExtra
 from surgsim.errors import SurgsimError
 
@@ -154,7 +154,7 @@ def render_cmd(
     from surgsim.rl.render import record_frames, write_video
     from surgsim.rl.train import TrainingError, check_device, load_run
 
-    check_writable(out, "--out", folder=False)
+    check_video_out(out)
     try:
         check_device(device)
         model, normalizer, args = load_run(run, device=device)
