@@ -283,7 +283,7 @@ class SurgSimEnv(gym.Env):
         path: it moves (in configuration space) towards the point one lookahead ahead of the tip's
         projection on the path.
         """
-        unit = self._strategy.expert_action(self.task, self._reference_ahead())
+        unit = self._strategy.expert_action(self.task, self._reference_ahead)
         if self.action_type == "continuous":
             return unit.astype(np.float32)
         return self._codec.encode(unit)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -31,8 +32,9 @@ class StraightReference:
         """The progress potential, given the distance ``to_go`` (m) still to go along the path."""
         return m.potential
 
-    def expert_action(self, task: Task, ahead: np.ndarray) -> np.ndarray:
-        """The scripted expert's unit action, given the next reference waypoint ``ahead``."""
+    def expert_action(self, task: Task, ahead: Callable[[], np.ndarray]) -> np.ndarray:
+        """The scripted expert's unit action; ``ahead()`` gives the next reference waypoint
+        (called only by strategies that follow the path: the task's own expert does not)."""
         return task.expert(task)
 
 
@@ -43,8 +45,8 @@ class _PathReference(StraightReference):
     def potential(self, m: Measurement, to_go: float, scale: float) -> float:
         return potential(to_go, scale)
 
-    def expert_action(self, task: Task, ahead: np.ndarray) -> np.ndarray:
-        return pursue(task, ahead)
+    def expert_action(self, task: Task, ahead: Callable[[], np.ndarray]) -> np.ndarray:
+        return pursue(task, ahead())
 
 
 class PlannedReference(_PathReference):
