@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 from surgsim._files import atomic_write_text
 from surgsim.cli import app
 from surgsim.scoring import batch as batch_module
+from surgsim.scoring import score as score_module
 from surgsim.scoring.metrics import MetricSettings, compute_metrics
 from surgsim.scoring.batch import find_sessions
 from surgsim.scoring.rubric import load_rubric, rubric_dir
@@ -124,7 +125,7 @@ def test_extreme_session_is_graded_beside_the_others(tmp_path) -> None:
 def test_unexpected_error_is_one_failed_file_and_the_summary_is_written(tmp_path, monkeypatch) -> None:
     for name in ("a", "b"):
         write_session(_session(), tmp_path / "in" / f"{name}.parquet")
-    real = batch_module.compute_metrics
+    real = score_module.compute_metrics
 
     def broken(session, settings=None):
         if session.meta.get("trial") == 1 and not hasattr(broken, "done"):
@@ -132,7 +133,7 @@ def test_unexpected_error_is_one_failed_file_and_the_summary_is_written(tmp_path
             raise IndexError("index -1 is out of bounds")
         return real(session, settings)
 
-    monkeypatch.setattr(batch_module, "compute_metrics", broken)
+    monkeypatch.setattr(score_module, "compute_metrics", broken)  # the batch grades with score.grade_session
     result = _score(str(tmp_path / "in"), "--out", str(tmp_path / "r"))
     assert result.exit_code == 1, result.output
     assert "1 of 2 files failed" in result.stderr
