@@ -33,9 +33,6 @@ MAX_SEED = 2**32 - 1
 _COST_TERMS = ("time", "proximity", "damage", "failure")
 #: info key of each reward term (written once, not formatted at every step)
 _INFO_KEYS = {name: f"reward_{name}" for name in ("goal", *TERM_NAMES)}
-#: the world is cleared and rebuilt once this many bodies have been removed from it (PyBullet
-#: keeps about 12 KB of each removed body: without this, memory grows at every reset)
-_CLEAR_AFTER_REMOVALS = 256
 
 
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
@@ -185,9 +182,6 @@ class SurgSimEnv(gym.Env):
                 )
             rng = np.random.default_rng(patients[patient].seed)
             difficulty = patients[patient].difficulty
-        if self.world.removed >= _CLEAR_AFTER_REMOVALS:
-            self.world.clear()
-            self.task.attach(self.world)
         m = self.task.reset(rng, difficulty)
         self._steps = 0
         points, self.reference_source = self._strategy.make(self.task)

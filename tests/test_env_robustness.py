@@ -11,7 +11,7 @@ import pybullet as p
 import pytest
 import yaml
 
-import surgsim.env
+import surgsim.tasks.base
 from surgsim._data import data_dir
 from surgsim.sim import World
 from surgsim.tasks import SpecError, load_spec
@@ -157,7 +157,7 @@ def _episodes_with_clearing(monkeypatch, clear_after: int):
     """Six seeded hard SurgicalPath episodes (15 random steps each) when the world is cleared once
     ``clear_after`` bodies were removed: the reset observations, every step's (observation,
     reward, terminated, truncated), and how many times the world was cleared."""
-    monkeypatch.setattr(surgsim.env, "_CLEAR_AFTER_REMOVALS", clear_after)
+    monkeypatch.setattr(surgsim.tasks.base, "_CLEAR_AFTER_REMOVALS", clear_after)
     clears = []
     real_clear = World.clear
     monkeypatch.setattr(World, "clear", lambda self: (clears.append(1), real_clear(self))[1])

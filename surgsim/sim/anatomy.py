@@ -27,7 +27,7 @@ class SceneBodies:
     """Keeps a world's bodies equal to the parts of the scene last shown.
 
     A part that only moved is moved, one whose shape changed is rebuilt, and one no longer in the
-    scene is removed: bodies that live for the whole episode series are created once (the env
+    scene is removed: bodies that live for the whole episode series are created once (Task.reset
     clears the world now and then for what removed bodies leave behind).
     """
 

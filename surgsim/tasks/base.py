@@ -20,6 +20,9 @@ if TYPE_CHECKING:  # PyBullet is imported when a task is built, not by `import s
     from surgsim.sim.instruments import Instrument
 
 MM = 1e-3
+#: the world is cleared and rebuilt once this many bodies have been removed from it (PyBullet
+#: keeps about 12 KB of each removed body: without this, memory grows at every reset)
+_CLEAR_AFTER_REMOVALS = 256
 
 
 class InfeasibleScenario(SurgsimError):
@@ -121,7 +124,7 @@ class Task(ABC):
 
     def attach(self, world: World) -> None:
         """Create the bodies that live for the whole episode series (the instrument); called
-        again whenever the env clears the world to free what removed bodies left behind."""
+        again whenever :meth:`reset` clears the world to free what removed bodies left behind."""
         from surgsim.sim.anatomy import SceneBodies
 
         self.world = world
@@ -142,7 +145,13 @@ class Task(ABC):
         """Draw a new patient from ``rng`` and build it; harder difficulties widen the ranges."""
 
     def reset(self, rng: np.random.Generator, difficulty: str) -> Measurement:
-        """Draw and build a new patient; the episode's first measurement."""
+        """Draw and build a new patient; the episode's first measurement.
+
+        Once enough bodies have been removed from the world, it is cleared first and this task's
+        bodies attached again (see ``_CLEAR_AFTER_REMOVALS``)."""
+        if self.world.removed >= _CLEAR_AFTER_REMOVALS:
+            self.world.clear()
+            self.attach(self.world)
         self.build(rng, difficulty)
         self.damage_total = 0.0
         return self.step(None)
