@@ -162,15 +162,18 @@ def canonical_json(meta: dict[str, Any]) -> bytes:
     return json.dumps(meta, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 
 
-def _hash_content(h: Any, table: pa.Table, meta: dict[str, Any]) -> None:
-    """Feed ``h`` the canonical bytes of a session: every column (name, dtype, little-endian
-    bytes, each length-prefixed) and the canonical metadata; digest and signature share them."""
+def _hash_content(table: pa.Table, meta: dict[str, Any], *hashers: Any) -> None:
+    """Feed each of ``hashers`` the canonical bytes of a session: every column (name, dtype,
+    little-endian bytes, each length-prefixed) and the canonical metadata; digest and signature
+    share them, so both are fed in one pass (each column converted once)."""
 
-    def put(data: bytes) -> None:
-        h.update(len(data).to_bytes(8, "little"))
-        h.update(data)
+    def put(data: bytes, prefix: bool = True) -> None:
+        for h in hashers:
+            if prefix:
+                h.update(len(data).to_bytes(8, "little"))
+            h.update(data)
 
-    h.update(_DIGEST_DOMAIN)
+    put(_DIGEST_DOMAIN, prefix=False)
     for name in table.column_names:
         values = table.column(name).to_numpy()
         values = np.ascontiguousarray(values, dtype=values.dtype.newbyteorder("<"))
@@ -180,17 +183,23 @@ def _hash_content(h: Any, table: pa.Table, meta: dict[str, Any]) -> None:
     put(canonical_json(meta))
 
 
+def _digest_and_signature(table: pa.Table, meta: dict[str, Any], key: bytes | None) -> tuple[str, str | None]:
+    """:func:`content_digest` and, with ``key``, :func:`content_signature` (else None), in one pass."""
+    digest = hashlib.sha256()
+    signed = None if key is None else hmac.new(key, digestmod=hashlib.sha256)
+    _hash_content(table, meta, *(h for h in (digest, signed) if h is not None))
+    return digest.hexdigest(), None if signed is None else signed.hexdigest()
+
+
 def content_digest(table: pa.Table, meta: dict[str, Any]) -> str:
     """SHA-256 (hex) over every column (name, dtype, little-endian bytes) and the canonical metadata."""
-    h = hashlib.sha256()
-    _hash_content(h, table, meta)
-    return h.hexdigest()
+    return _digest_and_signature(table, meta, None)[0]
 
 
 def content_signature(table: pa.Table, meta: dict[str, Any], key: bytes) -> str:
     """HMAC-SHA256 (hex) with ``key`` over the same bytes as :func:`content_digest`."""
     h = hmac.new(key, digestmod=hashlib.sha256)
-    _hash_content(h, table, meta)
+    _hash_content(table, meta, h)
     return h.hexdigest()
 
 
@@ -250,9 +259,10 @@ def write_session(session: Session, path: str | Path, key: bytes | None = None) 
     except (TypeError, ValueError) as exc:
         raise SessionError(f"{path}: metadata is not JSON-able ({exc})") from None
     table = session_table(session)
-    metadata = {META_KEY: meta_json, DIGEST_KEY: content_digest(table, meta).encode()}
-    if key is not None:
-        metadata[SIGNATURE_KEY] = content_signature(table, meta, key).encode()
+    digest, signature = _digest_and_signature(table, meta, key)
+    metadata = {META_KEY: meta_json, DIGEST_KEY: digest.encode()}
+    if signature is not None:
+        metadata[SIGNATURE_KEY] = signature.encode()
     table = table.replace_schema_metadata(metadata)
     return atomic_save(path, lambda tmp: pq.write_table(table, tmp))
 
@@ -406,18 +416,18 @@ def _check_integrity(
             f"footer's copy differs from the Arrow schema's, or it was added); the file was changed after it "
             f"was written{also}"
         )
-    actual = content_digest(table, meta)
+    actual, expected_signature = _digest_and_signature(table, meta, key)
     if actual != stored:
         raise IntegrityError(
             f"{path}: integrity check failed: the content digest {actual[:16]}... does not match the stored "
             f"{stored[:16]}...; the file was changed after it was written{also}"
         )
-    if key is None:
+    if expected_signature is None:  # no key
         return
     signature = metadata.get(SIGNATURE_KEY, b"")
     if not signature:
         raise IntegrityError(f"{path}: not signed (no 'surgsim.hmac-sha256' metadata){also}")
-    if not hmac.compare_digest(signature, content_signature(table, meta, key).encode()):
+    if not hmac.compare_digest(signature, expected_signature.encode()):
         raise IntegrityError(
             f"{path}: signature check failed: the file was signed with another key, or changed and re-hashed "
             f"after it was signed{also}"
