@@ -25,3 +25,18 @@ def yaml_problem(exc: Any) -> str:
     problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
     mark = getattr(exc, "problem_mark", None)
     return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else problem
+
+
+def validation_problem(exc: Any, top_level: str, field: str = "", limit: int | None = None) -> str:
+    """A pydantic ``ValidationError`` in one line: ``<field>loc: problem (got input)`` for each
+    error, joined by ``; `` (the location ``top_level`` when it has none; the input's repr cut to
+    ``limit`` characters when given)."""
+
+    def got(value: Any) -> str:
+        shown = repr(value)
+        return shown if limit is None else shown[:limit]
+
+    return "; ".join(
+        f"{field}{'.'.join(map(str, e['loc'])) or top_level}: {e['msg']} (got {got(e.get('input'))})"
+        for e in exc.errors()
+    )

@@ -17,7 +17,7 @@ import torch
 from pydantic import ValidationError
 
 from surgsim._files import atomic_save
-from surgsim.errors import SurgsimError
+from surgsim.errors import SurgsimError, validation_problem
 from surgsim.predictor.data import DatasetMeta
 from surgsim.predictor.model import CONFIG_FORMAT, PathNet, PredictorConfig
 
@@ -31,9 +31,7 @@ class PredictorError(SurgsimError):
 
 def config_problem(exc: ValidationError) -> str:
     """A pydantic error as one line: ``field: problem`` for each, joined by ``; ``."""
-    return "; ".join(
-        f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']} (got {e.get('input')!r:.60})" for e in exc.errors()
-    )
+    return validation_problem(exc, "config", limit=60)
 
 
 def resolve_device(device: str | torch.device) -> torch.device:

@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from surgsim._files import atomic_write_text
 from surgsim._data import data_dir
-from surgsim.errors import SurgsimError, yaml_problem
+from surgsim.errors import SurgsimError, validation_problem, yaml_problem
 from surgsim.scoring.metrics import METRICS, MetricSettings
 
 GENERIC = "generic"
@@ -127,11 +127,7 @@ def load_rubric(path: str | Path) -> Rubric:
     try:
         return Rubric.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"field {'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']} (got {e.get('input')!r})"
-            for e in exc.errors()
-        )
-        raise RubricError(f"{path}: {problems}") from None
+        raise RubricError(f"{path}: {validation_problem(exc, '(top level)', field='field ')}") from None
 
 
 def save_rubric(rubric: Rubric, path: str | Path, header: str = "") -> Path:
