@@ -217,6 +217,17 @@ def _policy_for(policy: str, env: gym.Env) -> str:
     return policy
 
 
+def resolve_preset(args: TrainArgs) -> dict[str, Any]:
+    """What a run trains with: the preset of ``agents/<algo>.yml`` for its env id and observation
+    type, with its ``--hyperparams`` on top (a sweep resolves its configs the same way)."""
+    return load_preset(args.algo, args.env_id, args.env_kwargs.get("obs_type", "state")) | args.hyperparams
+
+
+def run_timesteps(args: TrainArgs, preset: dict[str, Any]) -> int:
+    """The run's budget: ``-n``, else the preset's ``n_timesteps``, else 100,000."""
+    return int(args.n_timesteps or preset.get("n_timesteps", 100_000))
+
+
 def read_evaluations(run_dir: Path) -> list[dict[str, Any]]:
     """A run's evaluation records, oldest first (none before its first evaluation)."""
     path = run_dir / EVALUATIONS
@@ -443,9 +454,8 @@ def train(
         check_args(args)
         check_env_and_algo(args.algo, args.env_id, args.env_kwargs).close()
         run_dir = None
-    preset = load_preset(args.algo, args.env_id, args.env_kwargs.get("obs_type", "state"))
-    preset.update(args.hyperparams)
-    n_timesteps = int(args.n_timesteps or preset.get("n_timesteps", 100_000))
+    preset = resolve_preset(args)
+    n_timesteps = run_timesteps(args, preset)
     n_envs = int(args.n_envs or preset.get("n_envs", 1))
     if n_timesteps < 1 or n_envs < 1:
         raise TrainingError(f"{preset_path(args.algo)}: n_timesteps and n_envs must be at least 1")

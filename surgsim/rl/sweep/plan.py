@@ -19,8 +19,10 @@ from ray import tune
 from surgsim._files import atomic_write_json, claim_numbered
 from surgsim.env import MAX_SEED
 from surgsim.errors import SurgsimError, yaml_problem
-from surgsim.rl.presets import load_preset, parse_value
-from surgsim.rl.train import TrainArgs, check_args, check_env_and_algo, check_hyperparams, env_name
+from surgsim.rl.presets import parse_value
+from surgsim.rl.train import (
+    TrainArgs, check_args, check_env_and_algo, check_hyperparams, env_name, resolve_preset, run_timesteps,
+)
 
 SCHEDULERS = ("none", "asha")
 DISTRIBUTIONS = ("uniform", "loguniform", "randint")
@@ -189,13 +191,12 @@ def expand_configs(spec: SweepSpec) -> list[dict[str, Any]]:
 
 def base_preset(spec: SweepSpec) -> dict[str, Any]:
     """The preset every config starts from: ``agents/<algo>.yml`` plus the sweep's fixed hyperparams."""
-    args = spec.template
-    return load_preset(args.algo, args.env_id, args.env_kwargs.get("obs_type", "state")) | args.hyperparams
+    return resolve_preset(spec.template)
 
 
 def planned_timesteps(spec: SweepSpec, config: dict[str, Any]) -> int:
     """The training budget of one config, resolved as ``surgsim train`` resolves it."""
-    return int(spec.template.n_timesteps or (base_preset(spec) | config).get("n_timesteps", 100_000))
+    return run_timesteps(spec.template, base_preset(spec) | config)
 
 
 def planned_trials(spec: SweepSpec, configs: list[dict[str, Any]]) -> list[PlannedTrial]:
