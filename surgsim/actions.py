@@ -23,6 +23,8 @@ class DiscreteActions:
         for i in range(n):
             self.table[2 * i + 1, i] = 1.0
             self.table[2 * i + 2, i] = -1.0
+        # read-only: decode hands out its rows themselves, so nothing may write into them
+        self.table.flags.writeable = False
 
     @classmethod
     def for_size(cls, size: int) -> "DiscreteActions":
@@ -45,7 +47,7 @@ class DiscreteActions:
             raise EnvError(f"discrete action must be an integer, got {action!r}") from None
         if not 0 <= k < self.size or k != np.asarray(action):
             raise EnvError(f"discrete action {action!r} is outside 0..{self.size - 1}")
-        return self.table[k].copy()  # a copy: a caller may change it in place
+        return self.table[k]  # a read-only row: no copy per step
 
     def encode(self, unit: np.ndarray) -> int:
         """The discrete action nearest a unit action: a step along its largest component (the
