@@ -12,7 +12,7 @@ Both, with the normalised start pose, feed an MLP that outputs K waypoints in th
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Sequence
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -31,6 +31,12 @@ MAX_LEVELS = 6
 MAX_WIDTH = 256
 MAX_KEYPOINTS = 256
 MAX_HIDDEN = 4096
+
+
+def valid_widths(widths: Sequence[int]) -> bool:
+    """The rule on the encoder widths: 1 to :data:`MAX_LEVELS` of them, each 1 to :data:`MAX_WIDTH`
+    (what :class:`PredictorConfig` accepts; the training options check it before any data is read)."""
+    return 1 <= len(widths) <= MAX_LEVELS and all(1 <= w <= MAX_WIDTH for w in widths)
 
 
 class PredictorConfig(BaseModel):
@@ -62,7 +68,7 @@ class PredictorConfig(BaseModel):
     @field_validator("widths")
     @classmethod
     def _positive_widths(cls, widths: list[int]) -> list[int]:
-        if any(not 1 <= w <= MAX_WIDTH for w in widths):
+        if not valid_widths(widths):  # the length is checked by the field (pydantic's message)
             raise ValueError(f"widths must be between 1 and {MAX_WIDTH}, got {widths}")
         return widths
 

@@ -21,7 +21,9 @@ from tqdm import tqdm
 from surgsim._files import atomic_write_json
 from surgsim.errors import SurgsimError
 from surgsim.predictor.data import DatasetMeta, PathDataset, load_split, read_meta
-from surgsim.predictor.model import MAX_HIDDEN, MAX_KEYPOINTS, MAX_LEVELS, MAX_WIDTH, PathNet, PredictorConfig
+from surgsim.predictor.model import (
+    MAX_HIDDEN, MAX_KEYPOINTS, MAX_LEVELS, MAX_WIDTH, PathNet, PredictorConfig, valid_widths,
+)
 from surgsim.predictor.plots import loss_curve
 from surgsim.predictor.predictor import config_problem, resolve_device, save_checkpoint
 
@@ -72,7 +74,7 @@ class TrainOptions:
             ("final_lr_fraction", 0 <= self.final_lr_fraction <= 1, "a number from 0 to 1"),
             ("min_delta", 0 <= self.min_delta < 1, "a number from 0 to below 1"),
             ("clearance_weight", finite(self.clearance_weight) and self.clearance_weight >= 0, "a finite number >= 0"),
-            ("widths", 1 <= len(self.widths) <= MAX_LEVELS and all(1 <= w <= MAX_WIDTH for w in self.widths),
+            ("widths", valid_widths(self.widths),
              f"1 to {MAX_LEVELS} integers, each 1 to {MAX_WIDTH}"),
             ("keypoints", 1 <= self.keypoints <= MAX_KEYPOINTS, f"an integer from 1 to {MAX_KEYPOINTS}"),
             ("hidden", 8 <= self.hidden <= MAX_HIDDEN, f"an integer from 8 to {MAX_HIDDEN}"),
