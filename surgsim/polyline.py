@@ -10,6 +10,7 @@ scorer's k-d tree needs it), so the scorer imports it without PyBullet.
 from __future__ import annotations
 
 import math
+from typing import overload
 
 import numpy as np
 
@@ -106,10 +107,23 @@ class Polyline:
         return np.stack([np.interp(s, self.arc, self.points[:, k]) for k in range(3)], axis=-1)
 
 
-def scaling_exponent(values: np.ndarray) -> int:
+@overload
+def scaling_exponent(values: np.ndarray, axis: None = None) -> int: ...
+
+
+@overload
+def scaling_exponent(values: np.ndarray, axis: int) -> np.ndarray: ...
+
+
+def scaling_exponent(values: np.ndarray, axis: int | None = None) -> int | np.ndarray:
     """The power of two that scales ``values`` into [-1, 1] (exactly: only the exponents change),
-    so that their squares neither overflow (1e200 m) nor underflow (1e-300 m)."""
-    return int(np.frexp(np.abs(values).max(initial=0.0))[1])
+    so that their squares neither overflow (1e200 m) nor underflow (1e-300 m).
+
+    With ``axis``, one power per slice along it (``axis=1``: per row of an (n, k) array), as an
+    integer array without that axis.
+    """
+    exponent = np.frexp(np.abs(values).max(axis=axis, initial=0.0))[1]
+    return int(exponent) if axis is None else exponent
 
 
 def total_length(points: np.ndarray) -> float:

@@ -191,8 +191,7 @@ def _lowpass(values: np.ndarray, fs: float, cutoff: float) -> np.ndarray:
 def tool_axis(orientation: np.ndarray) -> np.ndarray:
     """The z axis (n, 3) of quaternions (n, 4) in x, y, z, w order (any non-zero norm)."""
     orientation = np.asarray(orientation, dtype=float)
-    # scaled by a power of two per row, as in scaling_exponent
-    orientation = np.ldexp(orientation, -np.frexp(np.abs(orientation).max(axis=1))[1][:, None])
+    orientation = np.ldexp(orientation, -scaling_exponent(orientation, axis=1)[:, None])  # per row, exactly
     x, y, z, w = np.ascontiguousarray(orientation.T)  # contiguous: faster arithmetic
     scale = 2.0 / (x * x + y * y + z * z + w * w)  # rotation matrix of a non-unit quaternion
     return np.column_stack([scale * (x * z + w * y), scale * (y * z - w * x), 1.0 - scale * (x * x + y * y)])
