@@ -13,9 +13,8 @@ from gymnasium import spaces
 from surgsim._data import data_dir
 from surgsim.actions import DiscreteActions
 from surgsim.errors import EnvError
-from surgsim.planning.paths import Polyline
 from surgsim.planning.reference import reference_strategy
-from surgsim.polyline import fast_clip
+from surgsim.polyline import Polyline, fast_clip
 from surgsim.tasks import make_task
 from surgsim.tasks.rewards import TERM_NAMES, reward_terms
 from surgsim.tasks.spec import DIFFICULTIES, SpecError, TaskSpec, load_spec, parse_spec

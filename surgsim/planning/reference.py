@@ -11,6 +11,8 @@ from typing import Callable
 import numpy as np
 
 from surgsim.errors import EnvError
+from surgsim.planning.planner import PlanningError, plan
+from surgsim.planning.volume import preop_volume
 from surgsim.tasks.base import Measurement, Task, potential
 from surgsim.tasks.experts import pursue
 from surgsim.tasks.spec import TaskSpec
@@ -56,8 +58,6 @@ class PlannedReference(_PathReference):
     name = "planner"
 
     def make(self, task: Task) -> tuple[np.ndarray, str]:
-        from surgsim.planning.planner import PlanningError, plan
-
         try:
             return plan(task).tips, self.name
         except PlanningError as exc:
@@ -82,8 +82,6 @@ class PredictedReference(_PathReference):
                            f"{spec.name} has {got}")
 
     def make(self, task: Task) -> tuple[np.ndarray, str]:
-        from surgsim.planning.volume import preop_volume
-
         volume = preop_volume(task)
         if list(volume.channels) != list(self.predictor.config.channels):  # same count, other meaning
             raise EnvError(f"the predictor reads channels {self.predictor.config.channels}; this "
