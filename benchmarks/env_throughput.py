@@ -58,12 +58,8 @@ GOALS = {"NeedleReach": 20_000, "SurgicalPath": 8_000, "Incision": 8_000}
 #: goal for image observations (steps/s, one process)
 IMAGE_GOAL = 500
 IMAGE_IDS = ("surgsim/SurgicalPath-v0", "surgsim/NeedleReach-v0")
-#: the env id whose scene each family's raw reference uses
-RAW_IDS = {
-    "NeedleReach": "surgsim/NeedleReach-v0",
-    "SurgicalPath": "surgsim/SurgicalPath-v0",
-    "Incision": "surgsim/Incision-v0",
-}
+#: the env id whose scene each family's raw reference uses: the family's plain id
+RAW_IDS = {fam: f"surgsim/{fam}-v0" for fam in GOALS}
 #: the PyBullet calls one env step of each family makes (read off its task's step and measure)
 RAW_CALLS = {
     "NeedleReach": "1 resetBasePositionAndOrientation (tool.move) + 1 getBasePositionAndOrientation "
@@ -77,7 +73,8 @@ RAW_CALLS = {
 RAW_GOAL = 0.5
 #: ... and at least this many times PandaReach-v3's steps/s
 PEER_GOAL = 24.0
-STEPSIM_ID = "surgsim/SurgicalPath-v0"
+#: the id whose scene the bare stepSimulation reference steps
+STEPSIM_ID = RAW_IDS["SurgicalPath"]
 PEER_ID = "PandaReach-v3"
 SEED = 0
 
@@ -380,8 +377,9 @@ def raw_ratio(result: Result, raws: dict[str, Result]) -> float | None:
     return result.best / raw.best
 
 
-def verdict(value: float | None, goal: float) -> str:
-    return "-" if value is None else ("PASS" if value >= goal else "FAIL")
+def verdict(value: float | None, goal: float | None) -> str:
+    """PASS or FAIL of ``value`` against ``goal`` (at least it); ``-`` when either is unknown."""
+    return "-" if value is None or goal is None else ("PASS" if value >= goal else "FAIL")
 
 
 def report(singles, images, vectors, raws, raw_s, scenes, peer, peer_note, info, args) -> str:
@@ -410,7 +408,7 @@ def report(singles, images, vectors, raws, raw_s, scenes, peer, peer_note, info,
         rows.append([
             r.name, r.obs, fmt_rate(r.best), f"{100 * r.spread:.0f}%", str(r.best_episodes),
             "-" if math.isnan(r.ms_per_reset) else f"{r.ms_per_reset:.2f}",
-            fmt_rate(goal), "-" if goal is None else ("PASS" if r.best >= goal else "FAIL"),
+            fmt_rate(goal), verdict(r.best, goal),
             fmt_rate(raws[family(r.name)].best if state and family(r.name) in raws else None),
             "-" if to_raw is None else f"{100 * to_raw:.0f}%", verdict(to_raw, RAW_GOAL),
             fmt_ratio(to_peer), verdict(to_peer if state else None, PEER_GOAL),
@@ -469,7 +467,7 @@ def report(singles, images, vectors, raws, raw_s, scenes, peer, peer_note, info,
     for r in singles + images:
         goal = goal_for(r)
         if goal:
-            out.append(f"  {'PASS' if r.best >= goal else 'FAIL'}  {r.name} [{r.obs}]: "
+            out.append(f"  {verdict(r.best, goal)}  {r.name} [{r.obs}]: "
                        f"{fmt_rate(r.best)} steps/s vs goal {goal:,} ({r.best / goal:.2f}x)")
     for r in singles:
         to_raw = raw_ratio(r, raws)
