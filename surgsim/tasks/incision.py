@@ -146,10 +146,10 @@ class IncisionTask(Task):
         """The patient: skin, critical layer, the line drawn on the skin, the band to cut along it
         (in the volume only) and the start point."""
         p = self.params
-        # every 8th curve point for the line, every 4th at mid-band for the band (as
-        # self.reference_path()[::4]), built from the curve's plain floats
+        # every 8th curve point for the line (from the curve's plain floats), every 4th of the
+        # reference path (at mid-band) for the band
         line = tuple((x, y, _LINE_HEIGHT) for x, y in self._curve_list[::8])
-        band = tuple((x, y, -self.band_mid) for x, y in self._curve_list[::4])
+        band = tuple(map(vec3, self.reference_path()[::4]))
         return Scene((
             Part("tissue", "tissue", slab(0.0, self.half_xy, p.tissue_thickness_mm * MM),
                  anatomy.TISSUE_RGBA),
