@@ -121,9 +121,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(results) - len(failed)} of {len(results)} cases within {args.limit_mb:g} MB "
           f"(total run time {time.perf_counter() - started:.0f} s)")
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump({"args": {k: v for k, v in vars(args).items() if k not in ("json", "one")},
-                       "cpu_count": os.cpu_count(), "results": results}, fh, indent=2)
+        from surgsim._files import atomic_write_json  # here: the measuring children need not import it
+
+        atomic_write_json(args.json, {"args": {k: v for k, v in vars(args).items() if k not in ("json", "one")},
+                                      "cpu_count": os.cpu_count(), "results": results})
     return 0
 
 
