@@ -7,6 +7,7 @@ PyBullet answers the collision, distance and ray queries against the anatomy.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Sequence
 from xml.etree import ElementTree
@@ -76,10 +77,12 @@ def trocar_angles(direction: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.arctan2(d[..., 1], -d[..., 2]), -np.arcsin(np.clip(d[..., 0], -1.0, 1.0))
 
 
+@functools.cache
 def shaft_capsule(urdf: str) -> tuple[float, float, float]:
     """(radius, near, far) of the collision capsule along +z of an instrument's URDF: its radius and
     where its axis starts and ends (m from the origin, the tip), read from the file so that the
-    planner's shaft model and PyBullet's body are one description."""
+    planner's shaft model and PyBullet's body are one description (parsed once per URDF: every
+    tool build, and so every periodic world clear, asks again; the tuple is immutable)."""
     collision = ElementTree.parse(asset_path(urdf)).find(".//collision")
     capsule, origin = collision.find("geometry/capsule"), collision.find("origin")
     centre = float(origin.get("xyz").split()[2])
