@@ -31,6 +31,16 @@ FORMAT, VERSION = "surgsim-paths", 1
 _ENV: dict[str, Any] = {}
 
 
+def _make_env(env_id: str, env_kwargs: dict[str, Any]):
+    """The env, with the straight reference: _scenario plans each patient itself, so the env's
+    reset need not plan it too (a spec's default ``reference: planner`` would)."""
+    import gymnasium as gym
+
+    import surgsim  # noqa: F401  (registers the ids)
+
+    return gym.make(env_id, **env_kwargs, reference="straight")
+
+
 def split_ranges(seed: int, n: int) -> dict[str, range]:
     """Contiguous seed ranges per split (val and test get at least one seed when n >= 3)."""
     n_val = max(1 if n >= 3 else 0, round(SPLIT_FRACTIONS["val"] * n))
@@ -44,12 +54,8 @@ def split_ranges(seed: int, n: int) -> dict[str, range]:
 
 
 def _init_worker(env_id: str, env_kwargs: dict[str, Any]) -> None:
-    import gymnasium as gym
-
-    import surgsim  # noqa: F401  (registers the ids)
-
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    _ENV["env"] = gym.make(env_id, **env_kwargs)
+    _ENV["env"] = _make_env(env_id, env_kwargs)
 
 
 def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -93,11 +99,7 @@ def _run_chunk(job: tuple[str, int, int, int, str]) -> tuple[str, str | None, in
 
 def _describe(env_id: str, env_kwargs: dict[str, Any]) -> dict[str, Any]:
     """Task name, volume grid and start fields, from one env built here."""
-    import gymnasium as gym
-
-    import surgsim  # noqa: F401
-
-    env = gym.make(env_id, **env_kwargs)
+    env = _make_env(env_id, env_kwargs)
     try:
         env.reset(seed=0)
         unwrapped = env.unwrapped
