@@ -28,6 +28,7 @@ import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -567,8 +568,9 @@ class _stop_on_ctrl_c:
             signal.signal(signal.SIGINT, self.previous)
 
 
-def read_run_args(run_dir: Path) -> TrainArgs:
-    """The arguments a run folder was trained with (its ``<env>/args.yml``), env kwargs checked."""
+def read_run_args(run_dir: Path) -> tuple[TrainArgs, Path]:
+    """The arguments a run folder was trained with, and the ``<env>/args.yml`` they came from
+    (callers check its env kwargs by making the env they need: see :func:`check_env_and_algo`)."""
     if not run_dir.is_dir():
         raise TrainingError(f"run folder {run_dir} does not exist")
     records = list(run_dir.glob("*/args.yml"))
@@ -580,12 +582,12 @@ def read_run_args(run_dir: Path) -> TrainArgs:
         raise TrainingError(f"{records[0]}: unreadable run arguments ({yaml_problem(exc)})") from None
     except TypeError as exc:
         raise TrainingError(f"{records[0]}: unreadable run arguments ({exc})") from None
-    check_env_and_algo(args.algo, args.env_id, args.env_kwargs, source=f"env_kwargs in {records[0]}").close()
-    return args
+    return args, records[0]
 
 
 def _prepare_resume(run_dir: Path, overrides: TrainArgs) -> tuple[Path, TrainArgs]:
-    stored = read_run_args(run_dir)
+    stored, record = read_run_args(run_dir)
+    check_env_and_algo(stored.algo, stored.env_id, stored.env_kwargs, source=f"env_kwargs in {record}").close()
     if overrides.n_timesteps is not None:
         stored.n_timesteps = overrides.n_timesteps
     stored.progress_bar = overrides.progress_bar
@@ -707,7 +709,10 @@ def load_run(run_dir: str | Path, device: str = "auto", best: bool = False):
     SB3 model zips and the statistics are pickles: load only runs you trust.
     """
     run_dir = Path(run_dir)
-    args = read_run_args(run_dir)
+    args, record = read_run_args(run_dir)
+    # HER models need an env to load; making it checks the run's env kwargs
+    make_env = partial(check_env_and_algo, args.algo, args.env_id, args.env_kwargs, source=f"env_kwargs in {record}")
+    env = make_vec_env(make_env, n_envs=1)
     name = env_name(args.env_id)
     model_path = run_dir / ("best_model.zip" if best else f"{name}.zip")
     if not model_path.is_file():
@@ -715,7 +720,6 @@ def load_run(run_dir: str | Path, device: str = "auto", best: bool = False):
         if found is None:
             raise TrainingError(f"{run_dir}: no model ({model_path.name}) nor checkpoint to load")
         model_path = found[0]
-    env = make_vec_env(args.env_id, n_envs=1, env_kwargs=args.env_kwargs)  # HER models need it to load
     try:
         model = ALGO_CLASSES[args.algo].load(str(model_path), env=env, device=device)
     except Exception as exc:
