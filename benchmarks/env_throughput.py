@@ -217,7 +217,40 @@ def bench_vector(env_id: str, env_steps: int, repeats: int, cls: type, label: st
     return result
 
 
-def bench_raw(fam: str, steps: int, repeats: int) -> tuple[Result, Result | None, str]:
+class FloorEnv(gym.Env):
+    """The least a Gymnasium env making a family's PyBullet calls can do: each step replays the
+    next recorded pose through ``calls`` and returns a zero observation, reward 0 and an empty
+    info. Its steps/s over the raw loop's is the most any env of that family can reach."""
+
+    def __init__(self, calls: Callable, sequence: list, observation_space: gym.Space,
+                 action_space: gym.Space) -> None:
+        self.calls, self.sequence = calls, sequence
+        self.observation_space, self.action_space = observation_space, action_space
+        self._zero = np.zeros(observation_space.shape, observation_space.dtype)
+        self._i = 0
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        return self._zero.copy(), {}
+
+    def step(self, action):
+        self.calls(*self.sequence[self._i])
+        self._i = (self._i + 1) % len(self.sequence)
+        return self._zero.copy(), 0.0, False, False, {}
+
+
+def make_floor_env(calls: Callable, sequence: list, observation_space: gym.Space,
+                   action_space: gym.Space) -> gym.Env:
+    """A :class:`FloorEnv` through ``gym.make``, so that it has the wrappers the envs have."""
+    gym.register("surgsim-bench/Floor-v0", entry_point=FloorEnv)
+    try:
+        return gym.make("surgsim-bench/Floor-v0", calls=calls, sequence=sequence,
+                        observation_space=observation_space, action_space=action_space)
+    finally:
+        del gym.registry["surgsim-bench/Floor-v0"]
+
+
+def bench_raw(fam: str, steps: int, repeats: int) -> tuple[Result, Result, Result | None, str]:
     """The PyBullet calls one step of task family ``fam`` makes, on that env's own scene, with no
     env around (:data:`RAW_CALLS`); for SurgicalPath also a bare ``stepSimulation`` loop.
 
@@ -249,42 +282,46 @@ def bench_raw(fam: str, steps: int, repeats: int) -> tuple[Result, Result | None
         closest, ray = p.getClosestPoints, p.rayTest
 
         if fam == "NeedleReach":
-            def queries() -> float:
-                t0 = clock()
-                for pos, orn, _ in sequence:
-                    reset_pose(instrument, pos, orn, physicsClientId=client)
-                    get_pose(instrument, physicsClientId=client)
-                return steps / (clock() - t0)
+            def calls(pos, orn, tip) -> None:
+                reset_pose(instrument, pos, orn, physicsClientId=client)
+                get_pose(instrument, physicsClientId=client)
         elif fam == "SurgicalPath":
             from surgsim.tasks.surgical_path import CLEARANCE_RANGE
 
             port = tuple(float(v) for v in task.port)
 
-            def queries() -> float:
-                t0 = clock()
-                for pos, orn, tip in sequence:
-                    reset_pose(instrument, pos, orn, physicsClientId=client)
-                    for body in critical:
-                        closest(instrument, body, CLEARANCE_RANGE, physicsClientId=client)
-                    ray(port, tip, physicsClientId=client)
-                    get_pose(instrument, physicsClientId=client)
-                return steps / (clock() - t0)
+            def calls(pos, orn, tip) -> None:
+                reset_pose(instrument, pos, orn, physicsClientId=client)
+                for body in critical:
+                    closest(instrument, body, CLEARANCE_RANGE, physicsClientId=client)
+                ray(port, tip, physicsClientId=client)
+                get_pose(instrument, physicsClientId=client)
         else:  # Incision
             from surgsim.tasks.incision import CLEARANCE_RANGE
 
             layer = critical[0]
             # the depth probe: a vertical ray beside the blade, as IncisionTask.signed_depth casts it
-            rays = [((x, y + 0.002, 0.1), (x, y + 0.002, -0.1)) for _, _, (x, y, _) in sequence]
+            sequence = [(pos, orn, ((x, y + 0.002, 0.1), (x, y + 0.002, -0.1)))
+                        for pos, orn, (x, y, _) in sequence]
 
-            def queries() -> float:
-                t0 = clock()
-                for (pos, orn, _), (top, bottom) in zip(sequence, rays):
-                    reset_pose(instrument, pos, orn, physicsClientId=client)
-                    ray(top, bottom, physicsClientId=client)
-                    closest(instrument, layer, CLEARANCE_RANGE, physicsClientId=client)
-                    get_pose(instrument, physicsClientId=client)
-                return steps / (clock() - t0)
+            def calls(pos, orn, probe) -> None:
+                reset_pose(instrument, pos, orn, physicsClientId=client)
+                ray(*probe, physicsClientId=client)
+                closest(instrument, layer, CLEARANCE_RANGE, physicsClientId=client)
+                get_pose(instrument, physicsClientId=client)
 
+        def queries() -> float:
+            t0 = clock()
+            for pose in sequence:
+                calls(*pose)
+            return steps / (clock() - t0)
+
+        floor_env = make_floor_env(calls, sequence, u.observation_space, u.action_space)
+        floor_env.reset(seed=SEED)
+        actions = presample(floor_env.action_space, steps, SEED)
+
+        def floor() -> float:
+            return time_env(floor_env, actions)[0]
         def physics() -> float:
             step_sim = p.stepSimulation
             t0 = clock()
@@ -293,9 +330,13 @@ def bench_raw(fam: str, steps: int, repeats: int) -> tuple[Result, Result | None
             return steps / (clock() - t0)
 
         raw_q = Result(f"raw PyBullet: {fam} step queries", "raw", "-", steps, note=RAW_CALLS[fam])
-        queries()  # warm-up
-        for _ in range(repeats):
+        raw_f = Result(f"Gymnasium floor: {fam}", "floor", "-", steps,
+                       note=f"an env whose step makes only the {fam} calls above and returns a "
+                            "zero observation, reward 0 and an empty info (gym.make wrappers)")
+        queries(), floor()  # warm-up
+        for _ in range(repeats):  # interleaved, so that load on the machine hits both alike
             raw_q.rates.append(queries())
+            raw_f.rates.append(floor())
         raw_s = None
         if env_id == STEPSIM_ID:
             raw_s = Result("raw PyBullet: bare stepSimulation", "raw", "-", steps,
@@ -305,7 +346,7 @@ def bench_raw(fam: str, steps: int, repeats: int) -> tuple[Result, Result | None
                 raw_s.rates.append(physics())
     finally:
         env.close()
-    return raw_q, raw_s, scene
+    return raw_q, raw_f, raw_s, scene
 
 
 def bench_peer(steps: int, repeats: int) -> tuple[Result | None, str]:
@@ -382,7 +423,7 @@ def verdict(value: float | None, goal: float | None) -> str:
     return "-" if value is None or goal is None else ("PASS" if value >= goal else "FAIL")
 
 
-def report(singles, images, vectors, raws, raw_s, scenes, peer, peer_note, info, args) -> str:
+def report(singles, images, vectors, raws, floors, raw_s, scenes, peer, peer_note, info, args) -> str:
     out = []
     out.append("surgsim environment throughput")
     out.append(
@@ -451,6 +492,9 @@ def report(singles, images, vectors, raws, raw_s, scenes, peer, peer_note, info,
     for r in (*raws.values(), raw_s):
         if r:
             rows.append([r.name, fmt_rate(r.best), f"{100 * r.spread:.0f}%", r.note])
+    for fam, r in floors.items():
+        rows.append([r.name, fmt_rate(r.best), f"{100 * r.spread:.0f}%",
+                     f"{100 * r.best / raws[fam].best:.0f}% of the raw {fam} queries: {r.note}"])
     if peer:
         rows.append([f"{PEER_ID} (1 proc, gym.make)", fmt_rate(peer.best), f"{100 * peer.spread:.0f}%",
                      f"{peer.note}; {peer.best_episodes} episodes, {peer.ms_per_reset:.2f} ms/reset"])
@@ -472,8 +516,11 @@ def report(singles, images, vectors, raws, raw_s, scenes, peer, peer_note, info,
     for r in singles:
         to_raw = raw_ratio(r, raws)
         if to_raw is not None:
+            fam = family(r.name)
+            ceiling = (f"; an env doing nothing else reaches {100 * floors[fam].best / raws[fam].best:.0f}%"
+                       if fam in floors else "")
             out.append(f"  {verdict(to_raw, RAW_GOAL)}  {r.name}: {100 * to_raw:.0f}% of the raw "
-                       f"{family(r.name)} queries (goal {100 * RAW_GOAL:.0f}%)")
+                       f"{fam} queries (goal {100 * RAW_GOAL:.0f}%{ceiling})")
         if peer_rate:
             to_peer = r.best / peer_rate
             out.append(f"  {verdict(to_peer, PEER_GOAL)}  {r.name}: {to_peer:.1f}x {PEER_ID} "
@@ -527,18 +574,20 @@ def main(argv: list[str] | None = None) -> int:
         log(f"  {env_id:34s} rgb    1 proc   {fmt_rate(r.best):>8} steps/s")
 
     raws: dict[str, Result] = {}
+    floors: dict[str, Result] = {}
     scenes: dict[str, str] = {}
     raw_s = None
     for fam in RAW_IDS:
         try:
-            raw_q, stepsim, scenes[fam] = bench_raw(fam, args.steps, args.repeats)
+            raw_q, floors[fam], stepsim, scenes[fam] = bench_raw(fam, args.steps, args.repeats)
         except Exception as exc:  # noqa: BLE001  (the package may change under us: report it)
             scenes[fam] = f"not measured: {type(exc).__name__}: {exc}"
             log(f"  raw PyBullet reference {fam} failed: {scenes[fam]}")
             continue
         raws[fam] = raw_q
         raw_s = raw_s or stepsim
-        log(f"  raw PyBullet {fam} step queries {fmt_rate(raw_q.best)} steps/s")
+        log(f"  raw PyBullet {fam} step queries {fmt_rate(raw_q.best)} steps/s, Gymnasium floor "
+            f"{fmt_rate(floors[fam].best)} steps/s")
     if raw_s:
         log(f"  raw PyBullet stepSimulation {fmt_rate(raw_s.best)} steps/s")
 
@@ -556,7 +605,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if hasattr(os, "getloadavg"):
         info["loadavg_end"] = os.getloadavg()[0]
-    text = report(singles, images, vectors, raws, raw_s, scenes, peer, peer_note, info, args)
+    text = report(singles, images, vectors, raws, floors, raw_s, scenes, peer, peer_note, info, args)
     print()
     print(text)
     print(f"\n(total run time {clock() - started:.0f} s)")
@@ -569,7 +618,7 @@ def main(argv: list[str] | None = None) -> int:
                 {**asdict(r), "best": r.best, "spread": r.spread, "goal": goal_for(r),
                  "vs_raw": raw_ratio(r, raws),
                  "vs_peer": r.best / peer.best if peer and r.runner == "1 proc" else None}
-                for r in singles + images + vectors + [x for x in (*raws.values(), raw_s, peer) if x]
+                for r in singles + images + vectors + [x for x in (*raws.values(), *floors.values(), raw_s, peer) if x]
             ],
             "raw_scenes": scenes,
             "peer_note": peer_note,
