@@ -218,13 +218,16 @@ def bench_vector(env_id: str, env_steps: int, repeats: int, cls: type, label: st
 
 
 class FloorEnv(gym.Env):
-    """The least a Gymnasium env making a family's PyBullet calls can do: each step replays the
-    next recorded pose through ``calls`` and returns a zero observation, reward 0 and an empty
-    info. Its steps/s over the raw loop's is the most any env of that family can reach."""
+    """The least a Gymnasium env making a family's PyBullet calls and returning its observation and
+    info can do: each step replays the next recorded pose through ``calls`` and returns a zero
+    observation, reward 0 and a copy of a recorded info (its arrays copied too, as an env must
+    hand out fresh ones): nothing is computed. Its steps/s over the raw loop's is the most any env
+    of that family can reach."""
 
-    def __init__(self, calls: Callable, sequence: list, observation_space: gym.Space,
-                 action_space: gym.Space) -> None:
-        self.calls, self.sequence = calls, sequence
+    def __init__(self, calls: Callable, sequence: list, info: dict,
+                 observation_space: gym.Space, action_space: gym.Space) -> None:
+        self.calls, self.sequence, self.info = calls, sequence, info
+        self.array_keys = [k for k, v in info.items() if isinstance(v, np.ndarray)]
         self.observation_space, self.action_space = observation_space, action_space
         self._zero = np.zeros(observation_space.shape, observation_space.dtype)
         self._i = 0
@@ -236,15 +239,18 @@ class FloorEnv(gym.Env):
     def step(self, action):
         self.calls(*self.sequence[self._i])
         self._i = (self._i + 1) % len(self.sequence)
-        return self._zero.copy(), 0.0, False, False, {}
+        info = dict(self.info)
+        for key in self.array_keys:
+            info[key] = info[key].copy()
+        return self._zero.copy(), 0.0, False, False, info
 
 
-def make_floor_env(calls: Callable, sequence: list, observation_space: gym.Space,
-                   action_space: gym.Space) -> gym.Env:
+def make_floor_env(calls: Callable, sequence: list, info: dict,
+                   observation_space: gym.Space, action_space: gym.Space) -> gym.Env:
     """A :class:`FloorEnv` through ``gym.make``, so that it has the wrappers the envs have."""
     gym.register("surgsim-bench/Floor-v0", entry_point=FloorEnv)
     try:
-        return gym.make("surgsim-bench/Floor-v0", calls=calls, sequence=sequence,
+        return gym.make("surgsim-bench/Floor-v0", calls=calls, sequence=sequence, info=info,
                         observation_space=observation_space, action_space=action_space)
     finally:
         del gym.registry["surgsim-bench/Floor-v0"]
@@ -316,7 +322,7 @@ def bench_raw(fam: str, steps: int, repeats: int) -> tuple[Result, Result, Resul
                 calls(*pose)
             return steps / (clock() - t0)
 
-        floor_env = make_floor_env(calls, sequence, u.observation_space, u.action_space)
+        floor_env = make_floor_env(calls, sequence, info, u.observation_space, u.action_space)
         floor_env.reset(seed=SEED)
         actions = presample(floor_env.action_space, steps, SEED)
 
@@ -331,8 +337,9 @@ def bench_raw(fam: str, steps: int, repeats: int) -> tuple[Result, Result, Resul
 
         raw_q = Result(f"raw PyBullet: {fam} step queries", "raw", "-", steps, note=RAW_CALLS[fam])
         raw_f = Result(f"Gymnasium floor: {fam}", "floor", "-", steps,
-                       note=f"an env whose step makes only the {fam} calls above and returns a "
-                            "zero observation, reward 0 and an empty info (gym.make wrappers)")
+                       note=f"an env whose step makes only the {fam} calls above and returns a zero "
+                            f"observation, reward 0 and a copy of a recorded {len(info)}-key info "
+                            "(gym.make wrappers)")
         queries(), floor()  # warm-up
         for _ in range(repeats):  # interleaved, so that load on the machine hits both alike
             raw_q.rates.append(queries())
