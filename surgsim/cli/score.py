@@ -26,7 +26,8 @@ score_app = typer.Typer(
     help=(
         "Grade recorded sessions: `surgsim score DIR --out report/` writes a JSON and PNG per session, "
         "summary.csv and cohort.png; `score calibrate` fits a rubric from labelled sessions; "
-        "`score evaluate` cross-validates it against a label."
+        "`score evaluate` cross-validates it against a label; "
+        "`score plan TRAINEE --history DIR` writes a trainee's training plan."
     ),
     no_args_is_help=True,
 )
@@ -71,10 +72,12 @@ def report_cmd(
     figures: bool = typer.Option(True, "--figures/--no-figures", help="Draw a PNG per session and the cohort plot."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
     any_task: bool = typer.Option(False, "--any-task", help="Grade sessions of any task with --rubric (else only its own task's)."),
+    history: Optional[Path] = typer.Option(None, "--history", help="Also add each graded session to this per-trainee history folder (see `score plan`)."),
 ) -> None:
     """Grade every session: <out>/<name>.json (+ .png), summary.csv, failures.csv, cohort.png."""
     _inputs(paths)
     check_writable(out, "--out", folder=True)
+    store = _history(history) if history is not None else None
     from surgsim.scoring.batch import find_sessions, grade_sessions
     from surgsim.scoring.rubric import RubricError
 
@@ -94,7 +97,68 @@ def report_cmd(
     typer.echo(f"scored {len(batch.results) - ungraded} session(s)"
                + (f", {ungraded} not gradable" if ungraded else "")
                + f" -> {out}/ (summary.csv, per-session JSON" + (", PNG, cohort.png)" if figures else ")"))
+    if store is not None:
+        _add_history(store, found, out, batch.results)
     _report_failures(batch.failures, len(batch.results) + len(batch.failures))
+
+
+def _history(folder: Path):
+    """The history folder, read whole: a usage error (exit 2) before grading when it cannot be used."""
+    from surgsim.scoring.history import History, HistoryError
+
+    check_writable(folder, "--history", folder=True)
+    try:
+        history = History(folder)
+        history.check()
+    except HistoryError as exc:
+        fail(str(exc))
+    return history
+
+
+def _add_history(history, found, out: Path, rows) -> None:
+    """Add the batch's graded sessions to the history and say what changed."""
+    from surgsim.errors import SurgsimError
+    from surgsim.scoring.batch import REPORT_SUFFIXES
+
+    graded = {row["file"] for row in rows if row["gradable"]}
+    pairs = [(f, out / placed.with_name(placed.name + REPORT_SUFFIXES[0])) for f, placed in found if str(f) in graded]
+    try:
+        added = history.add_reports(pairs)
+    except (SurgsimError, OSError) as exc:  # a session changed since it was graded, a full disk
+        fail(str(exc))
+    typer.echo(f"history {history.folder}: {added.new} new attempt(s), {added.updated} graded again, {added.unchanged} unchanged"
+               + (f"; {len(added.no_trainee)} without a trainee not kept" if added.no_trainee else ""))
+
+
+@score_app.command("plan")
+def plan_cmd(
+    trainee: str = typer.Argument(..., help="Trainee name, as in the sessions' meta trainee."),
+    history: Path = typer.Option(..., "--history", help="History folder written by `score ... --history`."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for <trainee>.json and <trainee>.png (created)."),
+    settings: Optional[Path] = typer.Option(None, "--settings", help="Plan settings YAML: pass marks, passes to advance."),
+    figures: bool = typer.Option(True, "--figures/--no-figures", help="Draw the learning curves PNG."),
+) -> None:
+    """A trainee's training plan: learning curves, progression easy -> medium -> hard, next exercise."""
+    from surgsim.scoring.history import History, HistoryError
+    from surgsim.scoring.plan import PlanError, load_settings
+    from surgsim.scoring.trainee_report import write_trainee_report
+
+    if not history.is_dir():
+        fail(f"--history {history}: {'not a' if history.exists() else 'no such'} folder")
+    check_writable(out, "--out", folder=True)
+    try:
+        report, written = write_trainee_report(History(history), trainee, out, load_settings(settings), figures)
+    except (HistoryError, PlanError) as exc:
+        fail(str(exc))
+    for name, state in report["progression"].items():
+        done = ", ".join(state["completed"]) or "none"
+        rung = state["current"] or "all completed"
+        typer.echo(f"{name}: completed {done}; now {rung}")
+    step = report["next_exercise"]
+    typer.echo(f"next: {step['exercise']} at {step['difficulty']}: {step['reason']}")
+    for note in report["notes"]:
+        typer.echo(f"note: {note}")
+    typer.echo(f"wrote {', '.join(map(str, written))}")
 
 
 def _measure(paths: List[Path], workers: Optional[int], progress: bool, settings=None):
