@@ -15,6 +15,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "predictor": ("torch", "safetensors"),
     "distributed": ("ray", "stable_baselines3", "torch"),
     "video": ("imageio", "imageio_ffmpeg"),
+    "datasets": ("minari",),
 }
 
 

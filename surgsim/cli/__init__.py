@@ -12,6 +12,7 @@ from surgsim.cli import sessions  # noqa: F401  (registers play, import, session
 from surgsim.cli import predictor  # noqa: F401  (registers the predictor sub-app)
 from surgsim.cli import score  # noqa: F401  (registers score, score calibrate / evaluate)
 from surgsim.cli import sweep  # noqa: F401  (registers sweep; Ray is imported only when it runs)
+from surgsim.cli import dataset  # noqa: F401  (registers the dataset sub-app)
 
 __all__ = ["app", "main"]
 

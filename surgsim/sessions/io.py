@@ -36,7 +36,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from surgsim._files import atomic_save
-from surgsim.sessions.session import ACTION_PREFIX, CHANNELS, FORMAT_VERSION, Session, SessionError, Track
+from surgsim.sessions.session import ACTION_PREFIX, CHANNELS, FORMAT_VERSION, OBS_PREFIX, Session, SessionError, Track
 
 META_KEY = b"surgsim"
 DIGEST_KEY = b"surgsim.sha256"
@@ -53,6 +53,7 @@ POSITION_SUFFIXES = ("_x", "_y", "_z")
 ORIENTATION_SUFFIXES = ("_qx", "_qy", "_qz", "_qw")
 GRIPPER_SUFFIX = "_gripper"
 _ACTION = re.compile(re.escape(ACTION_PREFIX) + r"(\d+)$")
+_OBS = re.compile(re.escape(OBS_PREFIX) + r"(\d+)$")
 _INSTRUMENT = re.compile(r"[A-Za-z][A-Za-z0-9]*(?:_[A-Za-z0-9]+)*")
 
 
@@ -80,12 +81,17 @@ def track_columns(name: str, orientation: bool, gripper: bool) -> list[str]:
 
 
 def channel_order(names: Iterable[str]) -> list[str]:
-    """Channels in file order: ``action_<i>`` by index, then the known channels in CHANNELS order."""
+    """Channels in file order: ``action_<i>`` by index, the known channels in CHANNELS order,
+    ``obs_<i>`` by index, then any others."""
     names = list(names)
-    actions = sorted((n for n in names if _ACTION.match(n)), key=lambda n: int(_ACTION.match(n).group(1)))
+
+    def indexed(pattern: re.Pattern) -> list[str]:
+        return sorted((n for n in names if pattern.match(n)), key=lambda n: int(pattern.match(n).group(1)))
+
+    actions, observations = indexed(_ACTION), indexed(_OBS)
     known = [n for n in CHANNELS if n in names]
-    others = sorted(n for n in names if n not in known and not _ACTION.match(n))
-    return actions + known + others
+    others = sorted(set(names) - set(actions) - set(observations) - set(known))
+    return actions + known + observations + others
 
 
 def session_table(session: Session) -> pa.Table:
@@ -126,14 +132,14 @@ def session_from_table(table: pa.Table, meta: dict[str, Any], source: str) -> Se
     for name, values in arrays.items():
         if name == "time":
             continue
-        if name in CHANNELS or _ACTION.match(name):
+        if name in CHANNELS or _ACTION.match(name) or _OBS.match(name):
             channels[name] = values
             continue
         suffix = next((s for s in suffixes if name.endswith(s) and len(name) > len(s)), None)
         if suffix is None:
             raise SessionError(
                 f"{source}: unknown column {name!r}; expected time, <instrument>_x/_y/_z/_qx/_qy/_qz/_qw/"
-                f"_gripper, action_<i> or one of {list(CHANNELS)}"
+                f"_gripper, action_<i>, obs_<i> or one of {list(CHANNELS)}"
             )
         parts.setdefault(name[: -len(suffix)], {})[suffix] = values.astype(np.float64)
     if not parts:
@@ -247,7 +253,7 @@ def write_session(session: Session, path: str | Path, key: bytes | None = None) 
     path = Path(path)
     session.validate(str(path))
     for name in session.tracks:
-        if not _INSTRUMENT.fullmatch(name) or name in CHANNELS or _ACTION.match(name):
+        if not _INSTRUMENT.fullmatch(name) or name in CHANNELS or _ACTION.match(name) or _OBS.match(name):
             raise SessionError(
                 f"{path}: instrument name {name!r} is not valid; use letters and digits (words joined by '_')"
             )

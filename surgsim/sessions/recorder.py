@@ -40,7 +40,7 @@ from surgsim.sessions.io import (
     track_columns,
     write_session,
 )
-from surgsim.sessions.session import ACTION_PREFIX, SessionError
+from surgsim.sessions.session import ACTION_PREFIX, OBS_PREFIX, SessionError
 
 JOURNAL_SUFFIX = ".partial"
 INSTRUMENT = "tool"
@@ -129,6 +129,9 @@ class SessionRecorder(gym.Wrapper):
         rate_hz: control rate in Hz (default: the env's ``render_fps``).
         flush_every_s: journal flush interval in session seconds.
         labels: labels stored in every session's metadata (e.g. ``{"skill": "E"}``).
+        record_obs: also record the observation the policy saw, as channels ``obs_<i>`` (row 0:
+            the reset's), so that ``surgsim dataset from-sessions`` can make a dataset of them;
+            vector observations only (``obs_type="state"``).
     """
 
     def __init__(
@@ -139,6 +142,7 @@ class SessionRecorder(gym.Wrapper):
         rate_hz: float | None = None,
         flush_every_s: float = 1.0,
         labels: dict[str, Any] | None = None,
+        record_obs: bool = False,
     ) -> None:
         super().__init__(env)
         self.trainee = check_trainee(trainee)
@@ -154,6 +158,12 @@ class SessionRecorder(gym.Wrapper):
         self.labels = dict(labels or {})
         space = env.action_space
         self._n_actions = 1 if isinstance(space, gym.spaces.Discrete) else int(np.prod(space.shape))
+        self._n_obs = 0
+        if record_obs:
+            obs_space = env.observation_space
+            if not (isinstance(obs_space, gym.spaces.Box) and len(obs_space.shape) == 1):
+                raise SessionError(f"record_obs needs vector observations (obs_type 'state'); {env} has {obs_space}")
+            self._n_obs = obs_space.shape[0]
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         #: sessions written so far, in order
@@ -168,7 +178,7 @@ class SessionRecorder(gym.Wrapper):
         obs, info = self.env.reset(seed=seed, options=options)
         meta, columns = self._meta(seed, options), self._columns(info)
         self._episode = _Episode(*reserve_session(self.directory, self.trainee), meta, columns)
-        self._episode.add(self._row(0, None, 0.0, info), self.flush_every_s)
+        self._episode.add(self._row(0, None, 0.0, info, obs), self.flush_every_s)
         self._episodes += 1
         return obs, info
 
@@ -178,7 +188,7 @@ class SessionRecorder(gym.Wrapper):
         if episode is not None:
             k = episode.rows
             time = k / self.rate_hz
-            episode.add(self._row(k, action, reward, info), self.flush_every_s)
+            episode.add(self._row(k, action, reward, info, obs), self.flush_every_s)
             if terminated or truncated:
                 episode.events.append({"time": time, "name": episode_outcome(info)})
                 self._finish(complete=True)
@@ -243,9 +253,10 @@ class SessionRecorder(gym.Wrapper):
         # a channel the env cannot measure (NeedleReach's clearance is infinite: nothing to hit) is left out
         self._measured = [c for c in INFO_CHANNELS if c in info and math.isfinite(float(info[c]))]
         channels += ["reward", *self._measured, "critical_contact", "success"]
+        channels += [f"{OBS_PREFIX}{i}" for i in range(self._n_obs)]
         return ["time", *track_columns(INSTRUMENT, True, False), *channel_order(channels)]
 
-    def _row(self, k: int, action: Any, reward: float, info: dict[str, Any]) -> dict[str, Any]:
+    def _row(self, k: int, action: Any, reward: float, info: dict[str, Any], obs: Any) -> dict[str, Any]:
         row: dict[str, Any] = {"time": k / self.rate_hz}
         position = np.asarray(info["tip_position"], dtype=np.float64)
         orientation = np.asarray(info["tip_orientation"], dtype=np.float64)
@@ -264,6 +275,9 @@ class SessionRecorder(gym.Wrapper):
             row[name] = value
         row["critical_contact"] = is_critical(info.get("failure_reason"))
         row["success"] = bool(info.get("is_success", False))
+        if self._n_obs:
+            for i, value in enumerate(np.asarray(obs, dtype=np.float64).tolist()):
+                row[f"{OBS_PREFIX}{i}"] = value
         return row
 
 

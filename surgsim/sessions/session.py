@@ -29,6 +29,8 @@ CHANNELS: dict[str, str] = {
 }
 #: action channels are named action_0, action_1, ...
 ACTION_PREFIX = "action_"
+#: observation channels (``SessionRecorder(record_obs=True)``) are named obs_0, obs_1, ...
+OBS_PREFIX = "obs_"
 
 
 class SessionError(SurgsimError):
@@ -87,7 +89,7 @@ class Session:
                 shape = (n, width) if width else (n,)
                 _check_array(source, f"{name}.{part}", values, shape)
         for name, values in self.channels.items():
-            if name not in CHANNELS and not name.startswith(ACTION_PREFIX):
+            if name not in CHANNELS and not name.startswith((ACTION_PREFIX, OBS_PREFIX)):
                 raise SessionError(f"{source}: unknown channel {name!r}; known: {sorted(CHANNELS)}")
             _check_array(source, name, values, (n,))
         return self

@@ -1,0 +1,95 @@
+"""Demonstration datasets from recorded sessions (trainees at the keyboard, agents, experts).
+
+A session becomes one episode when it was recorded with observations
+(``SessionRecorder(record_obs=True)``, channels ``obs_<i>``). Row 0 holds the reset's observation,
+row k the observation, action and reward of step k. The episode was terminated when its last
+event is a success or a failure, truncated when it is ``time_limit`` or ``stopped``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+from tqdm import tqdm
+
+from surgsim.datasets.store import DatasetError, Episode, check_free, dataset_id, write_dataset
+from surgsim.sessions import read_session
+from surgsim.sessions.io import session_files
+from surgsim.sessions.session import ACTION_PREFIX, OBS_PREFIX, Session
+
+#: last events that end an episode by truncation rather than termination
+TRUNCATING_EVENTS = ("time_limit", "stopped")
+
+
+def _indexed(session: Session, prefix: str) -> np.ndarray:
+    """The channels ``<prefix><i>`` stacked by index, (T, n)."""
+    pattern = re.compile(re.escape(prefix) + r"(\d+)$")
+    names = sorted((n for n in session.channels if pattern.match(n)), key=lambda n: int(pattern.match(n).group(1)))
+    return np.column_stack([session.channels[n] for n in names]) if names else np.empty((session.n_samples, 0))
+
+
+def session_episode(session: Session, source: str, discrete: bool) -> Episode:
+    """One session as one episode (see the module docstring)."""
+    obs = _indexed(session, OBS_PREFIX).astype(np.float32)
+    if obs.shape[1] == 0:
+        raise DatasetError(f"{source}: no observations (obs_<i> channels); record with record_obs=True")
+    if session.n_samples < 2:
+        raise DatasetError(f"{source}: no step recorded")
+    actions = _indexed(session, ACTION_PREFIX)[1:]
+    events = session.meta.get("events") or []
+    last = events[-1]["name"] if events else "stopped"
+    n = session.n_samples - 1
+    terminations = [False] * n
+    truncations = [False] * n
+    (truncations if last in TRUNCATING_EVENTS else terminations)[-1] = True
+    channels = session.channels
+    success = np.asarray(channels.get("success", np.zeros(session.n_samples, bool)), dtype=bool)
+    infos = {
+        "is_success": success.tolist(),
+        "tip_position": list(session.tracks["tool"].position),
+    }
+    for key in ("distance_to_target", "clearance", "depth", "tissue_damage"):
+        if key in channels:
+            infos[key] = np.asarray(channels[key], dtype=np.float64).tolist()
+    return Episode(
+        seed=session.meta.get("source", {}).get("seed"),
+        observations=list(obs),
+        actions=[int(a[0]) for a in actions] if discrete else list(actions.astype(np.float32)),
+        rewards=np.asarray(channels["reward"][1:], dtype=np.float64).tolist(),
+        terminations=terminations,
+        truncations=truncations,
+        infos=infos,
+    )
+
+
+def from_sessions(folder: str | Path, root: str | Path, name: str = "sessions", progress: bool = True) -> Path:
+    """Turn every session under ``folder`` (all of one env id) into dataset
+    ``surgsim/<env>/<name>-v0`` under ``root``."""
+    files = session_files(Path(folder))
+    if not files or not files[0].exists():
+        raise DatasetError(f"{folder}: no session files (*.parquet)")
+    sessions = []
+    for path in tqdm(files, desc="reading sessions", unit="session", disable=not progress):
+        sessions.append((path, read_session(path)))
+    env_ids = {s.meta.get("source", {}).get("env_id") for _, s in sessions}
+    if len(env_ids) != 1 or None in env_ids:
+        raise DatasetError(f"{folder}: sessions must come from one simulator env; found env ids {sorted(map(str, env_ids))}")
+    env_id = env_ids.pop()
+    dataset = dataset_id(env_id, name)
+    check_free(root, dataset)
+    options = sessions[0][1].meta.get("source", {})
+    env = gym.make(env_id, difficulty=options.get("difficulty") or "medium")
+    try:
+        discrete = isinstance(env.action_space, gym.spaces.Discrete)
+        episodes = [session_episode(s, str(p), discrete) for p, s in sessions]
+        width = env.observation_space.shape[0]
+        for (path, _), episode in zip(sessions, episodes):
+            if len(episode.observations[0]) != width:
+                raise DatasetError(f"{path}: {len(episode.observations[0])} observation values, {env_id} has {width}")
+        return write_dataset(root, dataset, episodes, env, algorithm="recorded sessions",
+                             description=f"{len(episodes)} recorded sessions from {folder} on {env_id}")
+    finally:
+        env.close()
