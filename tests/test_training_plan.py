@@ -20,8 +20,7 @@ from surgsim.scoring.metrics import METRICS
 from surgsim.scoring.plan import (
     DEFAULT_PASS_SCORE, LADDER, SKILLS, PlanError, PlanSettings, load_settings, training_plan,
 )
-from surgsim.scoring.report import session_report
-from surgsim.scoring.score import grade_session
+from surgsim.scoring.batch import grade_folder
 from surgsim.scoring.synthetic import synthetic_session
 from surgsim.scoring.trainee_report import write_trainee_report
 from surgsim.sessions import write_session
@@ -39,7 +38,7 @@ def record(n: int, score: float, *, trainee: str = "ann", task: str = "NeedleRea
         "digest": f"{trainee}-{n:04d}", "trainee": trainee, "file": f"/s/{trainee}-{n}.parquet", "task": task,
         "rubric": task, "difficulty": difficulty, "trial": n, "recorded_at": None, "score": score,
         "level": "expert" if score >= 80 else "intermediate", "metrics": metrics,
-        "critical_errors": [{"time": 1.0, "what": "vessel contact"}] * critical,
+        "critical_errors": [{"kind": "critical_contact", "time_s": 1.0, "what": "vessel contact"}] * critical,
     }
 
 
@@ -81,19 +80,24 @@ def test_history_survives_a_crash_while_writing(tmp_path, monkeypatch) -> None:
     assert history.trainees() == ["ann"]
 
 
-def test_attempt_record_from_a_session_report() -> None:
+def test_attempt_record_from_a_session_report(tmp_path) -> None:
     session = synthetic_session(np.random.default_rng(1), 0.5, reaches=2, trainee="ann", trial=4)
-    metrics, score, _ = grade_session(session)
-    report = session_report("/s/a.parquet", session, metrics, score, rubric=score.task)
+    write_session(session, tmp_path / "a.parquet")
+    grade_folder([tmp_path / "a.parquet"], tmp_path / "r", figures=False, progress=False)
+    report = json.loads((tmp_path / "r" / "a.json").read_text())
+    report.pop("critical_errors", None)  # a report without the field: no critical error
     meta = {**session.meta, "source": {"kind": "simulator", "difficulty": "hard"}}
     line = attempt_record(report, meta, "d1")
     assert (line["trainee"], line["trial"], line["score"], line["difficulty"]) == ("ann", 4, report["score"], "hard")
-    assert line["critical_errors"] == []  # a report without the field: none
-    ldlj = report["metrics"]["ldlj"]
-    assert line["metrics"]["ldlj"] == {"shown": ldlj["value"], "unit": "1", "z": ldlj["z"],
-                                       "points_lost": ldlj["points_lost"]}
-    assert line["metrics"]["path_length"] == {"shown": report["metrics"]["path_length"]["shown"], "unit": "mm"}
-    errors = [{"time": 2.5, "what": "critical-structure contact"}]
+    assert line["critical_errors"] == []
+    for name, item in report["metrics"].items():  # in report units; z and points lost where graded
+        shown = {"shown": item.get("shown", item["value"]), "unit": item.get("shown_unit", item["unit"])}
+        if "points_lost" in item:
+            shown.update(z=item["z"], points_lost=item["points_lost"])
+        assert line["metrics"].get(name) == (shown if item["value"] is not None else None)
+    assert line["metrics"]["path_length"]["unit"] == "mm"
+    assert any("points_lost" in item for item in line["metrics"].values())
+    errors = [{"kind": "critical_contact", "time_s": 2.5, "what": "critical-structure contact"}]
     assert attempt_record({**report, "critical_errors": errors}, session.meta, "d1")["critical_errors"] == errors
     assert attempt_record(report, session.meta, "d1")["difficulty"] is None
     assert attempt_record({**report, "trainee": None}, meta, "d1") is None
@@ -163,11 +167,13 @@ def test_a_fail_resets_the_streak() -> None:
 def test_an_attempt_with_a_critical_error_never_passes() -> None:
     records = [record(1, 95), record(2, 95), record(3, 99, critical=1), record(4, 95), record(5, 95)]
     plan = training_plan(records)
-    assert not plan.attempts[2].passed and plan.attempts[2].why == "failed: 1 critical error(s)"
+    assert not plan.attempts[2].passed and plan.attempts[2].why == "failed: 1 critical error(s): vessel contact"
     assert plan.progress["NeedleReach"].completed == []
     # and the next exercise goes back to where it happened, before any metric
     assert plan.next.exercise == "NeedleReach" and plan.next.difficulty == "easy"
-    assert plan.next.reason.startswith("1 of the last 5 attempt(s) had a critical error (latest: attempt 3")
+    assert plan.next.reason.startswith(
+        "1 of the last 5 attempt(s) had a critical error (latest: attempt 3, NeedleReach: vessel contact); "
+        "an attempt with one never passes, so practise NeedleReach at easy")
 
 
 def test_ladder_climbs_to_hard_and_marks_are_per_exercise_and_difficulty(tmp_path) -> None:
@@ -277,7 +283,8 @@ def test_trainee_report_json_and_figure(tmp_path) -> None:
     assert json.loads(written[0].read_text()) == report
     assert written[1].read_bytes()[:4] == b"\x89PNG"
     assert [a["passed"] for a in report["attempts"]] == [False, False, True]
-    assert report["attempts"][1]["critical_errors"] == [{"time": 1.0, "what": "vessel contact"}]
+    assert report["attempts"][1]["critical_errors"] == [
+        {"kind": "critical_contact", "time_s": 1.0, "what": "vessel contact"}]
     assert report["curves"] == ["ldlj", "tissue_damage"]
     assert report["progression"]["Incision"]["passes_in_a_row"]["medium"] == 1
     assert report["notes"] == ["1 of 3 attempt(s) have no difficulty (easy, medium, hard) in their session "

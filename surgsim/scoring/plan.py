@@ -127,7 +127,7 @@ class Attempt:
     difficulty_assumed: bool  #: the session's metadata had no difficulty on the ladder
     score: float
     pass_score: float
-    critical_errors: int
+    critical_errors: tuple[str, ...]  #: each in words
     passed: bool
     why: str  #: the verdict in words
 
@@ -181,6 +181,13 @@ def exercise_of(record: dict[str, Any]) -> str:
     return task if isinstance(task, str) and task else str(record.get("rubric") or "generic")
 
 
+def _describe(error: Any) -> str:
+    """A critical error in words: the report's ``what``, else its ``kind``."""
+    if isinstance(error, dict):
+        return str(error.get("what") or error.get("kind") or "critical error")
+    return str(error)
+
+
 def judge(records: Sequence[dict[str, Any]], settings: PlanSettings) -> list[Attempt]:
     """Each history record (in the order made) as a pass or a fail, with the reason."""
     attempts = []
@@ -189,9 +196,9 @@ def judge(records: Sequence[dict[str, Any]], settings: PlanSettings) -> list[Att
         given = record.get("difficulty")
         difficulty = given if given in LADDER else ASSUMED_DIFFICULTY
         score, mark = float(record["score"]), settings.mark(exercise, difficulty)
-        errors = len(record.get("critical_errors") or [])
+        errors = tuple(map(_describe, record.get("critical_errors") or []))
         if errors:
-            why = f"failed: {errors} critical error(s)"
+            why = f"failed: {len(errors)} critical error(s): {'; '.join(errors)}"
         elif score >= mark:
             why = f"passed: score {score:.1f} >= {mark:g}"
         else:
@@ -264,7 +271,8 @@ def choose_next(
         exercise = critical[-1].exercise
         difficulty, standing = _standing(exercise, progress, settings)
         reason = (f"{len(critical)} of the last {n} attempt(s) had a critical error (latest: attempt "
-                  f"{critical[-1].number}, {exercise}); an attempt with one never passes, so practise "
+                  f"{critical[-1].number}, {exercise}: {critical[-1].critical_errors[0]}); an attempt with one "
+                  f"never passes, so practise "
                   f"{exercise} at {difficulty} until attempts are free of them; {standing}")
         return NextExercise(exercise, difficulty, reason, None)
     for weakness in found:
