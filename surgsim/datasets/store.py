@@ -48,9 +48,10 @@ def dataset_id(env_id: str, name: str) -> str:
 
 @contextlib.contextmanager
 def datasets_path(root: str | Path) -> Iterator[None]:
-    """Point Minari at ``root`` for the duration of the block."""
+    """Point Minari at ``root`` for the duration of the block. The path is made absolute: with a
+    relative one, Minari 0.5.4 looks for its own files at the path joined twice and cannot write."""
     saved = os.environ.get("MINARI_DATASETS_PATH")
-    os.environ["MINARI_DATASETS_PATH"] = str(root)
+    os.environ["MINARI_DATASETS_PATH"] = str(Path(root).absolute())
     try:
         yield
     finally:
@@ -186,15 +187,17 @@ class Demonstrations:
     def episodes(self) -> int:
         return len(self.seeds)
 
-    def returns_to_go(self, gamma: float) -> np.ndarray:
-        """Discounted return from each transition to its episode's end (truncated episodes
-        are not bootstrapped: a lower bound of the demonstrator's value)."""
-        out = np.empty(len(self.rewards))
+    def returns_to_go(self, gamma: float, rewards: np.ndarray | None = None) -> np.ndarray:
+        """Discounted return from each transition to its episode's end, of ``rewards`` (default:
+        the recorded ones; pretraining passes normalised ones). A truncated episode is not
+        bootstrapped: a lower bound of the demonstrator's value."""
+        rewards = self.rewards if rewards is None else rewards
+        out = np.empty(len(rewards))
         running = 0.0
-        for i in range(len(self.rewards) - 1, -1, -1):
+        for i in range(len(rewards) - 1, -1, -1):
             if self.terminations[i] or self.truncations[i]:
                 running = 0.0
-            running = self.rewards[i] + gamma * running
+            running = rewards[i] + gamma * running
             out[i] = running
         return out
 
