@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from simhelpers import one_line_error
+from simhelpers import one_line_error, run_python
 from typer.testing import CliRunner
 
 import surgsim._files
@@ -358,3 +358,13 @@ def test_cli_report_refuses_a_bad_history_before_grading(sessions, tmp_path) -> 
     assert one_line_error(result) == (f"error: history {damaged / 'ann.jsonl'}: line 1 is not an attempt "
                                       "(needs digest, trainee and score)")
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.slow
+def test_training_plan_never_imports_pybullet_or_torch() -> None:
+    code = (
+        "import sys\n"
+        "import surgsim.cli, surgsim.scoring.history, surgsim.scoring.plan, surgsim.scoring.trainee_report\n"
+        "print(sorted(m for m in ('pybullet', 'torch') if m in sys.modules))\n"
+    )
+    assert run_python(code).strip() == "[]"
