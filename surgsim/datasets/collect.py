@@ -90,7 +90,7 @@ def collect(
             root, dataset, data, env, algorithm=what,
             description=f"{episodes} episodes of {what} on {env_id} (seeds {seed}-{seed + episodes - 1}; "
                         f"env kwargs {env_kwargs or 'none'})",
-            ref_min_score=ref_min, ref_max_score=ref_max,
+            ref_min_score=ref_min, ref_max_score=ref_max, ref_episodes=ref_episodes,
         )
     finally:
         env.close()

@@ -102,9 +102,10 @@ def info_row(info: dict[str, Any]) -> dict[str, Any]:
 def write_dataset(
     root: str | Path, dataset: str, episodes: Sequence[Episode], env: gym.Env, *,
     algorithm: str, description: str, ref_min_score: float | None = None,
-    ref_max_score: float | None = None, author: str = "surgsim",
+    ref_max_score: float | None = None, ref_episodes: int = 0, author: str = "surgsim",
 ) -> Path:
-    """Write ``episodes`` as Minari dataset ``dataset`` under ``root``; returns its folder."""
+    """Write ``episodes`` as Minari dataset ``dataset`` under ``root``; returns its folder.
+    ``ref_episodes`` is how many episodes the reference scores average (stored with them)."""
     require("datasets", "writing a Minari dataset")
     import minari
     from minari.data_collector import EpisodeBuffer
@@ -128,7 +129,8 @@ def write_dataset(
             warnings.filterwarnings("ignore", message=r"`(author_email|eval_env|code_permalink)` is set to None")
             minari.create_dataset_from_buffers(
                 dataset, buffers, env=env, algorithm_name=algorithm, author=author,
-                ref_min_score=ref_min_score, ref_max_score=ref_max_score, description=description,
+                ref_min_score=ref_min_score, ref_max_score=ref_max_score,
+                num_episodes_average_score=ref_episodes, description=description,
                 data_format="arrow",
                 requirements=[f"surgsim=={_version()}"],
             )
