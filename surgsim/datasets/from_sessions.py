@@ -3,7 +3,8 @@
 A session becomes one episode when it was recorded with observations
 (``SessionRecorder(record_obs=True)``, channels ``obs_<i>``). Row 0 holds the reset's observation,
 row k the observation, action and reward of step k. The episode was terminated when its last
-event is a success or a failure, truncated when it is ``time_limit`` or ``stopped``.
+event is a success or a failure, truncated when it is ``time_limit``, ``stopped`` or
+``recording_interrupted`` (a session recovered from a crashed recording's journal).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from surgsim.sessions.io import session_files
 from surgsim.sessions.session import ACTION_PREFIX, OBS_PREFIX, Session
 
 #: last events that end an episode by truncation rather than termination
-TRUNCATING_EVENTS = ("time_limit", "stopped")
+TRUNCATING_EVENTS = ("time_limit", "stopped", "recording_interrupted")
 
 
 def _indexed(session: Session, prefix: str) -> np.ndarray:
