@@ -53,9 +53,14 @@ def train_cmd(
     hyperparams: Optional[List[str]] = options.HYPERPARAMS,
     save_freq: int = options.SAVE_FREQ,
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue this run folder from its last checkpoint."),
+    init_from: Optional[Path] = typer.Option(
+        None, "--init-from", help="Fine-tune: start from the weights (and normalisation) of this `surgsim pretrain` "
+        "or `surgsim train` run of the same algorithm and env; it is evaluated at timestep 0."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     require_extra("train", "train")
+    if init_from is not None and resume is not None:
+        fail("--init-from starts a new run; --resume continues one: give one of them")
     from surgsim.rl.presets import parse_overrides
     from surgsim.rl.train import TrainArgs, train
 
@@ -65,7 +70,7 @@ def train_cmd(
             env_kwargs=parse_overrides(env_kwargs, "--env-kwargs"), eval_freq=eval_freq,
             eval_episodes=eval_episodes, n_envs=n_envs, device=device,
             hyperparams=parse_overrides(hyperparams, "--hyperparams"), save_freq=save_freq,
-            progress_bar=progress,
+            progress_bar=progress, init_from=None if init_from is None else str(init_from),
         )
         run_dir = train(args, resume=resume)
     except SurgsimError as exc:
@@ -81,6 +86,61 @@ def train_cmd(
         f"timesteps {summary['timesteps']}  success {final['success_rate']:.1%}  "
         f"critical-structure failures {final['critical_failure_rate']:.1%}  return {final['mean_return']:.2f}"
     )
+
+
+@app.command("pretrain", help=(
+    "Pretrain an agent from a demonstration dataset (`surgsim dataset collect`): behaviour cloning "
+    "with a value warm-up (PPO, SAC) or DQfD (DQN). Writes a run folder that `surgsim eval` "
+    f"evaluates and `surgsim train --init-from` fine-tunes. {_PICKLE_NOTE}"))
+def pretrain_cmd(
+    dataset: str = typer.Argument(..., help="Dataset id, e.g. surgsim/SurgicalPath/expert-v0."),
+    algo: str = options.ALGO,
+    env: Optional[str] = typer.Option(None, "--env", help="Env id (default: the one the dataset was recorded on)."),
+    root: Path = typer.Option(Path("datasets"), "--root", help="Dataset root (MINARI_DATASETS_PATH)."),
+    epochs: int = typer.Option(30, "--epochs", help="Passes over the demonstrations."),
+    batch_size: int = typer.Option(256, "--batch-size"),
+    lr: float = typer.Option(1e-3, "--lr", help="Adam learning rate of the pretraining."),
+    seed: int = typer.Option(0, "--seed", callback=check_seed),
+    log_folder: Path = typer.Option(Path("logs"), "-f", "--log-folder", help="Runs go to <f>/<algo>/<env>_<n>/."),
+    env_kwargs: Optional[List[str]] = options.ENV_KWARGS,
+    hyperparams: Optional[List[str]] = options.HYPERPARAMS,
+    eval_episodes: int = options.EVAL_EPISODES,
+    device: str = options.DEVICE,
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+) -> None:
+    require_extra("train", "pretrain")
+    require_extra("datasets", "pretrain")
+    from surgsim.datasets import load_demonstrations
+    from surgsim.rl.presets import parse_overrides
+    from surgsim.rl.pretrain import PretrainArgs, pretrain
+
+    check_writable(log_folder, "-f", folder=True)
+    try:
+        env_id = env or _recorded_env(load_demonstrations, root, dataset)
+        args = PretrainArgs(
+            algo=algo, env_id=env_id, dataset=dataset, root=str(root), epochs=epochs, batch_size=batch_size,
+            learning_rate=lr, seed=seed, log_folder=str(log_folder),
+            env_kwargs=parse_overrides(env_kwargs, "--env-kwargs"),
+            hyperparams=parse_overrides(hyperparams, "--hyperparams"), device=device,
+            eval_episodes=eval_episodes, progress_bar=progress,
+        )
+        run_dir = pretrain(args)
+    except SurgsimError as exc:
+        fail(str(exc))
+    import json
+
+    final = json.loads((run_dir / "summary.json").read_text())["final_eval"]
+    typer.echo(f"run: {run_dir}")
+    typer.echo(f"pretrained policy: success {final['success_rate']:.1%}  critical-structure failures "
+               f"{final['critical_failure_rate']:.1%}  return {final['mean_return']:.2f}")
+
+
+def _recorded_env(load, root: Path, dataset: str) -> str:
+    """The env id a dataset was recorded on."""
+    spec = load(root, dataset).env_spec
+    if spec is None:
+        fail(f"dataset {dataset} records no env; give --env")
+    return spec.id
 
 
 @app.command("eval", help=f"Evaluate a trained run over seeded episodes. {_PICKLE_NOTE}")

@@ -78,6 +78,8 @@ class TrainArgs:
     save_freq: int = 50_000
     progress_bar: bool = True
     verbose: int = 0
+    #: a pretrained run folder (``surgsim pretrain``) whose weights the run starts from
+    init_from: str | None = None
 
 
 def env_name(env_id: str) -> str:
@@ -454,19 +456,11 @@ def train(
     else:
         check_args(args)
         check_env_and_algo(args.algo, args.env_id, args.env_kwargs).close()
+        if args.init_from is not None:
+            check_init_from(args)
         run_dir = None
-    preset = resolve_preset(args)
-    n_timesteps = run_timesteps(args, preset)
-    n_envs = int(args.n_envs or preset.get("n_envs", 1))
-    if n_timesteps < 1 or n_envs < 1:
-        raise TrainingError(f"{preset_path(args.algo)}: n_timesteps and n_envs must be at least 1")
-    normalize = preset.get("normalize", False)
-    algo_kwargs = {k: v for k, v in preset.items() if k not in RUN_KEYS}
-    if "replay_buffer_class" in algo_kwargs:
-        name = algo_kwargs["replay_buffer_class"]
-        if not isinstance(name, str) or name not in REPLAY_BUFFERS:
-            raise TrainingError(f"replay_buffer_class {name!r} is not one of {list(REPLAY_BUFFERS)}")
-        algo_kwargs["replay_buffer_class"] = REPLAY_BUFFERS[name]
+    setup = run_setup(args)
+    n_timesteps = setup.n_timesteps
 
     resuming = run_dir is not None
     if not resuming:
@@ -474,10 +468,12 @@ def train(
     eval_env = gym.make(args.env_id, **args.env_kwargs)
     try:
         if resuming:
-            venv = _make_vec_env(args, run_dir, n_envs, normalize, resuming=True)
+            venv = _make_vec_env(args, run_dir, setup.n_envs, setup.normalize, resuming=True)
             model = _resume_model(ALGO_CLASSES[args.algo], venv, args, run_dir)
         else:
-            venv, model = _start(args, run_dir, preset, n_timesteps, n_envs, algo_kwargs)
+            venv, model = _start(args, run_dir, setup)
+            if args.init_from is not None:
+                _init_from(model, venv, args)
     except BaseException:
         eval_env.close()
         if not resuming:  # a failed start leaves no half-made run folder
@@ -485,6 +481,8 @@ def train(
         raise
 
     evaluator = SurgicalEvalCallback(args, run_dir, eval_env, on_evaluation)
+    if args.init_from is not None and not resuming:
+        evaluator.evaluate()  # the pretrained policy, before any fine-tuning step
     saver = CheckpointSaver(run_dir, args.save_freq, start=model.num_timesteps)
     callbacks: list[BaseCallback] = [evaluator, saver]
     if args.progress_bar:
@@ -517,22 +515,79 @@ def train(
     return run_dir
 
 
-def _start(
-    args: TrainArgs, run_dir: Path, preset: dict[str, Any], n_timesteps: int, n_envs: int,
-    algo_kwargs: dict[str, Any],
-) -> tuple[VecEnv, BaseAlgorithm]:
+@dataclass
+class RunSetup:
+    """What a run is built with: its resolved preset, budget, env count, normalisation and the
+    algorithm's constructor arguments."""
+
+    preset: dict[str, Any]
+    n_timesteps: int
+    n_envs: int
+    normalize: bool | dict
+    algo_kwargs: dict[str, Any]
+
+
+def run_setup(args: TrainArgs) -> RunSetup:
+    """Resolve the preset of ``args`` (see :func:`resolve_preset`) into a :class:`RunSetup`."""
+    preset = resolve_preset(args)
+    n_timesteps = run_timesteps(args, preset)
+    n_envs = int(args.n_envs or preset.get("n_envs", 1))
+    if n_timesteps < 1 or n_envs < 1:
+        raise TrainingError(f"{preset_path(args.algo)}: n_timesteps and n_envs must be at least 1")
+    algo_kwargs = {k: v for k, v in preset.items() if k not in RUN_KEYS}
+    if "replay_buffer_class" in algo_kwargs:
+        name = algo_kwargs["replay_buffer_class"]
+        if not isinstance(name, str) or name not in REPLAY_BUFFERS:
+            raise TrainingError(f"replay_buffer_class {name!r} is not one of {list(REPLAY_BUFFERS)}")
+        algo_kwargs["replay_buffer_class"] = REPLAY_BUFFERS[name]
+    if args.init_from is not None and args.algo == "dqn" and "exploration_initial_eps" not in args.hyperparams:
+        # fine-tuning a pretrained Q-network: explore as the preset ends, not from random actions
+        algo_kwargs["exploration_initial_eps"] = algo_kwargs.get("exploration_final_eps", 0.05)
+    return RunSetup(preset, n_timesteps, n_envs, preset.get("normalize", False), algo_kwargs)
+
+
+def check_init_from(args: TrainArgs) -> None:
+    """A pretrained run to start from must exist and be of the same algorithm and env id."""
+    pretrained, record = read_run_args(Path(args.init_from))
+    if (pretrained.algo, pretrained.env_id) != (args.algo, args.env_id):
+        raise TrainingError(
+            f"--init-from {args.init_from}: it is a {pretrained.algo.upper()} run on {pretrained.env_id} "
+            f"({record}), this run is {args.algo.upper()} on {args.env_id}"
+        )
+    model = Path(args.init_from) / f"{env_name(args.env_id)}.zip"
+    if not model.is_file():
+        raise TrainingError(f"--init-from {args.init_from}: no model {model.name} in it")
+
+
+def _init_from(model: BaseAlgorithm, venv: VecEnv, args: TrainArgs) -> None:
+    """Start ``model`` from the pretrained run's weights (and its normalisation statistics)."""
+    run_dir, name = Path(args.init_from), env_name(args.env_id)
+    zip_path = run_dir / f"{name}.zip"
+    try:
+        model.set_parameters(str(zip_path), exact_match=True, device=args.device)
+    except Exception as exc:  # a zip of another architecture: SB3 raises many error types
+        raise TrainingError(f"--init-from {run_dir}: cannot load {zip_path.name} into this model "
+                            f"({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+    stats = run_dir / name / "vecnormalize.pkl"
+    if isinstance(venv, VecNormalize) and stats.is_file():
+        loaded = VecNormalize.load(str(stats), venv.venv)
+        venv.obs_rms, venv.ret_rms = loaded.obs_rms, loaded.ret_rms
+
+
+def _start(args: TrainArgs, run_dir: Path, setup: RunSetup) -> tuple[VecEnv, BaseAlgorithm]:
     """Write a new run's arguments and build its envs and model; SB3's refusals name the hyperparameters."""
     meta = run_dir / env_name(args.env_id)
     meta.mkdir()
-    args_record = asdict(args) | {"n_timesteps": n_timesteps, "n_envs": n_envs}
+    args_record = asdict(args) | {"n_timesteps": setup.n_timesteps, "n_envs": setup.n_envs}
     atomic_write_text(meta / "args.yml", yaml.safe_dump(args_record, sort_keys=True))
-    config = preset | {"n_timesteps": n_timesteps, "n_envs": n_envs}
+    config = setup.preset | {"n_timesteps": setup.n_timesteps, "n_envs": setup.n_envs}
     atomic_write_text(meta / "config.yml", yaml.safe_dump(config, sort_keys=True))
-    venv = _make_vec_env(args, run_dir, n_envs, preset.get("normalize", False), resuming=False)
+    venv = _make_vec_env(args, run_dir, setup.n_envs, setup.normalize, resuming=False)
     try:
         model = ALGO_CLASSES[args.algo](
-            _policy_for(preset.get("policy", "MlpPolicy"), venv), venv, seed=args.seed, device=args.device,
-            verbose=args.verbose, tensorboard_log=str(run_dir / "tb"), **algo_kwargs,
+            _policy_for(setup.preset.get("policy", "MlpPolicy"), venv), venv, seed=args.seed,
+            device=args.device, verbose=args.verbose, tensorboard_log=str(run_dir / "tb"),
+            **setup.algo_kwargs,
         )
     except (TypeError, ValueError, AssertionError, KeyError, RuntimeError) as exc:
         venv.close()

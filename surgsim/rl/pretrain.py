@@ -1,0 +1,309 @@
+"""Pretraining from demonstrations, written as a run folder that ``surgsim train --init-from`` fine-tunes.
+
+- PPO: behaviour cloning of the policy (the negative log-likelihood of the demonstrated actions;
+  the Gaussian's log-std is left at its initial value, so fine-tuning still explores) and a
+  value-function warm-up: the critic regresses the demonstrations' discounted returns-to-go, so
+  the first policy-gradient updates are not driven by a random critic that would undo the clone.
+- SAC: the actor's deterministic action regresses the demonstrated action (mean squared error in
+  the squashed action space) and both critics regress the returns-to-go of the demonstrated
+  actions (the target critics are then copied from them).
+- DQN, after DQfD (Hester et al., 2018, "Deep Q-learning from Demonstrations", AAAI): the
+  one-step and n-step TD losses on the demonstrations, plus the supervised large-margin loss
+  ``max_a [Q(s, a) + margin * (a != a_E)] - Q(s, a_E)`` (margin 0.8, n = 10 and loss weights 1,
+  as in the paper; L2 regularisation by weight decay 1e-5), with the target network updated every
+  ``target_update`` gradient steps.
+
+Returns-to-go treat a truncated episode's end as zero value (a lower bound). When the preset
+normalises observations or rewards (VecNormalize), the statistics are fitted to the
+demonstrations first and the networks learn in those normalised units, as fine-tuning will.
+
+The run folder has ``surgsim train``'s layout (``<env>.zip``, ``<env>/args.yml``,
+``vecnormalize.pkl``, ``summary.json`` with the cloned policy's evaluation at timestep 0), so
+``surgsim eval``, ``surgsim render`` and ``surgsim train --init-from`` take it, plus
+``pretrain.json`` (losses per epoch) and ``pretrain_loss.png``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from stable_baselines3 import DQN, PPO, SAC
+from stable_baselines3.common.vec_env import VecNormalize
+from tqdm import tqdm
+
+from surgsim._files import atomic_write_json
+from surgsim.datasets.store import Demonstrations, load_demonstrations
+from surgsim.rl.evaluate import model_policy, run_episodes
+from surgsim.rl.train import (
+    TrainArgs, TrainingError, _finish, _start, check_args, check_env_and_algo, new_run_dir, run_setup,
+)
+
+#: DQfD's defaults (Hester et al., 2018): large-margin value, n of the n-step return
+DQFD_MARGIN = 0.8
+DQFD_N_STEP = 10
+#: seeds of the evaluation episodes, as `surgsim train` evaluates (apart from training seeds)
+EVAL_SEED = 10_000
+
+
+@dataclass
+class PretrainArgs:
+    algo: str
+    env_id: str
+    dataset: str
+    root: str = "datasets"
+    epochs: int = 30
+    batch_size: int = 256
+    learning_rate: float = 1e-3
+    seed: int = 0
+    log_folder: str = "logs"
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    hyperparams: dict[str, Any] = field(default_factory=dict)
+    device: str = "auto"
+    eval_episodes: int = 20
+    target_update: int = 200  # DQN: gradient steps between target-network copies
+    progress_bar: bool = True
+
+
+def _check(args: PretrainArgs, demos: Demonstrations) -> None:
+    for option, value, low in (("--epochs", args.epochs, 1), ("--batch-size", args.batch_size, 1),
+                               ("--eval-episodes", args.eval_episodes, 1), ("--target-update", args.target_update, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise TrainingError(f"{option} {value!r}: must be a whole number of at least {low}")
+    if not (np.isfinite(args.learning_rate) and args.learning_rate > 0):
+        raise TrainingError(f"--lr {args.learning_rate!r}: must be a positive number")
+    recorded = demos.env_spec.id if demos.env_spec is not None else None
+    if recorded != args.env_id:
+        raise TrainingError(f"dataset {demos.dataset} was recorded on {recorded}, not {args.env_id}")
+
+
+def pretrain(args: PretrainArgs) -> Path:
+    """Pretrain on the dataset, evaluate the result, and write the run folder; returns it."""
+    demos = load_demonstrations(args.root, args.dataset)
+    _check(args, demos)
+    train_args = TrainArgs(algo=args.algo, env_id=args.env_id, seed=args.seed, log_folder=args.log_folder,
+                           env_kwargs=args.env_kwargs, eval_episodes=args.eval_episodes, device=args.device,
+                           hyperparams=args.hyperparams, progress_bar=args.progress_bar)
+    check_args(train_args)
+    env = check_env_and_algo(args.algo, args.env_id, args.env_kwargs)
+    try:
+        if env.observation_space.shape != demos.observations.shape[1:]:
+            raise TrainingError(
+                f"dataset {demos.dataset} has observations of shape {demos.observations.shape[1:]}, "
+                f"{args.env_id} with env kwargs {args.env_kwargs or 'none'} has {env.observation_space.shape}"
+            )
+        setup = run_setup(train_args)
+        run_dir, made = new_run_dir(args.log_folder, args.algo, args.env_id)
+        try:
+            venv, model = _start(train_args, run_dir, setup)
+        except BaseException:
+            shutil.rmtree(made, ignore_errors=True)
+            raise
+        try:
+            torch.manual_seed(args.seed)
+            start = time.time()
+            gamma = float(setup.algo_kwargs.get("gamma", model.gamma))
+            obs, next_obs, rewards = _normalised(venv, demos, gamma)
+            learn = {PPO: _clone_ppo, SAC: _clone_sac, DQN: _dqfd}[type(model)]
+            history = learn(model, demos, obs, next_obs, rewards, gamma, args)
+            result = run_episodes(env, model_policy(model, deterministic=True, normalizer=model.get_vec_normalize_env()),
+                                  args.eval_episodes, seed=EVAL_SEED)
+            record = {"timesteps": 0, "wall_time": time.time(), **result.to_dict()}
+            _finish(model, train_args, run_dir, [record], time.time() - start)
+            atomic_write_json(run_dir / "pretrain.json", {
+                "args": asdict(args), "dataset": {"id": demos.dataset, "episodes": demos.episodes,
+                                                  "transitions": len(demos), "success_rate": demos.success_rate},
+                "history": history, "evaluation": record,
+            })
+            _loss_figure(history, run_dir / "pretrain_loss.png", f"{args.algo.upper()} pretraining on {demos.dataset}")
+        except BaseException:
+            shutil.rmtree(run_dir, ignore_errors=True)  # nothing half-written under the run's name
+            raise
+        finally:
+            venv.close()
+    finally:
+        env.close()
+    return run_dir
+
+
+# --------------------------------------------------------------------------- normalisation
+def _normalised(venv, demos: Demonstrations, gamma: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Observations and rewards as the model will see them in fine-tuning: when ``venv``
+    normalises, its statistics are first fitted to the demonstrations (the observations, and
+    the running discounted return VecNormalize scales rewards by)."""
+    if not isinstance(venv, VecNormalize):
+        return demos.observations, demos.next_observations, demos.rewards
+    if venv.norm_obs:
+        venv.obs_rms.update(demos.observations)
+    if venv.norm_reward:
+        running, returns = 0.0, np.empty(len(demos.rewards))
+        for i, r in enumerate(demos.rewards):
+            running = running * gamma + r
+            returns[i] = running
+            if demos.terminations[i] or demos.truncations[i]:
+                running = 0.0
+        venv.ret_rms.update(returns)
+    return (venv.normalize_obs(demos.observations), venv.normalize_obs(demos.next_observations),
+            venv.normalize_reward(demos.rewards))
+
+
+def _batches(n: int, batch_size: int, rng: np.random.Generator):
+    order = rng.permutation(n)
+    for start in range(0, n, batch_size):
+        yield order[start:start + batch_size]
+
+
+def _epochs(args: PretrainArgs, what: str):
+    return tqdm(range(args.epochs), desc=what, unit="epoch", disable=not args.progress_bar)
+
+
+# --------------------------------------------------------------------------- PPO
+def _clone_ppo(model: PPO, demos, obs, next_obs, rewards, gamma, args) -> list[dict[str, float]]:
+    policy, device = model.policy, model.device
+    targets = demos.returns_to_go(gamma, rewards)
+    params = [p for name, p in policy.named_parameters() if name != "log_std"]
+    optimizer = torch.optim.Adam(params, lr=args.learning_rate)
+    o = torch.as_tensor(obs, device=device)
+    a = torch.as_tensor(demos.actions, device=device)
+    v = torch.as_tensor(targets, dtype=torch.float32, device=device)
+    rng, history = np.random.default_rng(args.seed), []
+    policy.set_training_mode(True)
+    for epoch in _epochs(args, "behaviour cloning (PPO)"):
+        sums = np.zeros(2)
+        for idx in _batches(len(o), args.batch_size, rng):
+            i = torch.as_tensor(idx, device=device)
+            values, log_prob, _ = policy.evaluate_actions(o[i], a[i])
+            nll = -log_prob.mean()
+            value_loss = F.mse_loss(values.flatten(), v[i])
+            optimizer.zero_grad()
+            (nll + value_loss).backward()
+            optimizer.step()
+            sums += [nll.item() * len(idx), value_loss.item() * len(idx)]
+        history.append({"epoch": epoch + 1, "nll": sums[0] / len(o), "value_mse": sums[1] / len(o)})
+    policy.set_training_mode(False)
+    return history
+
+
+# --------------------------------------------------------------------------- SAC
+def _clone_sac(model: SAC, demos, obs, next_obs, rewards, gamma, args) -> list[dict[str, float]]:
+    device = model.device
+    targets = torch.as_tensor(demos.returns_to_go(gamma, rewards), dtype=torch.float32, device=device)
+    o = torch.as_tensor(obs, device=device)
+    a = torch.as_tensor(np.clip(model.policy.scale_action(demos.actions), -1.0, 1.0), dtype=torch.float32,
+                        device=device)
+    actor_opt = torch.optim.Adam(model.actor.parameters(), lr=args.learning_rate)
+    critic_opt = torch.optim.Adam(model.critic.parameters(), lr=args.learning_rate)
+    rng, history = np.random.default_rng(args.seed), []
+    model.policy.set_training_mode(True)
+    for epoch in _epochs(args, "behaviour cloning (SAC)"):
+        sums = np.zeros(2)
+        for idx in _batches(len(o), args.batch_size, rng):
+            i = torch.as_tensor(idx, device=device)
+            mean, _, _ = model.actor.get_action_dist_params(o[i])
+            actor_loss = F.mse_loss(torch.tanh(mean), a[i])
+            actor_opt.zero_grad()
+            actor_loss.backward()
+            actor_opt.step()
+            q_values = model.critic(o[i], a[i])
+            critic_loss = sum(F.mse_loss(q.flatten(), targets[i]) for q in q_values) / len(q_values)
+            critic_opt.zero_grad()
+            critic_loss.backward()
+            critic_opt.step()
+            sums += [actor_loss.item() * len(idx), critic_loss.item() * len(idx)]
+        history.append({"epoch": epoch + 1, "action_mse": sums[0] / len(o), "q_mse": sums[1] / len(o)})
+    model.critic_target.load_state_dict(model.critic.state_dict())
+    model.policy.set_training_mode(False)
+    return history
+
+
+# --------------------------------------------------------------------------- DQN (DQfD)
+def n_step_targets(rewards: np.ndarray, demos: Demonstrations, gamma: float, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each transition: the discounted sum of up to ``n`` rewards within its episode, the
+    index of the observation after them (to bootstrap from), and the discount to apply to that
+    bootstrap (0 when the episode terminated inside the window)."""
+    size = len(rewards)
+    sums, ends, discounts = np.zeros(size), np.zeros(size, dtype=np.int64), np.zeros(size)
+    for i in range(size):
+        total, factor, j = 0.0, 1.0, i
+        while True:
+            total += factor * rewards[j]
+            factor *= gamma
+            if demos.terminations[j]:
+                factor = 0.0
+                break
+            if demos.truncations[j] or j - i + 1 == n:
+                break
+            j += 1
+        sums[i], ends[i], discounts[i] = total, j, factor
+    return sums, ends, discounts
+
+
+def _dqfd(model: DQN, demos, obs, next_obs, rewards, gamma, args) -> list[dict[str, float]]:
+    device = model.device
+    q_net, target = model.q_net, model.q_net_target
+    optimizer = torch.optim.Adam(q_net.parameters(), lr=args.learning_rate, weight_decay=1e-5)
+    n_sum, n_end, n_discount = n_step_targets(rewards, demos, gamma, DQFD_N_STEP)
+    o, o_next = torch.as_tensor(obs, device=device), torch.as_tensor(next_obs, device=device)
+    a = torch.as_tensor(demos.actions.astype(np.int64).reshape(-1), device=device)
+    r = torch.as_tensor(rewards, dtype=torch.float32, device=device)
+    done = torch.as_tensor(demos.terminations, dtype=torch.float32, device=device)
+    n_r = torch.as_tensor(n_sum, dtype=torch.float32, device=device)
+    n_next = torch.as_tensor(n_end, device=device)
+    n_gamma = torch.as_tensor(n_discount, dtype=torch.float32, device=device)
+    rng, history, steps = np.random.default_rng(args.seed), [], 0
+    model.policy.set_training_mode(True)
+    for epoch in _epochs(args, "DQfD pretraining (DQN)"):
+        sums = np.zeros(3)
+        for idx in _batches(len(o), args.batch_size, rng):
+            i = torch.as_tensor(idx, device=device)
+            q = q_net(o[i])
+            q_taken = q.gather(1, a[i, None]).squeeze(1)
+            with torch.no_grad():
+                one = r[i] + gamma * (1.0 - done[i]) * target(o_next[i]).max(dim=1).values
+                n_step = n_r[i] + n_gamma[i] * target(o_next[n_next[i]]).max(dim=1).values
+            margins = torch.full_like(q, DQFD_MARGIN).scatter(1, a[i, None], 0.0)
+            margin_loss = ((q + margins).max(dim=1).values - q_taken).mean()
+            td1 = F.smooth_l1_loss(q_taken, one)
+            tdn = F.smooth_l1_loss(q_taken, n_step)
+            optimizer.zero_grad()
+            (td1 + tdn + margin_loss).backward()
+            optimizer.step()
+            steps += 1
+            if steps % args.target_update == 0:
+                target.load_state_dict(q_net.state_dict())
+            sums += [td1.item() * len(idx), tdn.item() * len(idx), margin_loss.item() * len(idx)]
+        history.append({"epoch": epoch + 1, "td_1": sums[0] / len(o), "td_n": sums[1] / len(o),
+                        "margin": sums[2] / len(o)})
+    target.load_state_dict(q_net.state_dict())
+    model.policy.set_training_mode(False)
+    return history
+
+
+# --------------------------------------------------------------------------- figure
+def _loss_figure(history: list[dict[str, float]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from surgsim._files import atomic_save
+
+    figure, ax = plt.subplots(figsize=(6, 3.5))
+    epochs = [h["epoch"] for h in history]
+    for key in history[0]:
+        if key != "epoch":
+            ax.plot(epochs, [h[key] for h in history], label=key.replace("_", " "))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss (per transition)")
+    ax.set_yscale("symlog", linthresh=1e-3)
+    ax.set_title(title, fontsize=10)
+    ax.legend()
+    figure.tight_layout()
+    atomic_save(path, lambda p: figure.savefig(p, dpi=100, format="png"))
+    plt.close(figure)
