@@ -31,6 +31,8 @@ JIGSAWS_COLUMNS = 76
 _ARM_WIDTH = 19
 #: patient-side arms imported as tracks: name -> first (0-based) column of the arm's 19 values
 JIGSAWS_ARMS = {"left": 38, "right": 57}
+#: the surgeon's console (master) arms, imported only when asked for (``master=True``)
+JIGSAWS_MASTER_ARMS = {"master_left": 0, "master_right": 19}
 #: the six modified-OSATS items of the meta file, in file order (each 1-5; GRS is their sum)
 JIGSAWS_SUBSCORES = (
     "respect_for_tissue",
@@ -111,12 +113,16 @@ def read_jigsaws_meta(path: str | Path) -> dict[str, JigsawsTrial]:
     return trials
 
 
-def read_jigsaws_kinematics(path: str | Path, labels: dict[str, Any] | None = None) -> Session:
+def read_jigsaws_kinematics(
+    path: str | Path, labels: dict[str, Any] | None = None, master: bool = False
+) -> Session:
     """One JIGSAWS kinematics file as a session: patient-side arms as tracks ``left`` / ``right``.
 
     Positions are taken as metres and gripper angles as radians, as JIGSAWS stores them; each
-    rotation matrix (row-major) becomes a quaternion (x, y, z, w; w >= 0). Velocities and the
-    master arms are not imported (the scorer derives velocities from positions).
+    rotation matrix (row-major) becomes a quaternion (x, y, z, w; w >= 0). Velocities are not
+    imported (the scorer derives them from positions and orientations). With ``master`` the
+    console arms are imported too, as tracks ``master_left`` / ``master_right`` (for the learned
+    assessor's master-side features; the rubric's combined metrics then include them).
     """
     path = Path(path)
     task, surgeon, trial = parse_trial_name(path.stem, str(path))
@@ -139,7 +145,7 @@ def read_jigsaws_kinematics(path: str | Path, labels: dict[str, Any] | None = No
         line = int(np.argwhere(~np.isfinite(data))[0][0]) + 1
         raise SessionError(f"{path}, line {line}: NaN or infinite value")
     tracks = {}
-    for arm, start in JIGSAWS_ARMS.items():
+    for arm, start in (JIGSAWS_ARMS | (JIGSAWS_MASTER_ARMS if master else {})).items():
         values = data[:, start : start + _ARM_WIDTH]
         matrices = values[:, 3:12].reshape(-1, 3, 3)
         try:
@@ -161,12 +167,15 @@ def read_jigsaws_kinematics(path: str | Path, labels: dict[str, Any] | None = No
     return Session(np.arange(len(data)) / JIGSAWS_RATE_HZ, tracks, {}, meta).validate(str(path))
 
 
-def import_jigsaws(task_dir: str | Path, out_dir: str | Path, progress: bool = True) -> list[Path]:
+def import_jigsaws(
+    task_dir: str | Path, out_dir: str | Path, progress: bool = True, master: bool = False
+) -> list[Path]:
     """Import every trial of a JIGSAWS task folder into ``out_dir/<trial>.parquet``.
 
     ``task_dir`` holds ``kinematics/AllGestures/<Task>_<S><NNN>.txt`` and ``meta_file_<Task>.txt``,
     or is a flat folder of the kinematics ``.txt`` files (with or without the meta file). Trials
-    missing from the meta file are imported without labels. A bad file does not stop the others:
+    missing from the meta file are imported without labels; ``master`` also imports the console arms
+    (see :func:`read_jigsaws_kinematics`). A bad file does not stop the others:
     :class:`ImportFailed` lists the failures at the end.
     """
     task_dir, out_dir = Path(task_dir), Path(out_dir)
@@ -184,7 +193,7 @@ def import_jigsaws(task_dir: str | Path, out_dir: str | Path, progress: bool = T
     for path in tqdm(files, desc=f"import {task_dir.name}", unit="trial", disable=not progress):
         trial = trials.get(path.stem)
         try:
-            session = read_jigsaws_kinematics(path, trial.labels() if trial else None)
+            session = read_jigsaws_kinematics(path, trial.labels() if trial else None, master)
             written.append(write_session(session, out_dir / f"{path.stem}.parquet"))
         except SessionError as exc:
             failures.append(str(exc))
