@@ -244,10 +244,11 @@ class SurgicalEvalCallback(BaseCallback):
 
     def __init__(
         self, args: TrainArgs, run_dir: Path, eval_env: gym.Env,
-        on_evaluation: Callable[[dict[str, Any]], None] | None = None,
+        on_evaluation: Callable[[dict[str, Any]], None] | None = None, evaluate_first: bool = False,
     ) -> None:
         super().__init__()
         self.args = args
+        self.evaluate_first = evaluate_first
         self.on_evaluation = on_evaluation
         self.run_dir = run_dir
         self.eval_env = eval_env
@@ -259,6 +260,10 @@ class SurgicalEvalCallback(BaseCallback):
         if self.history:
             self.last_eval = self.history[-1]["timesteps"]
             self.best = max((h["success_rate"], h["mean_return"]) for h in self.history)
+
+    def _on_training_start(self) -> None:
+        if self.evaluate_first and not self.history:
+            self.evaluate()
 
     def _on_step(self) -> bool:
         if self.num_timesteps - self.last_eval >= self.every:
@@ -480,9 +485,9 @@ def train(
             shutil.rmtree(made, ignore_errors=True)
         raise
 
-    evaluator = SurgicalEvalCallback(args, run_dir, eval_env, on_evaluation)
-    if args.init_from is not None and not resuming:
-        evaluator.evaluate()  # the pretrained policy, before any fine-tuning step
+    # a fine-tuning run first evaluates the pretrained policy, before any update
+    evaluator = SurgicalEvalCallback(args, run_dir, eval_env, on_evaluation,
+                                     evaluate_first=args.init_from is not None and not resuming)
     saver = CheckpointSaver(run_dir, args.save_freq, start=model.num_timesteps)
     callbacks: list[BaseCallback] = [evaluator, saver]
     if args.progress_bar:
