@@ -161,10 +161,33 @@ def plan_cmd(
     typer.echo(f"wrote {', '.join(map(str, written))}")
 
 
-def _measure(paths: List[Path], workers: Optional[int], progress: bool, settings=None):
-    from surgsim.scoring.batch import measure_folder
+_MODEL_HELP = "rubric: expert references and weights (YAML); assessor: learned ridge model of the features (JSON)."
 
-    batch = measure_folder(_inputs(paths), settings, workers=_workers(workers), progress=progress)
+
+def _model_kind(model: str, label: Optional[str]) -> str:
+    if model not in ("rubric", "assessor"):
+        fail(f"--model must be rubric or assessor, got {model!r}")
+    if model == "assessor" and label is None:
+        fail("--model assessor needs --label (the grade to learn, e.g. grs)")
+    return model
+
+
+def _one_task(measured) -> str:
+    """The sessions' meta task (``generic`` when none says); several tasks are a usage error."""
+    tasks = sorted({str(m.meta.get("task")) for m in measured if m.meta.get("task")})
+    if len(tasks) > 1:
+        fail(f"the sessions are from several tasks {tasks}; pick one with --task or calibrate per folder")
+    return tasks[0] if tasks else "generic"
+
+
+def _measure(paths: List[Path], workers: Optional[int], progress: bool, settings=None, features: bool = False):
+    from surgsim.scoring.batch import measure_folder
+    from surgsim.scoring.features import measure_features
+
+    if features:
+        batch = measure_features(_inputs(paths), workers=_workers(workers), progress=progress)
+    else:
+        batch = measure_folder(_inputs(paths), settings, workers=_workers(workers), progress=progress)
     if not batch.results:
         _report_failures(batch.failures, len(batch.failures))
         fail(f"no session files (*.parquet) in {', '.join(map(str, paths))}")
@@ -174,25 +197,25 @@ def _measure(paths: List[Path], workers: Optional[int], progress: bool, settings
 @score_app.command("calibrate")
 def calibrate_cmd(
     paths: List[Path] = typer.Argument(..., help="Labelled session files or folders."),
-    out: Path = typer.Option(..., "--out", "-o", help="Rubric YAML to write."),
+    out: Path = typer.Option(..., "--out", "-o", help="Rubric YAML (or assessor JSON) to write."),
     label: Optional[str] = typer.Option(None, "--label", help="Numeric label (e.g. grs) to fit the weights on."),
+    model: str = typer.Option("rubric", "--model", help=_MODEL_HELP),
     task: Optional[str] = typer.Option(None, "--task", help="Task the rubric grades (default: the sessions' meta task)."),
     robust: bool = typer.Option(True, "--robust/--mean-std", help="Expert reference as median/MAD or mean/SD."),
     weights: bool = typer.Option(True, "--weights/--equal-weights", help="Fit weights by regression on --label."),
     workers: Optional[int] = typer.Option(None, "--workers", "-j", help=_WORKERS_HELP),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
-    """Fit expert reference distributions (and weights, level thresholds) from labelled sessions."""
+    """Fit expert reference distributions (and weights, level thresholds) from labelled sessions,
+    or with --model assessor a learned ridge model of the session features (penalties by nested CV)."""
     check_writable(out, "--out", folder=False)
+    if _model_kind(model, label) == "assessor":
+        return _calibrate_assessor(paths, out, label, task, workers, progress)
     from surgsim.scoring.calibrate import CalibrationError, expert_sessions, fit_rubric
     from surgsim.scoring.rubric import save_rubric
 
     batch = _measure(paths, workers, progress)
-    tasks = sorted({str(m.meta.get("task")) for m in batch.results if m.meta.get("task")})
-    if task is None:
-        if len(tasks) > 1:
-            fail(f"the sessions are from several tasks {tasks}; pick one with --task or calibrate per folder")
-        task = tasks[0] if tasks else "generic"
+    task = task or _one_task(batch.results)
     try:
         experts = expert_sessions(batch.results, label)
         rubric = fit_rubric(batch.results, task, label=label, fit_weights=weights, robust=robust)
@@ -220,6 +243,7 @@ def evaluate_cmd(
     robust: bool = typer.Option(True, "--robust/--mean-std", help="Expert reference as median/MAD or mean/SD."),
     weights: bool = typer.Option(True, "--weights/--equal-weights", help="Fit weights by regression on --label."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the result and per-session predictions as JSON."),
+    model: str = typer.Option("rubric", "--model", help=_MODEL_HELP),
     workers: Optional[int] = typer.Option(None, "--workers", "-j", help=_WORKERS_HELP),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
@@ -228,15 +252,22 @@ def evaluate_cmd(
         check_writable(out, "--out", folder=False)
     from dataclasses import asdict
 
-    from surgsim.scoring.calibrate import CalibrationError, evaluate
+    from surgsim.scoring.calibrate import evaluate
     from surgsim._files import atomic_write_json
+    from surgsim.errors import SurgsimError
 
     if cv not in ("louo", "loso"):
         fail(f"--cv must be louo or loso, got {cv!r}")
-    batch = _measure(paths, workers, progress)
+    learned = _model_kind(model, label) == "assessor"
+    batch = _measure(paths, workers, progress, features=learned)
     try:
-        result = evaluate(batch.results, label, cv, fit_weights=weights, robust=robust)  # type: ignore[arg-type]
-    except CalibrationError as exc:
+        if learned:
+            from surgsim.scoring.assessor import evaluate_assessor
+
+            result = evaluate_assessor(batch.results, label, cv)  # type: ignore[arg-type]
+        else:
+            result = evaluate(batch.results, label, cv, fit_weights=weights, robust=robust)  # type: ignore[arg-type]
+    except SurgsimError as exc:
         fail(str(exc))
     accuracy = "n/a (no labels.skill)" if result.level_accuracy is None else f"{result.level_accuracy:.3f}"
     typer.echo(f"{cv}: {result.folds} folds, {result.n} sessions")
@@ -244,7 +275,31 @@ def evaluate_cmd(
     rho = "n/a (constant scores or labels)" if result.spearman is None else f"{result.spearman:.3f}"
     typer.echo(f"Spearman rho (score vs {label}): {rho} (p = {p_value})")
     typer.echo(f"level accuracy: {accuracy}")
+    if learned:
+        auc = result.auc_expert_novice
+        typer.echo(f"expert-vs-novice AUC: {'n/a' if auc is None else f'{auc:.3f}'}")
+        shown = ", ".join(f"{k} {'n/a' if v is None else f'{v:.2f}'}" for k, v in result.targets.items())
+        typer.echo(f"Spearman of the other predictions: {shown or 'none'}")
     if out is not None:
         atomic_write_json(out, asdict(result), allow_nan=False)
         typer.echo(f"wrote {out}")
+    _report_failures(batch.failures, len(batch.results) + len(batch.failures))
+
+
+def _calibrate_assessor(
+    paths: List[Path], out: Path, label: str, task: Optional[str], workers: Optional[int], progress: bool
+) -> None:
+    """``score calibrate --model assessor``: fit and write the learned assessor (JSON)."""
+    from surgsim.scoring.assessor import AssessorError, fit_assessor, save_assessor
+
+    batch = _measure(paths, workers, progress, features=True)
+    task = task or _one_task(batch.results)
+    try:
+        assessor = fit_assessor(batch.results, label, task=task)
+    except AssessorError as exc:
+        fail(str(exc))
+    save_assessor(assessor, out)
+    chosen = assessor.targets[label]
+    typer.echo(f"wrote {out}: task {task}, {len(assessor.features)} features, targets {', '.join(assessor.targets)}; "
+               f"{label}: penalty {chosen.alpha:.3g}, inner CV RMSE {chosen.cv_rmse:.3g}")
     _report_failures(batch.failures, len(batch.results) + len(batch.failures))

@@ -102,6 +102,7 @@ def import_jigsaws_cmd(
         ..., help="A JIGSAWS task folder (kinematics/AllGestures/*.txt and meta_file_<Task>.txt), or a flat folder of .txt files."
     ),
     out: Path = typer.Option(..., "--out", help="Folder for the sessions (<Task>_<S><NNN>.parquet)."),
+    master: bool = typer.Option(False, "--master", help="Also import the console arms (tracks master_left / master_right)."),
 ) -> None:
     """Import JIGSAWS da Vinci kinematics: patient-side arms as tracks left / right, labels from the meta file.
 
@@ -113,7 +114,7 @@ def import_jigsaws_cmd(
     from surgsim.sessions.session import SessionError
 
     try:
-        paths = import_jigsaws(task_dir, out)
+        paths = import_jigsaws(task_dir, out, master=master)
     except ImportFailed as exc:
         typer.echo(f"imported {len(exc.written)} trial(s) into {out}")
         fail(str(exc), code=1)
