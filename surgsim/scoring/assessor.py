@@ -57,11 +57,8 @@ def _transform(name: str, value: float | None) -> float:
     """The model's input for a raw feature value: log of positive scales; NaN when missing."""
     if value is None or not math.isfinite(value):
         return math.nan
-    try:
-        log = feature_info(name).log
-    except KeyError:  # not one of features.py's: used as it is
-        log = False
-    if log:
+    info = feature_info(name)  # None: not one of features.py's (e.g. a rubric metric), used as it is
+    if info is not None and info.log:
         return math.log(value) if value > 0 else math.nan
     return float(value)
 
@@ -140,10 +137,8 @@ class Contribution:
         """E.g. ``right: peak speed (low-passed) = 0.0943 m/s (+1.3 SD): +1.20 grs``."""
         if self.value is None:
             return f"{feature_label(self.feature)}: not available (counted as average)"
-        try:
-            unit = feature_info(self.feature).unit
-        except KeyError:
-            unit = ""
+        info = feature_info(self.feature)
+        unit = info.unit if info is not None else ""
         shown = f"{self.value:.3g}" + (f" {unit}" if unit not in ("", "1") else "")
         return f"{feature_label(self.feature)} = {shown} ({self.z:+.1f} SD): {self.points:+.2f} {target}"
 

@@ -92,17 +92,21 @@ SESSION_FEATURES: dict[str, FeatureInfo] = {
 }
 
 
-def feature_info(name: str) -> FeatureInfo:
-    """The :class:`FeatureInfo` of a full feature name (``left.rotation`` or ``completion_time``)."""
+def feature_info(name: str) -> FeatureInfo | None:
+    """The :class:`FeatureInfo` of a full feature name (``left.rotation`` or ``completion_time``);
+    None for a name that is not one of these features (e.g. a rubric metric)."""
     if name in SESSION_FEATURES:
         return SESSION_FEATURES[name]
-    return TRACK_FEATURES[name.rpartition(".")[2]]
+    return TRACK_FEATURES.get(name.rpartition(".")[2]) if "." in name else None
 
 
 def feature_label(name: str) -> str:
     """Plain words for a full feature name: ``left.rotation`` -> ``left: total rotation ...``."""
+    info = feature_info(name)
+    if info is None:
+        return name
     track, _, key = name.rpartition(".")
-    label = feature_info(name).label
+    label = info.label
     where = {"instruments": "instruments (mean)", "master": "console (mean)"}.get(track, track.replace("_", " "))
     return f"{where}: {label}" if track else label
 
