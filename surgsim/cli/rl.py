@@ -102,7 +102,8 @@ def pretrain_cmd(
     lr: float = typer.Option(1e-3, "--lr", help="Adam learning rate of the pretraining."),
     seed: int = typer.Option(0, "--seed", callback=check_seed),
     log_folder: Path = typer.Option(Path("logs"), "-f", "--log-folder", help="Runs go to <f>/<algo>/<env>_<n>/."),
-    env_kwargs: Optional[List[str]] = options.ENV_KWARGS,
+    env_kwargs: Optional[List[str]] = typer.Option(
+        None, "--env-kwargs", help="key:value (repeatable); default: those the dataset was recorded with."),
     hyperparams: Optional[List[str]] = options.HYPERPARAMS,
     eval_episodes: int = options.EVAL_EPISODES,
     device: str = options.DEVICE,
@@ -120,7 +121,7 @@ def pretrain_cmd(
         args = PretrainArgs(
             algo=algo, env_id=env_id, dataset=dataset, root=str(root), epochs=epochs, batch_size=batch_size,
             learning_rate=lr, seed=seed, log_folder=str(log_folder),
-            env_kwargs=parse_overrides(env_kwargs, "--env-kwargs"),
+            env_kwargs=parse_overrides(env_kwargs, "--env-kwargs") if env_kwargs else None,
             hyperparams=parse_overrides(hyperparams, "--hyperparams"), device=device,
             eval_episodes=eval_episodes, progress_bar=progress,
         )

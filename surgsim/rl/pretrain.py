@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -63,7 +64,8 @@ class PretrainArgs:
     learning_rate: float = 1e-3
     seed: int = 0
     log_folder: str = "logs"
-    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    #: None: the env kwargs the dataset was recorded with (e.g. its difficulty)
+    env_kwargs: dict[str, Any] | None = None
     hyperparams: dict[str, Any] = field(default_factory=dict)
     device: str = "auto"
     eval_episodes: int = 20
@@ -83,10 +85,18 @@ def _check(args: PretrainArgs, demos: Demonstrations) -> None:
         raise TrainingError(f"dataset {demos.dataset} was recorded on {recorded}, not {args.env_id}")
 
 
+def recorded_env_kwargs(spec: Any) -> dict[str, Any]:
+    """The keyword arguments a dataset's env was made with, beyond its id's registered ones."""
+    registered = gym.spec(spec.id).kwargs
+    return {k: v for k, v in spec.kwargs.items() if k not in registered or registered[k] != v}
+
+
 def pretrain(args: PretrainArgs) -> Path:
     """Pretrain on the dataset, evaluate the result, and write the run folder; returns it."""
     demos = load_demonstrations(args.root, args.dataset)
     _check(args, demos)
+    if args.env_kwargs is None:
+        args.env_kwargs = recorded_env_kwargs(demos.env_spec)
     train_args = TrainArgs(algo=args.algo, env_id=args.env_id, seed=args.seed, log_folder=args.log_folder,
                            env_kwargs=args.env_kwargs, eval_episodes=args.eval_episodes, device=args.device,
                            hyperparams=args.hyperparams, progress_bar=args.progress_bar)

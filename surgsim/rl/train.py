@@ -264,6 +264,9 @@ class SurgicalEvalCallback(BaseCallback):
     def _on_training_start(self) -> None:
         if self.evaluate_first and not self.history:
             self.evaluate()
+            normalizer = self.model.get_vec_normalize_env()
+            if normalizer is not None:
+                normalizer.training = True  # held by train() until this first evaluation
 
     def _on_step(self) -> bool:
         if self.num_timesteps - self.last_eval >= self.every:
@@ -485,9 +488,12 @@ def train(
             shutil.rmtree(made, ignore_errors=True)
         raise
 
-    # a fine-tuning run first evaluates the pretrained policy, before any update
-    evaluator = SurgicalEvalCallback(args, run_dir, eval_env, on_evaluation,
-                                     evaluate_first=args.init_from is not None and not resuming)
+    # a fine-tuning run first evaluates the pretrained policy, before any update; its
+    # normalisation statistics wait for that (learn's first reset would otherwise move them)
+    fine_tuning = args.init_from is not None and not resuming
+    if fine_tuning and isinstance(venv, VecNormalize):
+        venv.training = False
+    evaluator = SurgicalEvalCallback(args, run_dir, eval_env, on_evaluation, evaluate_first=fine_tuning)
     saver = CheckpointSaver(run_dir, args.save_freq, start=model.num_timesteps)
     callbacks: list[BaseCallback] = [evaluator, saver]
     if args.progress_bar:
