@@ -325,6 +325,8 @@ def test_cli_collect_writes_once_then_refuses(tmp_path, monkeypatch):
     (["--env", ENV, "--impairment", "2"], "error: --impairment must be in [0, 1], got 2.0"),
     (["--env", "surgsim/Nope-v0"], "error: unknown env id 'surgsim/Nope-v0'; `surgsim envs` lists the registered ids"),
     (["--env", ENV, "--policy", "some/missing/run"], "error: run folder some/missing/run does not exist"),
+    (["--env", ENV, "--policy", "some/run", "--impairment", "0.5"],
+     "error: --impairment degrades the scripted expert only; drop it with --policy RUN_DIR"),
 ])
 def test_cli_collect_bad_input_exits_2_with_one_line(tmp_path, monkeypatch, args, message):
     monkeypatch.chdir(tmp_path)
