@@ -17,6 +17,7 @@ surgeon) and leave-one-supertrial-out (LOSO, the trial index) cross-validation:
 - *assessor*: ``surgsim score evaluate --model assessor`` (ridge on the features, penalties by
   inner LOUO on the training surgeons: nested CV), and the same on the patient side only.
 
+A first row predicts each held-out group the mean GRS of the others: the no-information floor.
 Columns: Spearman of the cross-validated score (predicted GRS) with GRS; level accuracy (the
 level against the self-reported skill N / I / E: the rubric's score cuts, the models' predicted
 skill); expert-vs-novice AUC of the score. The assessor's mean Spearman over the six OSATS
@@ -97,6 +98,17 @@ def evaluate_best_metric(sessions: Sequence[Measured], cv: str) -> dict[str, Any
     }
 
 
+def evaluate_mean(sessions: Sequence[Measured], cv: str) -> dict[str, Any]:
+    """No information: each held-out group gets the mean label of the others. Under LOUO this is
+    strongly anti-correlated with the label (holding out a well-rated surgeon lowers the mean of
+    the rest), the floor every model has to climb from."""
+    groups = [group_of(s, cv) for s in sessions]
+    labels = np.array([s.label(LABEL) for s in sessions])
+    predicted = [float(labels[[g != h for h in groups]].mean()) for g in groups]
+    return {"spearman": float(stats.spearmanr(predicted, labels).statistic), "level_accuracy": None,
+            "auc": expert_novice_auc(predicted, [s.skill for s in sessions])}
+
+
 def evaluate_rubric(sessions: Sequence[Measured], cv: str) -> dict[str, Any]:
     result = evaluate(sessions, LABEL, cv)  # type: ignore[arg-type]
     return {
@@ -135,6 +147,7 @@ def run_task(folder: Path, workers: int) -> dict[str, Any]:
                     if m.label(LABEL) is not None]
     methods: dict[str, dict[str, Any]] = {}
     for cv in CVS:
+        methods.setdefault("training mean (no features)", {})[cv] = evaluate_mean(metrics, cv)
         methods.setdefault("best metric", {})[cv] = evaluate_best_metric(metrics, cv)
         methods.setdefault("rubric", {})[cv] = evaluate_rubric(metrics, cv)
         methods.setdefault("assessor", {})[cv] = summarise(evaluate_assessor(features, LABEL, cv))  # type: ignore[arg-type]
