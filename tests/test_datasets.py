@@ -13,7 +13,9 @@ import pytest
 from typer.testing import CliRunner
 
 from surgsim.cli import app
-from surgsim.datasets import DatasetError, Demonstrations, ExpertPolicy, collect, from_sessions, load_demonstrations
+from surgsim.datasets import (
+    DatasetError, Demonstrations, ExpertPolicy, collect, from_sessions, load_demonstrations,
+)
 from surgsim.datasets.collect import rollout
 from surgsim.sessions import SessionError, SessionRecorder, read_session
 from surgsim.sessions.io import write_session
@@ -37,7 +39,8 @@ def expert_episode(env: gym.Env, seed: int, max_steps: int | None = None) -> dic
                               (obs, action, reward, terminated, truncated)):
             episode[key].append(value)
         done = terminated or truncated
-    episode["truncations"][-1] = not episode["terminations"][-1]
+    if not done:  # cut short: the recorder ends the episode with "stopped", a truncation
+        episode["truncations"][-1] = True
     episode["success"] = bool(info["is_success"])
     return episode
 
@@ -116,10 +119,11 @@ def test_load_demonstrations_flattens_the_episodes(expert_root):
     lengths = [len(e["actions"]) for e in expected]
     assert len(demos) == sum(lengths) and demos.episodes == 3 and demos.seeds == [5, 6, 7]
     assert demos.episode.tolist() == [i for i, n in enumerate(lengths) for _ in range(n)]
-    np.testing.assert_array_equal(demos.observations, np.concatenate([e["observations"][:-1] for e in expected]))
-    np.testing.assert_array_equal(demos.next_observations, np.concatenate([e["observations"][1:] for e in expected]))
-    same_episode = demos.episode[:-1] == demos.episode[1:]
-    np.testing.assert_array_equal(demos.next_observations[:-1][same_episode], demos.observations[1:][same_episode])
+    observations = [np.array(e["observations"]) for e in expected]
+    np.testing.assert_array_equal(demos.observations, np.concatenate([o[:-1] for o in observations]))
+    np.testing.assert_array_equal(demos.next_observations, np.concatenate([o[1:] for o in observations]))
+    same = demos.episode[:-1] == demos.episode[1:]
+    np.testing.assert_array_equal(demos.next_observations[:-1][same], demos.observations[1:][same])
     np.testing.assert_array_equal(demos.actions, np.concatenate([e["actions"] for e in expected]))
     np.testing.assert_array_equal(demos.rewards, np.concatenate([e["rewards"] for e in expected]))
     ends = np.cumsum(lengths) - 1
@@ -160,7 +164,7 @@ def test_impairment_zero_is_the_plain_expert():
 
 
 @pytest.mark.parametrize("env_id", [ENV, DISCRETE])
-def test_impairment_is_reproducible_per_seed_and_differs_from_the_expert(env_id):
+def test_impairment_is_reproducible_per_seed_and_differs_from_the_expert(env_id, make_env):
     """An episode's degradation depends on its seed only, not on the episodes rolled out before."""
     (after_another,) = actions_of(env_id, 0.5, [3, 4])[1:]
     (alone,) = actions_of(env_id, 0.5, [4])
@@ -168,19 +172,20 @@ def test_impairment_is_reproducible_per_seed_and_differs_from_the_expert(env_id)
     np.testing.assert_array_equal(np.array(after_another), np.array(alone))
     expert = replay_expert(env_id, 4)["actions"]
     assert len(alone) != len(expert) or not np.array_equal(np.array(alone), np.array(expert))
-    space = gym.make(env_id).action_space
+    space = make_env(env_id).action_space
     assert all(space.contains(a) for a in alone)
 
 
-def test_impairment_lowers_success_on_discrete_and_slows_continuous():
+def test_impairment_lowers_success_on_discrete_and_slows_continuous(make_env):
     """Measured on seeds 0-9. NeedleReachDiscrete: success 100% at impairment 0, 20% at 1 (over 200
     seeds 40.5%, no block of 10 above 80%). Continuous NeedleReach forgives the noise: success stays
     100% at impairment 1 (200 seeds), the episodes get longer (mean 6.9 -> 13.1 steps on seeds 0-9)."""
-    env = gym.make(DISCRETE)
-    success = {imp: np.mean([rollout(env, ExpertPolicy(env, imp), s).infos["is_success"][-1] for s in range(10)])
+    env = make_env(DISCRETE)
+    success = {imp: np.mean([rollout(env, ExpertPolicy(env, imp), s).infos["is_success"][-1]
+                             for s in range(10)])
                for imp in (0.0, 1.0)}
     assert success[0.0] == 1.0 and success[1.0] < success[0.0]
-    env = gym.make(ENV)
+    env = make_env(ENV)
     steps = {imp: np.mean([len(rollout(env, ExpertPolicy(env, imp), s).actions) for s in range(10)])
              for imp in (0.0, 1.0)}
     assert steps[1.0] > steps[0.0]
@@ -217,8 +222,10 @@ def test_goal_observations_round_trip(tmp_path, monkeypatch):
 
 
 # ------------------------------------------------------------------ from recorded sessions
-def record_expert(folder, env_id: str, seeds, trainee: str = "t01", cut_after: dict | None = None) -> list[dict]:
-    """Record one expert episode per seed with observations; ``cut_after[seed]`` steps end it by a reset."""
+def record_expert(folder, env_id: str, seeds, trainee: str = "t01",
+                  cut_after: dict | None = None) -> list[dict]:
+    """Record one expert episode per seed with observations; ``cut_after[seed]`` steps end it by
+    a reset."""
     env = SessionRecorder(gym.make(env_id), folder, trainee, record_obs=True)
     episodes = [expert_episode(env, seed, (cut_after or {}).get(seed)) for seed in seeds]
     env.close()
@@ -290,7 +297,8 @@ def test_an_existing_dataset_is_refused_before_any_episode(expert_root, monkeypa
         collect(ENV, "expert", 3, expert_root, progress=False)
 
 
-@pytest.mark.parametrize("error", [OSError(errno.ENOSPC, "No space left on device"), RuntimeError("minari broke")])
+@pytest.mark.parametrize("error", [OSError(errno.ENOSPC, "No space left on device"),
+                                   RuntimeError("minari broke")])
 def test_a_failed_write_leaves_nothing_under_the_root(tmp_path, monkeypatch, error):
     def broken(*args, **kwargs):
         raise error
@@ -323,7 +331,8 @@ def test_cli_collect_writes_once_then_refuses(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("args, message", [
     (["--env", ENV, "--impairment", "2"], "error: --impairment must be in [0, 1], got 2.0"),
-    (["--env", "surgsim/Nope-v0"], "error: unknown env id 'surgsim/Nope-v0'; `surgsim envs` lists the registered ids"),
+    (["--env", "surgsim/Nope-v0"],
+     "error: unknown env id 'surgsim/Nope-v0'; `surgsim envs` lists the registered ids"),
     (["--env", ENV, "--policy", "some/missing/run"], "error: run folder some/missing/run does not exist"),
     (["--env", ENV, "--policy", "some/run", "--impairment", "0.5"],
      "error: --impairment degrades the scripted expert only; drop it with --policy RUN_DIR"),
@@ -352,9 +361,9 @@ def test_cli_from_sessions(tmp_path, monkeypatch):
 
 # ------------------------------------------------------------------ the recorder's observations
 @pytest.mark.parametrize("obs_type", ["goal", "rgb"])
-def test_record_obs_needs_vector_observations(tmp_path, obs_type):
+def test_record_obs_needs_vector_observations(tmp_path, make_env, obs_type):
     with pytest.raises(SessionError, match="record_obs needs vector observations"):
-        SessionRecorder(gym.make(ENV, obs_type=obs_type), tmp_path, "t01", record_obs=True)
+        SessionRecorder(make_env(ENV, obs_type=obs_type), tmp_path, "t01", record_obs=True)
 
 
 def test_recorded_observations_read_back_exactly(tmp_path):
