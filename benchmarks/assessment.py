@@ -46,7 +46,7 @@ from surgsim.scoring.assessor import (  # noqa: E402
     AssessorEvaluation, evaluate_assessor, expert_novice_auc, fit_assessor,
 )
 from surgsim.scoring.batch import measure_folder, workers_default  # noqa: E402
-from surgsim.scoring.calibrate import Measured, evaluate, group_of  # noqa: E402
+from surgsim.scoring.calibrate import SKILL_LEVELS, Measured, evaluate, group_of  # noqa: E402
 from surgsim.scoring.features import MASTER_PREFIX, feature_label, measure_features  # noqa: E402
 from surgsim.scoring.metrics import METRICS  # noqa: E402
 from surgsim.sessions.importers import JIGSAWS_SUBSCORES, import_jigsaws  # noqa: E402
@@ -76,7 +76,7 @@ def best_metric(train: Sequence[Measured]) -> str:
 def evaluate_best_metric(sessions: Sequence[Measured], cv: str) -> dict[str, Any]:
     """Leave one group out: choose the metric on the rest, fit it, predict the held-out group."""
     groups = [group_of(s, cv) for s in sessions]
-    scores, levels, chosen = [], [], []
+    scores, chosen = [], []
     for fold in sorted(set(groups)):
         train = [s for s, g in zip(sessions, groups) if g != fold]
         name = best_metric(train)
@@ -91,8 +91,7 @@ def evaluate_best_metric(sessions: Sequence[Measured], cv: str) -> dict[str, Any
     predicted = [p for _, p, _ in scores]
     return {
         "spearman": float(stats.spearmanr(predicted, labels).statistic),
-        "level_accuracy": float(np.mean([lv == {"N": "novice", "I": "intermediate", "E": "expert"}[sk]
-                                         for (_, _, lv), sk in zip(scores, skills)])),
+        "level_accuracy": float(np.mean([level == SKILL_LEVELS[skill] for (_, _, level), skill in zip(scores, skills)])),
         "auc": expert_novice_auc(predicted, skills),
         "chosen": sorted(set(chosen)),
     }
