@@ -67,7 +67,7 @@ def session_episode(session: Session, source: str, discrete: bool) -> Episode:
 
 
 def from_sessions(folder: str | Path, root: str | Path, name: str = "sessions", progress: bool = True) -> Path:
-    """Turn every session under ``folder`` (all of one env id) into dataset
+    """Turn every session under ``folder`` (all of one env id and difficulty) into dataset
     ``surgsim/<env>/<name>-v0`` under ``root``."""
     files = session_files(Path(folder))
     if not files or not files[0].exists():
@@ -79,10 +79,13 @@ def from_sessions(folder: str | Path, root: str | Path, name: str = "sessions", 
     if len(env_ids) != 1 or None in env_ids:
         raise DatasetError(f"{folder}: sessions must come from one simulator env; found env ids {sorted(map(str, env_ids))}")
     env_id = env_ids.pop()
+    difficulties = {s.meta["source"].get("difficulty") or "medium" for _, s in sessions}
+    if len(difficulties) != 1:  # the dataset's env spec holds one difficulty
+        raise DatasetError(f"{folder}: sessions must come from one difficulty of {env_id}; "
+                           f"found {sorted(difficulties)}")
     dataset = dataset_id(env_id, name)
     check_free(root, dataset)
-    options = sessions[0][1].meta.get("source", {})
-    env = gym.make(env_id, difficulty=options.get("difficulty") or "medium")
+    env = gym.make(env_id, difficulty=difficulties.pop())
     try:
         discrete = isinstance(env.action_space, gym.spaces.Discrete)
         episodes = [session_episode(s, str(p), discrete) for p, s in sessions]
