@@ -134,6 +134,11 @@ def test_load_demonstrations_flattens_the_episodes(expert_root):
     assert demos.env_spec.id == ENV
 
 
+def test_load_demonstrations_of_a_missing_dataset_names_it(tmp_path):
+    with pytest.raises(DatasetError, match=r"no dataset surgsim/NeedleReach/none-v0 under .*none-v0\)"):
+        load_demonstrations(tmp_path, "surgsim/NeedleReach/none-v0")
+
+
 def test_returns_to_go_and_success_rate_by_hand():
     demos = Demonstrations(
         dataset="hand", env_spec=None, observations=np.zeros((5, 1)), actions=np.zeros(5),
@@ -284,6 +289,17 @@ def test_sessions_of_two_envs_are_refused(tmp_path):
     with pytest.raises(DatasetError, match="one simulator env") as raised:
         from_sessions(tmp_path / "sessions", tmp_path / "root", progress=False)
     assert ENV in str(raised.value) and DISCRETE in str(raised.value)
+
+
+def test_sessions_of_two_difficulties_are_refused(tmp_path):
+    """The dataset's env spec holds one difficulty; it used to take the first session's."""
+    for difficulty, trainee in (("easy", "a"), ("hard", "b")):
+        env = SessionRecorder(gym.make(ENV, difficulty=difficulty), tmp_path / "sessions", trainee,
+                              record_obs=True)
+        expert_episode(env, 0)
+        env.close()
+    with pytest.raises(DatasetError, match=r"one difficulty of surgsim/NeedleReach-v0; found \['easy', 'hard'\]"):
+        from_sessions(tmp_path / "sessions", tmp_path / "root", progress=False)
 
 
 # ------------------------------------------------------------------ crash safety
