@@ -1,4 +1,4 @@
-"""``surgsim predictor generate | train | eval``: the supervised surgical path predictor."""
+"""``surgsim predictor generate | pretrain | train | eval``: the supervised surgical path predictor."""
 
 from __future__ import annotations
 
@@ -79,6 +79,10 @@ def train_cmd(
     amp: bool = typer.Option(True, "--amp/--no-amp", help="bf16/fp16 autocast on CUDA."),
     seed: int = typer.Option(0, "--seed", callback=check_seed),
     limit_train: Optional[int] = typer.Option(None, "--limit-train", help="Use only the first N training scenarios."),
+    init_from: Optional[Path] = typer.Option(
+        None, "--init-from", help="Encoder checkpoint from `surgsim predictor pretrain`: start the encoder there."),
+    freeze_encoder_epochs: int = typer.Option(
+        0, "--freeze-encoder-epochs", help="With --init-from: train only the heads for the first N epochs."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     check_writable(out, "--out", folder=False)
@@ -89,7 +93,8 @@ def train_cmd(
 
     options = TrainOptions(
         epochs=epochs, batch_size=batch_size, lr=lr, patience=patience, clearance_weight=clearance_weight,
-        widths=_widths(widths), device=device, amp=amp, seed=seed, limit_train=limit_train, progress=progress,
+        widths=_widths(widths), device=device, amp=amp, seed=seed, limit_train=limit_train, init_from=init_from,
+        freeze_encoder_epochs=freeze_encoder_epochs, progress=progress,
     )
     try:
         result = train(data, out, options)
@@ -108,6 +113,51 @@ def train_cmd(
         f"{result.samples_per_s:,.0f} samples/s, {result.n_train} train / {result.n_val} val scenarios, "
         f"{result.seconds:.0f} s"
     )
+
+
+@predictor_app.command("pretrain")
+def pretrain_cmd(
+    data: Path = typer.Argument(..., help="Dataset folder; only its volumes are read (never the paths)."),
+    out: Path = typer.Option(Path("models/encoder.pt"), "--out", help="Encoder checkpoint to write (best by validation loss)."),
+    epochs: int = typer.Option(10, "--epochs"),
+    batch_size: int = typer.Option(32, "--batch-size"),
+    lr: float = typer.Option(2e-3, "--lr", help="Peak learning rate (AdamW; warm-up then cosine decay)."),
+    mask_frac: float = typer.Option(0.5, "--mask-frac", help="Share of the volume's blocks masked out."),
+    block: int = typer.Option(4, "--block", help="Side of a masked block (voxels)."),
+    widths: str = typer.Option("16,32,64", "--widths", help="Channels of each encoder level (as `train` will use)."),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA when present), cpu or cuda."),
+    seed: int = typer.Option(0, "--seed", callback=check_seed),
+    limit_train: Optional[int] = typer.Option(None, "--limit-train", help="Use only the first N training volumes."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Self-supervised pretraining of the predictor's volume encoder: reconstruct masked blocks of
+    the unlabelled train volumes. Writes one checkpoint (encoder weights and config) and
+    <stem>.history.json beside it; `predictor train --init-from` starts from it."""
+    check_writable(out, "--out", folder=False)
+    require_extra("predictor", "predictor pretrain")
+    from surgsim.predictor.data import DatasetError
+    from surgsim.predictor.predictor import PredictorError
+    from surgsim.predictor.pretrain import PretrainOptions, pretrain
+    from surgsim.predictor.train import PredictorTrainingError
+
+    options = PretrainOptions(epochs=epochs, batch_size=batch_size, lr=lr, mask_frac=mask_frac, block=block,
+                              widths=_widths(widths), device=device, seed=seed, limit_train=limit_train,
+                              progress=progress)
+    try:
+        result = pretrain(data, out, options)
+    except (DatasetError, PredictorError, PredictorTrainingError) as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        raise typer.Exit(130)
+    first = result.history[0]["val_loss"]
+    typer.echo(f"encoder: {result.checkpoint}")
+    typer.echo(
+        f"best epoch {result.best_epoch}/{len(result.history)}: masked-voxel validation MSE {result.best_val_loss:.3e} "
+        f"(epoch 1: {first:.3e}) = {result.best_val_loss / result.baseline_val_loss:.4f} x the channel-mean "
+        f"baseline ({result.baseline_val_loss:.3e})"
+    )
+    typer.echo(f"pretrained on {result.device}: {result.samples_per_s:,.0f} volumes/s, {result.n_train} train / "
+               f"{result.n_val} val volumes, {result.seconds:.0f} s")
 
 
 @predictor_app.command("eval")

@@ -159,23 +159,24 @@ def read_meta(root: str | Path) -> DatasetMeta:
     )
 
 
-def read_shard(path: Path, meta: DatasetMeta) -> dict[str, np.ndarray]:
-    """One shard's arrays, checked against ``meta`` (dtypes, shapes, equal lengths, finite)."""
+def read_shard(path: Path, meta: DatasetMeta, keys: tuple[str, ...] = _ARRAYS) -> dict[str, np.ndarray]:
+    """The arrays ``keys`` of one shard, checked against ``meta`` (dtypes, shapes, equal lengths,
+    finite). Only those arrays are read: the volumes alone need no path labels in the shard."""
     if not path.is_file():
         raise DatasetError(f"{path}: shard listed in {meta.root / 'meta.json'} not found")
     if not zipfile.is_zipfile(path):  # else np.load would take it for a pickle and say so
         raise DatasetError(f"{path}: not a readable .npz shard (not a zip archive)")
     try:
         with np.load(path, allow_pickle=False) as npz:
-            missing = [key for key in _ARRAYS if key not in npz.files]
+            missing = [key for key in keys if key not in npz.files]
             if missing:
                 raise DatasetError(f"{path}: missing array(s) {missing}; has {sorted(npz.files)}")
-            arrays = {key: npz[key] for key in _ARRAYS}
+            arrays = {key: npz[key] for key in keys}
     except (zipfile.BadZipFile, OSError, EOFError) as exc:
         raise DatasetError(f"{path}: not a readable .npz shard ({exc})") from None
     except ValueError as exc:  # object arrays refused by allow_pickle=False, bad headers
         raise DatasetError(f"{path}: {exc}") from None
-    n = len(arrays["seed"])
+    n = len(arrays[keys[0]])
     R, C, S, K = meta.resolution, len(meta.channels), len(meta.start_fields), meta.n_waypoints
     expected = {
         "volume": ((n, C, R, R, R), np.uint8),
@@ -184,7 +185,8 @@ def read_shard(path: Path, meta: DatasetMeta) -> dict[str, np.ndarray]:
         "target": ((n, 3), np.float32),
         "seed": ((n,), np.int64),
     }
-    for key, (shape, dtype) in expected.items():
+    for key in keys:
+        shape, dtype = expected[key]
         array = arrays[key]
         if array.shape != shape:
             raise DatasetError(
@@ -193,7 +195,7 @@ def read_shard(path: Path, meta: DatasetMeta) -> dict[str, np.ndarray]:
             )
         if array.dtype != dtype:
             raise DatasetError(f"{path}: {key} has dtype {array.dtype}, expected {np.dtype(dtype)}")
-    for key in ("start", "waypoints", "target"):
+    for key in {"start", "waypoints", "target"} & set(keys):
         if not np.isfinite(arrays[key]).all():
             raise DatasetError(f"{path}: {key} contains NaN or infinite values")
     return arrays
@@ -237,22 +239,32 @@ class PathDataset(Dataset):
             yield self[order[i:i + batch_size]]
 
 
+def _read_split(meta: DatasetMeta, split: str, keys: tuple[str, ...], limit: int | None,
+                progress: bool) -> dict[str, np.ndarray]:
+    """The arrays ``keys`` of every shard of ``split`` (at most ``limit`` scenarios), concatenated."""
+    parts: list[dict[str, np.ndarray]] = []
+    count = 0
+    for path in tqdm(meta.shard_paths(split), desc=f"reading {split}", unit="shard", disable=not progress):
+        if limit is not None and count >= limit:
+            break
+        arrays = read_shard(path, meta, keys)
+        parts.append(arrays)
+        count += len(arrays[keys[0]])
+    if count == 0:
+        raise DatasetError(f"{meta.root / 'meta.json'}: split {split!r} has no scenarios")
+    return {key: np.concatenate([p[key] for p in parts])[:limit] for key in keys}
+
+
 def load_split(root: str | Path | DatasetMeta, split: str, limit: int | None = None,
                progress: bool = False) -> PathDataset:
     """Read every shard of ``split`` (at most ``limit`` scenarios) into a :class:`PathDataset`."""
     meta = root if isinstance(root, DatasetMeta) else read_meta(root)
-    paths = meta.shard_paths(split)
-    parts: list[dict[str, np.ndarray]] = []
-    count = 0
-    for path in tqdm(paths, desc=f"reading {split}", unit="shard", disable=not progress):
-        if limit is not None and count >= limit:
-            break
-        arrays = read_shard(path, meta)
-        parts.append(arrays)
-        count += len(arrays["seed"])
-    if count == 0:
-        raise DatasetError(f"{meta.root / 'meta.json'}: split {split!r} has no scenarios")
-    merged = {key: np.concatenate([p[key] for p in parts]) for key in _ARRAYS}
-    if limit is not None:
-        merged = {key: value[:limit] for key, value in merged.items()}
-    return PathDataset(meta, split, merged)
+    return PathDataset(meta, split, _read_split(meta, split, _ARRAYS, limit, progress))
+
+
+def load_volumes(root: str | Path | DatasetMeta, split: str, limit: int | None = None,
+                 progress: bool = False) -> torch.Tensor:
+    """The volumes of ``split`` alone, uint8 (N, C, R, R, R): no other array is read, so
+    self-supervised pretraining never sees a path label (and runs on shards without any)."""
+    meta = root if isinstance(root, DatasetMeta) else read_meta(root)
+    return torch.from_numpy(_read_split(meta, split, ("volume",), limit, progress)["volume"])

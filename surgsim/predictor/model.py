@@ -1,7 +1,8 @@
 """The path predictor network and the configuration stored with its weights.
 
 Architecture: a small strided 3D convolutional encoder of the pre-operative volume (with three
-coordinate channels added, so filters know where they are). Two heads read it:
+coordinate channels added, so filters know where they are; ``PathNet.levels``, which
+``surgsim predictor pretrain`` can pretrain without path labels). Two heads read it:
 
 * keypoints: a 1x1x1 convolution of the first level makes heat maps whose spatial soft-argmax
   gives expected positions in the volume frame, sub-voxel precise (the target, structures);
@@ -97,6 +98,28 @@ def coordinate_channels(resolution: int, device: torch.device | None = None) -> 
     return torch.stack(torch.meshgrid(g, g, g, indexing="ij"))
 
 
+def encoder_levels(n_channels: int, widths: Sequence[int]) -> nn.ModuleList:
+    """The volume encoder: one strided 3D convolution block per width, each halving the grid.
+
+    Its input is the scaled volume with the three coordinate channels appended. :class:`PathNet`
+    and the pretext model of :mod:`surgsim.predictor.pretrain` both build it here, so the
+    pretrained weights load into the path predictor key for key.
+    """
+    levels = []
+    width_in = n_channels + 3
+    for width in widths:
+        levels.append(nn.Sequential(
+            nn.Conv3d(width_in, width, 3, stride=2, padding=1),
+            nn.GroupNorm(min(8, width), width),
+            nn.SiLU(),
+            nn.Conv3d(width, width, 3, padding=1),
+            nn.GroupNorm(min(8, width), width),
+            nn.SiLU(),
+        ))
+        width_in = width
+    return nn.ModuleList(levels)
+
+
 class PathNet(nn.Module):
     """Raw volume (B, C, R, R, R) + raw start (B, S) -> waypoints (B, K, 3) in the volume frame.
 
@@ -115,19 +138,7 @@ class PathNet(nn.Module):
         for name in ("start_mean", "start_std", "frame_centre", "frame_half_extent"):
             self.register_buffer(name, torch.tensor(getattr(config, name)), persistent=False)
         self.register_buffer("coords", coordinate_channels(config.resolution), persistent=False)
-        levels = []
-        width_in = len(config.channels) + 3
-        for width in config.widths:
-            levels.append(nn.Sequential(
-                nn.Conv3d(width_in, width, 3, stride=2, padding=1),
-                nn.GroupNorm(min(8, width), width),
-                nn.SiLU(),
-                nn.Conv3d(width, width, 3, padding=1),
-                nn.GroupNorm(min(8, width), width),
-                nn.SiLU(),
-            ))
-            width_in = width
-        self.levels = nn.ModuleList(levels)
+        self.levels = encoder_levels(len(config.channels), config.widths)
         self.heatmaps = nn.Conv3d(config.widths[0], config.keypoints, 1)
         n_cells = config.resolution // 2
         g = _grid(n_cells)

@@ -10,16 +10,19 @@ cannot run code.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
+from torch import nn
 
 from surgsim._files import atomic_save
 from surgsim.errors import SurgsimError, validation_problem
 from surgsim.predictor.data import DatasetMeta
 from surgsim.predictor.model import CONFIG_FORMAT, PathNet, PredictorConfig
+
+C = TypeVar("C", bound=BaseModel)
 
 #: largest batch sent through the network at once by :meth:`PathPredictor.predict`
 PREDICT_CHUNK = 256
@@ -57,6 +60,48 @@ def save_checkpoint(model: PathNet, config: PredictorConfig, path: str | Path) -
     return atomic_save(path, lambda tmp: torch.save(payload, tmp))
 
 
+def read_checkpoint(path: Path, device: torch.device, tag: str, kind: str) -> dict:
+    """The payload dict of a checkpoint file whose ``format`` is ``tag`` (e.g. ``surgsim-path-predictor``),
+    read with ``weights_only=True``; ``kind`` (``predictor``, ``encoder``) names it in errors."""
+    if not path.is_file():
+        hint = " (a folder; pass the .pt file inside)" if path.is_dir() else ""
+        raise PredictorError(f"{path}: {kind} checkpoint not found{hint}")
+    try:
+        payload = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError, ... on bad files
+        raise PredictorError(
+            f"{path}: not a readable {kind} checkpoint ({type(exc).__name__}: {exc})"
+        ) from None
+    if not isinstance(payload, dict) or payload.get("format") != tag:
+        raise PredictorError(f"{path}: not a {tag.replace('-', ' ')} checkpoint (no {tag!r} format tag)")
+    return payload
+
+
+def checkpoint_config(payload: dict, path: Path, config_type: type[C], kind: str) -> C:
+    """The pydantic config stored (as JSON) in a checkpoint's payload, or an error naming ``path``."""
+    try:
+        return config_type.model_validate_json(payload["config"])
+    except ValidationError as exc:
+        raise PredictorError(f"{path}: bad {kind} config: {config_problem(exc)}") from None
+    except (KeyError, TypeError) as exc:
+        raise PredictorError(f"{path}: bad {kind} config: {type(exc).__name__}: {exc}") from None
+
+
+def load_weights(module: nn.Module, payload: dict, path: Path) -> None:
+    """Load the payload's ``state_dict`` into ``module`` (strictly), or raise naming ``path``."""
+    state = payload.get("state_dict")
+    if not isinstance(state, dict):
+        raise PredictorError(f"{path}: checkpoint holds no state_dict")
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as exc:
+        detail = " ".join(str(exc).split())  # torch lists every key over several lines
+        raise PredictorError(
+            f"{path}: weights do not match the config stored with them: {detail[:300]}"
+            + ("..." if len(detail) > 300 else "")
+        ) from None
+
+
 class PathPredictor:
     """A trained path predictor: ``PathPredictor.load(path).predict(volume, start)`` -> waypoints (m)."""
 
@@ -71,24 +116,9 @@ class PathPredictor:
              task: str | None = None) -> "PathPredictor":
         """Load a checkpoint; ``task`` (e.g. ``"surgical_path"``) refuses one trained for another task."""
         path = Path(path)
-        if not path.is_file():
-            hint = " (a folder; pass the .pt file inside)" if path.is_dir() else ""
-            raise PredictorError(f"{path}: predictor checkpoint not found{hint}")
         target = resolve_device(device)
-        try:
-            payload = torch.load(path, map_location=target, weights_only=True)
-        except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError, ... on bad files
-            raise PredictorError(
-                f"{path}: not a readable predictor checkpoint ({type(exc).__name__}: {exc})"
-            ) from None
-        if not isinstance(payload, dict) or payload.get("format") != CONFIG_FORMAT:
-            raise PredictorError(f"{path}: not a surgsim path predictor checkpoint (no {CONFIG_FORMAT!r} format tag)")
-        try:
-            config = PredictorConfig.model_validate_json(payload["config"])
-        except ValidationError as exc:
-            raise PredictorError(f"{path}: bad predictor config: {config_problem(exc)}") from None
-        except (KeyError, TypeError) as exc:
-            raise PredictorError(f"{path}: bad predictor config: {type(exc).__name__}: {exc}") from None
+        payload = read_checkpoint(path, target, CONFIG_FORMAT, "predictor")
+        config = checkpoint_config(payload, path, PredictorConfig, "predictor")
         if task is not None and config.task != task:
             raise PredictorError(
                 f"{path}: checkpoint was trained for task {config.task!r} ({config.env_id}), not {task!r}"
@@ -97,17 +127,7 @@ class PathPredictor:
             model = PathNet(config)
         except ValueError as exc:
             raise PredictorError(f"{path}: bad predictor config: {exc}") from None
-        state = payload.get("state_dict")
-        if not isinstance(state, dict):
-            raise PredictorError(f"{path}: checkpoint holds no state_dict")
-        try:
-            model.load_state_dict(state)
-        except RuntimeError as exc:
-            detail = " ".join(str(exc).split())  # torch lists every key over several lines
-            raise PredictorError(
-                f"{path}: weights do not match the config stored with them: {detail[:300]}"
-                + ("..." if len(detail) > 300 else "")
-            ) from None
+        load_weights(model, payload, path)
         return cls(model, config, path, target)
 
     # ------------------------------------------------------------- checks

@@ -3,7 +3,9 @@
 AdamW with a linear warm-up then cosine decay per step, early stopping on the validation loss,
 autocast (bf16, else fp16 with a gradient scaler) on CUDA. The best checkpoint by validation
 loss is written atomically each time it improves; at the end ``<out stem>.history.json`` and
-``<out stem>.loss.png`` are written beside it.
+``<out stem>.loss.png`` are written beside it. ``init_from`` starts the encoder from a pretrained
+one (``surgsim predictor pretrain``), optionally frozen for the first epochs; the heads always
+start fresh.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from tqdm import tqdm
 from surgsim._files import atomic_write_json
 from surgsim.errors import SurgsimError
 from surgsim.predictor.data import DatasetMeta, PathDataset, load_split, read_meta
+from surgsim.predictor.encoder import PretrainedEncoder, check_encoder_fits, load_encoder
 from surgsim.predictor.model import (
     MAX_HIDDEN, MAX_KEYPOINTS, MAX_LEVELS, MAX_WIDTH, PathNet, PredictorConfig, valid_widths,
 )
@@ -59,6 +62,10 @@ class TrainOptions:
     #: use only the first N train / val scenarios (None: all)
     limit_train: int | None = None
     limit_val: int | None = None
+    #: an encoder checkpoint (``surgsim predictor pretrain``) to start the encoder from
+    init_from: str | Path | None = None
+    #: train only the heads for this many first epochs (needs ``init_from``)
+    freeze_encoder_epochs: int = 0
     progress: bool = True
 
     def check(self) -> None:
@@ -80,9 +87,13 @@ class TrainOptions:
             ("hidden", 8 <= self.hidden <= MAX_HIDDEN, f"an integer from 8 to {MAX_HIDDEN}"),
             ("limit_train", self.limit_train is None or self.limit_train >= 1, "an integer >= 1"),
             ("limit_val", self.limit_val is None or self.limit_val >= 1, "an integer >= 1"),
+            ("freeze_encoder_epochs", self.freeze_encoder_epochs >= 0, "an integer >= 0"),
         ):
             if not ok:
                 raise PredictorTrainingError(f"--{name.replace('_', '-')} {getattr(self, name)!r}: expected {expected}")
+        if self.freeze_encoder_epochs and self.init_from is None:
+            raise PredictorTrainingError(
+                f"--freeze-encoder-epochs {self.freeze_encoder_epochs}: needs --init-from (a pretrained encoder)")
 
 
 @dataclass
@@ -106,8 +117,10 @@ class TrainResult:
     seconds: float
 
 
-def make_config(meta: DatasetMeta, train: PathDataset, options: TrainOptions) -> PredictorConfig:
-    """The model config: architecture from ``options``, normalisation from the training split."""
+def make_config(meta: DatasetMeta, train: PathDataset, options: TrainOptions,
+                volume_scale: float | None = None) -> PredictorConfig:
+    """The model config: architecture from ``options``, normalisation from the training split
+    (the voxel scale from a pretrained encoder when one is given: its features assume it)."""
     largest = int(train.volume.max())
     start = train.start.double()
     std = start.std(dim=0, unbiased=False)
@@ -119,13 +132,14 @@ def make_config(meta: DatasetMeta, train: PathDataset, options: TrainOptions) ->
             channels=list(meta.channels), n_waypoints=meta.n_waypoints, start_fields=list(meta.start_fields),
             widths=list(options.widths), keypoints=options.keypoints, hidden=options.hidden,
             frame_centre=frame.centre.tolist(), frame_half_extent=frame.half_extent.tolist(),
-            volume_scale=1.0 / max(largest, 1), start_mean=start.mean(dim=0).tolist(), start_std=std.tolist(),
+            volume_scale=1.0 / max(largest, 1) if volume_scale is None else volume_scale, start_mean=start.mean(dim=0).tolist(), start_std=std.tolist(),
         )
     except ValidationError as exc:
         raise PredictorTrainingError(f"{meta.root}: the dataset does not make a valid model config: {config_problem(exc)}") from None
 
 
-def _lr_factor(step: int, warmup: int, total: int, final: float) -> float:
+def lr_factor(step: int, warmup: int, total: int, final: float) -> float:
+    """The learning-rate multiplier at ``step``: linear warm-up, then cosine decay to ``final``."""
     if step < warmup:
         return (step + 1) / warmup
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
@@ -165,9 +179,13 @@ def train(data_dir: str | Path, out: str | Path, options: TrainOptions | None = 
     out = Path(out)
     began = time.perf_counter()
     meta = read_meta(data_dir)
+    encoder = None
+    if options.init_from is not None:
+        encoder = load_encoder(options.init_from)
+        check_encoder_fits(encoder, meta, options.widths)
     train_set = load_split(meta, "train", options.limit_train, progress=options.progress)
     val_set = load_split(meta, "val", options.limit_val, progress=options.progress)
-    config = make_config(meta, train_set, options)
+    config = make_config(meta, train_set, options, encoder.config.volume_scale if encoder else None)
     if config.resolution % config.downsampling:
         raise PredictorTrainingError(
             f"resolution {config.resolution} of {meta.root} is not divisible by 2**len(widths) "
@@ -183,9 +201,8 @@ def train(data_dir: str | Path, out: str | Path, options: TrainOptions | None = 
         critical = meta.channels.index(CRITICAL_CHANNEL)
 
     device = resolve_device(options.device)
-    torch.manual_seed(options.seed)
     generator = torch.Generator().manual_seed(options.seed)
-    model = PathNet(config).to(device)
+    model = initial_model(config, options.seed, encoder).to(device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         train_set.to(device)
@@ -206,7 +223,7 @@ def train(data_dir: str | Path, out: str | Path, options: TrainOptions | None = 
     total = steps_per_epoch * options.epochs
     warmup = max(1, int(options.warmup_epochs * steps_per_epoch))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimiser, lambda s: _lr_factor(s, warmup, total, options.final_lr_fraction)
+        optimiser, lambda s: lr_factor(s, warmup, total, options.final_lr_fraction)
     )
     history: list[dict[str, float]] = []
     best, best_epoch, best_error, wait, stopped_early = math.inf, 0, math.inf, 0, False
@@ -215,6 +232,8 @@ def train(data_dir: str | Path, out: str | Path, options: TrainOptions | None = 
     model.train()
     for epoch in range(1, options.epochs + 1):
         bar.set_description(f"epoch {epoch}/{options.epochs}")
+        # a frozen encoder gets no gradients, so AdamW leaves it alone (decay included)
+        model.levels.requires_grad_(epoch > options.freeze_encoder_epochs)
         tic = time.perf_counter()
         loss_sum = 0.0
         for volume, start, waypoints in train_set.batches(options.batch_size, True, generator):
@@ -271,6 +290,16 @@ def train(data_dir: str | Path, out: str | Path, options: TrainOptions | None = 
     })
     loss_curve(history, baseline, out.with_name(out.stem + ".loss.png"), title=f"{meta.env_id}: {out.name}")
     return result
+
+
+def initial_model(config: PredictorConfig, seed: int, encoder: PretrainedEncoder | None = None) -> PathNet:
+    """A new network, initialised from ``seed``; its encoder weights copied from ``encoder`` if given
+    (the heads stay freshly initialised either way)."""
+    torch.manual_seed(seed)
+    model = PathNet(config)
+    if encoder is not None:
+        model.levels.load_state_dict(encoder.levels.state_dict())
+    return model
 
 
 def history_path(checkpoint: Path) -> Path:
