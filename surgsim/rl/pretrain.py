@@ -133,7 +133,7 @@ def pretrain(args: PretrainArgs) -> Path:
             })
             _loss_figure(history, run_dir / "pretrain_loss.png", f"{args.algo.upper()} pretraining on {demos.dataset}")
         except BaseException:
-            shutil.rmtree(run_dir, ignore_errors=True)  # nothing half-written under the run's name
+            shutil.rmtree(made, ignore_errors=True)  # nothing half-made: the run, nor the log folders made for it
             raise
         finally:
             venv.close()
