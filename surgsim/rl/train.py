@@ -559,7 +559,10 @@ def run_setup(args: TrainArgs) -> RunSetup:
 
 def check_init_from(args: TrainArgs) -> None:
     """A pretrained run to start from must exist and be of the same algorithm and env id."""
-    pretrained, record = read_run_args(Path(args.init_from))
+    try:
+        pretrained, record = read_run_args(Path(args.init_from))
+    except TrainingError as exc:
+        raise TrainingError(f"--init-from: {exc}") from None
     if (pretrained.algo, pretrained.env_id) != (args.algo, args.env_id):
         raise TrainingError(
             f"--init-from {args.init_from}: it is a {pretrained.algo.upper()} run on {pretrained.env_id} "
