@@ -1,27 +1,30 @@
 """Skill assessment against expert ratings on JIGSAWS: the best single metric, the rubric and the
-learned assessor, cross-validated, per task, in one run.
+assessor's skill index, cross-validated, per task, in one run.
 
     python benchmarks/assessment.py --jigsaws /tmp/jigsaws            # every task folder in it
     python benchmarks/assessment.py --jigsaws /tmp/jigsaws/Suturing   # one task
     python benchmarks/assessment.py --jigsaws DIR --json out.json
 
 Each task folder (``meta_file_<Task>.txt``, ``kinematics/AllGestures/*.txt``) is imported into a
-temporary folder twice: patient side only (what the rubric and the metrics grade) and with the
-console arms (``--master``, what the assessor also learns from). The same pipeline runs on every
-task, with nothing tuned per task. Against the GRS label, with leave-one-user-out (LOUO, the
-surgeon) and leave-one-supertrial-out (LOSO, the trial index) cross-validation:
+temporary folder (patient side: the assessor's features do not use the console arms). The same
+pipeline runs on every task, with nothing tuned per task. Against the GRS label, with
+leave-one-user-out (LOUO, the surgeon) and leave-one-supertrial-out (LOSO, the trial index)
+cross-validation:
 
+- *training mean*: each held-out group gets the mean GRS of the others (the no-information floor);
 - *best metric*: in each training fold, the rubric metric whose Spearman correlation with GRS
-  is largest in size, fitted by the assessor's ridge (penalty by inner CV) on that one metric;
+  is largest in size, signed by that correlation, standardised like one assessor feature;
 - *rubric*: ``surgsim score evaluate`` (expert references, non-negative weights, level cuts);
-- *assessor*: ``surgsim score evaluate --model assessor`` (ridge on the features, penalties by
-  inner LOUO on the training surgeons: nested CV), and the same on the patient side only.
+- *assessor*: ``surgsim score evaluate --model assessor`` (the skill index: fixed signed
+  features, each domain weighted equally), then the GRS it predicts (index through each fold's
+  line, whose intercept moves with the held-out surgeon), then the index with every feature
+  weighted equally (no domains).
 
-A first row predicts each held-out group the mean GRS of the others: the no-information floor.
-Columns: Spearman of the cross-validated score (predicted GRS) with GRS; level accuracy (the
-level against the self-reported skill N / I / E: the rubric's score cuts, the models' predicted
-skill); expert-vs-novice AUC of the score. The assessor's mean Spearman over the six OSATS
-sub-scores is shown too, and the features a model fitted on all the task's trials weighs most.
+Columns: Spearman of the cross-validated score with GRS; level accuracy (the level against the
+self-reported skill N / I / E: the rubric's score cuts, the others' predicted skill);
+expert-vs-novice AUC of the score; for the assessor, the mean Spearman of the six predicted
+OSATS sub-scores. Below the table, per task, the Spearman of each domain's share of the index
+(a model fitted on all trials: only the scales are fitted) with GRS.
 """
 
 from __future__ import annotations
@@ -32,7 +35,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import platform  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -42,17 +44,20 @@ from typing import Any, Sequence  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy import stats  # noqa: E402
 
+from surgsim._files import atomic_write_json  # noqa: E402
 from surgsim.scoring.assessor import (  # noqa: E402
     AssessorEvaluation, evaluate_assessor, expert_novice_auc, fit_assessor,
 )
 from surgsim.scoring.batch import measure_folder, workers_default  # noqa: E402
 from surgsim.scoring.calibrate import SKILL_LEVELS, Measured, evaluate, group_of  # noqa: E402
-from surgsim.scoring.features import MASTER_PREFIX, feature_label, measure_features  # noqa: E402
+from surgsim.scoring.features import SKILL_DOMAINS, measure_features  # noqa: E402
 from surgsim.scoring.metrics import METRICS  # noqa: E402
 from surgsim.sessions.importers import JIGSAWS_SUBSCORES, import_jigsaws  # noqa: E402
 
 LABEL = "grs"
 CVS = ("louo", "loso")
+#: the assessor's features with every feature weighted equally (one domain)
+ONE_DOMAIN = {"all": {name: sign for signed in SKILL_DOMAINS.values() for name, sign in signed.items()}}
 
 
 def task_folders(root: Path) -> list[Path]:
@@ -62,37 +67,34 @@ def task_folders(root: Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir() and any(p.glob("meta_file_*.txt")))
 
 
-def best_metric(train: Sequence[Measured]) -> str:
-    """The metric most correlated (in size) with the label on the training sessions."""
+def best_metric(train: Sequence[Measured]) -> tuple[str, int]:
+    """The metric most correlated (in size) with the label on the training sessions, and its sign."""
     y = [s.label(LABEL) for s in train]
-    scores = {}
+    rhos = {}
     for name in METRICS:
         values = [s.values.get(name) for s in train]
         if all(v is not None for v in values) and np.ptp(values) > 0:
-            scores[name] = abs(stats.spearmanr(values, y).statistic)
-    return max(scores, key=scores.get)
+            rhos[name] = float(stats.spearmanr(values, y).statistic)
+    name = max(rhos, key=lambda n: abs(rhos[n]))
+    return name, 1 if rhos[name] >= 0 else -1
 
 
 def evaluate_best_metric(sessions: Sequence[Measured], cv: str) -> dict[str, Any]:
-    """Leave one group out: choose the metric on the rest, fit it, predict the held-out group."""
+    """Leave one group out: choose and sign the metric on the rest, grade the held-out group with it."""
     groups = [group_of(s, cv) for s in sessions]
-    scores, chosen = [], []
+    graded, chosen = [], []
     for fold in sorted(set(groups)):
         train = [s for s, g in zip(sessions, groups) if g != fold]
-        name = best_metric(train)
+        name, sign = best_metric(train)
         chosen.append(name)
-        model = fit_assessor(train, LABEL, features=[name])
-        for s, g in zip(sessions, groups):
-            if g == fold:
-                grade = model.grade(s.values, s.source)
-                scores.append((s, grade.predictions[LABEL], grade.level))
-    labels = [s.label(LABEL) for s, _, _ in scores]
-    skills = [s.skill for s, _, _ in scores]
-    predicted = [p for _, p, _ in scores]
+        model = fit_assessor(train, LABEL, domains={"metric": {name: sign}})
+        graded += [(s, model.grade(s.values, s.source)) for s, g in zip(sessions, groups) if g == fold]
+    scores = [grade.index for _, grade in graded]
+    skills = [s.skill for s, _ in graded]
     return {
-        "spearman": float(stats.spearmanr(predicted, labels).statistic),
-        "level_accuracy": float(np.mean([level == SKILL_LEVELS[skill] for (_, _, level), skill in zip(scores, skills)])),
-        "auc": expert_novice_auc(predicted, skills),
+        "spearman": float(stats.spearmanr(scores, [s.label(LABEL) for s, _ in graded]).statistic),
+        "level_accuracy": float(np.mean([g.level == SKILL_LEVELS[s.skill] for s, g in graded])),
+        "auc": expert_novice_auc(scores, skills),
         "chosen": sorted(set(chosen)),
     }
 
@@ -100,7 +102,7 @@ def evaluate_best_metric(sessions: Sequence[Measured], cv: str) -> dict[str, Any
 def evaluate_mean(sessions: Sequence[Measured], cv: str) -> dict[str, Any]:
     """No information: each held-out group gets the mean label of the others. Under LOUO this is
     strongly anti-correlated with the label (holding out a well-rated surgeon lowers the mean of
-    the rest), the floor every model has to climb from."""
+    the rest), the floor every fitted intercept pulls towards."""
     groups = [group_of(s, cv) for s in sessions]
     labels = np.array([s.label(LABEL) for s in sessions])
     predicted = [float(labels[[g != h for h in groups]].mean()) for g in groups]
@@ -117,50 +119,50 @@ def evaluate_rubric(sessions: Sequence[Measured], cv: str) -> dict[str, Any]:
     }
 
 
-def summarise(result: AssessorEvaluation) -> dict[str, Any]:
+def summarise(result: AssessorEvaluation, predicted: bool = False) -> dict[str, Any]:
+    """The index's figures, or (``predicted``) those of the GRS it predicts."""
     subscores = [result.targets[name] for name in JIGSAWS_SUBSCORES if result.targets.get(name) is not None]
+    scores = [p["predicted"][LABEL] if predicted else p["score"] for p in result.predictions]
     return {
-        "spearman": result.spearman,
+        "spearman": result.spearman_predicted if predicted else result.spearman,
         "level_accuracy": result.level_accuracy,
-        "auc": result.auc_expert_novice,
+        "auc": expert_novice_auc(scores, [p["skill"] for p in result.predictions]),
         "subscores_mean_spearman": float(np.mean(subscores)) if subscores else None,
         "subscores": {name: result.targets.get(name) for name in JIGSAWS_SUBSCORES},
-        "alphas": result.alphas[LABEL],
     }
 
 
-def patient_side(sessions: Sequence[Measured]) -> list[Measured]:
-    """The features without any console (master) arm feature."""
-    def keep(name: str) -> bool:
-        return not name.startswith((MASTER_PREFIX, "master.")) and name != "motion_scale"
-    return [Measured(s.source, {k: v for k, v in s.values.items() if keep(k)}, s.meta) for s in sessions]
+def domain_agreement(sessions: Sequence[Measured]) -> dict[str, float]:
+    """Spearman with GRS of each domain's share of the index of a model fitted on all ``sessions``."""
+    model = fit_assessor(sessions, LABEL)
+    grades = [model.grade(s.values, s.source) for s in sessions]
+    labels = [s.label(LABEL) for s in sessions]
+    return {domain: float(stats.spearmanr([g.domains[domain] for g in grades], labels).statistic)
+            for domain in grades[0].domains}
 
 
 def run_task(folder: Path, workers: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
-        plain, console = Path(tmp, "patient"), Path(tmp, "master")
-        import_jigsaws(folder, plain, progress=False)
-        import_jigsaws(folder, console, progress=False, master=True)
-        metrics = [m for m in measure_folder([plain], workers=workers, progress=False).results if m.label(LABEL) is not None]
-        features = [m for m in measure_features([console], workers=workers, progress=False).results
+        import_jigsaws(folder, Path(tmp), progress=False)
+        metrics = [m for m in measure_folder([tmp], workers=workers, progress=False).results if m.label(LABEL) is not None]
+        features = [m for m in measure_features([tmp], workers=workers, progress=False).results
                     if m.label(LABEL) is not None]
     methods: dict[str, dict[str, Any]] = {}
     for cv in CVS:
         methods.setdefault("training mean (no features)", {})[cv] = evaluate_mean(metrics, cv)
         methods.setdefault("best metric", {})[cv] = evaluate_best_metric(metrics, cv)
         methods.setdefault("rubric", {})[cv] = evaluate_rubric(metrics, cv)
-        methods.setdefault("assessor", {})[cv] = summarise(evaluate_assessor(features, LABEL, cv))  # type: ignore[arg-type]
-        methods.setdefault("assessor, patient side only", {})[cv] = summarise(
-            evaluate_assessor(patient_side(features), LABEL, cv))  # type: ignore[arg-type]
-    model = fit_assessor(features, LABEL, task=folder.name)
-    weights = model.targets[LABEL].weights
-    top = sorted(zip(model.features, weights), key=lambda fw: -abs(fw[1]))[:5]
+        result = evaluate_assessor(features, LABEL, cv)  # type: ignore[arg-type]
+        methods.setdefault("assessor: skill index", {})[cv] = summarise(result)
+        methods.setdefault("assessor: its predicted GRS", {})[cv] = summarise(result, predicted=True)
+        methods.setdefault("assessor, features weighted equally (no domains)", {})[cv] = summarise(
+            evaluate_assessor(features, LABEL, cv, domains=ONE_DOMAIN))  # type: ignore[arg-type]
     return {
         "task": folder.name,
         "sessions": len(features),
         "surgeons": len({s.meta.get("trainee") for s in features}),
         "methods": methods,
-        "top_features": [{"feature": f, "words": feature_label(f), "weight_per_sd": w} for f, w in top],
+        "domains_vs_grs": domain_agreement(features),
     }
 
 
@@ -204,11 +206,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"\n{r['task']}: best single metric chosen in the folds: "
               f"LOUO {', '.join(r['methods']['best metric']['louo']['chosen'])}; "
               f"LOSO {', '.join(r['methods']['best metric']['loso']['chosen'])}")
-        print(f"{r['task']}: assessor fitted on all trials, largest weights (GRS points per SD):")
-        for t in r["top_features"]:
-            print(f"  {t['weight_per_sd']:+.2f}  {t['words']} ({t['feature']})")
+        print(f"{r['task']}: Spearman with GRS of each domain's share of the index: "
+              + ", ".join(f"{d} {rho:+.2f}" for d, rho in r["domains_vs_grs"].items()))
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+        atomic_write_json(args.json, results)
 
 
 if __name__ == "__main__":

@@ -161,7 +161,7 @@ def plan_cmd(
     typer.echo(f"wrote {', '.join(map(str, written))}")
 
 
-_MODEL_HELP = "rubric: expert references and weights (YAML); assessor: learned ridge model of the features (JSON)."
+_MODEL_HELP = "rubric: expert references and weights (YAML); assessor: skill index of signed session features (JSON)."
 
 
 def _model_kind(model: str, label: Optional[str]) -> str:
@@ -207,7 +207,7 @@ def calibrate_cmd(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Fit expert reference distributions (and weights, level thresholds) from labelled sessions,
-    or with --model assessor a learned ridge model of the session features (penalties by nested CV)."""
+    or with --model assessor a skill index of fixed, signed session features, with lines to the grades."""
     check_writable(out, "--out", folder=False)
     if _model_kind(model, label) == "assessor":
         return _calibrate_assessor(paths, out, label, task, workers, progress)
@@ -301,5 +301,5 @@ def _calibrate_assessor(
     save_assessor(assessor, out)
     chosen = assessor.targets[label]
     typer.echo(f"wrote {out}: task {task}, {len(assessor.features)} features, targets {', '.join(assessor.targets)}; "
-               f"{label}: penalty {chosen.alpha:.3g}, inner CV RMSE {chosen.cv_rmse:.3g}")
+               f"{label} = {chosen.intercept:.3g} + {chosen.slope:.3g} x index")
     _report_failures(batch.failures, len(batch.results) + len(batch.failures))

@@ -1,22 +1,26 @@
-"""A learned, explainable assessor: ridge regression of grades on standardised session features.
+"""An explainable skill assessor: a fixed, signed composite of standardised session features.
 
-Why linear and regularised: skills datasets are small (JIGSAWS: 8 surgeons, ~40 trials per
-task), so a model must be simple enough not to memorise surgeons, and its grade must be
-explainable as a sum of per-feature contributions a trainer can read.
+Why not a fitted regression: skills datasets are small (JIGSAWS: 8 surgeons, ~40 trials per
+task), and on them ridge weights chosen by nested cross-validation, sign-constrained weights and
+shrinkage towards fixed weights all ranked held-out surgeons worse than fixed weights did
+(benchmarks/RESULTS.md, *Skill assessment on JIGSAWS*). So the features, their directions and
+their weights are set in advance (:data:`~surgsim.scoring.features.SKILL_DOMAINS`); only scales
+and straight lines to the grades are fitted.
 
-- Inputs: the features of :mod:`surgsim.scoring.features` (or any numeric values, e.g. the
-  rubric metrics), each log-transformed when it is a positive scale, then standardised with the
-  training sessions' mean and SD. Features missing in over 20 % of the training sessions, or
-  constant there, are left out; a missing value counts as the training mean (contributes 0).
-- Targets: the label (e.g. ``grs``), every other numeric label that all training sessions
-  carry (the six OSATS sub-scores of JIGSAWS), and the skill level (N=0, I=1, E=2) when all carry
-  one; each gets its own ridge penalty. The predicted skill gives the level.
-- Penalty selection: inner leave-one-trainee-out cross-validation on the training sessions only
-  (leave-one-session-out with fewer than 3 trainees): the penalty with the lowest inner squared
-  error. :func:`evaluate_assessor` refits everything, selection included, in every outer fold,
-  so the held-out trainee (or trial) is never seen: nested cross-validation.
-- Explanation: the grade is the training mean plus, per feature, weight x standardised value:
-  :meth:`Assessor.explain` lists the features that moved it most, in the label's units.
+- Index: each feature is log-transformed when it is a positive scale, standardised with the
+  training sessions' mean and SD, and signed so that higher is more skilled; the index is the
+  mean over domains of the mean signed z in each domain (SD units, 0 = the training average). A
+  missing value counts as the average (z = 0). Features missing in over 20 % of the training
+  sessions, or constant there, are left out, and so is a domain with none left.
+- Targets: the label (e.g. ``grs``), every other numeric label that all training sessions carry
+  (the six OSATS sub-scores of JIGSAWS) and the skill level (N=0, I=1, E=2) when all carry one,
+  each predicted from the index by a least-squares line with its slope kept >= 0 (a target the
+  index does not track gets its mean). The predicted skill gives the level.
+- Ranking: cross-validation ranks sessions by the index, not by a predicted grade. A line's
+  intercept is its training sessions' mean grade, which moves with the held-out surgeon and so
+  shifts whole folds against each other; the index depends on the fold only through the scales.
+- Explanation: the index is a sum of per-feature contributions (weight x signed z); in label
+  points each is multiplied by the label line's slope.
 
 Models are saved as JSON (never pickled) and checked when loaded.
 """
@@ -25,9 +29,10 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal, Mapping, Sequence
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -36,23 +41,24 @@ from scipy import stats
 from surgsim._files import atomic_write_json
 from surgsim.errors import SurgsimError, validation_problem
 from surgsim.scoring.calibrate import SKILL_LEVELS, Measured, group_of
-from surgsim.scoring.features import feature_info, feature_label, model_inputs
+from surgsim.scoring.features import SKILL_DOMAINS, feature_info, feature_label
 
-#: ridge penalties tried by the inner cross-validation (on standardised features)
-ALPHAS = tuple(float(a) for a in np.logspace(-1, 4, 11))
 #: a feature is used when available in at least this share of the training sessions
 MIN_AVAILABLE = 0.8
 #: a session graded by a model must have at least this share of the model's features
 MIN_PRESENT = 0.5
 SKILL = "skill"
 FORMAT = "surgsim-assessor"
+VERSION = 2
+
+Domains = Mapping[str, Mapping[str, int]]
 
 
 class AssessorError(SurgsimError):
     """Sessions that cannot train or be graded by an assessor, or a bad model file."""
 
 
-# ------------------------------------------------------------------ linear algebra
+# ------------------------------------------------------------------ inputs
 def _transform(name: str, value: float | None) -> float:
     """The model's input for a raw feature value: log of positive scales; NaN when missing."""
     if value is None or not math.isfinite(value):
@@ -70,9 +76,10 @@ def _matrix(sessions: Sequence[Measured], names: Sequence[str]) -> np.ndarray:
 
 def _standardiser(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean and SD of each column over its non-missing values; SD inf where constant (z = 0)."""
-    with np.errstate(all="ignore"):
+    with warnings.catch_warnings():  # an all-missing column: NaN, then centre 0 and scale inf
+        warnings.simplefilter("ignore", RuntimeWarning)
         center = np.nan_to_num(np.nanmean(X, axis=0))
-        scale = np.nanstd(X, axis=0)
+        scale = np.nan_to_num(np.nanstd(X, axis=0))
     return center, np.where(scale > 0, scale, np.inf)
 
 
@@ -80,48 +87,20 @@ def _z(X: np.ndarray, center: np.ndarray, scale: np.ndarray) -> np.ndarray:
     return np.nan_to_num((X - center) / scale)  # missing -> 0: the training mean
 
 
-def _ridge(Z: np.ndarray, y: np.ndarray, alphas: Sequence[float]) -> tuple[float, np.ndarray]:
-    """Intercept and weights (len(alphas), p) of ridge regressions of y on Z, one per penalty."""
-    u, s, vt = np.linalg.svd(Z, full_matrices=False)
-    uy = u.T @ (y - y.mean())
-    shrink = s / (s * s + np.asarray(alphas)[:, None])  # (len(alphas), k)
-    return float(y.mean()), (shrink * uy) @ vt
-
-
-def _inner_groups(sessions: Sequence[Measured]) -> np.ndarray:
-    """Inner folds: the trainee, or each session alone when fewer than 3 trainees."""
-    try:
-        groups = np.array([group_of(s, "louo") for s in sessions])
-    except SurgsimError:
-        groups = np.array([])
-    return groups if len(set(groups)) >= 3 else np.arange(len(sessions)).astype(str)
-
-
-def select_alpha(X: np.ndarray, y: np.ndarray, groups: np.ndarray,
-                 alphas: Sequence[float] = ALPHAS) -> tuple[float, float]:
-    """The penalty with the lowest leave-one-group-out squared error, and that RMSE.
-
-    Every fold standardises on its own training rows: the held-out group shapes nothing."""
-    errors = np.zeros(len(alphas))
-    for group in np.unique(groups):
-        train = groups != group
-        center, scale = _standardiser(X[train])
-        intercept, weights = _ridge(_z(X[train], center, scale), y[train], alphas)
-        predicted = intercept + _z(X[~train], center, scale) @ weights.T  # (held-out, alphas)
-        errors += ((predicted - y[~train, None]) ** 2).sum(axis=0)
-    best = int(np.argmin(errors))
-    return float(alphas[best]), float(math.sqrt(errors[best] / len(y)))
+def monotone_line(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Intercept and slope of the least-squares line of y on x, the slope kept >= 0."""
+    spread = float(np.var(x))
+    slope = max(0.0, float(np.mean((x - x.mean()) * (y - y.mean()))) / spread) if spread > 0 else 0.0
+    return float(y.mean() - slope * x.mean()), slope
 
 
 # ------------------------------------------------------------------ the model
 @dataclass(frozen=True)
 class Target:
-    """One predicted quantity: intercept + weights . z."""
+    """One predicted quantity: intercept + slope x index."""
 
     intercept: float
-    weights: tuple[float, ...]
-    alpha: float  #: the ridge penalty the inner cross-validation chose
-    cv_rmse: float  #: its inner cross-validated RMSE (label units)
+    slope: float
 
 
 @dataclass(frozen=True)
@@ -129,42 +108,50 @@ class Contribution:
     """How much one feature moved a grade."""
 
     feature: str
+    domain: str
     value: float | None  #: raw value (SI), None when not available
-    z: float  #: standardised model input (0 when not available)
-    points: float  #: weight x z, in the target's units
+    z: float  #: standardised value (0 when not available), before the sign
+    index: float  #: weight x sign x z: its share of the index (SD units)
+    points: float  #: the same in the label's units (x the label line's slope)
 
     def explain(self, target: str) -> str:
-        """E.g. ``right: peak speed (low-passed) = 0.0943 m/s (+1.3 SD): +1.20 grs``."""
+        """E.g. ``completion time = 188 s (+2.2 SD): -0.11 index, -0.62 grs``."""
         if self.value is None:
             return f"{feature_label(self.feature)}: not available (counted as average)"
         info = feature_info(self.feature)
         unit = info.unit if info is not None else ""
         shown = f"{self.value:.3g}" + (f" {unit}" if unit not in ("", "1") else "")
-        return f"{feature_label(self.feature)} = {shown} ({self.z:+.1f} SD): {self.points:+.2f} {target}"
+        return (f"{feature_label(self.feature)} = {shown} ({self.z:+.1f} SD): "
+                f"{self.index:+.2f} index, {self.points:+.2f} {target}")
 
 
 @dataclass(frozen=True)
 class Grade:
     """What an assessor says about one session."""
 
+    index: float  #: the skill index (SD units, 0 = the training sessions' average)
     predictions: dict[str, float]  #: per target (the label first)
     level: str | None  #: novice / intermediate / expert from the predicted skill, if trained on skill
-    contributions: list[Contribution]  #: to the label's prediction, largest |points| first
+    domains: dict[str, float]  #: each domain's share of the index
+    contributions: list[Contribution]  #: largest |index| first
 
 
 @dataclass(frozen=True)
 class Assessor:
-    """A fitted linear assessor (see the module docstring)."""
+    """A fitted assessor (see the module docstring); per feature its domain, sign, weight and scale."""
 
     task: str
     label: str
     features: tuple[str, ...]
+    domains: tuple[str, ...]
+    signs: tuple[int, ...]
+    weights: tuple[float, ...]
     center: tuple[float, ...]
     scale: tuple[float, ...]
     targets: dict[str, Target]
     trained_on: dict[str, Any] = field(default_factory=dict)
 
-    def _inputs(self, values: dict[str, float | None], source: str = "session") -> np.ndarray:
+    def _inputs(self, values: Mapping[str, float | None], source: str = "session") -> np.ndarray:
         x = np.array([_transform(n, values.get(n)) for n in self.features])
         present = int(np.isfinite(x).sum())
         if present < MIN_PRESENT * len(self.features):
@@ -174,84 +161,82 @@ class Assessor:
             )
         return _z(x, np.array(self.center), np.array(self.scale))
 
-    def grade(self, values: dict[str, float | None], source: str = "session") -> Grade:
-        """Predict every target for one session's feature values and explain the label's."""
+    def grade(self, values: Mapping[str, float | None], source: str = "session") -> Grade:
+        """The index, every target's prediction and the index's per-feature contributions."""
         z = self._inputs(values, source)
-        predictions = {name: t.intercept + float(np.dot(t.weights, z)) for name, t in self.targets.items()}
+        parts = np.array(self.weights) * np.array(self.signs) * z
+        index = float(parts.sum())
+        predictions = {name: t.intercept + t.slope * index for name, t in self.targets.items()}
         level = None
         if SKILL in predictions:
             level = SKILL_LEVELS["NIE"[int(np.clip(np.rint(predictions[SKILL]), 0, 2))]]
-        weights = self.targets[self.label].weights
+        slope = self.targets[self.label].slope
         contributions = sorted(
-            (Contribution(name, values.get(name) if np.isfinite(_transform(name, values.get(name))) else None,
-                          float(zi), float(w * zi))
-             for name, w, zi in zip(self.features, weights, z)),
-            key=lambda c: -abs(c.points),
+            (Contribution(name, domain, values.get(name) if np.isfinite(_transform(name, values.get(name))) else None,
+                          float(zi), float(part), float(slope * part))
+             for name, domain, zi, part in zip(self.features, self.domains, z, parts)),
+            key=lambda c: -abs(c.index),
         )
-        return Grade(predictions, level, contributions)
+        domains = {d: float(sum(c.index for c in contributions if c.domain == d)) for d in dict.fromkeys(self.domains)}
+        return Grade(index, predictions, level, domains, contributions)
 
-    def explain(self, values: dict[str, float | None], top: int = 5) -> list[str]:
-        """The ``top`` features that moved the label's prediction most, in plain words."""
+    def explain(self, values: Mapping[str, float | None], top: int = 5) -> list[str]:
+        """The ``top`` features that moved the grade most, in plain words."""
         return [c.explain(self.label) for c in self.grade(values).contributions[:top]]
 
 
 def fit_assessor(
-    sessions: Sequence[Measured], label: str, *, task: str = "", features: Sequence[str] | None = None,
-    alphas: Sequence[float] = ALPHAS,
+    sessions: Sequence[Measured], label: str, *, task: str = "", domains: Domains = SKILL_DOMAINS,
 ) -> Assessor:
-    """Fit an assessor of ``label`` on the labelled ``sessions`` (see the module docstring).
+    """Fit the scales and the target lines of an assessor of ``label`` on the labelled ``sessions``.
 
-    ``features`` defaults to the :func:`~surgsim.scoring.features.model_inputs` (every value, for
-    values that are not session features, e.g. rubric metrics) available in at least
-    :data:`MIN_AVAILABLE` of them.
+    ``domains`` (default :data:`~surgsim.scoring.features.SKILL_DOMAINS`) names the features, by
+    domain, with the sign that makes higher more skilled; any numeric value may serve as one.
     """
     labelled = [s for s in sessions if s.label(label) is not None]
     if len(labelled) < 4:
         raise AssessorError(f"an assessor needs >= 4 sessions with a numeric labels.{label}, got {len(labelled)}")
-    if features is None:
-        names = sorted({n for s in labelled for n in s.values})
-        names = model_inputs(names) or names
-        features = [n for n in names
-                    if sum(np.isfinite(_transform(n, s.values.get(n))) for s in labelled) >= MIN_AVAILABLE * len(labelled)]
-    X = _matrix(labelled, features)
+    listed = [(domain, name, sign) for domain, signed in domains.items() for name, sign in signed.items()]
+    X = _matrix(labelled, [name for _, name, _ in listed])
     center, scale = _standardiser(X)
-    keep = np.isfinite(scale)
+    keep = (np.isfinite(X).sum(axis=0) >= MIN_AVAILABLE * len(labelled)) & np.isfinite(scale)
     if not keep.any():
-        raise AssessorError(f"no feature varies across the {len(labelled)} labelled sessions")
-    features, X, center, scale = [f for f, k in zip(features, keep) if k], X[:, keep], center[keep], scale[keep]
-    groups = _inner_groups(labelled)
-    targets: dict[str, Target] = {}
-    others = sorted(set.intersection(*(set((s.meta.get("labels") or {})) for s in labelled)) - {label, SKILL})
+        raise AssessorError(f"none of the assessor's {len(listed)} features is available and varies across the "
+                            f"{len(labelled)} labelled sessions")
+    used = [item for item, k in zip(listed, keep) if k]
+    per_domain = {domain: sum(d == domain for d, _, _ in used) for domain, _, _ in used}
+    weights = np.array([1 / (len(per_domain) * per_domain[d]) for d, _, _ in used])
+    signs = np.array([sign for _, _, sign in used])
+    index = _z(X[:, keep], center[keep], scale[keep]) @ (weights * signs)
+    others = sorted(set.intersection(*(set(s.meta.get("labels") or {}) for s in labelled)) - {label, SKILL})
     names = [label, *(n for n in others if all(s.label(n) is not None for s in labelled))]
     if all(s.skill is not None for s in labelled):
         names.append(SKILL)
-    Z = _z(X, center, scale)
-    for name in names:
-        y = np.array([s.label(name) for s in labelled], dtype=float)
-        alpha, rmse = select_alpha(X, y, groups, alphas)
-        intercept, weights = _ridge(Z, y, [alpha])
-        targets[name] = Target(intercept, tuple(float(w) for w in weights[0]), alpha, rmse)
+    targets = {name: Target(*monotone_line(index, np.array([s.label(name) for s in labelled], dtype=float)))
+               for name in names}
     trained_on = {"sessions": len(labelled), "trainees": len({str(s.meta.get("trainee")) for s in labelled})}
-    return Assessor(task, label, tuple(features), tuple(map(float, center)), tuple(map(float, scale)), targets,
-                    trained_on)
+    return Assessor(task, label, tuple(n for _, n, _ in used), tuple(d for d, _, _ in used),
+                    tuple(int(s) for s in signs), tuple(map(float, weights)), tuple(map(float, center[keep])),
+                    tuple(map(float, scale[keep])), targets, trained_on)
 
 
 # ------------------------------------------------------------------ files
 class _TargetFile(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     intercept: float
-    weights: list[float]
-    alpha: float = Field(gt=0)
-    cv_rmse: float = Field(ge=0)
+    slope: float = Field(ge=0)
 
 
 class _AssessorFile(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     format: Literal["surgsim-assessor"]
-    version: Literal[1]
+    version: Literal[2]
     task: str
     label: str
     features: list[str] = Field(min_length=1)
+    domains: list[str]
+    signs: list[Literal[-1, 1]]
+    weights: list[float]
     center: list[float]
     scale: list[float]
     targets: dict[str, _TargetFile]
@@ -260,25 +245,25 @@ class _AssessorFile(BaseModel):
     @model_validator(mode="after")
     def _consistent(self) -> "_AssessorFile":
         p = len(self.features)
-        if len(self.center) != p or len(self.scale) != p:
-            raise ValueError(f"{p} features but {len(self.center)} centers and {len(self.scale)} scales")
+        for name in ("domains", "signs", "weights", "center", "scale"):
+            if len(getattr(self, name)) != p:
+                raise ValueError(f"{p} features but {len(getattr(self, name))} {name}")
         if any(s <= 0 for s in self.scale):
             raise ValueError("every scale must be > 0")
+        if any(w <= 0 for w in self.weights):
+            raise ValueError("every weight must be > 0")
         if self.label not in self.targets:
             raise ValueError(f"no target for the label {self.label!r}")
-        for name, target in self.targets.items():
-            if len(target.weights) != p:
-                raise ValueError(f"target {name!r} has {len(target.weights)} weights for {p} features")
         return self
 
 
 def save_assessor(model: Assessor, path: str | Path) -> Path:
     """Write ``model`` as JSON, atomically."""
     data = {
-        "format": FORMAT, "version": 1, "task": model.task, "label": model.label,
-        "features": list(model.features), "center": list(model.center), "scale": list(model.scale),
-        "targets": {n: {"intercept": t.intercept, "weights": list(t.weights), "alpha": t.alpha, "cv_rmse": t.cv_rmse}
-                    for n, t in model.targets.items()},
+        "format": FORMAT, "version": VERSION, "task": model.task, "label": model.label,
+        "features": list(model.features), "domains": list(model.domains), "signs": list(model.signs),
+        "weights": list(model.weights), "center": list(model.center), "scale": list(model.scale),
+        "targets": {n: {"intercept": t.intercept, "slope": t.slope} for n, t in model.targets.items()},
         "trained_on": model.trained_on,
     }
     return atomic_write_json(path, data, allow_nan=False)
@@ -297,9 +282,10 @@ def load_assessor(path: str | Path) -> Assessor:
         checked = _AssessorFile.model_validate(data)
     except ValidationError as exc:
         raise AssessorError(f"{path}: {validation_problem(exc, 'model', limit=60)}") from None
-    targets = {n: Target(t.intercept, tuple(t.weights), t.alpha, t.cv_rmse) for n, t in checked.targets.items()}
-    return Assessor(checked.task, checked.label, tuple(checked.features), tuple(checked.center),
-                    tuple(checked.scale), targets, checked.trained_on)
+    targets = {n: Target(t.intercept, t.slope) for n, t in checked.targets.items()}
+    return Assessor(checked.task, checked.label, tuple(checked.features), tuple(checked.domains),
+                    tuple(checked.signs), tuple(checked.weights), tuple(checked.center), tuple(checked.scale),
+                    targets, checked.trained_on)
 
 
 def _refuse_constant(name: str) -> None:
@@ -327,26 +313,26 @@ def _spearman(a: Sequence[float], b: Sequence[float]) -> tuple[float | None, flo
 
 @dataclass
 class AssessorEvaluation:
-    """Cross-validated agreement of an assessor's predictions with the labels (nested CV)."""
+    """Cross-validated agreement of an assessor with the labels (every fold refits on the rest)."""
 
     label: str
     cv: str
     folds: int
     n: int
-    spearman: float | None  #: predicted vs true label; None when undefined
+    spearman: float | None  #: the held-out index vs the label; None when undefined
     p_value: float | None
+    spearman_predicted: float | None  #: the held-out predicted label vs the label (fold intercepts included)
     level_accuracy: float | None  #: share of sessions whose level matches labels.skill
-    auc_expert_novice: float | None  #: of the predicted label: P(expert scores above novice)
+    auc_expert_novice: float | None  #: of the index: P(an expert's index is above a novice's)
     targets: dict[str, float | None]  #: Spearman of every other predicted target (sub-scores, skill)
-    alphas: dict[str, list[float]]  #: per target, the penalty chosen in each outer fold
-    predictions: list[dict[str, Any]]  #: per session: source, group, label, score, level, skill, predicted
+    predictions: list[dict[str, Any]]  #: per session: source, group, label, score (the index), level, skill, predicted
 
 
 def evaluate_assessor(
     sessions: Sequence[Measured], label: str, cv: Literal["louo", "loso"] = "louo", *,
-    features: Sequence[str] | None = None,
+    domains: Domains = SKILL_DOMAINS,
 ) -> AssessorEvaluation:
-    """Leave one group out: fit (penalties chosen by inner CV on the rest), predict the held-out group."""
+    """Leave one group out: fit on the rest, grade the held-out group; rank by the index."""
     if cv not in ("louo", "loso"):
         raise AssessorError(f"cv must be 'louo' or 'loso', got {cv!r}")
     labelled = [s for s in sessions if s.label(label) is not None]
@@ -358,21 +344,19 @@ def evaluate_assessor(
         raise AssessorError(f"--cv {cv} needs sessions from >= 2 groups, all are in {folds}")
     predictions: list[dict[str, Any]] = []
     held: list[Measured] = []  # the session of each prediction
-    alphas: dict[str, list[float]] = {}
     for fold in folds:
-        train = [s for s, g in zip(labelled, group) if g != fold]
-        model = fit_assessor(train, label, features=features)
-        for name, target in model.targets.items():
-            alphas.setdefault(name, []).append(target.alpha)
+        model = fit_assessor([s for s, g in zip(labelled, group) if g != fold], label, domains=domains)
         for s, g in zip(labelled, group):
             if g == fold:
                 graded = model.grade(s.values, s.source)
                 held.append(s)
                 predictions.append(dict(
-                    source=s.source, group=g, label=s.label(label), score=graded.predictions[label],
+                    source=s.source, group=g, label=s.label(label), score=graded.index,
                     level=graded.level, skill=s.skill, predicted=graded.predictions,
                 ))
-    rho, p_value = _spearman([p["score"] for p in predictions], [p["label"] for p in predictions])
+    truth = [p["label"] for p in predictions]
+    rho, p_value = _spearman([p["score"] for p in predictions], truth)
+    rho_predicted = _spearman([p["predicted"][label] for p in predictions], truth)[0]
     levels = [p for p in predictions if p["skill"] is not None and p["level"] is not None]
     accuracy = float(np.mean([SKILL_LEVELS[p["skill"]] == p["level"] for p in levels])) if levels else None
     others = {}
@@ -381,6 +365,5 @@ def evaluate_assessor(
                  if name in p["predicted"] and s.label(name) is not None]
         others[name] = _spearman(*zip(*pairs))[0] if pairs else None
     auc = expert_novice_auc([p["score"] for p in predictions], [p["skill"] for p in predictions])
-    return AssessorEvaluation(label, cv, len(folds), len(predictions), rho, p_value, accuracy, auc, others,
-                              alphas, predictions)
-
+    return AssessorEvaluation(label, cv, len(folds), len(predictions), rho, p_value, rho_predicted, accuracy, auc,
+                              others, predictions)

@@ -1,22 +1,21 @@
-"""Per-session kinematic features for the learned assessor (:mod:`surgsim.scoring.assessor`).
+"""Per-session kinematic features for the skill assessor (:mod:`surgsim.scoring.assessor`).
 
 The rubric's metrics (:mod:`surgsim.scoring.metrics`) say how a session compares with experts;
-these features describe the motion more fully, so that a regularised linear model can learn
-which of them track a grade: translation, orientation and rotation, angular velocity, gripper
-use, frequency content and tremor, per hand, between the hands, and master against patient side
-where both are recorded (JIGSAWS imported with ``master=True``: tracks ``master_left`` /
-``master_right``).
+these features describe the motion more fully: translation, orientation and rotation, angular
+velocity, gripper use, frequency content and tremor, per hand, between the hands, and master
+against patient side where both are recorded (JIGSAWS imported with ``master=True``: tracks
+``master_left`` / ``master_right``).
 
 Every feature is a plain number in SI units (or a count, rate or fraction), named
 ``<track>.<feature>`` per instrument (``left.rotation``, ``tool.tremor_fraction``), averaged over
 the instruments (``instruments.rotation``) and over the console arms (``master.rotation``), or
-``<feature>`` per session (``completion_time``, ``bimanual_speed_correlation``). The assessor
-learns from the averages and the per-session features (:func:`model_inputs`): which hand does
-what differs between tasks, and a few surgeons cannot teach a model per-hand roles; the
-asymmetry of the hands enters as ``hand_balance`` and the bimanual features. A feature whose
+``<feature>`` per session (``completion_time``, ``bimanual_speed_correlation``). A feature whose
 inputs are absent (no orientation, no gripper, one hand only, no master side) is ``None``, never
 0. Signals are put on a uniform time grid first (positions and gripper linearly, orientation by
 spherical interpolation), so irregularly sampled sessions are measured like regular ones.
+
+:data:`SKILL_DOMAINS` is the assessor's fixed, a-priori list: which features it uses and in
+which direction skill moves each, grouped by what they measure.
 """
 
 from __future__ import annotations
@@ -92,6 +91,23 @@ SESSION_FEATURES: dict[str, FeatureInfo] = {
 }
 
 
+#: The assessor's features, by what they measure, each with the direction skill moves it (+1: a
+#: higher value is more skilled). Set by domain knowledge (economy of motion,
+#: speed, smoothness, bimanual dexterity), not fitted: a few surgeons cannot teach reliable weights
+#: or signs, and a fixed list carries over to tasks nobody tuned it on. Patient side and per-session
+#: features only, so the index means the same with or without the console arms. Each domain counts
+#: equally, so features that measure the same thing share its weight.
+SKILL_DOMAINS: dict[str, dict[str, int]] = {
+    "efficiency": {"completion_time": -1, "instruments.path_length": -1, "instruments.depth_perception": -1,
+                   "instruments.rotation": -1},
+    "speed": {"instruments.mean_speed": +1, "instruments.peak_speed": +1, "instruments.angular_speed_p90": +1,
+              "instruments.idle_fraction": -1},
+    "smoothness": {"instruments.ldlj": +1, "instruments.sparc": +1, "instruments.tremor_fraction": -1},
+    "bimanual": {"bimanual_speed_correlation": +1, "both_moving_fraction": +1},
+    "gripper": {"instruments.gripper_travel": -1},
+}
+
+
 def feature_info(name: str) -> FeatureInfo | None:
     """The :class:`FeatureInfo` of a full feature name (``left.rotation`` or ``completion_time``);
     None for a name that is not one of these features (e.g. a rubric metric)."""
@@ -109,11 +125,6 @@ def feature_label(name: str) -> str:
     label = info.label
     where = {"instruments": "instruments (mean)", "master": "console (mean)"}.get(track, track.replace("_", " "))
     return f"{where}: {label}" if track else label
-
-
-def model_inputs(names: Sequence[str]) -> list[str]:
-    """The features the assessor learns from: per-session ones and the per-side averages."""
-    return [n for n in names if n in SESSION_FEATURES or n.partition(".")[0] in AVERAGES]
 
 
 def _average(name: str, values: list[float | None]) -> float | None:
