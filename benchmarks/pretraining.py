@@ -136,7 +136,7 @@ def main() -> None:
     parser.add_argument("--eval-freq", type=int, default=5_000)
     parser.add_argument("--demos", type=int, default=100, help="demonstration episodes per dataset")
     parser.add_argument("--impairment", type=float, default=0.8, help="of the degraded expert's demonstrations")
-    parser.add_argument("--epochs", type=int, default=30, help="pretraining epochs")
+    parser.add_argument("--epochs", type=int, default=None, help="pretraining epochs (default: surgsim pretrain's)")
     parser.add_argument("--json", type=Path, default=None, help="write every row to this file")
     parser.add_argument("--keep", type=Path, default=None, help="keep datasets and runs here (default: a temp dir)")
     opts = parser.parse_args()
@@ -151,7 +151,7 @@ def main() -> None:
                 opts.json.write_text(json.dumps(rows, indent=2))
     print()
     print(f"pretraining benchmark: {opts.demos} demonstration episodes per dataset, degraded expert at "
-          f"impairment {opts.impairment}, {opts.epochs} pretraining epochs, evaluation every {opts.eval_freq:,} "
+          f"impairment {opts.impairment}, pretraining epochs {opts.epochs or 'as surgsim pretrain'}, evaluation every {opts.eval_freq:,} "
           f"steps; {os.cpu_count()} CPUs; total {time.time() - started:.0f} s")
     print(report(rows, opts))
 

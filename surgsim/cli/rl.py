@@ -97,8 +97,9 @@ def pretrain_cmd(
     algo: str = options.ALGO,
     env: Optional[str] = typer.Option(None, "--env", help="Env id (default: the one the dataset was recorded on)."),
     root: Path = typer.Option(Path("datasets"), "--root", help="Dataset root (MINARI_DATASETS_PATH)."),
-    epochs: int = typer.Option(30, "--epochs", help="Passes over the demonstrations."),
-    batch_size: int = typer.Option(256, "--batch-size"),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Passes over the demonstrations (default: 30 for "
+                                         "PPO and SAC, 100 for DQN)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Default: 256 for PPO and SAC, 64 for DQN."),
     lr: float = typer.Option(1e-3, "--lr", help="Adam learning rate of the pretraining."),
     seed: int = typer.Option(0, "--seed", callback=check_seed),
     log_folder: Path = typer.Option(Path("logs"), "-f", "--log-folder", help="Runs go to <f>/<algo>/<env>_<n>/."),
