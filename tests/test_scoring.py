@@ -47,29 +47,47 @@ def _hand_rubric() -> Rubric:
     )
 
 
+def _lost(x: float) -> float:
+    """The fraction of its points a metric loses at x = penalty / cap, written out by hand."""
+    return x / (1 + x**4) ** 0.25
+
+
 def test_composite_score_computed_by_hand() -> None:
-    # path 3 SD longer than experts -> penalty 3 of cap 4; ldlj better than experts -> no penalty;
-    # success unavailable -> left out, weights 1 + 3 renormalised: path costs 100 * 1/4 * 3/4
+    # path 3 SD longer than experts -> x = 3/4 of the cap; ldlj better than experts -> no penalty;
+    # success unavailable -> left out, weights 1 + 3 renormalised: path costs 100 * 1/4 * f(3/4)
     graded = score_metrics({"path_length": 0.26, "ldlj": -4.0, "mean_speed": 0.2, "success": None}, _hand_rubric())
-    assert graded.metrics["path_length"].points_lost == pytest.approx(18.75)
+    assert graded.metrics["path_length"].points_lost == pytest.approx(25 * _lost(0.75))  # 17.50
     assert graded.metrics["ldlj"].points_lost == 0.0
-    assert graded.score == pytest.approx(81.25)
+    assert graded.score == pytest.approx(100 - 25 * _lost(0.75))
+    assert graded.metric_score == graded.score and graded.critical_errors == []
     assert graded.level == "expert"
     assert graded.unavailable == ["success"]
     assert "mean_speed" not in graded.metrics  # weight 0: shown in the rubric, not graded
     [top] = graded.top_costs()
-    assert top.explain() == "path length: 260 mm, 3.0 SD higher than experts (200 ± 20 mm); cost 18.8 points"
-    # beyond the cap a metric loses all its points, no more
+    assert top.explain() == "path length: 260 mm, 3.0 SD higher than experts (200 ± 20 mm); cost 17.5 points"
+    # far beyond the cap a metric loses nearly all its points, never more
     capped = score_metrics({"path_length": 1.0, "ldlj": -30.0}, _hand_rubric())
-    assert capped.score == pytest.approx(0.0)
+    assert capped.score == pytest.approx(100 - 25 * _lost(10.0) - 75 * _lost(6.0))
+    assert 0 < capped.score < 0.05
     assert capped.level == "novice"
+
+
+def test_points_fall_smoothly_and_a_metric_cap_overrides_the_rubric_cap() -> None:
+    rubric = _hand_rubric()
+    scores = [score_metrics({"path_length": 0.2 + 0.02 * z, "ldlj": -6.0}, rubric).score for z in range(0, 13)]
+    steps = -np.diff(scores)
+    assert (steps > 0).all()  # every further SD costs more, with no cliff: the largest step is the first ones'
+    assert steps.max() == pytest.approx(steps[0], rel=0.02) and steps[-1] > 0.001
+    wide = rubric.model_copy(update={"metrics": {**rubric.metrics, "path_length": rubric.metrics["path_length"].model_copy(update={"cap": 8.0})}})
+    graded = score_metrics({"path_length": 0.26, "ldlj": -6.0}, wide)
+    assert graded.metrics["path_length"].points_lost == pytest.approx(25 * _lost(3 / 8))
 
 
 def test_both_directions_and_nothing_to_grade() -> None:
     rubric = Rubric(task="t", metrics={"mean_speed": MetricReference(weight=1, center=0.05, scale=0.01, better="both")})
     fast = score_metrics({"mean_speed": 0.07}, rubric)
     slow = score_metrics({"mean_speed": 0.03}, rubric)
-    assert fast.score == pytest.approx(slow.score) == pytest.approx(50.0)
+    assert fast.score == pytest.approx(slow.score) == pytest.approx(100 * (1 - _lost(0.5)))
     with pytest.raises(ScoreError, match="mean_speed"):
         score_metrics({"mean_speed": None}, rubric)
 

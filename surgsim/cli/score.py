@@ -227,7 +227,8 @@ def calibrate_cmd(
         f"Expert reference: {len(experts)} session(s) "
         f"({'labels.skill E' if any(m.skill == 'E' for m in batch.results) else f'top third by {label}'}), "
         f"{'median / 1.4826 MAD' if robust else 'mean / SD'}.\n"
-        f"Weights: {f'non-negative regression on labels.{label}' if label and weights else 'equal'}."
+        f"Weights: per group of metrics, {f'correlation with labels.{label}' if label and weights else 'equal'}, "
+        f"no group above {rubric.max_share:.0%}; caps from the non-experts. Critical errors: gates, default rules."
     )
     save_rubric(rubric, out, header)
     typer.echo(f"wrote {out}: task {task}, {len(rubric.metrics)} metrics, levels expert >= "

@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from surgsim._files import atomic_write_json
 from surgsim.scoring.calibrate import Measured
+from surgsim.scoring.critical import detect_critical_errors
 from surgsim.scoring.metrics import MetricSettings, compute_metrics
 from surgsim.scoring.report import (
     atomic_write, cohort_figure, session_figure, session_report, summary_row, write_summary,
@@ -163,12 +164,12 @@ def _grade_one(
         session = read_session(path)
         task = session.meta.get("task")
         rubric = _rubric(rubric_path, task if isinstance(task, str) else None)  # meta is any JSON
-        metrics, score, reason = grade_session(session, rubric, any_task=any_task)
-        report = session_report(str(path), session, metrics, score, rubric=rubric.task, reason=reason)
+        graded = grade_session(session, rubric, any_task=any_task)
+        report = session_report(str(path), session, graded, rubric=rubric)
         json_path, png_path = (out / placed.with_name(placed.name + s) for s in REPORT_SUFFIXES)
         atomic_write_json(json_path, report, allow_nan=False)  # values are finite or null
-        if figures and score:
-            session_figure(png_path, session, metrics, score)
+        if figures and graded.score:
+            session_figure(png_path, session, graded.metrics, graded.score)
         return summary_row(report)
     except Exception as exc:  # one file, whatever went wrong, never the batch
         return _failure(path, exc)
@@ -230,7 +231,8 @@ def _measure_one(job: tuple[Path, MetricSettings]) -> Measured | Failure:
     path, settings = job
     try:
         session = read_session(path)
-        return Measured(str(path), compute_metrics(session, settings).combined, session.meta)
+        errors = tuple(detect_critical_errors(session, settings))
+        return Measured(str(path), compute_metrics(session, settings).combined, session.meta, errors)
     except Exception as exc:  # one file, whatever went wrong, never the batch
         return _failure(path, exc)
 
@@ -238,7 +240,7 @@ def _measure_one(job: tuple[Path, MetricSettings]) -> Measured | Failure:
 def measure_folder(
     paths: Sequence[str | Path], settings: MetricSettings | None = None, *, workers: int = 1, progress: bool = True
 ) -> Batch:
-    """The combined metrics and metadata of every session under ``paths`` (for calibration).
+    """The combined metrics, critical errors and metadata of every session under ``paths`` (for calibration).
 
     No reports are written, so no session fails for where its report would go."""
     found, failures = _session_paths(paths)

@@ -1,34 +1,55 @@
 """Fit a rubric from labelled sessions, and cross-validate how well its scores track a label.
 
-Calibration works on metric values (one dict per session) and their metadata, so a folder is
-read and measured once, then fitted as often as cross-validation needs.
+Calibration works on metric values and critical errors (one :class:`Measured` per session) and
+their metadata, so a folder is read and measured once, then fitted as often as cross-validation
+needs.
 
+- Metrics: by default every metric available in at least 80 % of the expert sessions and not
+  the same in every session (it would tell nothing), except those that only restate a critical
+  error (:data:`~surgsim.scoring.critical.GATED_METRICS`):
+  critical errors are the rubric's gates (``critical_errors``, always every kind with its
+  default rule), which no fit can remove or weaken.
 - Reference distributions: from the expert sessions (labels.skill == "E"; without skill
   labels, the top third by ``label``): ``center`` / ``scale`` are median and 1.4826 x MAD
   (``robust``) or mean and SD, with ``scale`` floored at the metric's resolution and 5 % of
   ``|center|`` so that near-identical experts do not make every other session fail.
-- Weights (optional, ``label`` given): non-negative least squares of the centred label on the
-  negated, centred penalties, so a metric gets weight when more penalty means a lower label;
-  normalised to a mean weight of 1. All-zero fits fall back to equal weights.
-- Levels: with skill labels, the score thresholds that best split E from I/N and E/I from N
-  on the calibration sessions; otherwise the defaults (75 / 50).
+- Caps: each metric's ``cap`` is where the worst non-expert sessions are (the 90th percentile of
+  their penalties, at least 2 SDs), so its points fall steadily across the range of skill.
+- Weights, per group of metrics that measure the same thing (smoothness: LDLJ and SPARC; path
+  length and economy of motion; ...; a metric alone is its own group), split equally within a
+  group. With ``label`` given, a group's weight is how strongly the points it loses track the
+  label: the correlation of the label with minus the group's lost fraction (the mean over its
+  metrics), 0 when it does not go down with more lost points; no group above ``max_share`` of
+  the total (the excess is shared out to the others in proportion). A least-squares fit was
+  tried first: with the share limit it parked weight on metrics that hardly vary, which costs no
+  fit but flattens every score. Equal weights without ``label`` or when no group tracks it.
+  Normalised to a mean weight of 1 per metric.
+- Levels: with skill labels, the score thresholds (after critical errors) that best split E
+  from I/N and E/I from N on the calibration sessions; otherwise the defaults (75 / 50).
 - Shortest gradable session: half the fastest expert's completion time, at most 1 s.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Literal, Sequence
 
 import numpy as np
-from scipy import optimize, stats
+from scipy import stats
 
 from surgsim.errors import SurgsimError
-from surgsim.scoring.metrics import METRICS, MetricSettings
+from surgsim.scoring.critical import GATED_METRICS, CriticalError
+from surgsim.scoring.metrics import METRICS, MetricSettings, metric_group
 from surgsim.scoring.rubric import Levels, MetricReference, Rubric
-from surgsim.scoring.score import penalty, score_metrics
+from surgsim.scoring.score import FAIL, lost_fraction, penalty, score_metrics
 
 SKILL_LEVELS = {"N": "novice", "I": "intermediate", "E": "expert"}
+#: the largest share of the total weight a fitted rubric gives one group of metrics
+MAX_SHARE = 0.35
+#: a fitted metric's cap: this quantile of the non-expert sessions' penalties, at least MIN_CAP SDs
+CAP_QUANTILE = 0.9
+MIN_CAP = 2.0
 
 
 class CalibrationError(SurgsimError):
@@ -42,6 +63,7 @@ class Measured:
     source: str
     values: dict[str, float | None]
     meta: dict[str, Any]
+    critical_errors: tuple[CriticalError, ...] = ()
 
     def label(self, name: str) -> float | None:
         """The numeric label ``name`` (from meta labels), or None."""
@@ -93,17 +115,24 @@ def fit_rubric(
     metrics: Sequence[str] | None = None,
     settings: MetricSettings | None = None,
     cap: float = 4.0,
+    max_share: float = MAX_SHARE,
     description: str = "",
 ) -> Rubric:
     """A rubric for ``task`` fitted on ``sessions`` (see the module docstring).
 
-    ``metrics`` defaults to every metric available in at least 80 % of the expert sessions.
+    ``metrics`` defaults to every metric available in at least 80 % of the expert sessions that
+    varies across the sessions, less the gated ones. Raises :class:`CalibrationError` when the metrics form too few groups for
+    ``max_share`` (each group at most ``max_share`` of the weight needs ``1 / max_share`` groups).
     """
     experts = expert_sessions(sessions, label)
+    chosen = {id(s) for s in experts}
+    others = [s for s in sessions if id(s) not in chosen]
     if metrics is None:
         metrics = [
             name for name in METRICS
-            if sum(s.values.get(name) is not None for s in experts) >= max(1, 0.8 * len(experts))
+            if name not in GATED_METRICS
+            and sum(s.values.get(name) is not None for s in experts) >= max(1, 0.8 * len(experts))
+            and len({s.values[name] for s in sessions if s.values.get(name) is not None}) > 1
         ]
     references = {}
     for name in metrics:
@@ -111,40 +140,92 @@ def fit_rubric(
         if not len(values):
             raise CalibrationError(f"metric {name!r} is not available in any expert session")
         center, scale = _reference(name, values, robust)
-        references[name] = MetricReference(weight=1.0, center=center, scale=scale, better=METRICS[name].better)
+        reference = MetricReference(weight=1.0, center=center, scale=scale, better=METRICS[name].better)
+        references[name] = reference.model_copy(update={"cap": _cap(name, reference, others)})
+    groups = sorted({metric_group(name) for name in references})
+    if len(groups) * max_share < 1 - 1e-9:
+        raise CalibrationError(
+            f"max_share {max_share:g} needs at least {math.ceil(1 / max_share - 1e-9)} groups of metrics; "
+            f"{', '.join(references) or 'none'} make {len(groups)} ({', '.join(groups)})"
+        )
     settings_dict = {k: v for k, v in vars(settings).items() if v != getattr(MetricSettings(), k)} if settings else {}
     times = [s.values["completion_time"] for s in experts if s.values.get("completion_time") is not None]
     min_duration = float(f"{min(1.0, 0.5 * min(times, default=2.0)):.3g}")
+    shares = _fit_shares(references, sessions, label, cap, max_share) if fit_weights and label else None
     rubric = Rubric(
-        task=task, description=description, min_duration=min_duration, settings=settings_dict, cap=cap,
-        metrics=references,
+        task=task, description=description, min_duration=min_duration, settings=settings_dict,
+        cap=cap, max_share=max_share, metrics=_weighted(references, shares),
     )
-    if fit_weights and label is not None:
-        rubric = _fit_weights(rubric, sessions, label)
     return _fit_levels(rubric, sessions)
 
 
-def _fit_weights(rubric: Rubric, sessions: Sequence[Measured], label: str) -> Rubric:
+def _cap(name: str, reference: MetricReference, others: Sequence[Measured]) -> float | None:
+    """Where the worst non-experts are: the :data:`CAP_QUANTILE` of their penalties (at least
+    :data:`MIN_CAP` SDs), so that the metric's points spread over the range trainees span; None
+    (the rubric's cap) without non-expert sessions."""
+    values = [penalty(float(s.values[name]), reference)[1] for s in others if s.values.get(name) is not None]
+    return float(f"{max(MIN_CAP, float(np.quantile(values, CAP_QUANTILE))):.3g}") if values else None
+
+
+def _weighted(references: dict[str, MetricReference], shares: dict[str, float] | None) -> dict[str, MetricReference]:
+    """The references with weights: each group's share (equal shares when None) split equally among
+    its metrics, scaled to a mean weight of 1."""
+    members: dict[str, list[str]] = {}
+    for name in references:
+        members.setdefault(metric_group(name), []).append(name)
+    shares = shares or {group: 1.0 / len(members) for group in members}
+    return {
+        name: ref.model_copy(update={"weight": round(
+            len(references) * shares[metric_group(name)] / len(members[metric_group(name)]), 4)})
+        for name, ref in references.items()
+    }
+
+
+def _fit_shares(
+    references: dict[str, MetricReference], sessions: Sequence[Measured], label: str, cap: float,
+    max_share: float,
+) -> dict[str, float] | None:
+    """Each group's share of the weight, fitted on ``label``; None when no group predicts it."""
     labelled = [s for s in sessions if s.label(label) is not None]
     if len(labelled) < 3:
         raise CalibrationError(f"fitting weights needs >= 3 sessions with a numeric labels.{label}, got {len(labelled)}")
-    names = list(rubric.metrics)
-    pen = np.full((len(labelled), len(names)), np.nan)
+    names = list(references)
+    lost = np.full((len(labelled), len(names)), np.nan)
     for i, s in enumerate(labelled):
         for j, name in enumerate(names):
             if s.values.get(name) is not None:
-                pen[i, j] = penalty(float(s.values[name]), rubric.metrics[name], rubric.cap)[1]
-    pen = np.where(np.isnan(pen), np.nanmean(np.where(np.isnan(pen).all(axis=0), 0.0, pen), axis=0), pen)
+                ref = references[name]
+                lost[i, j] = lost_fraction(penalty(float(s.values[name]), ref)[1], ref.cap or cap)
+    # a value missing in a session: the metric's mean (0 when no session has it)
+    lost = np.where(np.isnan(lost), np.nanmean(np.where(np.isnan(lost).all(axis=0), 0.0, lost), axis=0), lost)
+    groups = sorted({metric_group(name) for name in names})
+    features = np.column_stack([
+        lost[:, [j for j, name in enumerate(names) if metric_group(name) == group]].mean(axis=1) for group in groups
+    ])
     y = np.array([s.label(label) for s in labelled])
-    weights, _ = optimize.nnls(-(pen - pen.mean(axis=0)), y - y.mean())
-    if weights.sum() <= 0:
-        weights = np.ones(len(names))
-    weights *= len(names) / weights.sum()
-    metrics = {
-        name: rubric.metrics[name].model_copy(update={"weight": float(round(w, 4))})
-        for name, w in zip(names, weights)
-    }
-    return rubric.model_copy(update={"metrics": metrics})
+    # a group that loses more points where the label is lower gets weight: its correlation
+    tracking = np.array([
+        max(0.0, -float(np.corrcoef(column, y)[0, 1])) if column.std() > 0 and y.std() > 0 else 0.0
+        for column in features.T
+    ])
+    if not tracking.sum() > 0:
+        return None
+    return dict(zip(groups, limit_shares(tracking, max_share)))
+
+
+def limit_shares(weights: np.ndarray, max_share: float) -> np.ndarray:
+    """``weights`` as shares of their sum, none above ``max_share``: a share over it is cut to it and
+    the rest shared out again in proportion (equally among weights of 0 when only they are left).
+    Needs ``len(weights) * max_share >= 1``."""
+    shares = weights / weights.sum()
+    fixed = np.zeros(len(weights), dtype=bool)
+    while (over := (shares > max_share) & ~fixed).any():
+        fixed |= over
+        shares[fixed] = max_share
+        free = ~fixed
+        rest = 1.0 - max_share * fixed.sum()
+        shares[free] = rest * weights[free] / weights[free].sum() if weights[free].sum() > 0 else rest / free.sum()
+    return shares
 
 
 def _best_split(scores: np.ndarray, upper: np.ndarray) -> float | None:
@@ -162,7 +243,7 @@ def _fit_levels(rubric: Rubric, sessions: Sequence[Measured]) -> Rubric:
     graded = [s for s in sessions if s.skill is not None]
     if not graded:
         return rubric
-    scores = np.array([score_metrics(s.values, rubric).score for s in graded])
+    scores = np.array([score_metrics(s.values, rubric, s.critical_errors).score for s in graded])
     skills = np.array([s.skill for s in graded])
     expert = _best_split(scores, skills == "E")
     intermediate = _best_split(scores, skills != "N")
@@ -185,7 +266,8 @@ class Evaluation:
     n: int
     spearman: float | None  #: None when undefined (constant scores or labels)
     p_value: float | None  #: None when undefined (constant scores or labels)
-    level_accuracy: float | None  #: fraction of sessions whose level matches labels.skill
+    #: fraction of sessions whose level matches labels.skill (a failed attempt counts as novice)
+    level_accuracy: float | None
     predictions: list[dict[str, Any]]  #: per session: source, group, label, score, level, skill
 
 
@@ -224,14 +306,15 @@ def evaluate(
         rubric = fit_rubric(train, task, label=label, fit_weights=fit_weights, robust=robust, settings=settings)
         for s in labelled:
             if group_of(s, cv) == group:
-                graded = score_metrics(s.values, rubric)
+                graded = score_metrics(s.values, rubric, s.critical_errors)
                 predictions.append(dict(source=s.source, group=group, label=s.label(label),
                                         score=graded.score, level=graded.level, skill=s.skill))
     result = stats.spearmanr([p["score"] for p in predictions], [p["label"] for p in predictions])
     rho = float(result.statistic) if np.isfinite(result.statistic) else None
     with_skill = [p for p in predictions if p["skill"] is not None]
     accuracy = (
-        float(np.mean([SKILL_LEVELS[p["skill"]] == p["level"] for p in with_skill])) if with_skill else None
+        float(np.mean([SKILL_LEVELS[p["skill"]] == ("novice" if p["level"] == FAIL else p["level"])
+                       for p in with_skill])) if with_skill else None
     )
     p_value = float(result.pvalue) if np.isfinite(result.pvalue) else None
     return Evaluation(label, cv, len(groups), len(predictions), rho, p_value, accuracy, predictions)

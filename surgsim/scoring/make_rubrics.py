@@ -1,12 +1,13 @@
 """Make the default rubrics in ``assets/rubrics/``: ``python -m surgsim.scoring.make_rubrics``.
 
-Per surgsim task: episodes of the env's scripted expert (``env.unwrapped.expert_action()``) are
-recorded as sessions with :class:`~surgsim.sessions.SessionRecorder`, next to the same expert
+Per surgsim task: :data:`EPISODES` episodes per impairment level of the env's scripted expert
+(``env.unwrapped.expert_action()``) are recorded as sessions with :class:`~surgsim.sessions.SessionRecorder`, next to the same expert
 degraded by ``impairment`` in (0, 1]: Gaussian action noise (SD 0.6 x impairment, clipped) and
 hesitations (with probability 0.15 x impairment per step, the tool stops for 1-6 steps). Every
 level plays the same seeds (the same patients). Labels: skill E / I / N for impairment below
 1/3, 2/3, above; ``grs`` = 30 - 22 x impairment. The rubric is fitted with
-:func:`~surgsim.scoring.calibrate.fit_rubric` (experts = skill E, weights on grs).
+:func:`~surgsim.scoring.calibrate.fit_rubric` (experts = skill E, caps from the non-experts,
+weights on grs, critical errors as gates). About 10 s on 2 cores.
 
 ``generic.yaml`` grades sessions with no task (imported ones): fitted the same way on
 synthetic minimum-jerk sessions (:mod:`surgsim.scoring.synthetic`), restricted to metrics that
@@ -26,12 +27,15 @@ import numpy as np
 from tqdm import tqdm
 
 from surgsim.scoring.batch import measure_folder
-from surgsim.scoring.calibrate import Measured, fit_rubric
+from surgsim.scoring.calibrate import MAX_SHARE, Measured, fit_rubric
+from surgsim.scoring.critical import detect_critical_errors
 from surgsim.scoring.metrics import compute_metrics
 from surgsim.scoring.rubric import GENERIC, rubric_dir, save_rubric
 from surgsim.scoring.synthetic import synthetic_cohort
 
 IMPAIRMENTS = (0.0, 0.15, 0.35, 0.5, 0.7, 0.85, 1.0)
+#: seeds per impairment level and task (0 .. EPISODES-1); benchmarks and tests use seeds from 100
+EPISODES = 30
 GENERIC_METRICS = ("economy_of_motion", "idle_fraction", "ldlj", "sparc", "bimanual_dexterity")
 
 
@@ -72,14 +76,15 @@ def _header(what: str, n: int) -> str:
     return (
         f"Default rubric made by `python -m surgsim.scoring.make_rubrics` on {datetime.date.today().isoformat()}.\n"
         f"{what}\n"
-        f"Fitted on {n} sessions: experts = labels.skill E "
-        "(impairment < 1/3), reference = median / 1.4826 MAD,\n"
-        "weights = non-negative regression on grs = 30 - 22 x impairment, level thresholds split E | I | N.\n"
+        f"Fitted on {n} sessions: experts = labels.skill E (impairment < 1/3), reference = median / 1.4826 MAD;\n"
+        "per-metric cap = 90th percentile of the non-experts' penalties (>= 2 SD); group weights = correlation\n"
+        f"of grs (30 - 22 x impairment) with minus the points lost, no group above {MAX_SHARE:.0%}; level thresholds split E | I | N.\n"
+        "Critical errors are gates (critical_errors), not weights: calibration keeps every kind's default rule.\n"
         "Recalibrate on your own labelled sessions with `surgsim score calibrate DIR --label grs --out rubric.yaml`."
     )
 
 
-def make_task_rubric(env_id: str, out: Path, episodes: int) -> Path:
+def make_task_rubric(env_id: str, out: Path, episodes: int = EPISODES) -> Path:
     """Record, measure and fit one task's rubric; write ``<out>/<task>.yaml``."""
     with tempfile.TemporaryDirectory() as tmp:
         record_task(env_id, Path(tmp), range(episodes))
@@ -99,8 +104,9 @@ def make_task_rubric(env_id: str, out: Path, episodes: int) -> Path:
 def make_generic_rubric(out: Path, seed: int = 0) -> Path:
     """Fit ``generic.yaml`` on synthetic sessions, on the dimensionless metrics only."""
     rng = np.random.default_rng(seed)
-    sessions = synthetic_cohort(rng, trainees=12, trials=3) + synthetic_cohort(rng, trainees=6, trials=2, hands=2)
-    measured = [Measured(f"synthetic-{i}", compute_metrics(s).combined, s.meta) for i, s in enumerate(sessions)]
+    sessions = synthetic_cohort(rng, trainees=24, trials=3) + synthetic_cohort(rng, trainees=12, trials=3, hands=2)
+    measured = [Measured(f"synthetic-{i}", compute_metrics(s).combined, s.meta, tuple(detect_critical_errors(s)))
+                for i, s in enumerate(sessions)]
     rubric = fit_rubric(
         measured, GENERIC, label="grs", metrics=GENERIC_METRICS,
         description="Sessions with no task (imported): dimensionless kinematic metrics only.",
@@ -117,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
     """Write every default rubric."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=None, help="folder (default: assets/rubrics)")
-    parser.add_argument("--episodes", type=int, default=10, help="seeds per impairment level and task")
+    parser.add_argument("--episodes", type=int, default=EPISODES, help="seeds per impairment level and task")
     parser.add_argument("--env", action="append", help="env ids (default: every continuous surgsim env)")
     args = parser.parse_args(argv)
     out = args.out or rubric_dir()

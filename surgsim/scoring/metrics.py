@@ -42,6 +42,9 @@ class MetricInfo:
     report_unit: str = ""  #: the unit reports print (mm for lengths)
     report_scale: float = 1.0  #: value * report_scale is in report_unit
     per_instrument: bool = True  #: also reported per instrument
+    #: metrics that measure the same thing share a group: calibration gives a group one weight,
+    #: split equally among its metrics, and a rubric's max_share limits a group's share
+    group: str = ""
 
     @property
     def shown_unit(self) -> str:
@@ -50,39 +53,45 @@ class MetricInfo:
 
 _MM = dict(report_unit="mm", report_scale=1e3)
 _MM_S = dict(report_unit="mm/s", report_scale=1e3)
+#: the unit of a ratio, a correlation or a log
+DIMENSIONLESS = "dimensionless"
+#: tissue damage's unit is the task's (see TISSUE_DAMAGE_UNITS); this is what sessions of other tasks get
+TASK_DEFINED = "SI (defined by the task)"
 
 #: every metric, in report order
 METRICS: dict[str, MetricInfo] = {
     "completion_time": MetricInfo(
         "s", "lower", 0.5, "completion time", "T = t[n-1] - t[0]", per_instrument=False),
     "path_length": MetricInfo(
-        "m", "lower", 0.002, "path length", "sum |d_i|; combined: sum over instruments", **_MM),
+        "m", "lower", 0.002, "path length", "sum |d_i|; combined: sum over instruments", **_MM,
+        group="efficiency"),
     "economy_of_motion": MetricInfo(
-        "1", "higher", 0.02, "economy of motion",
-        "length of the reference path / path length of the instrument following it"),
+        DIMENSIONLESS, "higher", 0.02, "economy of motion",
+        "length of the reference path / path length of the instrument following it", group="efficiency"),
     "movements": MetricInfo(
         "count", "lower", 0.5, "number of movements",
         "peaks of s~ higher than idle_speed with prominence >= idle_speed; combined: sum"),
     "idle_fraction": MetricInfo(
-        "1", "lower", 0.02, "idle fraction",
+        DIMENSIONLESS, "lower", 0.02, "idle fraction",
         "fraction of time with s~ < idle_speed; combined: every instrument idle at once"),
     "depth_perception": MetricInfo(
         "m", "lower", 0.002, "depth perception (motion along the tool axis)",
         "sum |d_i . z_i|, z_i the tool axis (orientation's z axis); combined: sum", **_MM),
     "mean_speed": MetricInfo(
         "m/s", "both", 0.002, "mean speed",
-        "path length / T; combined: mean over instruments", **_MM_S),
+        "path length / T; combined: mean over instruments", **_MM_S, group="speed"),
     "peak_speed": MetricInfo(
-        "m/s", "both", 0.005, "peak speed", "max s~; combined: max over instruments", **_MM_S),
+        "m/s", "both", 0.005, "peak speed", "max s~; combined: max over instruments", **_MM_S, group="speed"),
     "ldlj": MetricInfo(
-        "1", "higher", 0.1, "smoothness (log dimensionless jerk)",
-        "-ln(T^3 / max(s~)^2 * integral |d2 v~/dt2|^2 dt); combined: mean over instruments"),
+        DIMENSIONLESS, "higher", 0.1, "smoothness (log dimensionless jerk)",
+        "-ln(T^3 / max(s~)^2 * integral |d2 v~/dt2|^2 dt); combined: mean over instruments",
+        group="smoothness"),
     "sparc": MetricInfo(
-        "1", "higher", 0.05, "smoothness (spectral arc length)",
+        DIMENSIONLESS, "higher", 0.05, "smoothness (spectral arc length)",
         "-arc length of the DC-normalised speed spectrum up to the last frequency <= 10 Hz whose "
-        "magnitude is >= 0.05 (Balasubramanian 2015); combined: mean over instruments"),
+        "magnitude is >= 0.05 (Balasubramanian 2015); combined: mean over instruments", group="smoothness"),
     "bimanual_dexterity": MetricInfo(
-        "1", "higher", 0.05, "bimanual dexterity (left-right speed correlation)",
+        DIMENSIONLESS, "higher", 0.05, "bimanual dexterity (left-right speed correlation)",
         "Pearson correlation of the two instruments' s~ (two-hand sessions only)",
         per_instrument=False),
     "workspace_volume": MetricInfo(
@@ -94,27 +103,28 @@ METRICS: dict[str, MetricInfo] = {
     "critical_contacts": MetricInfo(
         "count", "lower", 0.25, "critical-structure contacts",
         "number of contact onsets (0 -> 1) in critical_contact, counting a contact at t0",
-        per_instrument=False),
+        per_instrument=False, group="critical contact"),
     "critical_contact_time": MetricInfo(
         "s", "lower", 0.05, "time in critical-structure contact",
-        "sum dt_i over samples in contact", per_instrument=False),
+        "sum dt_i over samples in contact", per_instrument=False, group="critical contact"),
     "contact_force_peak": MetricInfo(
-        "N", "lower", 0.1, "peak contact force", "max contact_force", per_instrument=False),
+        "N", "lower", 0.1, "peak contact force", "max contact_force", per_instrument=False, group="force"),
     "contact_force_time": MetricInfo(
         "s", "lower", 0.05, "time above the force threshold",
-        "sum dt_i over samples with contact_force > force_threshold", per_instrument=False),
+        "sum dt_i over samples with contact_force > force_threshold", per_instrument=False, group="force"),
     "tissue_damage": MetricInfo(
-        "task unit", "lower", 1e-9, "tissue damage", "last value of the cumulative tissue_damage",
-        per_instrument=False),
+        TASK_DEFINED, "lower", 1e-9, "tissue damage",
+        "last value of the cumulative tissue_damage: SurgicalPath the area swept by the shaft inside the "
+        "organ (m^2), Incision the length cut outside the band or off the line (m)", per_instrument=False),
     "deviation_mean": MetricInfo(
         "m", "lower", 0.0005, "mean deviation from the reference path",
-        "mean over samples of the distance to the reference polyline", **_MM),
+        "mean over samples of the distance to the reference polyline", **_MM, group="path deviation"),
     "deviation_rms": MetricInfo(
         "m", "lower", 0.0005, "RMS deviation from the reference path",
-        "root mean square over samples of the distance to the reference polyline", **_MM),
+        "root mean square over samples of the distance to the reference polyline", **_MM, group="path deviation"),
     "deviation_max": MetricInfo(
         "m", "lower", 0.0005, "largest deviation from the reference path",
-        "max over samples of the distance to the reference polyline", **_MM),
+        "max over samples of the distance to the reference polyline", **_MM, group="path deviation"),
     "final_error": MetricInfo(
         "m", "lower", 0.0005, "final error to the target",
         "|p[n-1] - target| (meta target), else the last distance_to_target", **_MM),
@@ -122,6 +132,24 @@ METRICS: dict[str, MetricInfo] = {
         "bool", "higher", 0.25, "success", "last value of the success channel (or meta success)",
         per_instrument=False),
 }
+
+#: tissue_damage is each task's own measure: (SI unit, report unit, report scale) per task
+TISSUE_DAMAGE_UNITS = {"SurgicalPath": ("m^2", "mm^2", 1e6), "Incision": ("m", "mm", 1e3)}
+
+
+def metric_group(name: str) -> str:
+    """The group of metrics that measure the same thing as ``name`` (itself when alone)."""
+    return METRICS[name].group or name
+
+
+def metric_units(name: str, task: object = None) -> tuple[str, str, float]:
+    """(SI unit, report unit, report scale) of a metric in sessions of ``task``; only tissue damage
+    depends on the task (swept area in SurgicalPath, length of bad cut in Incision)."""
+    info = METRICS[name]
+    if name == "tissue_damage" and isinstance(task, str) and task in TISSUE_DAMAGE_UNITS:
+        return TISSUE_DAMAGE_UNITS[task]
+    return info.unit, info.shown_unit, info.report_scale
+
 
 #: metrics computed from the reference path / target of the instrument that follows it
 REFERENCE_METRICS = ("economy_of_motion", "deviation_mean", "deviation_rms", "deviation_max", "final_error")

@@ -1,9 +1,11 @@
 """Reports people read: per session a JSON and a PNG figure, per batch a CSV and a cohort plot.
 
-Values are SI in the JSON's ``value`` fields; ``shown`` / ``shown_unit`` give the value in the
-unit reports print (mm for lengths); a value that is not a finite number there (1e307 m is inf mm)
-is null, not available. Every file is written to a temporary name and renamed. Matplotlib is
-imported only when a figure is drawn (Agg backend, no display needed).
+A session's JSON leads with its critical errors (kind, time, what happened, and what the rubric
+made of it), then the grade. Values are SI in the JSON's ``value`` fields; ``shown`` /
+``shown_unit`` give the value in the unit reports print (mm for lengths); a value that is not a
+finite number there (1e307 m is inf mm) is null, not available. Every file is written to a
+temporary name and renamed. Matplotlib is imported only when a figure is drawn (Agg backend, no
+display needed).
 """
 
 from __future__ import annotations
@@ -17,15 +19,20 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from surgsim._files import atomic_save
-from surgsim.scoring.metrics import METRICS, SessionMetrics
-from surgsim.scoring.score import Score
+from surgsim.scoring.critical import CriticalError
+from surgsim.scoring.metrics import DIMENSIONLESS, METRICS, SessionMetrics, metric_units
+from surgsim.scoring.rubric import CapRule, Rubric
+from surgsim.scoring.score import FAIL, Graded, Score
 from surgsim.sessions.session import Session
 
 #: columns of the batch summary CSV, before one column per combined metric (report units)
 SUMMARY_FIELDS = [
-    "file", "trainee", "task", "trial", "rubric", "gradable", "score", "level", "reason",
+    "file", "trainee", "task", "trial", "rubric", "gradable", "score", "level", "critical_errors", "reason",
     "top_cost_1", "top_cost_2", "top_cost_3",
 ]
+#: level -> (marker, colour) in every figure
+LEVEL_STYLE = {"expert": ("o", "tab:green"), "intermediate": ("s", "tab:orange"), "novice": ("v", "tab:red"),
+               FAIL: ("X", "black")}
 
 
 def atomic_write(path: Path, write: Callable[[Any], None], binary: bool = False) -> Path:
@@ -37,62 +44,63 @@ def atomic_write(path: Path, write: Callable[[Any], None], binary: bool = False)
     return atomic_save(path, save)
 
 
-def _shown(name: str, value: float | None) -> float | None:
-    """``value`` in the metric's report unit; None when that is not finite (1e307 m is inf mm)."""
-    return None if value is None else _finite(value * METRICS[name].report_scale)
-
-
 def _finite(value: float | None) -> float | None:
     """``value``, or None when it is not finite (JSON has no NaN or infinity)."""
     return value if value is None or math.isfinite(value) else None
 
 
-def session_report(
-    source: str, session: Session, metrics: SessionMetrics, score: Score | None, *, rubric: str,
-    reason: str | None = None,
-) -> dict[str, Any]:
-    """Everything the JSON report holds: identity, score, level, plain-words costs, every metric.
+def effect(error: CriticalError, rubric: Rubric) -> str:
+    """What ``rubric`` makes of a critical error, in words: ``fail`` or ``score capped at 50``."""
+    rule = rubric.critical_errors[error.kind]
+    return f"score capped at {rule.cap:g}" if isinstance(rule, CapRule) else FAIL
 
-    ``score`` is None for a session that is not gradable, ``reason`` says why.
-    """
+
+def session_report(source: str, session: Session, graded: Graded, *, rubric: Rubric) -> dict[str, Any]:
+    """Everything the JSON report holds: critical errors first, then identity, score, level,
+    plain-words costs and every metric. A session that is not gradable has no score; ``reason``
+    says why."""
     meta = session.meta
+    score = graded.score
     graded_metrics = score.metrics if score else {}
+    task = meta.get("task")
 
     def entry(name: str, value: float | None) -> dict[str, Any]:
-        info = METRICS[name]
+        unit, shown_unit, scale = metric_units(name, task)
         value = _finite(value)
-        item: dict[str, Any] = {"value": value, "unit": info.unit, "available": value is not None}
-        if info.report_unit:
-            item.update(shown=_shown(name, value), shown_unit=info.report_unit)
-        graded = graded_metrics.get(name)
-        if graded is not None:
-            ref = graded.reference
+        item: dict[str, Any] = {"value": value, "unit": unit, "available": value is not None}
+        if shown_unit != unit:
+            item.update(shown=None if value is None else _finite(value * scale), shown_unit=shown_unit)
+        graded_metric = graded_metrics.get(name)
+        if graded_metric is not None:
+            ref = graded_metric.reference
             item.update(
-                z=_finite(graded.z), points_lost=graded.points_lost, weight=ref.weight, better=ref.better,
-                expert_center=ref.center, expert_scale=ref.scale,
+                z=_finite(graded_metric.z), points_lost=graded_metric.points_lost, weight=ref.weight,
+                better=ref.better, expert_center=ref.center, expert_scale=ref.scale,
             )
         return item
 
     return {
+        "critical_errors": [dict(e.as_dict(), effect=effect(e, rubric)) for e in graded.critical_errors],
         "file": source,
         "trainee": meta.get("trainee"),
-        "task": meta.get("task"),
+        "task": task,
         "trial": meta.get("trial"),
         "labels": meta.get("labels") or {},
-        "rubric": rubric,
+        "rubric": rubric.task,
         "gradable": score is not None,
-        "reason": reason,
+        "reason": graded.reason,
         "score": round(score.score, 2) if score else None,
         "level": score.level if score else None,
+        "metric_score": round(score.metric_score, 2) if score and score.metric_score is not None else None,
         "top_costs": [m.explain() for m in score.top_costs()] if score else [],
         "unavailable": score.unavailable if score else [],
         "duration_s": _finite(session.duration),
         "n_samples": session.n_samples,
-        "reference_track": metrics.reference_track,
-        "metrics": {name: entry(name, value) for name, value in metrics.combined.items()},
+        "reference_track": graded.metrics.reference_track,
+        "metrics": {name: entry(name, value) for name, value in graded.metrics.combined.items()},
         "instruments": {
             track: {name: entry(name, value) for name, value in values.items()}
-            for track, values in metrics.instruments.items()
+            for track, values in graded.metrics.instruments.items()
         },
     }
 
@@ -113,60 +121,108 @@ def _save_png(path: Path, plt, figure) -> Path:
     return atomic_write(path, lambda f: f.write(buffer.getvalue()), binary=True)
 
 
+def _equal_axes(ax3d, points: np.ndarray) -> None:
+    """One scale on the three axes of a 3D plot: a cube around ``points`` (n, 3), at least 1 mm."""
+    low, high = points.min(axis=0), points.max(axis=0)
+    centre, half = (low + high) / 2, max(float((high - low).max()) / 2, 0.5) * 1.05
+    ax3d.set(xlim=(centre[0] - half, centre[0] + half), ylim=(centre[1] - half, centre[1] + half),
+             zlim=(centre[2] - half, centre[2] + half))
+    ax3d.set_box_aspect((1, 1, 1))
+
+
+def _short(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
 def session_figure(path: Path, session: Session, metrics: SessionMetrics, score: Score) -> Path:
-    """PNG: 3D trajectory vs the reference path (mm), speed profile (mm/s), metrics vs the expert band."""
-    plt, figure = _figure((16, 5))
+    """PNG: 3D trajectory vs the reference path (mm, equal axes), speed profile (mm/s), metrics vs
+    the expert band (SD); each critical error numbered on the trajectory and the speed profile."""
+    plt, figure = _figure((16, 5.8))
+    time = np.asarray(session.time, dtype=float)
+    errors = score.critical_errors
     ax3d = figure.add_subplot(1, 3, 1, projection="3d")
+    shown = []
     for name, track in session.tracks.items():
-        p = np.asarray(track.position) * 1e3
+        p = np.asarray(track.position, dtype=float) * 1e3
+        shown.append(p)
         ax3d.plot(p[:, 0], p[:, 1], p[:, 2], lw=1, label=name)
     reference = session.meta.get("reference_path")
     if reference:
         r = np.asarray(reference, dtype=float) * 1e3
+        shown.append(r)
         ax3d.plot(r[:, 0], r[:, 1], r[:, 2], "k--", lw=1.5, label="reference path")
     target = session.meta.get("target")
     if target is not None:
-        ax3d.scatter(*(np.asarray(target, dtype=float) * 1e3), c="red", marker="x", s=60, label="target")
-    ax3d.set(xlabel="x (mm)", ylabel="y (mm)", zlabel="z (mm)", title="trajectory")
-    ax3d.legend(fontsize=7)
+        t = np.asarray(target, dtype=float) * 1e3
+        shown.append(t[None])
+        ax3d.scatter(*t, c="red", marker="x", s=60, label="target")
+    track = session.tracks.get(metrics.reference_track) or next(iter(session.tracks.values()))
+    for i, error in enumerate(errors, 1):
+        k = min(int(np.searchsorted(time - time[0], error.time_s - 1e-9)), len(time) - 1)
+        at = np.asarray(track.position[k], dtype=float) * 1e3
+        ax3d.scatter(*at, c="magenta", marker="*", s=140, edgecolors="k", depthshade=False,
+                     label="critical error" if i == 1 else None)
+        ax3d.text(*at, f" {i}", color="magenta", fontsize=10, fontweight="bold")
+    _equal_axes(ax3d, np.vstack(shown))
+    ax3d.set(xlabel="x (mm)", ylabel="y (mm)", zlabel="z (mm)", title="trajectory (equal axes)")
+    ax3d.legend(fontsize=7, loc="upper left")
 
     ax_speed = figure.add_subplot(1, 3, 2)
-    for name, (time, speed) in metrics.speed.items():
-        ax_speed.plot(time, speed * 1e3, lw=1, label=name)
-    ax_speed.set(xlabel="time (s)", ylabel="low-passed speed (mm/s)", title="speed profile")
+    for name, (t, speed) in metrics.speed.items():
+        ax_speed.plot(t - time[0], speed * 1e3, lw=1, label=name)
+    for i, error in enumerate(errors, 1):
+        ax_speed.axvline(error.time_s, color="magenta", lw=1.2, ls=":", label="critical error" if i == 1 else None)
+        ax_speed.annotate(str(i), (error.time_s, 1.0), xycoords=("data", "axes fraction"), color="magenta",
+                          fontweight="bold", ha="center", va="bottom")
+    ax_speed.set(xlabel="time from start (s)", ylabel="low-passed speed (mm/s)", title="speed profile")
     ax_speed.legend(fontsize=7)
 
     ax_band = figure.add_subplot(1, 3, 3)
     graded = list(score.metrics.values())
-    z = np.array([m.z for m in graded])
-    colours = ["tab:red" if m.points_lost > 0 else "tab:green" for m in graded]
-    ax_band.axvspan(-1, 1, color="tab:green", alpha=0.15, label="expert band (±1 SD)")
-    limit = max([4.0] + [m.penalty for m in graded])  # penalties stop growing at the rubric's cap
-    ax_band.barh(range(len(graded)), np.clip(z, -limit, limit), color=colours)
-    ax_band.set_yticks(range(len(graded)), [METRICS[m.name].label for m in graded], fontsize=7)
-    ax_band.axvline(0, color="k", lw=0.8)
-    ax_band.set(xlabel="SD from the expert reference (clipped)", title=f"score {score.score:.0f} ({score.level})")
-    ax_band.legend(fontsize=7, loc="lower right")
+    if graded:
+        z = np.array([m.z for m in graded])
+        limit = 8.0
+        colours = ["tab:red" if m.points_lost > 0.05 else "tab:green" for m in graded]
+        ax_band.axvspan(-1, 1, color="tab:green", alpha=0.15, label="expert band (±1 SD)")
+        ax_band.barh(range(len(graded)), np.clip(z, -limit, limit), color=colours)
+        labels = [f"{_short(METRICS[m.name].label, 34)}  -{m.points_lost:.1f}" for m in graded]
+        ax_band.set_yticks(range(len(graded)), labels, fontsize=7)
+        ax_band.set_xlim(-limit - 0.5, limit + 0.5)
+        ax_band.axvline(0, color="k", lw=0.8)
+        ax_band.legend(fontsize=7, loc="lower right")
+    else:
+        ax_band.text(0.5, 0.5, "metrics not graded", ha="center", va="center", transform=ax_band.transAxes)
+    ax_band.set(xlabel=f"SD from the expert reference (bars clipped at ±{limit:g}); label: points lost"
+                if graded else "", title=f"score {score.score:.1f} of 100 ({score.level})")
+    if errors:
+        lines = [f"{i}. {e.kind.replace('_', ' ')} at {e.time_s:.2f} s: {_short(e.what, 70)}"
+                 for i, e in enumerate(errors[:4], 1)]
+        if len(errors) > 4:
+            lines.append(f"... and {len(errors) - 4} more (see the JSON report)")
+        figure.suptitle("Critical errors  " + "   ".join(lines), color="magenta", fontsize=9, wrap=True)
     figure.tight_layout()
     return _save_png(path, plt, figure)
 
 
 def summary_row(report: dict[str, Any]) -> dict[str, Any]:
-    """One CSV row of a session report: identity, score, level, costs, metrics in report units."""
+    """One CSV row of a session report: identity, score, level, critical errors, costs, metrics in
+    report units (tissue damage in SI: its unit is the task's)."""
     costs = report["top_costs"] + [""] * 3
     row = {key: report.get(key) for key in SUMMARY_FIELDS[:-3]}
+    row["critical_errors"] = "; ".join(f"{e['kind']} at {e['time_s']:.2f} s" for e in report["critical_errors"])
     row.update(top_cost_1=costs[0], top_cost_2=costs[1], top_cost_3=costs[2])
     for name, item in report["metrics"].items():
-        value = item.get("shown", item["value"])
+        value = item["value"] if name == "tissue_damage" else item.get("shown", item["value"])
         row[metric_column(name)] = None if value is None else float(f"{value:.6g}")
     return row
 
 
 def metric_column(name: str) -> str:
     """CSV column of a combined metric, with its report unit, e.g. ``path_length_mm``."""
+    if name == "tissue_damage":
+        return "tissue_damage_si"  # m^2 in SurgicalPath, m in Incision: see the README
     unit = METRICS[name].shown_unit
-    suffix = {"1": "", "count": "", "bool": "", "m^3": "_m3", "cm^3": "_cm3", "m/s": "_m_per_s",
-              "mm/s": "_mm_per_s", "task unit": ""}.get(unit, f"_{unit}")
+    suffix = {DIMENSIONLESS: "", "count": "", "bool": "", "cm^3": "_cm3", "mm/s": "_mm_per_s"}.get(unit, f"_{unit}")
     return name + suffix
 
 
@@ -191,23 +247,35 @@ def _trial_order(row: dict[str, Any]) -> tuple:
 
 
 def cohort_figure(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
-    """PNG: score per trainee over their graded sessions (in trial order), with the level of each point."""
+    """PNG: one panel per task; in each, every trainee's score over their graded sessions (in trial
+    order), a line and marker style per trainee, offset a little so that equal scores stay apart,
+    the marker's colour and shape its level."""
     rows = [row for row in rows if row["gradable"]]
-    plt, figure = _figure((9, 5))
-    ax = figure.add_subplot(1, 1, 1)
-    trainees: dict[str, list[dict[str, Any]]] = {}
+    tasks: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
-        trainees.setdefault(str(row.get("trainee") or "unknown"), []).append(row)
-    markers = {"expert": "o", "intermediate": "s", "novice": "x"}
-    for trainee, items in sorted(trainees.items()):
-        items = sorted(items, key=_trial_order)
-        line, = ax.plot(range(1, len(items) + 1), [r["score"] for r in items], lw=1, label=trainee)
-        for i, r in enumerate(items, 1):
-            ax.plot(i, r["score"], markers.get(r["level"], "o"), color=line.get_color())
-    ax.xaxis.get_major_locator().set_params(integer=True)
-    ax.set(xlabel="session (in trial order)", ylabel="score (0-100)", ylim=(-2, 102),
-           title=f"cohort: {len(rows)} sessions, {len(trainees)} trainees (o expert, s intermediate, x novice)")
-    if len(trainees) <= 20:
-        ax.legend(fontsize=7, ncol=2)
-    figure.tight_layout()
+        tasks.setdefault(str(row.get("task") if row.get("task") is not None else "no task"), []).append(row)
+    plt, figure = _figure((9, 1 + 4 * len(tasks)))
+    styles = ["-", "--", "-.", ":"]
+    for panel, (task, task_rows) in enumerate(sorted(tasks.items()), 1):
+        ax = figure.add_subplot(len(tasks), 1, panel)
+        trainees: dict[str, list[dict[str, Any]]] = {}
+        for row in task_rows:
+            trainees.setdefault(str(row.get("trainee") or "unknown"), []).append(row)
+        n = len(trainees)
+        for k, (trainee, items) in enumerate(sorted(trainees.items())):
+            items = sorted(items, key=_trial_order)
+            x = np.arange(1, len(items) + 1) + (0.3 * (k / (n - 1) - 0.5) if n > 1 else 0.0)
+            ax.plot(x, [r["score"] for r in items], styles[k % len(styles)], lw=1.2, alpha=0.8, label=trainee)
+            for xi, r in zip(x, items):
+                marker, colour = LEVEL_STYLE.get(r["level"], ("o", "grey"))
+                ax.plot(xi, r["score"], marker, color=colour, ms=6, mec="k", mew=0.4)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.set(xlabel="session (in trial order)", ylabel="score (0-100)", ylim=(-3, 103),
+               title=f"{task}: {len(task_rows)} sessions, {n} trainees")
+        if n <= 20:
+            ax.legend(fontsize=7, ncol=1 + n // 8, loc="center left", bbox_to_anchor=(1.01, 0.5), title="trainee",
+                      title_fontsize=7)
+    handles = [plt.Line2D([], [], ls="", marker=m, color=c, mec="k", label=level) for level, (m, c) in LEVEL_STYLE.items()]
+    figure.legend(handles=handles, loc="upper center", ncol=len(handles), fontsize=8, title="level", title_fontsize=8)
+    figure.tight_layout(rect=(0, 0, 1, 1 - 0.6 / figure.get_figheight()))
     return _save_png(path, plt, figure)

@@ -1,4 +1,5 @@
-"""Rubrics: per task, which metrics count, how much, and what an expert's values look like.
+"""Rubrics: per task, which metrics count, how much, what an expert's values look like, and what
+each critical error does.
 
 A rubric is a YAML file::
 
@@ -7,13 +8,21 @@ A rubric is a YAML file::
     min_duration: 1.0             # s: shorter sessions are not gradable
     settings: {idle_speed: 0.005} # MetricSettings overrides (SI)
     levels: {expert: 75.0, intermediate: 50.0}   # composite score thresholds
-    cap: 4.0                      # a metric loses all its points at `cap` expert SDs
+    cap: 4.0                      # a metric loses nearly all its points at `cap` expert SDs
+    max_share: 0.35               # no group of metrics may hold more of the total weight
+    critical_errors:              # what each critical error does: fail, or cap the score
+      critical_contact: fail
+      failed: {cap: 50}
     metrics:
-      path_length: {weight: 1.0, center: 0.21, scale: 0.03, better: lower}
+      path_length: {weight: 1.0, center: 0.21, scale: 0.03, better: lower, cap: 6.5}
 
 ``center`` / ``scale`` describe the expert reference distribution (mean and SD, or median and
 1.4826 x MAD when fitted robustly), in SI units. Every number must be finite. Comments at the
 top say how it was made.
+
+Backward compatibility: a rubric without ``critical_errors`` (or missing a kind) gets
+:data:`DEFAULT_CRITICAL_ERRORS`, so no rubric can leave a critical error out; one without
+``max_share`` states no limit (1.0); a metric without its own ``cap`` takes the rubric's.
 Default rubrics live in ``assets/rubrics/<task>.yaml``; ``generic.yaml`` grades the rest.
 """
 
@@ -21,17 +30,30 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+import math
+from typing import Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from surgsim._files import atomic_write_text
 from surgsim._data import data_dir
 from surgsim.errors import SurgsimError, validation_problem, yaml_problem
-from surgsim.scoring.metrics import METRICS, MetricSettings
+from surgsim.scoring.critical import KINDS
+from surgsim.scoring.metrics import METRICS, MetricSettings, metric_group
 
 GENERIC = "generic"
+#: what a critical error does when a rubric does not say: a safety error fails the attempt, the
+#: others cap its score (and no attempt with one is expert, whatever the cap)
+DEFAULT_CRITICAL_ERRORS: dict[str, Any] = {
+    "critical_contact": "fail",
+    "excessive_force": {"cap": 50.0},
+    "bleeding": "fail",
+    "failed": {"cap": 50.0},
+    "incomplete": {"cap": 50.0},
+}
+#: rounding room when checking shares of weights written with 4 decimals
+_SHARE_SLACK = 1e-3
 
 
 class RubricError(SurgsimError):
@@ -51,6 +73,8 @@ class MetricReference(BaseModel):
     center: float
     scale: float = Field(gt=0.0)
     better: Literal["lower", "higher", "both"]
+    #: expert SDs at which this metric has lost nearly all its points (default: the rubric's cap)
+    cap: float | None = Field(default=None, gt=0.0)
 
 
 class Levels(BaseModel):
@@ -74,6 +98,40 @@ class Levels(BaseModel):
         return "intermediate" if score >= self.intermediate else "novice"
 
 
+class CapRule(BaseModel):
+    """A critical error that caps the score (and keeps the level below expert)."""
+
+    model_config = _STRICT
+
+    cap: float = Field(ge=0.0, lt=100.0)
+
+
+#: what a critical error does: ``"fail"`` (score 0, level ``fail``) or ``{cap: score}``
+CriticalRule = Union[Literal["fail"], CapRule]
+
+
+def _critical_rules(value: Any) -> dict[str, Any]:
+    """The critical-error rules with every kind (defaults for those not given), checked one by one
+    so that a mistake reads as one line naming the kind."""
+    if value is None:
+        value = {}
+    if not isinstance(value, dict):
+        raise ValueError(f"expected a mapping of kind -> fail or {{cap: score}}, got {type(value).__name__}")
+    unknown = sorted(set(value) - set(KINDS), key=str)
+    if unknown:
+        raise ValueError(f"unknown critical error kind(s) {unknown}; known: {list(KINDS)}")
+    rules = dict(DEFAULT_CRITICAL_ERRORS)
+    for kind, rule in value.items():
+        if isinstance(rule, CapRule):
+            rule = rule.model_dump()
+        cap = rule.get("cap") if isinstance(rule, dict) and set(rule) == {"cap"} else None
+        ok_cap = isinstance(cap, (int, float)) and not isinstance(cap, bool) and math.isfinite(cap) and 0 <= cap < 100
+        if rule != "fail" and not ok_cap:
+            raise ValueError(f"{kind}: expected fail or {{cap: <score, at least 0 and below 100>}}, got {rule!r}")
+        rules[kind] = rule
+    return {kind: rules[kind] for kind in KINDS}
+
+
 class Rubric(BaseModel):
     """Weights and expert references of the metrics that grade one task."""
 
@@ -85,17 +143,32 @@ class Rubric(BaseModel):
     min_duration: float = Field(default=1.0, ge=0.0)
     settings: dict[str, float] = Field(default_factory=dict)
     levels: Levels = Field(default_factory=Levels)
+    #: expert SDs at which a metric has lost nearly all its points, unless it states its own
     cap: float = Field(default=4.0, gt=0.0)
+    #: the largest share of the total weight one group of metrics may hold (1: no limit)
+    max_share: float = Field(default=1.0, gt=0.0, le=1.0)
+    critical_errors: dict[str, CriticalRule] = Field(default_factory=dict, validate_default=True)
     metrics: dict[str, MetricReference]
+
+    @field_validator("critical_errors", mode="before")
+    @classmethod
+    def _every_critical_error(cls, value: Any) -> dict[str, Any]:
+        return _critical_rules(value)
 
     @field_validator("metrics")
     @classmethod
-    def _known_metrics(cls, value: dict[str, MetricReference]) -> dict[str, MetricReference]:
+    def _known_metrics(cls, value: dict[str, MetricReference], info: ValidationInfo) -> dict[str, MetricReference]:
         unknown = sorted(set(value) - set(METRICS))
         if unknown:
             raise ValueError(f"unknown metric(s) {unknown}; known: {list(METRICS)}")
         if not any(ref.weight > 0 for ref in value.values()):
             raise ValueError("needs at least one metric of weight > 0")
+        max_share = info.data.get("max_share", 1.0)
+        for group, share in group_shares(value).items():
+            if share > max_share + _SHARE_SLACK:
+                members = [n for n, ref in value.items() if metric_group(n) == group and ref.weight > 0]
+                raise ValueError(f"{' + '.join(members)} (group {group!r}) hold {share:.1%} of the total weight; "
+                                 f"max_share is {max_share:g}")
         return value
 
     @field_validator("settings")
@@ -111,6 +184,16 @@ class Rubric(BaseModel):
     def metric_settings(self) -> MetricSettings:
         """The metric thresholds this rubric grades with."""
         return MetricSettings(**self.settings)
+
+
+def group_shares(metrics: dict[str, MetricReference]) -> dict[str, float]:
+    """Each group's share of the total weight (groups of weight 0 left out)."""
+    total = sum(ref.weight for ref in metrics.values())
+    shares: dict[str, float] = {}
+    for name, ref in metrics.items():
+        if ref.weight > 0:
+            shares[metric_group(name)] = shares.get(metric_group(name), 0.0) + ref.weight / total
+    return shares
 
 
 def load_rubric(path: str | Path) -> Rubric:
@@ -133,7 +216,7 @@ def load_rubric(path: str | Path) -> Rubric:
 def save_rubric(rubric: Rubric, path: str | Path, header: str = "") -> Path:
     """Write ``rubric`` as YAML atomically, ``header`` lines first as comments (how it was made)."""
     comments = "".join(f"# {line}".rstrip() + "\n" for line in header.strip().splitlines()) if header else ""
-    body = yaml.safe_dump(rubric.model_dump(mode="json"), sort_keys=False, width=100)
+    body = yaml.safe_dump(rubric.model_dump(mode="json", exclude_none=True), sort_keys=False, width=100)
     return atomic_write_text(path, comments + body)
 
 

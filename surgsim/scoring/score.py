@@ -1,18 +1,26 @@
-"""From metric values to a composite score 0-100, a skill level and the metrics that cost most.
+"""From metric values and critical errors to a score 0-100, a skill level and the metrics that cost most.
 
 Each rubric metric with a value becomes a standardised value ``z = (value - center) / scale``
-against the expert reference. Its *penalty* is the departure in the worse direction:
+against the expert reference. Its *penalty* ``p`` is the departure in the worse direction:
 ``max(z, 0)`` when lower is better, ``max(-z, 0)`` when higher is better, ``|z|`` when both
-ways are worse, capped at the rubric's ``cap``. With weights ``w`` over the available metrics
-(total ``W``), a metric loses ``100 * w / W * penalty / cap`` points and the composite is
-``100 - sum of points lost``: a session inside the expert band on every metric scores near
-100, one at ``cap`` SDs or worse on every metric scores 0. Metrics that are not available
-are left out and the remaining weights renormalised (they are listed as ``unavailable``);
-metrics of weight 0 are shown in the rubric but not graded.
+ways are worse. With weights ``w`` over the available metrics (total ``W``), a metric loses
+``100 * w / W * f(p / c)`` points, ``c`` its ``cap`` (else the rubric's) and
+``f(x) = x / (1 + x^4)^(1/4)``: linear while ``x`` is small (0.97 x at x = 0.6), 0.84 at the cap,
+then bending smoothly towards all its points (0.97 at twice the cap), never past them. A
+calibrated cap lies where the worst trainees of the calibration are, so points fall steadily
+across the whole range of skill; a cap of a few expert SDs (what every metric had before) gave
+every intermediate and novice the same 0. The metrics' score is ``100 - sum of points lost``.
+Metrics that are not available are left out and the remaining weights renormalised (they are
+listed as ``unavailable``); metrics of weight 0 are shown in the rubric but not graded.
+
+Then the critical errors (:mod:`surgsim.scoring.critical`), whatever the metrics say: one whose
+rubric rule is ``fail`` makes the score 0 and the level ``fail``; ``{cap: c}`` caps the score at
+``c``; and an attempt with any critical error is never ``expert``.
 
 A session is graded only by a rubric of its task (or the generic one, or when asked for with
 ``any_task``), and only when it is long enough: :data:`MIN_SAMPLES` samples and the rubric's
-``min_duration``. A one-sample session has no motion and would otherwise score 100.
+``min_duration``. A one-sample session has no motion and would otherwise score 100. A session
+with a critical error that fails it is graded ``fail`` however short.
 """
 
 from __future__ import annotations
@@ -20,10 +28,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from typing import Sequence
+
 from surgsim.errors import SurgsimError
-from surgsim.scoring.metrics import METRICS, SessionMetrics, compute_metrics
-from surgsim.scoring.rubric import GENERIC, MetricReference, Rubric, default_rubric
+from surgsim.scoring.critical import CriticalError, detect_critical_errors
+from surgsim.scoring.metrics import METRICS, DIMENSIONLESS, SessionMetrics, compute_metrics, metric_units
+from surgsim.scoring.rubric import GENERIC, CapRule, MetricReference, Rubric, default_rubric
 from surgsim.sessions.session import Session
+
+#: the level of an attempt failed by a critical error
+FAIL = "fail"
 
 
 #: the fewest samples with a smoothness (LDLJ needs three speeds); a scripted NeedleReach expert takes 4
@@ -63,15 +77,16 @@ class MetricScore:
     name: str
     value: float  #: SI
     z: float  #: (value - center) / scale
-    penalty: float  #: departure in the worse direction, in expert SDs, capped
+    penalty: float  #: departure in the worse direction, in expert SDs
     points_lost: float  #: of the composite's 100
     reference: MetricReference
+    task: str | None = None  #: the rubric's task (tissue damage's unit is the task's)
 
     def explain(self) -> str:
         """The metric in plain words, in the units people read (mm for lengths)."""
         info = METRICS[self.name]
-        scale, unit = info.report_scale, info.shown_unit
-        unit = "" if unit in ("1", "count", "bool") else f" {unit}"
+        _, unit, scale = metric_units(self.name, self.task)
+        unit = "" if unit in (DIMENSIONLESS, "count", "bool") else f" {unit}"
         if info.unit == "bool":  # success: yes / no against how often experts succeed
             answer = "yes" if self.value >= 0.5 else "no"
             cost = f"; cost {self.points_lost:.1f} points" if self.penalty else ""
@@ -91,11 +106,14 @@ class MetricScore:
 class Score:
     """The grade of one session under one rubric."""
 
-    score: float  #: composite, 0-100
-    level: str  #: novice / intermediate / expert
+    score: float  #: 0-100, after the critical errors
+    level: str  #: fail / novice / intermediate / expert
     task: str  #: the rubric's task
     metrics: dict[str, MetricScore]
     unavailable: list[str] = field(default_factory=list)  #: rubric metrics the session lacks
+    critical_errors: list[CriticalError] = field(default_factory=list)
+    #: the metrics' score before the critical errors (None: failed before its metrics could be graded)
+    metric_score: float | None = None
 
     def top_costs(self, k: int = 3) -> list[MetricScore]:
         """The ``k`` metrics that cost the most points (those that cost any)."""
@@ -108,15 +126,33 @@ def _number(value: float) -> str:
     return f"{value:.3g}" if abs(value) < 1e-3 or abs(value) >= 1e4 else f"{value:.4g}"
 
 
-def penalty(value: float, reference: MetricReference, cap: float) -> tuple[float, float]:
-    """(z, capped penalty) of ``value`` against ``reference`` (see the module docstring)."""
+def penalty(value: float, reference: MetricReference) -> tuple[float, float]:
+    """(z, penalty) of ``value`` against ``reference`` (see the module docstring)."""
     z = (value - reference.center) / reference.scale
-    worse = {"lower": max(z, 0.0), "higher": max(-z, 0.0), "both": abs(z)}[reference.better]
-    return z, min(worse, cap)
+    return z, {"lower": max(z, 0.0), "higher": max(-z, 0.0), "both": abs(z)}[reference.better]
 
 
-def score_metrics(values: dict[str, float | None], rubric: Rubric) -> Score:
-    """Grade combined metric values (SI, ``None`` = not available) with ``rubric``."""
+def lost_fraction(penalty: float, cap: float) -> float:
+    """The fraction of its points a metric loses at ``penalty`` SDs: ``x / (1 + x^4)^(1/4)``, ``x = penalty / cap``."""
+    x = penalty / cap
+    return 1.0 if x > 1e6 else x / (1.0 + x**4) ** 0.25  # beyond 1e6 it is 1 to double precision
+
+
+def apply_critical_errors(metric_score: float | None, errors: Sequence[CriticalError], rubric: Rubric) -> tuple[float, str]:
+    """(score, level) after the critical errors: 0 and ``fail`` when a rule fails the attempt,
+    else the metrics' score capped by every rule that caps, never ``expert`` with an error."""
+    rules = [rubric.critical_errors[e.kind] for e in errors]
+    if metric_score is None or any(rule == FAIL for rule in rules):
+        return 0.0, FAIL
+    score = min([metric_score] + [rule.cap for rule in rules if isinstance(rule, CapRule)])
+    level = rubric.levels.level(score)
+    return score, "intermediate" if errors and level == "expert" else level
+
+
+def score_metrics(
+    values: dict[str, float | None], rubric: Rubric, critical_errors: Sequence[CriticalError] = ()
+) -> Score:
+    """Grade combined metric values (SI, ``None`` = not available) and critical errors with ``rubric``."""
     values = {name: v for name, v in values.items() if v is not None and math.isfinite(v)}
     available = {name: ref for name, ref in rubric.metrics.items() if name in values and ref.weight > 0}
     total = sum(ref.weight for ref in available.values())
@@ -126,19 +162,29 @@ def score_metrics(values: dict[str, float | None], rubric: Rubric) -> Score:
         )
     scored = {}
     for name, ref in available.items():
-        z, pen = penalty(float(values[name]), ref, rubric.cap)
-        scored[name] = MetricScore(name, float(values[name]), z, pen, 100.0 * ref.weight / total * pen / rubric.cap, ref)
+        z, pen = penalty(float(values[name]), ref)
+        lost = 100.0 * ref.weight / total * lost_fraction(pen, ref.cap or rubric.cap)
+        scored[name] = MetricScore(name, float(values[name]), z, pen, lost, ref, rubric.task)
     composite = max(0.0, 100.0 - sum(m.points_lost for m in scored.values()))
     unavailable = [name for name in rubric.metrics if name not in values]
-    return Score(composite, rubric.levels.level(composite), rubric.task, scored, unavailable)
+    score, level = apply_critical_errors(composite, critical_errors, rubric)
+    return Score(score, level, rubric.task, scored, unavailable, list(critical_errors), composite)
 
 
-def grade_session(
-    session: Session, rubric: Rubric | None = None, *, any_task: bool = False
-) -> tuple[SessionMetrics, Score | None, str | None]:
-    """(metrics, grade, why not gradable) of a session; ``rubric`` defaults to the shipped one of
-    its meta task. A session too short to grade has its metrics, no grade and the reason; a
-    gradable one has its grade and reason None.
+@dataclass
+class Graded:
+    """A session's metrics, critical errors and grade; ``reason`` says why it has no grade."""
+
+    metrics: SessionMetrics
+    critical_errors: list[CriticalError]
+    score: Score | None
+    reason: str | None
+
+
+def grade_session(session: Session, rubric: Rubric | None = None, *, any_task: bool = False) -> Graded:
+    """Metrics, critical errors and grade of a session; ``rubric`` defaults to the shipped one of
+    its meta task. A session too short to grade has its metrics and errors, no grade and the
+    reason, unless a critical error fails it (graded ``fail`` however short).
 
     Raises :class:`ScoreError` for a rubric of another task (unless ``any_task``) or none of
     whose metrics the session has.
@@ -146,9 +192,15 @@ def grade_session(
     task = session.meta.get("task")
     rubric = rubric or default_rubric(task)
     check_task(rubric, task, any_task)
-    metrics = compute_metrics(session, rubric.metric_settings())
+    settings = rubric.metric_settings()
+    metrics = compute_metrics(session, settings)
+    errors = detect_critical_errors(session, settings)
     reason = not_gradable(session, rubric)
-    return metrics, None if reason else score_metrics(metrics.combined, rubric), reason
+    if reason is None:
+        return Graded(metrics, errors, score_metrics(metrics.combined, rubric, errors), None)
+    if any(rubric.critical_errors[e.kind] == FAIL for e in errors):
+        return Graded(metrics, errors, Score(0.0, FAIL, rubric.task, {}, [], errors, None), None)
+    return Graded(metrics, errors, None, reason)
 
 
 def score_session(
@@ -159,7 +211,7 @@ def score_session(
     Raises :class:`ScoreError` for a rubric of another task (unless ``any_task``) and
     :class:`NotGradable` for a session too short to grade.
     """
-    metrics, score, reason = grade_session(session, rubric, any_task=any_task)
-    if score is None:
-        raise NotGradable(reason)
-    return metrics, score
+    graded = grade_session(session, rubric, any_task=any_task)
+    if graded.score is None:
+        raise NotGradable(graded.reason)
+    return graded.metrics, graded.score
