@@ -9,9 +9,9 @@ upsampled trilinearly to the full grid and summed), so that the encoder must car
 volume holds where. Only the volumes are read (:func:`surgsim.predictor.data.load_volumes`):
 the paths are never touched.
 
-The encoder checkpoint (one file, :func:`save_encoder`) holds the encoder's weights and an
-:class:`EncoderConfig`; ``surgsim predictor train --init-from`` loads it into a new predictor
-(:func:`load_encoder`, :func:`check_encoder_fits`). Runs on CPU or CUDA, in fp32 (no autocast).
+The best encoder by validation loss is written as one checkpoint (:mod:`surgsim.predictor.encoder`);
+``surgsim predictor train --init-from`` loads it into a new predictor. Runs on CPU or CUDA, in
+fp32 (no autocast).
 """
 
 from __future__ import annotations
