@@ -16,14 +16,15 @@ needs.
 - Caps: each metric's ``cap`` is where the worst non-expert sessions are (the 90th percentile of
   their penalties, at least 2 SDs), so its points fall steadily across the range of skill.
 - Weights, per group of metrics that measure the same thing (smoothness: LDLJ and SPARC; path
-  length and economy of motion; ...; a metric alone is its own group), split equally within a
-  group. With ``label`` given, a group's weight is how strongly the points it loses track the
-  label: the correlation of the label with minus the group's lost fraction (the mean over its
-  metrics), 0 when it does not go down with more lost points; no group above ``max_share`` of
-  the total (the excess is shared out to the others in proportion). A least-squares fit was
-  tried first: with the share limit it parked weight on metrics that hardly vary, which costs no
-  fit but flattens every score. Equal weights without ``label`` or when no group tracks it.
-  Normalised to a mean weight of 1 per metric.
+  length and economy of motion; ...; a metric alone is its own group): the group gets one share,
+  its metrics split it. With ``label`` given, a group's share grows with how strongly the points
+  it loses track the label: ``r^8``, ``r`` the correlation of the label with minus the group's
+  mean lost fraction (0 when the label does not fall as points are lost); no group above
+  ``max_share`` of the total (the excess is shared out to the others in proportion); its metrics
+  split it the same way, by their own ``r^8`` (equally when none tracks). A least-squares fit was tried first: with the
+  share limit it parked weight on metrics that hardly vary, which costs no fit but flattens every
+  score. Without ``label``, or when no group tracks it: equal groups, split equally. Normalised to
+  a mean weight of 1 per metric.
 - Levels: with skill labels, the score thresholds (after critical errors) that best split E
   from I/N and E/I from N on the calibration sessions; otherwise the defaults (75 / 50).
 - Shortest gradable session: half the fastest expert's completion time, at most 1 s.
@@ -46,7 +47,11 @@ from surgsim.scoring.score import FAIL, lost_fraction, penalty, score_metrics
 
 SKILL_LEVELS = {"N": "novice", "I": "intermediate", "E": "expert"}
 #: the largest share of the total weight a fitted rubric gives one group of metrics
-MAX_SHARE = 0.35
+MAX_SHARE = 0.4
+#: weights grow with this power of how well a group (a metric) tracks the label: 8 makes a group at
+#: r = 0.9 weigh 4 times one at r = 0.75 (powers 1, 2, 4, 8 and 16 were compared on the cohorts of
+#: benchmarks/score_resolution.py: 1 gave the best tracking groups too little, 8 and 16 did alike)
+TRACKING_POWER = 8
 #: a fitted metric's cap: this quantile of the non-expert sessions' penalties, at least MIN_CAP SDs
 CAP_QUANTILE = 0.9
 MIN_CAP = 2.0
@@ -168,24 +173,31 @@ def _cap(name: str, reference: MetricReference, others: Sequence[Measured]) -> f
 
 
 def _weighted(references: dict[str, MetricReference], shares: dict[str, float] | None) -> dict[str, MetricReference]:
-    """The references with weights: each group's share (equal shares when None) split equally among
-    its metrics, scaled to a mean weight of 1."""
-    members: dict[str, list[str]] = {}
-    for name in references:
-        members.setdefault(metric_group(name), []).append(name)
-    shares = shares or {group: 1.0 / len(members) for group in members}
-    return {
-        name: ref.model_copy(update={"weight": round(
-            len(references) * shares[metric_group(name)] / len(members[metric_group(name)]), 4)})
-        for name, ref in references.items()
-    }
+    """The references weighted by their shares of the total (equal groups, split equally, when
+    None), scaled to a mean weight of 1."""
+    if shares is None:
+        members: dict[str, list[str]] = {}
+        for name in references:
+            members.setdefault(metric_group(name), []).append(name)
+        shares = {name: 1.0 / len(members) / len(members[metric_group(name)]) for name in references}
+    return {name: ref.model_copy(update={"weight": round(len(references) * shares[name], 4)})
+            for name, ref in references.items()}
+
+
+def _tracking(lost: np.ndarray, y: np.ndarray) -> float:
+    """How strongly losing points goes with a lower label: minus their correlation (0 when not
+    positive), to the power :data:`TRACKING_POWER`."""
+    if not (lost.std() > 0 and y.std() > 0):
+        return 0.0
+    return max(0.0, -float(np.corrcoef(lost, y)[0, 1])) ** TRACKING_POWER
 
 
 def _fit_shares(
     references: dict[str, MetricReference], sessions: Sequence[Measured], label: str, cap: float,
     max_share: float,
 ) -> dict[str, float] | None:
-    """Each group's share of the weight, fitted on ``label``; None when no group predicts it."""
+    """Each metric's share of the weight, fitted on ``label`` (see the module docstring); None when
+    no group tracks it."""
     labelled = [s for s in sessions if s.label(label) is not None]
     if len(labelled) < 3:
         raise CalibrationError(f"fitting weights needs >= 3 sessions with a numeric labels.{label}, got {len(labelled)}")
@@ -198,19 +210,18 @@ def _fit_shares(
                 lost[i, j] = lost_fraction(penalty(float(s.values[name]), ref)[1], ref.cap or cap)
     # a value missing in a session: the metric's mean (0 when no session has it)
     lost = np.where(np.isnan(lost), np.nanmean(np.where(np.isnan(lost).all(axis=0), 0.0, lost), axis=0), lost)
-    groups = sorted({metric_group(name) for name in names})
-    features = np.column_stack([
-        lost[:, [j for j, name in enumerate(names) if metric_group(name) == group]].mean(axis=1) for group in groups
-    ])
     y = np.array([s.label(label) for s in labelled])
-    # a group that loses more points where the label is lower gets weight: its correlation
-    tracking = np.array([
-        max(0.0, -float(np.corrcoef(column, y)[0, 1])) if column.std() > 0 and y.std() > 0 else 0.0
-        for column in features.T
-    ])
-    if not tracking.sum() > 0:
+    groups = sorted({metric_group(name) for name in names})
+    members = {group: [j for j, name in enumerate(names) if metric_group(name) == group] for group in groups}
+    group_tracking = np.array([_tracking(lost[:, members[group]].mean(axis=1), y) for group in groups])
+    if not group_tracking.sum() > 0:
         return None
-    return dict(zip(groups, limit_shares(tracking, max_share)))
+    shares = {}
+    for group, share in zip(groups, limit_shares(group_tracking, max_share)):
+        own = np.array([_tracking(lost[:, j], y) for j in members[group]])
+        split = own / own.sum() if own.sum() > 0 else np.full(len(own), 1.0 / len(own))
+        shares.update({names[j]: share * part for j, part in zip(members[group], split)})
+    return shares
 
 
 def limit_shares(weights: np.ndarray, max_share: float) -> np.ndarray:

@@ -45,10 +45,15 @@ class MetricInfo:
     #: metrics that measure the same thing share a group: calibration gives a group one weight,
     #: split equally among its metrics, and a rubric's max_share limits a group's share
     group: str = ""
+    short: str = ""  #: a label that fits beside a bar in a figure (default: label)
 
     @property
     def shown_unit(self) -> str:
         return self.report_unit or self.unit
+
+    @property
+    def short_label(self) -> str:
+        return self.short or self.label
 
 
 _MM = dict(report_unit="mm", report_scale=1e3)
@@ -70,13 +75,13 @@ METRICS: dict[str, MetricInfo] = {
         "length of the reference path / path length of the instrument following it", group="efficiency"),
     "movements": MetricInfo(
         "count", "lower", 0.5, "number of movements",
-        "peaks of s~ higher than idle_speed with prominence >= idle_speed; combined: sum"),
+        "peaks of s~ higher than idle_speed with prominence >= idle_speed; combined: sum", short="movements"),
     "idle_fraction": MetricInfo(
         DIMENSIONLESS, "lower", 0.02, "idle fraction",
         "fraction of time with s~ < idle_speed; combined: every instrument idle at once"),
     "depth_perception": MetricInfo(
         "m", "lower", 0.002, "depth perception (motion along the tool axis)",
-        "sum |d_i . z_i|, z_i the tool axis (orientation's z axis); combined: sum", **_MM),
+        "sum |d_i . z_i|, z_i the tool axis (orientation's z axis); combined: sum", **_MM, short="depth perception"),
     "mean_speed": MetricInfo(
         "m/s", "both", 0.002, "mean speed",
         "path length / T; combined: mean over instruments", **_MM_S, group="speed"),
@@ -85,49 +90,49 @@ METRICS: dict[str, MetricInfo] = {
     "ldlj": MetricInfo(
         DIMENSIONLESS, "higher", 0.1, "smoothness (log dimensionless jerk)",
         "-ln(T^3 / max(s~)^2 * integral |d2 v~/dt2|^2 dt); combined: mean over instruments",
-        group="smoothness"),
+        group="smoothness", short="smoothness (LDLJ)"),
     "sparc": MetricInfo(
         DIMENSIONLESS, "higher", 0.05, "smoothness (spectral arc length)",
         "-arc length of the DC-normalised speed spectrum up to the last frequency <= 10 Hz whose "
-        "magnitude is >= 0.05 (Balasubramanian 2015); combined: mean over instruments", group="smoothness"),
+        "magnitude is >= 0.05 (Balasubramanian 2015); combined: mean over instruments", group="smoothness", short="smoothness (SPARC)"),
     "bimanual_dexterity": MetricInfo(
         DIMENSIONLESS, "higher", 0.05, "bimanual dexterity (left-right speed correlation)",
         "Pearson correlation of the two instruments' s~ (two-hand sessions only)",
-        per_instrument=False),
+        per_instrument=False, short="bimanual dexterity"),
     "workspace_volume": MetricInfo(
         "m^3", "lower", 1e-6, "workspace volume (convex hull)",
         "volume of the convex hull of the positions; combined: hull of all instruments' positions",
-        report_unit="cm^3", report_scale=1e6),
+        report_unit="cm^3", report_scale=1e6, short="workspace volume"),
     "gripper_travel": MetricInfo(
         "rad", "lower", 0.05, "gripper travel", "sum |g_{i+1} - g_i|; combined: sum"),
     "critical_contacts": MetricInfo(
         "count", "lower", 0.25, "critical-structure contacts",
         "number of contact onsets (0 -> 1) in critical_contact, counting a contact at t0",
-        per_instrument=False, group="critical contact"),
+        per_instrument=False, group="critical contact", short="critical contacts"),
     "critical_contact_time": MetricInfo(
         "s", "lower", 0.05, "time in critical-structure contact",
-        "sum dt_i over samples in contact", per_instrument=False, group="critical contact"),
+        "sum dt_i over samples in contact", per_instrument=False, group="critical contact", short="critical contact time"),
     "contact_force_peak": MetricInfo(
         "N", "lower", 0.1, "peak contact force", "max contact_force", per_instrument=False, group="force"),
     "contact_force_time": MetricInfo(
         "s", "lower", 0.05, "time above the force threshold",
-        "sum dt_i over samples with contact_force > force_threshold", per_instrument=False, group="force"),
+        "sum dt_i over samples with contact_force > force_threshold", per_instrument=False, group="force", short="time above force limit"),
     "tissue_damage": MetricInfo(
         TASK_DEFINED, "lower", 1e-9, "tissue damage",
         "last value of the cumulative tissue_damage: SurgicalPath the area swept by the shaft inside the "
         "organ (m^2), Incision the length cut outside the band or off the line (m)", per_instrument=False),
     "deviation_mean": MetricInfo(
         "m", "lower", 0.0005, "mean deviation from the reference path",
-        "mean over samples of the distance to the reference polyline", **_MM, group="path deviation"),
+        "mean over samples of the distance to the reference polyline", **_MM, group="path deviation", short="mean deviation"),
     "deviation_rms": MetricInfo(
         "m", "lower", 0.0005, "RMS deviation from the reference path",
-        "root mean square over samples of the distance to the reference polyline", **_MM, group="path deviation"),
+        "root mean square over samples of the distance to the reference polyline", **_MM, group="path deviation", short="RMS deviation"),
     "deviation_max": MetricInfo(
         "m", "lower", 0.0005, "largest deviation from the reference path",
-        "max over samples of the distance to the reference polyline", **_MM, group="path deviation"),
+        "max over samples of the distance to the reference polyline", **_MM, group="path deviation", short="largest deviation"),
     "final_error": MetricInfo(
         "m", "lower", 0.0005, "final error to the target",
-        "|p[n-1] - target| (meta target), else the last distance_to_target", **_MM),
+        "|p[n-1] - target| (meta target), else the last distance_to_target", **_MM, short="final error"),
     "success": MetricInfo(
         "bool", "higher", 0.25, "success", "last value of the success channel (or meta success)",
         per_instrument=False),

@@ -130,6 +130,10 @@ def _equal_axes(ax3d, points: np.ndarray) -> None:
     ax3d.set_box_aspect((1, 1, 1))
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def _short(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
@@ -137,7 +141,7 @@ def _short(text: str, width: int) -> str:
 def session_figure(path: Path, session: Session, metrics: SessionMetrics, score: Score) -> Path:
     """PNG: 3D trajectory vs the reference path (mm, equal axes), speed profile (mm/s), metrics vs
     the expert band (SD); each critical error numbered on the trajectory and the speed profile."""
-    plt, figure = _figure((16, 5.8))
+    plt, figure = _figure((17, 6))
     time = np.asarray(session.time, dtype=float)
     errors = score.critical_errors
     ax3d = figure.add_subplot(1, 3, 1, projection="3d")
@@ -164,6 +168,7 @@ def session_figure(path: Path, session: Session, metrics: SessionMetrics, score:
                      label="critical error" if i == 1 else None)
         ax3d.text(*at, f" {i}", color="magenta", fontsize=10, fontweight="bold")
     _equal_axes(ax3d, np.vstack(shown))
+    ax3d.locator_params(nbins=5)
     ax3d.set(xlabel="x (mm)", ylabel="y (mm)", zlabel="z (mm)", title="trajectory (equal axes)")
     ax3d.legend(fontsize=7, loc="upper left")
 
@@ -179,21 +184,25 @@ def session_figure(path: Path, session: Session, metrics: SessionMetrics, score:
 
     ax_band = figure.add_subplot(1, 3, 3)
     graded = list(score.metrics.values())
+    limit = 8.0  # SD: a bar longer than this is drawn to it
     if graded:
         z = np.array([m.z for m in graded])
-        limit = 8.0
-        colours = ["tab:red" if m.points_lost > 0.05 else "tab:green" for m in graded]
+        colours = ["tab:red" if m.points_lost >= 0.05 else "tab:green" for m in graded]
         ax_band.axvspan(-1, 1, color="tab:green", alpha=0.15, label="expert band (±1 SD)")
         ax_band.barh(range(len(graded)), np.clip(z, -limit, limit), color=colours)
-        labels = [f"{_short(METRICS[m.name].label, 34)}  -{m.points_lost:.1f}" for m in graded]
-        ax_band.set_yticks(range(len(graded)), labels, fontsize=7)
+        labels = [METRICS[m.name].short_label + (f" (−{m.points_lost:.1f})" if m.points_lost >= 0.05 else "")
+                  for m in graded]
+        ax_band.set_yticks(range(len(graded)), labels, fontsize=8)
         ax_band.set_xlim(-limit - 0.5, limit + 0.5)
         ax_band.axvline(0, color="k", lw=0.8)
         ax_band.legend(fontsize=7, loc="lower right")
+        ax_band.set_xlabel(f"SD from the expert reference (bars stop at ±{limit:g})")
     else:
         ax_band.text(0.5, 0.5, "metrics not graded", ha="center", va="center", transform=ax_band.transAxes)
-    ax_band.set(xlabel=f"SD from the expert reference (bars clipped at ±{limit:g}); label: points lost"
-                if graded else "", title=f"score {score.score:.1f} of 100 ({score.level})")
+        ax_band.set_axis_off()
+    alone = (f"; metrics alone {score.metric_score:.1f}"
+             if score.metric_score is not None and score.metric_score - score.score >= 0.05 else "")
+    ax_band.set_title(f"score {score.score:.1f} of 100 ({score.level}){alone}\n(points lost in brackets)", fontsize=10)
     if errors:
         lines = [f"{i}. {e.kind.replace('_', ' ')} at {e.time_s:.2f} s: {_short(e.what, 70)}"
                  for i, e in enumerate(errors[:4], 1)]
@@ -271,7 +280,7 @@ def cohort_figure(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
                 ax.plot(xi, r["score"], marker, color=colour, ms=6, mec="k", mew=0.4)
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.set(xlabel="session (in trial order)", ylabel="score (0-100)", ylim=(-3, 103),
-               title=f"{task}: {len(task_rows)} sessions, {n} trainees")
+               title=f"{task}: {_count(len(task_rows), 'session')}, {_count(n, 'trainee')}")
         if n <= 20:
             ax.legend(fontsize=7, ncol=1 + n // 8, loc="center left", bbox_to_anchor=(1.01, 0.5), title="trainee",
                       title_fontsize=7)

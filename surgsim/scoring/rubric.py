@@ -9,7 +9,7 @@ A rubric is a YAML file::
     settings: {idle_speed: 0.005} # MetricSettings overrides (SI)
     levels: {expert: 75.0, intermediate: 50.0}   # composite score thresholds
     cap: 4.0                      # a metric loses nearly all its points at `cap` expert SDs
-    max_share: 0.35               # no group of metrics may hold more of the total weight
+    max_share: 0.4                # no group of metrics may hold more of the total weight
     critical_errors:              # what each critical error does: fail, or cap the score
       critical_contact: fail
       failed: {cap: 50}

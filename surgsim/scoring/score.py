@@ -91,8 +91,9 @@ class MetricScore:
             answer = "yes" if self.value >= 0.5 else "no"
             cost = f"; cost {self.points_lost:.1f} points" if self.penalty else ""
             return f"{info.label}: {answer} (experts: {self.reference.center:.0%}){cost}"
-        value = _number(self.value * scale)
-        band = f"{_number(self.reference.center * scale)} ± {_number(self.reference.scale * scale)}{unit}"
+        number = _formatter(self.reference.scale * scale)
+        value = number(self.value * scale)
+        band = f"{number(self.reference.center * scale)} ± {number(self.reference.scale * scale)}{unit}"
         if self.penalty == 0.0:
             return f"{info.label}: {value}{unit}, within the expert range ({band})"
         side = "higher" if self.z > 0 else "lower"
@@ -121,9 +122,14 @@ class Score:
         return [m for m in costly[:k] if m.points_lost > 0]
 
 
-def _number(value: float) -> str:
-    """A value with about three significant digits, without exponent for everyday sizes."""
-    return f"{value:.3g}" if abs(value) < 1e-3 or abs(value) >= 1e4 else f"{value:.4g}"
+def _formatter(spread: float):
+    """One format for a value, the expert centre and spread: as many decimals as give the spread
+    two significant digits (``67 mm/s (65 ± 14 mm/s)``, ``1.035 (1.044 ± 0.052)``); powers of ten
+    for spreads under 1e-6 or over 1e6."""
+    if not 1e-6 <= spread <= 1e6:
+        return lambda v: f"{v:.2e}"
+    decimals = max(0, 1 - math.floor(math.log10(spread)))
+    return lambda v: f"{v:.{decimals}f}"
 
 
 def penalty(value: float, reference: MetricReference) -> tuple[float, float]:
