@@ -14,7 +14,9 @@ from surgsim.cli import app
 from surgsim.scoring.calibrate import Measured, fit_rubric
 from surgsim.scoring.critical import GATED_METRICS, KINDS, CriticalError, CriticalEventError, detect_critical_errors
 from surgsim.scoring.metrics import MetricSettings, compute_metrics
-from surgsim.scoring.rubric import DEFAULT_CRITICAL_ERRORS, CapRule, MetricReference, Rubric, RubricError, load_rubric, save_rubric
+from surgsim.scoring.rubric import (
+    DEFAULT_CRITICAL_ERRORS, CapRule, MetricReference, Rubric, RubricError, load_rubric, save_rubric,
+)
 from surgsim.scoring.score import grade_session, score_metrics
 from surgsim.scoring.synthetic import synthetic_cohort, synthetic_session
 from surgsim.sessions import write_session

@@ -78,7 +78,8 @@ def test_points_fall_smoothly_and_a_metric_cap_overrides_the_rubric_cap() -> Non
     steps = -np.diff(scores)
     assert (steps > 0).all()  # every further SD costs more, with no cliff: the largest step is the first ones'
     assert steps.max() == pytest.approx(steps[0], rel=0.02) and steps[-1] > 0.001
-    wide = rubric.model_copy(update={"metrics": {**rubric.metrics, "path_length": rubric.metrics["path_length"].model_copy(update={"cap": 8.0})}})
+    own_cap = rubric.metrics["path_length"].model_copy(update={"cap": 8.0})
+    wide = rubric.model_copy(update={"metrics": {**rubric.metrics, "path_length": own_cap}})
     graded = score_metrics({"path_length": 0.26, "ldlj": -6.0}, wide)
     assert graded.metrics["path_length"].points_lost == pytest.approx(25 * _lost(3 / 8))
 

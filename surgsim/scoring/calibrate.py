@@ -126,8 +126,9 @@ def fit_rubric(
     """A rubric for ``task`` fitted on ``sessions`` (see the module docstring).
 
     ``metrics`` defaults to every metric available in at least 80 % of the expert sessions that
-    varies across the sessions, less the gated ones. Raises :class:`CalibrationError` when the metrics form too few groups for
-    ``max_share`` (each group at most ``max_share`` of the weight needs ``1 / max_share`` groups).
+    varies across the sessions, less the gated ones. Raises :class:`CalibrationError` when the
+    metrics form too few groups for ``max_share`` (each group at most ``max_share`` of the weight
+    needs ``1 / max_share`` groups).
     """
     experts = expert_sessions(sessions, label)
     chosen = {id(s) for s in experts}

@@ -1,9 +1,10 @@
 """Make the default rubrics in ``assets/rubrics/``: ``python -m surgsim.scoring.make_rubrics``.
 
 Per surgsim task: :data:`EPISODES` episodes per impairment level of the env's scripted expert
-(``env.unwrapped.expert_action()``) are recorded as sessions with :class:`~surgsim.sessions.SessionRecorder`, next to the same expert
-degraded by ``impairment`` in (0, 1]: Gaussian action noise (SD 0.6 x impairment, clipped) and
-hesitations (with probability 0.15 x impairment per step, the tool stops for 1-6 steps). Every
+(``env.unwrapped.expert_action()``) are recorded as sessions with
+:class:`~surgsim.sessions.SessionRecorder`, next to the same expert degraded by ``impairment``
+in (0, 1]: Gaussian action noise (SD 0.6 x impairment, clipped) and hesitations (with
+probability 0.15 x impairment per step, the tool stops for 1-6 steps). Every
 level plays the same seeds (the same patients). Labels: skill E / I / N for impairment below
 1/3, 2/3, above; ``grs`` = 30 - 22 x impairment. The rubric is fitted with
 :func:`~surgsim.scoring.calibrate.fit_rubric` (experts = skill E, caps from the non-experts,
@@ -78,7 +79,8 @@ def _header(what: str, n: int) -> str:
         f"{what}\n"
         f"Fitted on {n} sessions: experts = labels.skill E (impairment < 1/3), reference = median / 1.4826 MAD;\n"
         "per-metric cap = 90th percentile of the non-experts' penalties (>= 2 SD); group weights = correlation\n"
-        f"of grs (30 - 22 x impairment) with minus the points lost, no group above {MAX_SHARE:.0%}; level thresholds split E | I | N.\n"
+        f"of grs (30 - 22 x impairment) with minus the points lost, to the power 8, no group above {MAX_SHARE:.0%};\n"
+        "level thresholds split E | I | N.\n"
         "Critical errors are gates (critical_errors), not weights: calibration keeps every kind's default rule.\n"
         "Recalibrate on your own labelled sessions with `surgsim score calibrate DIR --label grs --out rubric.yaml`."
     )

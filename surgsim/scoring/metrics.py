@@ -94,7 +94,8 @@ METRICS: dict[str, MetricInfo] = {
     "sparc": MetricInfo(
         DIMENSIONLESS, "higher", 0.05, "smoothness (spectral arc length)",
         "-arc length of the DC-normalised speed spectrum up to the last frequency <= 10 Hz whose "
-        "magnitude is >= 0.05 (Balasubramanian 2015); combined: mean over instruments", group="smoothness", short="smoothness (SPARC)"),
+        "magnitude is >= 0.05 (Balasubramanian 2015); combined: mean over instruments",
+        group="smoothness", short="smoothness (SPARC)"),
     "bimanual_dexterity": MetricInfo(
         DIMENSIONLESS, "higher", 0.05, "bimanual dexterity (left-right speed correlation)",
         "Pearson correlation of the two instruments' s~ (two-hand sessions only)",
@@ -111,25 +112,30 @@ METRICS: dict[str, MetricInfo] = {
         per_instrument=False, group="critical contact", short="critical contacts"),
     "critical_contact_time": MetricInfo(
         "s", "lower", 0.05, "time in critical-structure contact",
-        "sum dt_i over samples in contact", per_instrument=False, group="critical contact", short="critical contact time"),
+        "sum dt_i over samples in contact",
+        per_instrument=False, group="critical contact", short="critical contact time"),
     "contact_force_peak": MetricInfo(
         "N", "lower", 0.1, "peak contact force", "max contact_force", per_instrument=False, group="force"),
     "contact_force_time": MetricInfo(
         "s", "lower", 0.05, "time above the force threshold",
-        "sum dt_i over samples with contact_force > force_threshold", per_instrument=False, group="force", short="time above force limit"),
+        "sum dt_i over samples with contact_force > force_threshold",
+        per_instrument=False, group="force", short="time above force limit"),
     "tissue_damage": MetricInfo(
         TASK_DEFINED, "lower", 1e-9, "tissue damage",
         "last value of the cumulative tissue_damage: SurgicalPath the area swept by the shaft inside the "
         "organ (m^2), Incision the length cut outside the band or off the line (m)", per_instrument=False),
     "deviation_mean": MetricInfo(
         "m", "lower", 0.0005, "mean deviation from the reference path",
-        "mean over samples of the distance to the reference polyline", **_MM, group="path deviation", short="mean deviation"),
+        "mean over samples of the distance to the reference polyline",
+        **_MM, group="path deviation", short="mean deviation"),
     "deviation_rms": MetricInfo(
         "m", "lower", 0.0005, "RMS deviation from the reference path",
-        "root mean square over samples of the distance to the reference polyline", **_MM, group="path deviation", short="RMS deviation"),
+        "root mean square over samples of the distance to the reference polyline",
+        **_MM, group="path deviation", short="RMS deviation"),
     "deviation_max": MetricInfo(
         "m", "lower", 0.0005, "largest deviation from the reference path",
-        "max over samples of the distance to the reference polyline", **_MM, group="path deviation", short="largest deviation"),
+        "max over samples of the distance to the reference polyline",
+        **_MM, group="path deviation", short="largest deviation"),
     "final_error": MetricInfo(
         "m", "lower", 0.0005, "final error to the target",
         "|p[n-1] - target| (meta target), else the last distance_to_target", **_MM, short="final error"),

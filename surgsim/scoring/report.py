@@ -284,7 +284,8 @@ def cohort_figure(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
         if n <= 20:
             ax.legend(fontsize=7, ncol=1 + n // 8, loc="center left", bbox_to_anchor=(1.01, 0.5), title="trainee",
                       title_fontsize=7)
-    handles = [plt.Line2D([], [], ls="", marker=m, color=c, mec="k", label=level) for level, (m, c) in LEVEL_STYLE.items()]
+    handles = [plt.Line2D([], [], ls="", marker=m, color=c, mec="k", label=level)
+               for level, (m, c) in LEVEL_STYLE.items()]
     figure.legend(handles=handles, loc="upper center", ncol=len(handles), fontsize=8, title="level", title_fontsize=8)
     figure.tight_layout(rect=(0, 0, 1, 1 - 0.6 / figure.get_figheight()))
     return _save_png(path, plt, figure)

@@ -144,7 +144,9 @@ def lost_fraction(penalty: float, cap: float) -> float:
     return 1.0 if x > 1e6 else x / (1.0 + x**4) ** 0.25  # beyond 1e6 it is 1 to double precision
 
 
-def apply_critical_errors(metric_score: float | None, errors: Sequence[CriticalError], rubric: Rubric) -> tuple[float, str]:
+def apply_critical_errors(
+    metric_score: float | None, errors: Sequence[CriticalError], rubric: Rubric
+) -> tuple[float, str]:
     """(score, level) after the critical errors: 0 and ``fail`` when a rule fails the attempt,
     else the metrics' score capped by every rule that caps, never ``expert`` with an error."""
     rules = [rubric.critical_errors[e.kind] for e in errors]
