@@ -15,9 +15,11 @@ from simhelpers import run_python
 from typer.testing import CliRunner
 
 from surgsim.cli import app
-from surgsim.scoring.calibrate import Measured, evaluate, fit_rubric
+from surgsim.scoring.calibrate import CalibrationError, Measured, evaluate, fit_rubric, limit_shares
 from surgsim.scoring.metrics import compute_metrics
-from surgsim.scoring.rubric import GENERIC, MetricReference, Rubric, RubricError, load_rubric, rubric_dir, save_rubric
+from surgsim.scoring.rubric import (
+    GENERIC, MetricReference, Rubric, RubricError, group_shares, load_rubric, rubric_dir, save_rubric,
+)
 from surgsim.scoring.score import ScoreError, score_metrics, score_session
 from surgsim.scoring.synthetic import synthetic_cohort, synthetic_session
 from surgsim.sessions import read_session, write_session
@@ -127,6 +129,16 @@ def test_calibration_fits_expert_reference_and_weights(cohort) -> None:
     assert sum(r.weight for r in rubric.metrics.values()) == pytest.approx(len(rubric.metrics), rel=1e-3)
     assert "critical_contacts" not in rubric.metrics  # no session has the channel
     assert rubric.levels.intermediate <= rubric.levels.expert
+
+
+def test_share_limit_cuts_and_shares_out_the_excess(cohort) -> None:
+    np.testing.assert_allclose(limit_shares(np.array([8.0, 1.0, 1.0]), 0.4), [0.4, 0.3, 0.3])
+    np.testing.assert_allclose(limit_shares(np.array([6.0, 3.0, 1.0, 0.0]), 0.4), [0.4, 0.4, 0.2, 0.0])
+    np.testing.assert_allclose(limit_shares(np.array([1.0, 0.0, 0.0, 0.0]), 0.4), [0.4, 0.2, 0.2, 0.2])
+    rubric = fit_rubric(cohort, "synthetic", label="grs", max_share=0.3)
+    assert max(group_shares(rubric.metrics).values()) <= 0.3 + 1e-3
+    with pytest.raises(CalibrationError, match=r"max_share 0.4 needs at least 3 groups of metrics; ldlj, sparc make 1"):
+        fit_rubric(cohort, "synthetic", label="grs", metrics=["ldlj", "sparc"])
 
 
 def test_rubric_round_trip_and_errors(tmp_path) -> None:

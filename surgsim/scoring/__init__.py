@@ -5,6 +5,7 @@ sessions recorded anywhere (simulator, da Vinci kinematics, trackers).
 """
 
 from surgsim.scoring.calibrate import CalibrationError, Evaluation, Measured, evaluate, fit_rubric
+from surgsim.scoring.critical import CriticalError, detect_critical_errors
 from surgsim.scoring.metrics import METRICS, MetricSettings, SessionMetrics, compute_metrics
 from surgsim.scoring.rubric import Rubric, RubricError, default_rubric, load_rubric, save_rubric
 from surgsim.scoring.score import Score, ScoreError, score_metrics, score_session
@@ -12,6 +13,7 @@ from surgsim.scoring.score import Score, ScoreError, score_metrics, score_sessio
 __all__ = [
     "METRICS",
     "CalibrationError",
+    "CriticalError",
     "Evaluation",
     "Measured",
     "MetricSettings",
@@ -22,6 +24,7 @@ __all__ = [
     "SessionMetrics",
     "compute_metrics",
     "default_rubric",
+    "detect_critical_errors",
     "evaluate",
     "fit_rubric",
     "load_rubric",
