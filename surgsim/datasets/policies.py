@@ -53,8 +53,10 @@ class ExpertPolicy:
         self._rng = np.random.default_rng(0)
         self._pause = 0
 
-    def reset(self, seed: int) -> None:
-        self._rng = np.random.default_rng([seed, round(1000 * self.impairment)])
+    def reset(self, seed: int, rng: np.random.Generator | None = None) -> None:
+        """A new episode; ``rng`` degrades it (default: a generator seeded by ``seed`` and the
+        impairment)."""
+        self._rng = rng if rng is not None else np.random.default_rng([seed, round(1000 * self.impairment)])
         self._pause = 0
 
     def __call__(self, obs: Any) -> Any:

@@ -3,8 +3,9 @@
 Per surgsim task: :data:`EPISODES` episodes per impairment level of the env's scripted expert
 (``env.unwrapped.expert_action()``) are recorded as sessions with
 :class:`~surgsim.sessions.SessionRecorder`, next to the same expert degraded by ``impairment``
-in (0, 1]: Gaussian action noise (SD 0.6 x impairment, clipped) and hesitations (with
-probability 0.15 x impairment per step, the tool stops for 1-6 steps). Every
+in (0, 1] (:class:`~surgsim.datasets.policies.ExpertPolicy`: Gaussian action noise, SD 0.6 x
+impairment, clipped, and hesitations: with probability 0.15 x impairment per step, the tool
+stops for 1-6 steps). Every
 level plays the same seeds (the same patients). Labels: skill E / I / N for impairment below
 1/3, 2/3, above; ``grs`` = 30 - 22 x impairment. The rubric is fitted with
 :func:`~surgsim.scoring.calibrate.fit_rubric` (experts = skill E, caps from the non-experts,
@@ -51,24 +52,18 @@ def record_task(env_id: str, folder: Path, seeds: range) -> None:
     import gymnasium as gym
 
     import surgsim  # noqa: F401  (registers the envs)
+    from surgsim.datasets.policies import ExpertPolicy
     from surgsim.sessions import SessionRecorder
 
     for level, impairment in enumerate(tqdm(IMPAIRMENTS, desc=env_id, unit="level")):
         env = SessionRecorder(gym.make(env_id), folder, f"level{level}", labels=labels_for(impairment))
-        low, high = env.action_space.low, env.action_space.high
+        expert = ExpertPolicy(env, impairment)
         for seed in seeds:
-            rng = np.random.default_rng([level, seed])
-            env.reset(seed=seed)
-            pause, done = 0, False
+            expert.reset(seed, rng=np.random.default_rng([level, seed]))
+            obs, _ = env.reset(seed=seed)
+            done = False
             while not done:
-                action = np.asarray(env.unwrapped.expert_action(), dtype=float)
-                if pause == 0 and rng.random() < 0.15 * impairment:
-                    pause = int(rng.integers(1, 7))
-                if pause:
-                    pause -= 1
-                    action = np.zeros_like(action)
-                action = np.clip(action + rng.normal(0.0, 0.6 * impairment, action.shape), low, high)
-                _, _, terminated, truncated, _ = env.step(action.astype(env.action_space.dtype))
+                obs, _, terminated, truncated, _ = env.step(expert(obs))
                 done = terminated or truncated
         env.close()
 
