@@ -69,6 +69,8 @@ def save_encoder(levels: nn.ModuleList, config: EncoderConfig, path: str | Path)
 
 @dataclass(frozen=True)
 class PretrainedEncoder:
+    """A loaded encoder checkpoint: its file (for messages), config and weights."""
+
     path: Path
     config: EncoderConfig
     levels: nn.ModuleList

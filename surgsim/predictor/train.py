@@ -132,7 +132,8 @@ def make_config(meta: DatasetMeta, train: PathDataset, options: TrainOptions,
             channels=list(meta.channels), n_waypoints=meta.n_waypoints, start_fields=list(meta.start_fields),
             widths=list(options.widths), keypoints=options.keypoints, hidden=options.hidden,
             frame_centre=frame.centre.tolist(), frame_half_extent=frame.half_extent.tolist(),
-            volume_scale=1.0 / max(largest, 1) if volume_scale is None else volume_scale, start_mean=start.mean(dim=0).tolist(), start_std=std.tolist(),
+            volume_scale=1.0 / max(largest, 1) if volume_scale is None else volume_scale,
+            start_mean=start.mean(dim=0).tolist(), start_std=std.tolist(),
         )
     except ValidationError as exc:
         raise PredictorTrainingError(f"{meta.root}: the dataset does not make a valid model config: {config_problem(exc)}") from None
