@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_predictor import R, write_synthetic
+from test_predictor import R, one_thread, write_synthetic  # noqa: F401  (one_thread: an autouse fixture)
 from typer.testing import CliRunner
 
 from surgsim.cli import app
@@ -22,15 +22,6 @@ from surgsim.predictor.train import PredictorTrainingError, TrainOptions, initia
 runner = CliRunner()
 WIDTHS = [8, 16]
 TINY = dict(widths=WIDTHS, batch_size=32, lr=3e-3, progress=False)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny 3D convolutions run ~10x faster on one thread than on two busy cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
