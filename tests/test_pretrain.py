@@ -21,8 +21,9 @@ from surgsim.cli import app
 from surgsim.datasets import collect
 from surgsim.datasets.store import Demonstrations, load_demonstrations
 from surgsim.rl import pretrain as pretrain_module
-from surgsim.rl.pretrain import PretrainArgs, n_step_targets, pretrain
-from surgsim.rl.train import TrainArgs, _init_from, _start, new_run_dir, read_evaluations, run_setup
+from surgsim.rl.dqfd import DemoLoss, DQfD, n_step_targets
+from surgsim.rl.pretrain import PretrainArgs, pretrain
+from surgsim.rl.train import TrainArgs, _init_from, _start, algo_class, new_run_dir, read_evaluations, run_setup, train
 
 runner = CliRunner()
 REACH = "surgsim/NeedleReach-v0"
@@ -224,6 +225,27 @@ def test_dqfd_learns_the_experts_actions(datasets, tmp_path, monkeypatch):
     untrained = _final_eval(pretrain(_args("dqn", DISCRETE, DISCRETE_DATA, datasets, tmp_path / "none")))
     assert cloned >= 0.25  # measured 0.40 (seeds 0-4: 0.4-0.6)
     assert untrained["success_rate"] <= 0.05  # measured 0.0 (every episode left the workspace)
+
+
+def test_dqn_fine_tuning_keeps_learning_from_the_demonstrations(datasets, tmp_path, monkeypatch):
+    """Fine-tuning a DQfD-pretrained run is DQfD: every SB3 update is followed by a step of the
+    demonstration losses, and the expert's actions stay the greedy ones on the demonstrated states."""
+    run = pretrain(_args("dqn", DISCRETE, DISCRETE_DATA, datasets, tmp_path / "dqfd", epochs=100, batch_size=64))
+    args = TrainArgs(algo="dqn", env_id=DISCRETE, init_from=str(run), n_timesteps=3000, eval_freq=3000,
+                     eval_episodes=5, log_folder=str(tmp_path / "fine"), device="cpu", progress_bar=False,
+                     hyperparams={"learning_starts": 500})
+    assert algo_class(args) is DQfD
+    assert algo_class(TrainArgs(algo="dqn", env_id=DISCRETE)) is DQN
+    calls = []
+    original = DemoLoss.__call__
+    monkeypatch.setattr(DemoLoss, "__call__", lambda self, *a: calls.append(1) or original(self, *a))
+    fine = train(args)
+    assert len(calls) == (3000 - 500) // 4  # one demonstration step per update (train_freq 4)
+    demos = load_demonstrations(datasets, DISCRETE_DATA)
+    q_net = DQN.load(str(fine / "surgsim-NeedleReachDiscrete-v0.zip"), device="cpu").q_net
+    with torch.no_grad():
+        greedy = q_net(torch.as_tensor(demos.observations)).argmax(dim=1).numpy()
+    assert float(np.mean(greedy == demos.actions.astype(int).ravel())) >= 0.8  # measured 0.889 (seed 0)
 
 
 # --------------------------------------------------------------------------- SAC

@@ -98,7 +98,7 @@ def pretrain_cmd(
     env: Optional[str] = typer.Option(None, "--env", help="Env id (default: the one the dataset was recorded on)."),
     root: Path = typer.Option(Path("datasets"), "--root", help="Dataset root (MINARI_DATASETS_PATH)."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Passes over the demonstrations (default: 30 for "
-                                         "PPO and SAC, 100 for DQN)."),
+                                         "PPO and SAC, 300 for DQN)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Default: 256 for PPO and SAC, 64 for DQN."),
     lr: float = typer.Option(1e-3, "--lr", help="Adam learning rate of the pretraining."),
     seed: int = typer.Option(0, "--seed", callback=check_seed),

@@ -45,6 +45,7 @@ from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 import surgsim  # noqa: F401  (registers the ids)
 from surgsim._files import atomic_save, atomic_write_json, atomic_write_text, claim_numbered
 from surgsim.errors import SurgsimError, yaml_problem
+from surgsim.rl.dqfd import DQfD
 from surgsim.rl.evaluate import EvalResult, model_policy, run_episodes
 from surgsim.rl.presets import ALGOS, RUN_KEYS, load_preset, preset_path
 
@@ -56,6 +57,8 @@ _CHECKPOINT = re.compile(r"rl_model_(\d+)_steps\.zip$")
 BEST_STATS = "best_vecnormalize.pkl"
 #: one JSON record per periodic evaluation, appended as the run goes
 EVALUATIONS = "evaluations.jsonl"
+#: what `surgsim pretrain` records in its run folder: arguments, dataset, losses, evaluation
+PRETRAIN_RECORD = "pretrain.json"
 
 
 class TrainingError(SurgsimError):
@@ -477,11 +480,13 @@ def train(
     try:
         if resuming:
             venv = _make_vec_env(args, run_dir, setup.n_envs, setup.normalize, resuming=True)
-            model = _resume_model(ALGO_CLASSES[args.algo], venv, args, run_dir)
+            model = _resume_model(algo_class(args), venv, args, run_dir)
         else:
             venv, model = _start(args, run_dir, setup)
             if args.init_from is not None:
                 _init_from(model, venv, args)
+        if isinstance(model, DQfD):
+            _attach_demonstrations(model, args)
     except BaseException:
         eval_env.close()
         if not resuming:  # a failed start leaves no half-made run folder
@@ -573,6 +578,27 @@ def check_init_from(args: TrainArgs) -> None:
         raise TrainingError(f"--init-from {args.init_from}: no model {model.name} in it")
 
 
+def algo_class(args: TrainArgs) -> type[BaseAlgorithm]:
+    """The run's SB3 class: DQN fine-tuned from a ``surgsim pretrain`` run keeps learning from its
+    demonstrations (:class:`surgsim.rl.dqfd.DQfD`); otherwise the algorithm's own."""
+    if args.algo == "dqn" and args.init_from is not None and (Path(args.init_from) / PRETRAIN_RECORD).is_file():
+        return DQfD
+    return ALGO_CLASSES[args.algo]
+
+
+def _attach_demonstrations(model: DQfD, args: TrainArgs) -> None:
+    """Give a DQfD fine-tuning run the demonstrations its pretrained run learnt from."""
+    from surgsim.datasets import load_demonstrations
+
+    record = json.loads((Path(args.init_from) / PRETRAIN_RECORD).read_text())["dataset"]
+    demos = load_demonstrations(record["root"], record["id"])
+    normalizer = model.get_vec_normalize_env()
+    rewards = demos.rewards
+    if normalizer is not None and normalizer.norm_reward:
+        rewards = normalizer.normalize_reward(rewards)
+    model.use_demonstrations(demos, rewards)
+
+
 def _init_from(model: BaseAlgorithm, venv: VecEnv, args: TrainArgs) -> None:
     """Start ``model`` from the pretrained run's weights (and its normalisation statistics)."""
     run_dir, name = Path(args.init_from), env_name(args.env_id)
@@ -598,7 +624,7 @@ def _start(args: TrainArgs, run_dir: Path, setup: RunSetup) -> tuple[VecEnv, Bas
     atomic_write_text(meta / "config.yml", yaml.safe_dump(config, sort_keys=True))
     venv = _make_vec_env(args, run_dir, setup.n_envs, setup.normalize, resuming=False)
     try:
-        model = ALGO_CLASSES[args.algo](
+        model = algo_class(args)(
             _policy_for(setup.preset.get("policy", "MlpPolicy"), venv), venv, seed=args.seed,
             device=args.device, verbose=args.verbose, tensorboard_log=str(run_dir / "tb"),
             **setup.algo_kwargs,
