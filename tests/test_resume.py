@@ -136,3 +136,16 @@ def test_resume_with_every_checkpoint_damaged_is_an_error_naming_the_newest(tmp_
         (run / "checkpoints" / f"rl_model_{steps}_steps.zip").write_bytes(b"not a zip")
     with pytest.raises(TrainingError, match=r"cannot load checkpoint .*rl_model_128_steps.zip.*\(nor the 1 older one"):
         _resume(run)
+
+
+def test_a_run_that_normalises_only_rewards_resumes(tmp_path):
+    """Incision's PPO preset normalises rewards, not observations: its VecNormalize has no
+    ``obs_rms``, and resuming it used to fail on that missing attribute."""
+    args = TrainArgs(algo="ppo", env_id="surgsim/Incision-v0", n_timesteps=128, seed=0, log_folder=str(tmp_path),
+                     eval_freq=128, eval_episodes=1, n_envs=1, device="cpu", save_freq=64, progress_bar=False,
+                     hyperparams={"n_steps": 64, "batch_size": 64, "n_epochs": 1})
+    run = train(args)
+    resumed = train(TrainArgs(algo="ppo", env_id="surgsim/Incision-v0", n_timesteps=192, device="cpu",
+                              progress_bar=False), resume=run)
+    assert resumed == run
+    assert latest_checkpoint(run)[1] == 192

@@ -610,8 +610,15 @@ def _init_from(model: BaseAlgorithm, venv: VecEnv, args: TrainArgs) -> None:
                             f"({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
     stats = run_dir / name / "vecnormalize.pkl"
     if isinstance(venv, VecNormalize) and stats.is_file():
-        loaded = VecNormalize.load(str(stats), venv.venv)
-        venv.obs_rms, venv.ret_rms = loaded.obs_rms, loaded.ret_rms
+        _copy_statistics(VecNormalize.load(str(stats), venv.venv), venv)
+
+
+def _copy_statistics(loaded: VecNormalize, venv: VecNormalize) -> None:
+    """Take the running statistics ``loaded`` keeps: a VecNormalize that does not normalise
+    observations (Incision's preset) has no ``obs_rms`` at all."""
+    for name in ("obs_rms", "ret_rms"):
+        if name in vars(loaded):
+            setattr(venv, name, getattr(loaded, name))
 
 
 def _start(args: TrainArgs, run_dir: Path, setup: RunSetup) -> tuple[VecEnv, BaseAlgorithm]:
@@ -725,8 +732,7 @@ def _load_checkpoint(
     state_file = folder / f"state_{steps}_steps.json"
     state = json.loads(state_file.read_text()) if state_file.is_file() else None
     if isinstance(venv, VecNormalize):
-        loaded = VecNormalize.load(str(folder / f"vecnormalize_{steps}_steps.pkl"), venv.venv)
-        venv.obs_rms, venv.ret_rms = loaded.obs_rms, loaded.ret_rms
+        _copy_statistics(VecNormalize.load(str(folder / f"vecnormalize_{steps}_steps.pkl"), venv.venv), venv)
     model = algo_class.load(
         str(checkpoint), env=venv, device=args.device, tensorboard_log=str(run_dir / "tb"),
         force_reset=state is None,  # else keep the last observation: the envs are replayed to it
