@@ -347,6 +347,8 @@ def test_cli_collect_writes_once_then_refuses(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("args, message", [
     (["--env", ENV, "--impairment", "2"], "error: --impairment must be in [0, 1], got 2.0"),
+    (["--env", ENV, "--name", "../escaped"], "error: --name '../escaped': use letters, digits, _ and - (no path, no -v<N> version suffix)"),
+    (["--env", ENV, "--name", "expert-v3"], "error: --name 'expert-v3': use letters, digits, _ and - (no path, no -v<N> version suffix)"),
     (["--env", "surgsim/Nope-v0"],
      "error: unknown env id 'surgsim/Nope-v0'; `surgsim envs` lists the registered ids"),
     (["--env", ENV, "--policy", "some/missing/run"], "error: run folder some/missing/run does not exist"),

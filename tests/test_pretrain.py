@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ from surgsim.datasets.store import Demonstrations, load_demonstrations
 from surgsim.rl import pretrain as pretrain_module
 from surgsim.rl.dqfd import DemoLoss, DQfD, n_step_targets
 from surgsim.rl.pretrain import PretrainArgs, pretrain
-from surgsim.rl.train import TrainArgs, _init_from, _start, algo_class, new_run_dir, read_evaluations, run_setup, train
+from surgsim.rl.train import TrainArgs, TrainingError, _init_from, _start, algo_class, new_run_dir, read_evaluations, run_setup, train
 
 runner = CliRunner()
 REACH = "surgsim/NeedleReach-v0"
@@ -146,6 +147,15 @@ def test_dqn_fine_tuning_explores_from_the_presets_final_epsilon(tmp_path, hyper
     assert "exploration_initial_eps" not in run_setup(scratch).algo_kwargs
 
 
+@pytest.mark.parametrize("algo, env_id", [("dqn", DISCRETE), ("sac", REACH)])
+def test_fine_tuning_acts_with_the_pretrained_policy_from_the_first_step(tmp_path, algo, env_id):
+    """SB3 acts uniformly at random until learning_starts; a fine-tuning run starts at 0 unless asked."""
+    assert run_setup(TrainArgs(algo=algo, env_id=env_id, init_from=str(tmp_path))).algo_kwargs["learning_starts"] == 0
+    asked = TrainArgs(algo=algo, env_id=env_id, init_from=str(tmp_path), hyperparams={"learning_starts": 7})
+    assert run_setup(asked).algo_kwargs["learning_starts"] == 7
+    assert run_setup(TrainArgs(algo=algo, env_id=env_id)).algo_kwargs.get("learning_starts") != 0
+
+
 # --------------------------------------------------------------------------- VecNormalize
 def test_normalised_preset_fits_its_statistics_to_the_demonstrations(tmp_path):
     """SurgicalPath's PPO preset normalises observations: pretraining fits the statistics to the
@@ -241,11 +251,19 @@ def test_dqn_fine_tuning_keeps_learning_from_the_demonstrations(datasets, tmp_pa
     monkeypatch.setattr(DemoLoss, "__call__", lambda self, *a: calls.append(1) or original(self, *a))
     fine = train(args)
     assert len(calls) == (3000 - 500) // 4  # one demonstration step per update (train_freq 4)
+    with zipfile.ZipFile(fine / "surgsim-NeedleReachDiscrete-v0.zip") as saved:
+        assert "demo_loss" not in json.loads(saved.read("data"))  # the demonstrations stay in their dataset
     demos = load_demonstrations(datasets, DISCRETE_DATA)
     q_net = DQN.load(str(fine / "surgsim-NeedleReachDiscrete-v0.zip"), device="cpu").q_net
     with torch.no_grad():
         greedy = q_net(torch.as_tensor(demos.observations)).argmax(dim=1).numpy()
     assert float(np.mean(greedy == demos.actions.astype(int).ravel())) >= 0.8  # measured 0.889 (seed 0)
+
+    # resuming needs the pretrained run (and its dataset) again: never a silent fall-back to plain DQN
+    moved = run.rename(tmp_path / "moved")
+    with pytest.raises(TrainingError, match="a DQN fine-tuned from it needs it"):
+        train(TrainArgs(algo="dqn", env_id=DISCRETE, n_timesteps=4000, device="cpu", progress_bar=False), resume=fine)
+    assert moved.is_dir()
 
 
 # --------------------------------------------------------------------------- SAC
@@ -287,6 +305,8 @@ def test_pretrain_input_errors_exit_2_and_leave_no_run_folder(datasets, tmp_path
      "--init-from starts a new run; --resume continues one: give one of them"),
     (["--algo", "ppo", "--env", REACH, "--init-from", "{missing}"], "--init-from: run folder {missing} does not exist"),
     (["--algo", "ppo", "--env", REACH, "--init-from", "{tmp}"], "--init-from: {tmp} is not a surgsim run folder"),
+    (["--algo", "ppo", "--env", REACH, "--init-from", "{bc}", "--hyperparams", "normalize:true"],
+     "it was trained with normalisation none, this run uses observations on, rewards on"),
 ])
 def test_init_from_errors_exit_2_and_leave_no_run_folder(bc_run, tmp_path, argv, message):
     names = {"bc": bc_run, "missing": tmp_path / "missing", "tmp": tmp_path}

@@ -70,7 +70,7 @@ def train_cmd(
             env_kwargs=parse_overrides(env_kwargs, "--env-kwargs"), eval_freq=eval_freq,
             eval_episodes=eval_episodes, n_envs=n_envs, device=device,
             hyperparams=parse_overrides(hyperparams, "--hyperparams"), save_freq=save_freq,
-            progress_bar=progress, init_from=None if init_from is None else str(init_from),
+            progress_bar=progress, init_from=None if init_from is None else str(init_from.resolve()),
         )
         run_dir = train(args, resume=resume)
     except SurgsimError as exc:

@@ -79,20 +79,30 @@ def from_sessions(folder: str | Path, root: str | Path, name: str = "sessions", 
     if len(env_ids) != 1 or None in env_ids:
         raise DatasetError(f"{folder}: sessions must come from one simulator env; found env ids {sorted(map(str, env_ids))}")
     env_id = env_ids.pop()
-    difficulties = {s.meta["source"].get("difficulty") or "medium" for _, s in sessions}
-    if len(difficulties) != 1:  # the dataset's env spec holds one difficulty
-        raise DatasetError(f"{folder}: sessions must come from one difficulty of {env_id}; "
-                           f"found {sorted(difficulties)}")
+    # the dataset's env spec holds one setting of what the recorder records of the env (the other
+    # keyword arguments, e.g. reward_type, are not recorded: the env id's defaults are assumed)
+    settings = {}
+    for key, default in (("difficulty", "medium"), ("action_type", None)):
+        found = {s.meta["source"].get(key) or default for _, s in sessions}
+        if len(found) != 1:
+            raise DatasetError(f"{folder}: sessions must come from one {key} of {env_id}; found {sorted(map(str, found))}")
+        value = found.pop()
+        if value is not None:
+            settings[key] = value
     dataset = dataset_id(env_id, name)
     check_free(root, dataset)
-    env = gym.make(env_id, difficulty=difficulties.pop())
+    env = gym.make(env_id, **settings)
     try:
         discrete = isinstance(env.action_space, gym.spaces.Discrete)
         episodes = [session_episode(s, str(p), discrete) for p, s in sessions]
-        width = env.observation_space.shape[0]
-        for (path, _), episode in zip(sessions, episodes):
-            if len(episode.observations[0]) != width:
-                raise DatasetError(f"{path}: {len(episode.observations[0])} observation values, {env_id} has {width}")
+        obs_width = env.observation_space.shape[0]
+        action_width = 1 if discrete else env.action_space.shape[0]
+        for (path, session), episode in zip(sessions, episodes):
+            if len(episode.observations[0]) != obs_width:
+                raise DatasetError(f"{path}: {len(episode.observations[0])} observation values, {env_id} has {obs_width}")
+            actions = sum(1 for c in session.channels if c.startswith(ACTION_PREFIX))
+            if actions != action_width:
+                raise DatasetError(f"{path}: {actions} action channels, {env_id} ({settings}) takes {action_width}")
         return write_dataset(root, dataset, episodes, env, algorithm="recorded sessions",
                              description=f"{len(episodes)} recorded sessions from {folder} on {env_id}")
     finally:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import tempfile
 import warnings
@@ -40,8 +41,16 @@ class DatasetError(SurgsimError):
     """A dataset that cannot be written or read; the message names it and the problem."""
 
 
+#: a dataset name: letters, digits, _ and - (Minari's own id syntax adds the namespace, the env
+#: and the version around it)
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+
+
 def dataset_id(env_id: str, name: str) -> str:
-    """``surgsim/<env name>/<name>-v0`` for an env id ``surgsim/<env name>-v0``."""
+    """``surgsim/<env name>/<name>-v0`` for an env id ``surgsim/<env name>-v0``; refuses a name
+    Minari would misread (a path, a version suffix, spaces)."""
+    if not _NAME.fullmatch(name) or re.search(r"-v\d+$", name):
+        raise DatasetError(f"--name {name!r}: use letters, digits, _ and - (no path, no -v<N> version suffix)")
     env_name = env_id.split("/")[-1].rsplit("-v", 1)[0]
     return f"{NAMESPACE}/{env_name}/{name}-v0"
 

@@ -106,6 +106,9 @@ class DQfD(DQN):
         normalize = normalizer.normalize_obs if normalizer is not None else (lambda obs: obs)
         self.demo_loss = DemoLoss(demos, rewards, self.gamma, self.device, normalize)
 
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "demo_loss"]  # reattached from the dataset, not saved
+
     def train(self, gradient_steps: int, batch_size: int = 100) -> None:
         super().train(gradient_steps, batch_size)
         if self.demo_loss is None:

@@ -559,6 +559,9 @@ def run_setup(args: TrainArgs) -> RunSetup:
     if args.init_from is not None and args.algo == "dqn" and "exploration_initial_eps" not in args.hyperparams:
         # fine-tuning a pretrained Q-network: explore as the preset ends, not from random actions
         algo_kwargs["exploration_initial_eps"] = algo_kwargs.get("exploration_final_eps", 0.05)
+    if args.init_from is not None and args.algo in ("dqn", "sac") and "learning_starts" not in args.hyperparams:
+        # SB3 acts uniformly at random until learning_starts: a pretrained policy acts from step 0
+        algo_kwargs["learning_starts"] = 0
     return RunSetup(preset, n_timesteps, n_envs, preset.get("normalize", False), algo_kwargs)
 
 
@@ -576,22 +579,45 @@ def check_init_from(args: TrainArgs) -> None:
     model = Path(args.init_from) / f"{env_name(args.env_id)}.zip"
     if not model.is_file():
         raise TrainingError(f"--init-from {args.init_from}: no model {model.name} in it")
+    if algo_class(args) is DQfD:
+        _pretraining_dataset(args.init_from)
 
 
 def algo_class(args: TrainArgs) -> type[BaseAlgorithm]:
     """The run's SB3 class: DQN fine-tuned from a ``surgsim pretrain`` run keeps learning from its
-    demonstrations (:class:`surgsim.rl.dqfd.DQfD`); otherwise the algorithm's own."""
-    if args.algo == "dqn" and args.init_from is not None and (Path(args.init_from) / PRETRAIN_RECORD).is_file():
-        return DQfD
-    return ALGO_CLASSES[args.algo]
+    demonstrations (:class:`surgsim.rl.dqfd.DQfD`); otherwise the algorithm's own. Asked again
+    when such a run resumes, so its pretrained folder must still be there (never a silent
+    fall-back to plain DQN)."""
+    if args.algo != "dqn" or args.init_from is None:
+        return ALGO_CLASSES[args.algo]
+    folder = Path(args.init_from)
+    if not folder.is_dir():
+        raise TrainingError(f"--init-from: run folder {folder} does not exist (a DQN fine-tuned from it needs "
+                            "it, and the demonstrations it was pretrained on, to train and to resume)")
+    return DQfD if (folder / PRETRAIN_RECORD).is_file() else DQN
+
+
+def _pretraining_dataset(init_from: str) -> tuple[str, str]:
+    """The (root, id) of the dataset a ``surgsim pretrain`` run learnt from; it must still exist."""
+    from surgsim.datasets.store import dataset_dir
+
+    path = Path(init_from) / PRETRAIN_RECORD
+    try:
+        record = json.loads(path.read_text())["dataset"]
+        root, dataset = record["root"], record["id"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise TrainingError(f"--init-from {init_from}: unreadable {path.name} ({type(exc).__name__}: {exc})") from None
+    if not dataset_dir(root, dataset).is_dir():
+        raise TrainingError(f"--init-from {init_from}: DQN fine-tuning keeps learning from the demonstrations "
+                            f"it was pretrained on, and dataset {dataset} is no longer under {root}")
+    return root, dataset
 
 
 def _attach_demonstrations(model: DQfD, args: TrainArgs) -> None:
     """Give a DQfD fine-tuning run the demonstrations its pretrained run learnt from."""
     from surgsim.datasets import load_demonstrations
 
-    record = json.loads((Path(args.init_from) / PRETRAIN_RECORD).read_text())["dataset"]
-    demos = load_demonstrations(record["root"], record["id"])
+    demos = load_demonstrations(*_pretraining_dataset(args.init_from))
     normalizer = model.get_vec_normalize_env()
     rewards = demos.rewards
     if normalizer is not None and normalizer.norm_reward:
@@ -609,8 +635,22 @@ def _init_from(model: BaseAlgorithm, venv: VecEnv, args: TrainArgs) -> None:
         raise TrainingError(f"--init-from {run_dir}: cannot load {zip_path.name} into this model "
                             f"({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
     stats = run_dir / name / "vecnormalize.pkl"
-    if isinstance(venv, VecNormalize) and stats.is_file():
-        _copy_statistics(VecNormalize.load(str(stats), venv.venv), venv)
+    base = venv.venv if isinstance(venv, VecNormalize) else venv
+    loaded = VecNormalize.load(str(stats), base) if stats.is_file() else None
+    if _normalisation(loaded) != _normalisation(venv):
+        raise TrainingError(
+            f"--init-from {run_dir}: it was trained with normalisation {_normalisation(loaded)}, this run uses "
+            f"{_normalisation(venv)} (its preset and --hyperparams normalize): the policy would see other inputs"
+        )
+    if loaded is not None:
+        _copy_statistics(loaded, venv)
+
+
+def _normalisation(venv: VecEnv | None) -> str:
+    """A run's VecNormalize setting in words, to compare a pretrained run's with a new one's."""
+    if not isinstance(venv, VecNormalize):
+        return "none"
+    return f"observations {'on' if venv.norm_obs else 'off'}, rewards {'on' if venv.norm_reward else 'off'}"
 
 
 def _copy_statistics(loaded: VecNormalize, venv: VecNormalize) -> None:
