@@ -112,15 +112,13 @@ def pretrain_cmd(
 ) -> None:
     require_extra("train", "pretrain")
     require_extra("datasets", "pretrain")
-    from surgsim.datasets import load_demonstrations
     from surgsim.rl.presets import parse_overrides
     from surgsim.rl.pretrain import PretrainArgs, pretrain
 
     check_writable(log_folder, "-f", folder=True)
     try:
-        env_id = env or _recorded_env(load_demonstrations, root, dataset)
         args = PretrainArgs(
-            algo=algo, env_id=env_id, dataset=dataset, root=str(root), epochs=epochs, batch_size=batch_size,
+            algo=algo, env_id=env, dataset=dataset, root=str(root), epochs=epochs, batch_size=batch_size,
             learning_rate=lr, seed=seed, log_folder=str(log_folder),
             env_kwargs=parse_overrides(env_kwargs, "--env-kwargs") if env_kwargs else None,
             hyperparams=parse_overrides(hyperparams, "--hyperparams"), device=device,
@@ -135,14 +133,6 @@ def pretrain_cmd(
     typer.echo(f"run: {run_dir}")
     typer.echo(f"pretrained policy: success {final['success_rate']:.1%}  critical-structure failures "
                f"{final['critical_failure_rate']:.1%}  return {final['mean_return']:.2f}")
-
-
-def _recorded_env(load, root: Path, dataset: str) -> str:
-    """The env id a dataset was recorded on."""
-    spec = load(root, dataset).env_spec
-    if spec is None:
-        fail(f"dataset {dataset} records no env; give --env")
-    return spec.id
 
 
 @app.command("eval", help=f"Evaluate a trained run over seeded episodes. {_PICKLE_NOTE}")

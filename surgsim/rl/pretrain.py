@@ -42,8 +42,9 @@ from surgsim._files import atomic_write_json
 from surgsim.datasets.store import Demonstrations, load_demonstrations
 from surgsim.rl.dqfd import DemoLoss
 from surgsim.rl.evaluate import model_policy, run_episodes
+from surgsim.rl.presets import ALGOS
 from surgsim.rl.train import (
-    PRETRAIN_RECORD, TrainArgs, TrainingError, _finish, _start, check_args, check_env_and_algo, new_run_dir, run_setup,
+    EVAL_SEED, PRETRAIN_RECORD, TrainArgs, TrainingError, check_counts, _finish, _start, check_args, check_env_and_algo, new_run_dir, run_setup,
 )
 
 #: pretraining passes and batch size by algorithm: DQfD needs more, smaller steps (measured on
@@ -52,14 +53,13 @@ from surgsim.rl.train import (
 #: 75 %, 300 epochs 85 %, about a minute on 2 cores)
 DEFAULT_EPOCHS = {"ppo": 30, "sac": 30, "dqn": 300}
 DEFAULT_BATCH_SIZE = {"ppo": 256, "sac": 256, "dqn": 64}
-#: seeds of the evaluation episodes, as `surgsim train` evaluates (apart from training seeds)
-EVAL_SEED = 10_000
 
 
 @dataclass
 class PretrainArgs:
     algo: str
-    env_id: str
+    #: None: the env id the dataset was recorded on
+    env_id: str | None
     dataset: str
     root: str = "datasets"
     #: None: the algorithm's default (:data:`DEFAULT_EPOCHS`, :data:`DEFAULT_BATCH_SIZE`)
@@ -78,10 +78,7 @@ class PretrainArgs:
 
 
 def _check(args: PretrainArgs, demos: Demonstrations) -> None:
-    for option, value, low in (("--epochs", args.epochs, 1), ("--batch-size", args.batch_size, 1),
-                               ("--eval-episodes", args.eval_episodes, 1), ("--target-update", args.target_update, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise TrainingError(f"{option} {value!r}: must be a whole number of at least {low}")
+    check_counts({"--epochs": args.epochs, "--batch-size": args.batch_size, "--target-update": args.target_update})
     if not (np.isfinite(args.learning_rate) and args.learning_rate > 0):
         raise TrainingError(f"--lr {args.learning_rate!r}: must be a positive number")
     recorded = demos.env_spec.id if demos.env_spec is not None else None
@@ -97,10 +94,15 @@ def recorded_env_kwargs(spec: Any) -> dict[str, Any]:
 
 def pretrain(args: PretrainArgs) -> Path:
     """Pretrain on the dataset, evaluate the result, and write the run folder; returns it."""
-    if args.algo in DEFAULT_EPOCHS:
-        args.epochs = DEFAULT_EPOCHS[args.algo] if args.epochs is None else args.epochs
-        args.batch_size = DEFAULT_BATCH_SIZE[args.algo] if args.batch_size is None else args.batch_size
+    if args.algo not in DEFAULT_EPOCHS:
+        raise TrainingError(f"unknown algorithm {args.algo!r}; expected one of {list(ALGOS)}")
+    args.epochs = DEFAULT_EPOCHS[args.algo] if args.epochs is None else args.epochs
+    args.batch_size = DEFAULT_BATCH_SIZE[args.algo] if args.batch_size is None else args.batch_size
     demos = load_demonstrations(args.root, args.dataset)
+    if args.env_id is None:
+        if demos.env_spec is None:
+            raise TrainingError(f"dataset {args.dataset} records no env; give --env")
+        args.env_id = demos.env_spec.id
     _check(args, demos)
     if args.env_kwargs is None:
         args.env_kwargs = recorded_env_kwargs(demos.env_spec)
@@ -125,8 +127,8 @@ def pretrain(args: PretrainArgs) -> Path:
         try:
             torch.manual_seed(args.seed)
             start = time.time()
-            gamma = float(setup.algo_kwargs.get("gamma", model.gamma))
-            obs, next_obs, rewards = _normalised(venv, demos, gamma)
+            gamma = float(model.gamma)  # the preset's, passed to the model
+            obs, next_obs, rewards = _normalised(venv, demos)
             learn = {PPO: _clone_ppo, SAC: _clone_sac, DQN: _dqfd}[type(model)]
             history = learn(model, demos, obs, next_obs, rewards, gamma, args)
             result = run_episodes(env, model_policy(model, deterministic=True, normalizer=model.get_vec_normalize_env()),
@@ -151,10 +153,10 @@ def pretrain(args: PretrainArgs) -> Path:
 
 
 # --------------------------------------------------------------------------- normalisation
-def _normalised(venv, demos: Demonstrations, gamma: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _normalised(venv, demos: Demonstrations) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Observations and rewards as the model will see them in fine-tuning: when ``venv``
     normalises, its statistics are first fitted to the demonstrations (the observations, and
-    the running discounted return VecNormalize scales rewards by)."""
+    the running discounted return, at VecNormalize's own gamma, that it scales rewards by)."""
     if not isinstance(venv, VecNormalize):
         return demos.observations, demos.next_observations, demos.rewards
     if venv.norm_obs:
@@ -162,7 +164,7 @@ def _normalised(venv, demos: Demonstrations, gamma: float) -> tuple[np.ndarray, 
     if venv.norm_reward:
         running, returns = 0.0, np.empty(len(demos.rewards))
         for i, r in enumerate(demos.rewards):
-            running = running * gamma + r
+            running = running * venv.gamma + r
             returns[i] = running
             if demos.terminations[i] or demos.truncations[i]:
                 running = 0.0

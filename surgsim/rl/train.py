@@ -57,6 +57,8 @@ _CHECKPOINT = re.compile(r"rl_model_(\d+)_steps\.zip$")
 BEST_STATS = "best_vecnormalize.pkl"
 #: one JSON record per periodic evaluation, appended as the run goes
 EVALUATIONS = "evaluations.jsonl"
+#: evaluation episode i is reset with seed EVAL_SEED + i: patients apart from the training seeds
+EVAL_SEED = 10_000
 #: what `surgsim pretrain` records in its run folder: arguments, dataset, losses, evaluation
 PRETRAIN_RECORD = "pretrain.json"
 
@@ -125,16 +127,20 @@ def check_device(device: str, here: bool = True) -> None:
         raise TrainingError(f"--device {device!r} asked for, but no CUDA GPU is available; use auto or cpu")
 
 
+def check_counts(counts: dict[str, Any]) -> None:
+    """Refuse an option (name -> value; None: not given) that is not a whole number of at least 1."""
+    for option, value in counts.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise TrainingError(f"{option} {value!r}: must be a whole number of at least 1")
+
+
 def check_args(args: TrainArgs, device_here: bool = True) -> None:
     """Refuse counts below one, an unusable device and bad hyperparameters before anything is made.
 
     ``device_here=False`` checks only the device's spelling (see :func:`check_device`).
     """
-    counts = {"-n": args.n_timesteps, "--eval-freq": args.eval_freq, "--eval-episodes": args.eval_episodes,
-              "--save-freq": args.save_freq, "--n-envs": args.n_envs}
-    for option, value in counts.items():
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise TrainingError(f"{option} {value!r}: must be a whole number of at least 1")
+    check_counts({"-n": args.n_timesteps, "--eval-freq": args.eval_freq, "--eval-episodes": args.eval_episodes,
+                  "--save-freq": args.save_freq, "--n-envs": args.n_envs})
     check_device(args.device, here=device_here)
     args.hyperparams = check_hyperparams(args.algo, args.hyperparams)
 
@@ -283,7 +289,7 @@ class SurgicalEvalCallback(BaseCallback):
             self.eval_env,
             model_policy(self.model, deterministic=True, normalizer=normalizer),
             self.args.eval_episodes,
-            seed=10_000,  # evaluation patients are apart from the training seeds
+            seed=EVAL_SEED,
         )
         for key in ("success_rate", "critical_failure_rate", "mean_return", "mean_length"):
             self.logger.record(f"eval/{key}", getattr(result, key))
