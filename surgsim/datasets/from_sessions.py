@@ -9,7 +9,6 @@ event is a success or a failure, truncated when it is ``time_limit``, ``stopped`
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import gymnasium as gym
@@ -18,7 +17,7 @@ from tqdm import tqdm
 
 from surgsim.datasets.store import DatasetError, Episode, check_free, dataset_id, write_dataset
 from surgsim.sessions import read_session
-from surgsim.sessions.io import session_files
+from surgsim.sessions.io import indexed_channels, session_files
 from surgsim.sessions.session import ACTION_PREFIX, OBS_PREFIX, Session
 
 #: last events that end an episode by truncation rather than termination
@@ -27,8 +26,7 @@ TRUNCATING_EVENTS = ("time_limit", "stopped", "recording_interrupted")
 
 def _indexed(session: Session, prefix: str) -> np.ndarray:
     """The channels ``<prefix><i>`` stacked by index, (T, n)."""
-    pattern = re.compile(re.escape(prefix) + r"(\d+)$")
-    names = sorted((n for n in session.channels if pattern.match(n)), key=lambda n: int(pattern.match(n).group(1)))
+    names = indexed_channels(session.channels, prefix)
     return np.column_stack([session.channels[n] for n in names]) if names else np.empty((session.n_samples, 0))
 
 
@@ -100,7 +98,7 @@ def from_sessions(folder: str | Path, root: str | Path, name: str = "sessions", 
         for (path, session), episode in zip(sessions, episodes):
             if len(episode.observations[0]) != obs_width:
                 raise DatasetError(f"{path}: {len(episode.observations[0])} observation values, {env_id} has {obs_width}")
-            actions = sum(1 for c in session.channels if c.startswith(ACTION_PREFIX))
+            actions = len(indexed_channels(session.channels, ACTION_PREFIX))
             if actions != action_width:
                 raise DatasetError(f"{path}: {actions} action channels, {env_id} ({settings}) takes {action_width}")
         return write_dataset(root, dataset, episodes, env, algorithm="recorded sessions",

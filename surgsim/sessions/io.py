@@ -80,15 +80,18 @@ def track_columns(name: str, orientation: bool, gripper: bool) -> list[str]:
     return [name + suffix for suffix in suffixes]
 
 
+def indexed_channels(names: Iterable[str], prefix: str) -> list[str]:
+    """The channels ``<prefix><i>`` (:data:`ACTION_PREFIX` or :data:`OBS_PREFIX`) among ``names``,
+    by index."""
+    pattern = {ACTION_PREFIX: _ACTION, OBS_PREFIX: _OBS}[prefix]
+    return sorted((n for n in names if pattern.match(n)), key=lambda n: int(pattern.match(n).group(1)))
+
+
 def channel_order(names: Iterable[str]) -> list[str]:
     """Channels in file order: ``action_<i>`` by index, the known channels in CHANNELS order,
     ``obs_<i>`` by index, then any others."""
     names = list(names)
-
-    def indexed(pattern: re.Pattern) -> list[str]:
-        return sorted((n for n in names if pattern.match(n)), key=lambda n: int(pattern.match(n).group(1)))
-
-    actions, observations = indexed(_ACTION), indexed(_OBS)
+    actions, observations = indexed_channels(names, ACTION_PREFIX), indexed_channels(names, OBS_PREFIX)
     known = [n for n in CHANNELS if n in names]
     others = sorted(set(names) - set(actions) - set(observations) - set(known))
     return actions + known + observations + others
