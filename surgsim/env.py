@@ -16,6 +16,7 @@ from surgsim.errors import EnvError
 from surgsim.planning.reference import reference_strategy
 from surgsim.polyline import Polyline, fast_clip
 from surgsim.tasks import make_task
+from surgsim.tasks.base import CONTROL_RATE_HZ
 from surgsim.tasks.rewards import TERM_NAMES, reward_terms
 from surgsim.tasks.spec import DIFFICULTIES, SpecError, TaskSpec, load_spec, parse_spec
 
@@ -23,6 +24,7 @@ if TYPE_CHECKING:  # PyBullet is imported when an env is built, not by `import s
     from surgsim.tasks.base import Measurement
 
 ACTION_TYPES = ("continuous", "discrete")
+TISSUE_MODELS = ("rigid", "elastic")
 OBS_TYPES = ("state", "goal", "rgb", "depth")
 REWARD_TYPES = ("dense", "sparse")
 
@@ -31,7 +33,7 @@ REWARD_TYPES = ("dense", "sparse")
 MAX_SEED = 2**32 - 1
 _COST_TERMS = ("time", "proximity", "damage", "failure")
 #: info key of each reward term (written once, not formatted at every step)
-_INFO_KEYS = {name: f"reward_{name}" for name in ("goal", *TERM_NAMES)}
+_INFO_KEYS = {name: f"reward_{name}" for name in ("goal", *TERM_NAMES, "force")}
 
 
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
@@ -80,12 +82,17 @@ class SurgSimEnv(gym.Env):
         predictor: path of a predictor checkpoint (``reference="predictor"`` only).
         reference_obs: append the next reference waypoint, relative to the tip and divided by
             the spec's progress scale, to the state observation (3 more entries).
+        tissue: the tissue model; default: the spec's ``tissue.model`` (``"elastic"``).
+            ``"elastic"``: the tissue pushes back on the tool (``info["tool_force"]``, N), the
+            anatomy moves under its load (``info["target_position"]``), forces reach the state
+            observation (3 more entries), a ``force`` reward term and the ``excessive_force``
+            failure (see :mod:`surgsim.sim.tissue`). ``"rigid"``: geometry only, no force.
 
     ``reset(options={"patient": name})`` builds a named fixed patient from the spec.
     Episodes are truncated at the spec's ``max_episode_steps``.
     """
 
-    metadata = {"render_modes": ["rgb_array", "human"], "render_fps": 20}
+    metadata = {"render_modes": ["rgb_array", "human"], "render_fps": CONTROL_RATE_HZ}
 
     def __init__(
         self,
@@ -98,15 +105,22 @@ class SurgSimEnv(gym.Env):
         reference: str | None = None,
         predictor: str | Path | None = None,
         reference_obs: bool = False,
+        tissue: str | None = None,
         **unknown: Any,
     ) -> None:
         if unknown:
             raise TypeError(
                 f"SurgSimEnv got unknown keyword argument(s) {sorted(unknown)}; valid: task_spec, "
                 "action_type, obs_type, reward_type, difficulty, render_mode, reference, predictor, "
-                "reference_obs"
+                "reference_obs, tissue"
             )
         self.task_spec = resolve_spec(task_spec)
+        if tissue is not None:
+            model = _choice("tissue", tissue, TISSUE_MODELS)
+            spec_tissue = self.task_spec.tissue.model_copy(update={"model": model})
+            self.task_spec = self.task_spec.model_copy(update={"tissue": spec_tissue})
+        #: the tissue model in use, ``"rigid"`` or ``"elastic"``
+        self.tissue = self.task_spec.tissue.model
         self.action_type = _choice("action_type", action_type, ACTION_TYPES)
         self.obs_type = _choice("obs_type", obs_type, OBS_TYPES)
         self.reward_type = _choice("reward_type", reward_type, REWARD_TYPES)
@@ -151,6 +165,9 @@ class SurgSimEnv(gym.Env):
         self.task.attach(self.world)
         self._dense = self.reward_type == "dense"
         self._potential = 0.0
+        elastic = self.tissue == "elastic"
+        self._costs = (*_COST_TERMS, "force") if elastic else _COST_TERMS
+        self._terms = (*TERM_NAMES, "force") if elastic else TERM_NAMES
 
     def _make_observation_space(self) -> spaces.Space:
         size = self.task_spec.image_size
@@ -208,14 +225,15 @@ class SurgSimEnv(gym.Env):
             success=m.success,
             failure=failure,
             dense=self._dense,
+            force=None if m.force is None else (math.sqrt(sum(f * f for f in m.force)), task.safe_force),
         )
         self._potential = potential_after
         observation = self._observation(m)
         if self.obs_type == "goal":
-            costs = terms["time"] + terms["proximity"] + terms["damage"] + terms["failure"]
+            costs = sum(terms[k] for k in self._costs)
             achieved, desired = observation["achieved_goal"], observation["desired_goal"]
             goal = float(self._goal_term(np.linalg.norm(achieved - desired)))
-            terms = {"goal": goal, **{k: terms[k] for k in _COST_TERMS}}
+            terms = {"goal": goal, **{k: terms[k] for k in self._costs}}
             info = self._info(m, terms)
             info["goal_independent_reward"] = costs
             # computed exactly as HER will recompute it, from the float32 goals
@@ -316,7 +334,7 @@ class SurgSimEnv(gym.Env):
         return fast_clip(a, -1.0, 1.0)  # a.clip(-1.0, 1.0) without its dispatch (same bits)
 
     def _term_names(self) -> Iterable[str]:
-        return ("goal", *_COST_TERMS) if self.obs_type == "goal" else TERM_NAMES
+        return ("goal", *self._costs) if self.obs_type == "goal" else self._terms
 
     def _state(self, m: Measurement) -> np.ndarray:
         state = m.state
@@ -354,6 +372,16 @@ class SurgSimEnv(gym.Env):
             reference_deviation=self._deviation,
             distance_to_go=self._to_go,
         )
+        if m.force is not None:
+            vector = np.array(m.force)
+            info.update(
+                tool_force=float(math.sqrt(vector @ vector)),
+                tool_force_vector=vector,
+                critical_force=m.critical_force,
+                critical_contact=m.critical_contact,
+            )
+            if m.goal is not None:
+                info["target_position"] = m.goal.copy()
         return info
 
 

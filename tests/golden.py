@@ -1,4 +1,4 @@
-"""Golden traces: seeded episodes of every id, recorded so that a refactoring can prove it changed nothing.
+"""Golden traces: seeded episodes of every id (rigid tissue), recorded so that a refactoring can prove it changed nothing.
 
 Each trace holds, per step, the observation, reward, termination flags and every info entry of
 a fixed set of episodes (the scripted expert and seeded random actions, at two difficulties).
@@ -30,7 +30,7 @@ def trace(env_id: str) -> dict[str, np.ndarray]:
     """Every step of the :data:`EPISODES` of ``env_id``, as named arrays (key ``<field>/<episode>``)."""
     arrays: dict[str, np.ndarray] = {}
     for index, (policy, difficulty, seed) in enumerate(EPISODES):
-        env = gym.make(env_id, difficulty=difficulty)
+        env = gym.make(env_id, difficulty=difficulty, tissue="rigid")
         env.action_space.seed(seed)
         obs, info = env.reset(seed=seed)
         rows: dict[str, list[Any]] = {"obs": [obs], "reward": [0.0], "terminated": [False], "truncated": [False]}

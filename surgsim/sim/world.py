@@ -33,6 +33,8 @@ class ClosestPoint:
     distance: float
     point_a: tuple[float, float, float]
     point_b: tuple[float, float, float]
+    #: unit contact normal pointing from body b towards body a
+    normal: tuple[float, float, float] = (0.0, 0.0, 1.0)
 
 
 @dataclass(frozen=True)
@@ -262,7 +264,7 @@ class World:
         if not points:
             return None
         best = points[0] if len(points) == 1 else min(points, key=_DISTANCE)
-        return ClosestPoint(best[8], best[5], best[6])
+        return ClosestPoint(best[8], best[5], best[6], best[7])
 
     def distance(self, a: str, b: str, max_distance: float) -> float:
         """Signed distance between two bodies, capped at ``max_distance`` (negative = penetration)."""

@@ -12,14 +12,17 @@ import numpy as np
 
 from surgsim.errors import SurgsimError
 from surgsim.scene import Scene
-from surgsim.tasks.spec import TaskSpec
+from surgsim.tasks.spec import TaskSpec, TissueSpec
 
 if TYPE_CHECKING:  # PyBullet is imported when a task is built, not by `import surgsim`
     from surgsim.sim import World
+    from surgsim.sim.tissue import Material
     from surgsim.sim.anatomy import SceneBodies
     from surgsim.sim.instruments import Instrument
 
 MM = 1e-3
+#: steps per second of simulated time (the env's ``render_fps``): a move per step is a speed
+CONTROL_RATE_HZ = 20
 #: the world is cleared and rebuilt once this many bodies have been removed from it (PyBullet
 #: keeps about 12 KB of each removed body: without this, memory grows at every reset)
 _CLEAR_AFTER_REMOVALS = 256
@@ -64,6 +67,13 @@ class Measurement:
     damage_total: float
     success: bool
     failure_reason: str | None
+    #: force of the tissue (and of any critical structure touched) on the tool (N, world frame);
+    #: None with rigid tissue
+    force: tuple[float, float, float] | None = None
+    #: magnitude (N) of the contact force between the tool and critical structures, and whether
+    #: the tool touches one (elastic tissue: a touch below the rupture force is not a failure)
+    critical_force: float = 0.0
+    critical_contact: bool = False
 
 
 class Task(ABC):
@@ -121,6 +131,13 @@ class Task(ABC):
         self.damage_total = 0.0
         #: the tip position (m) the current episode started from; set by :meth:`build`
         self.start_tip = np.zeros(3)
+        #: the elastic tissue model's parameters (None: rigid tissue, geometry only)
+        self.material: Material | None = None
+        if spec.tissue.model == "elastic":
+            self.material = tissue_material(spec.tissue)
+            self.OBSERVATION = type(self).OBSERVATION + FORCE_OBSERVATION
+            self.safe_force = spec.tissue.safe_force_n
+            self.max_force = spec.tissue.max_force_n
 
     def attach(self, world: World) -> None:
         """Create the bodies that live for the whole episode series (the instrument); called
@@ -178,6 +195,19 @@ class Task(ABC):
         """The measurement of the instrument's pose now, as if it had not moved: no damage
         increment, and nothing stored (a query for tests and checks)."""
 
+    @property
+    def target_shift(self) -> np.ndarray:
+        """How far (m) the target has moved from where the pre-operative anatomy puts it (the
+        tissue's deformation carries it); the path-following expert corrects by it."""
+        return np.zeros(3)
+
+    def force_state(self, force: tuple[float, float, float] | None) -> list[float]:
+        """The force entries of the state observation (none with rigid tissue)."""
+        if force is None:
+            return []
+        s = self.safe_force
+        return [force[0] / s, force[1] / s, force[2] / s]
+
     def goal_failure(self, achieved_goal: np.ndarray) -> np.ndarray:
         """Which achieved goals (..., 3) fail an episode whatever the patient, so that HER can
         recompute the failure penalty from the goals alone; none by default."""
@@ -218,6 +248,36 @@ class Task(ABC):
         Poses outside the joint limits give :attr:`UNREACHABLE`. The instrument is put back
         where it was afterwards, so an episode in progress is not disturbed.
         """
+
+
+#: the state observation's entries added by elastic tissue
+FORCE_OBSERVATION = tuple(
+    ObsEntry(f"tool_force_{a}", f"force of the tissue on the tool, {a}", "N", "tissue.safe_force_n (spec)")
+    for a in "xyz"
+)
+
+
+def tissue_material(t: TissueSpec) -> Material:
+    """The elastic model's parameters in SI units from the spec's ``tissue`` block."""
+    from surgsim.sim.tissue import Material
+
+    return Material(
+        young_modulus=t.young_modulus_kpa * 1e3,
+        poisson_ratio=t.poisson_ratio,
+        stiffness_linear=t.stiffness_n_per_mm / MM,
+        stiffness_quadratic=t.stiffness_n_per_mm2 / MM**2,
+        puncture_force=t.puncture_force_n,
+        friction=t.friction_n_per_mm / MM,
+        cutting_force=t.cutting_force_n,
+        drag_stiffness=t.drag_stiffness_n_per_mm / MM,
+        lateral_stiffness=t.lateral_stiffness_n_per_mm2 / MM**2,
+        lateral_yield=t.lateral_yield_mm * MM,
+        blade_force=t.blade_force_n_per_mm / MM,
+        blade_speed_factor=t.blade_speed_factor_s_per_m,
+        critical_stiffness=t.critical_stiffness_n_per_mm / MM,
+        rupture_force=t.rupture_force_n,
+        load_radius=t.load_radius_mm * MM,
+    )
 
 
 def potential(distance: float, scale: float) -> float:

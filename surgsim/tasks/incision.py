@@ -6,6 +6,7 @@ cutting fails; cutting outside the band or off the line damages tissue (cost).
 
 from __future__ import annotations
 
+import copy
 import math
 from bisect import bisect_left
 
@@ -13,10 +14,10 @@ import numpy as np
 
 from surgsim.polyline import fast_clip, fast_einsum
 from surgsim.scene import Part, Point, Scene, Tube, slab, vec3
-from surgsim.sim import anatomy
+from surgsim.sim import anatomy, tissue
 from surgsim.sim.instruments import FreeTool
 from surgsim.tasks import experts
-from surgsim.tasks.base import MM, Measurement, ObsEntry, Task, potential
+from surgsim.tasks.base import CONTROL_RATE_HZ, MM, Measurement, ObsEntry, Task, potential
 from surgsim.tasks.spec import IncisionSpec
 
 CLEARANCE_RANGE = 0.02
@@ -38,6 +39,9 @@ _LINE_RADIUS = 0.0004
 #: a quadratic Bezier's midpoint lies halfway from its chord to its control point, so the control
 #: point sits this many times the drawn bow off the chord (the line bows up to curvature_mm)
 _CONTROL_PER_BOW = 2
+#: the blade points down into the skin; the critical layer pushes back up
+_DOWN = (0.0, 0.0, -1.0)
+_UP = (0.0, 0.0, 1.0)
 
 
 #: observation scales (m): lengths near the blade (offsets to the line, height above the skin), a depth
@@ -102,6 +106,13 @@ class IncisionTask(Task):
         self.last_depth = 0.0
         self.last_projection: tuple[float, float, tuple[float, float], tuple[float, float]] = (
             math.inf, 0.0, (0.0, 0.0), (1.0, 0.0))
+        if self.material is not None:
+            #: the blade pressed into the skin (puncture, then friction; a blade cuts sideways
+            #: instead of meeting lateral springs)
+            self._contact = tissue.ShaftContact(self.material, lateral=False)
+        #: the groove: the deepest cut (m) at each sample of the line (elastic tissue), kept for
+        #: the episode: a cut stays cut
+        self.cut_depth = np.zeros(_CURVE_POINTS)
 
     def attach(self, world) -> None:
         super().attach(world)
@@ -133,6 +144,9 @@ class IncisionTask(Task):
         self._window_centre = (math.inf, math.inf)
         self.length = self._arc_list[-1]
         self.cut = np.zeros(_CURVE_POINTS, dtype=bool)
+        self.cut_depth = np.zeros(_CURVE_POINTS)
+        if self.material is not None:
+            self._contact.reset()
         self.coverage = 0.0
         height = rng.uniform(*p.start_height_mm) * MM
         start_offset = p.start_offset_mm * MM
@@ -192,10 +206,10 @@ class IncisionTask(Task):
 
     # --------------------------------------------------------------- motion
     def step(self, action: np.ndarray | None) -> Measurement:
-        previous_xy = self.tool.tip  # no copy needed: a move replaces the tip array, never writes into it
+        previous = self.tool.tip  # no copy needed: a move replaces the tip array, never writes into it
         if action is not None:
             self.tool.move(action)
-        m, self.cut, self.coverage, self.last_projection = self._measure(previous_xy)
+        m, self.cut, self.coverage, self.last_projection = self._measure(previous)
         self.last_depth = m.depth
         self.damage_total = m.damage_total
         return m
@@ -283,11 +297,19 @@ class IncisionTask(Task):
         return None
 
     def measure(self) -> Measurement:
-        return self._measure(self.tool.tip[:2])[0]
+        """The measurement of the pose now, as if the blade had not moved (the tissue's state is
+        put back afterwards)."""
+        if self.material is None:
+            return self._measure(self.tool.tip)[0]
+        saved = copy.copy(self._contact), self.cut_depth.copy()
+        try:
+            return self._measure(self.tool.tip)[0]
+        finally:
+            self._contact, self.cut_depth = saved
 
-    def _measure(self, previous_xy: np.ndarray) -> tuple[
+    def _measure(self, previous: np.ndarray) -> tuple[
             Measurement, np.ndarray, float, tuple[float, float, tuple[float, float], tuple[float, float]]]:
-        """The measurement after a move from ``previous_xy``, the line's cut samples and
+        """The measurement after a move from the tip ``previous``, the line's cut samples and
         coverage after it, and the blade's projection on the line (as :meth:`_project`)."""
         tip_array = self.tool.tip
         # plain floats: the same arithmetic as on the arrays, without NumPy's per-call cost
@@ -304,10 +326,13 @@ class IncisionTask(Task):
         # the same count as at the step that last changed the cut samples
         coverage = self.coverage if cut is self.cut else int(np.count_nonzero(cut)) / _CURVE_POINTS
         damage = 0.0
+        prev = previous
         if depth > 0.0 and (not in_band or deviation > self.lateral_tolerance):
-            prev = previous_xy
             damage = math.hypot(xy[0] - prev[0], xy[1] - prev[1])
         clearance = self.world.distance(self.tool.body, "critical_layer", CLEARANCE_RANGE)
+        force, critical = None, 0.0
+        if self.material is not None:
+            force, critical = self._load(tip, prev, depth, deviation, clearance)
         # "distance" to the goal: the part of the line still to cut, plus how far the blade is
         # from cutting it (off the line, or off mid-band); tracing above the surface earns nothing
         # (off the tissue the ray finds no surface: measure from its plane, z = 0, so the
@@ -318,6 +343,11 @@ class IncisionTask(Task):
         end_error = math.hypot(tip[0] - end_x, tip[1] - end_y)
 
         failure = self._failure(tip, depth, deviation, clearance)
+        if force is not None:
+            if failure == "critical_structure":  # the blade cut into the vessels below
+                failure = "bleeding"
+            elif failure is None and tissue.norm(force) > self.max_force:
+                failure = "excessive_force"
         success = (
             failure is None
             and coverage >= self.params.coverage_required
@@ -326,7 +356,7 @@ class IncisionTask(Task):
         m = Measurement(
             tip=tip_array,
             tip_orientation=self._orientation(),
-            state=self._state(tip, s, nearest, tangent, depth, coverage, clearance),
+            state=self._state(tip, s, nearest, tangent, depth, coverage, clearance, force),
             goal=None,
             distance=distance,
             potential=potential(distance, self.progress_scale),
@@ -336,11 +366,35 @@ class IncisionTask(Task):
             damage_total=self.damage_total + damage,
             success=success,
             failure_reason=failure,
+            force=force,
+            critical_force=critical,
+            critical_contact=clearance <= 0.0,
         )
         return m, cut, coverage, projection
 
+    def _load(self, tip: list[float], previous: np.ndarray, depth: float, deviation: float,
+              clearance: float) -> tuple[tuple[float, float, float], float]:
+        """Elastic tissue: the force on the blade (pressing in, cutting along) and on the critical
+        layer; deepens the groove where the blade cuts."""
+        m = self.material
+        x, y, z = tip
+        px, py, pz = previous.tolist()
+        rate = CONTROL_RATE_HZ
+        pressed = self._contact.update(tip, _DOWN, depth, pz - z)
+        cutting = tissue.blade_force(m, depth, ((x - px) * rate, (y - py) * rate, 0.0)) \
+            if self._contact.punctured else tissue.ZERO
+        below = tissue.critical_force(m, -clearance, _UP)
+        if self._contact.punctured and deviation <= self.lateral_tolerance:
+            offsets = self.curve - (x, y)
+            near = fast_einsum("ij,ij->i", offsets, offsets) <= self.lateral_tolerance**2
+            np.maximum(self.cut_depth, np.where(near, depth, 0.0), out=self.cut_depth)
+        force = (pressed[0] + cutting[0] + below[0], pressed[1] + cutting[1] + below[1],
+                 pressed[2] + cutting[2] + below[2])
+        return force, tissue.norm(below)
+
     def _state(self, tip: list[float], s: float, nearest: tuple[float, float], tangent: tuple[float, float],
-               depth: float, coverage: float, clearance: float) -> np.ndarray:
+               depth: float, coverage: float, clearance: float,
+               force: tuple[float, float, float] | None = None) -> np.ndarray:
         curve = self._curve_list  # the curve's points as plain floats
         # the first curve sample at or beyond _OBS_AHEAD further along
         ahead = curve[min(bisect_left(self._arc_list, s + _OBS_AHEAD), _CURVE_POINTS - 1)]
@@ -355,6 +409,7 @@ class IncisionTask(Task):
                 (end[0] - tip[0]) / scale, (end[1] - tip[1]) / scale,
                 depth / _DEPTH_SCALE, (depth - self.band_mid) / _DEPTH_SCALE,
                 coverage, s / self.length, clearance / CLEARANCE_RANGE,
+                *self.force_state(force),
             ],
             dtype=np.float32,
         )

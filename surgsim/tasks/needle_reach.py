@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from collections import Counter
 
 import numpy as np
 
 from surgsim.scene import Part, Point, Scene, Sphere, slab, vec3
-from surgsim.sim import anatomy
+from surgsim.sim import anatomy, tissue
 from surgsim.sim.instruments import FreeTool
 from surgsim.tasks import experts
 from surgsim.tasks.base import MM, Measurement, ObsEntry, Task, potential
@@ -21,6 +22,8 @@ SLAB_THICKNESS = 0.01
 
 
 _AXES = "xyz"
+#: the needle's shaft direction: it points down, into the tissue pad
+_DOWN = (0.0, 0.0, -1.0)
 _HALF = "workspace half-size on that axis"
 
 
@@ -49,6 +52,8 @@ class NeedleReachTask(Task):
         self.target = np.array(p.start)
         self.start_tip = np.array(p.start)
         self._reference = np.vstack([self.start_tip, self.target])  # until the first patient
+        if self.material is not None:
+            self._contact = tissue.ShaftContact(self.material)
 
     def attach(self, world) -> None:
         super().attach(world)
@@ -79,6 +84,8 @@ class NeedleReachTask(Task):
             Part("start", "marker", Point(vec3(start)), channel="start"),
         ), p))
         self.tool.set_tip(start.copy())
+        if self.material is not None:
+            self._contact.reset()
         self.start_tip = start
         self._reference = np.vstack([start, target])
 
@@ -98,12 +105,25 @@ class NeedleReachTask(Task):
 
     # --------------------------------------------------------------- motion
     def step(self, action: np.ndarray | None) -> Measurement:
-        if action is not None:
-            self.tool.move(action)
-        return self.measure()
+        if action is None:
+            return self.measure()
+        before = self.tool.tip[2]
+        self.tool.move(action)
+        return self._measure(before - self.tool.tip[2])
 
     def measure(self) -> Measurement:
-        """A needle damages nothing: moving adds nothing to the episode's state."""
+        """The measurement now (with elastic tissue: as if the needle had arrived here with no
+        vertical move; the tissue's state is put back afterwards)."""
+        if self.material is None:
+            return self._measure(0.0)
+        saved = copy.copy(self._contact)
+        try:
+            return self._measure(0.0)
+        finally:
+            self._contact = saved
+
+    def _measure(self, advance: float) -> Measurement:
+        """The measurement after the needle went ``advance`` (m) down; a needle damages nothing."""
         # on plain floats: the same arithmetic as on the arrays, without NumPy's per-call cost
         tip = self.tool.tip
         x, y, z = tip.tolist()
@@ -115,10 +135,16 @@ class NeedleReachTask(Task):
         outside = x < lx or y < ly or z < lz or x > ux or y > uy or z > uz  # as goal_failure
         sx, sy, sz = (x - cx) / hx, (y - cy) / hy, (z - cz) / hz
         gx, gy, gz = (tx - cx) / hx, (ty - cy) / hy, (tz - cz) / hz
+        force, failure = None, "workspace" if outside else None
+        if self.material is not None:  # the needle points down into the pad below the workspace
+            force = self._contact.update((x, y, z), _DOWN, lz - z, advance)
+            if failure is None and tissue.norm(force) > self.max_force:
+                failure = "excessive_force"
         return Measurement(
             tip=tip,
             tip_orientation=self._orientation(),
-            state=np.array([sx, sy, sz, gx, gy, gz, gx - sx, gy - sy, gz - sz], dtype=np.float32),
+            state=np.array([sx, sy, sz, gx, gy, gz, gx - sx, gy - sy, gz - sz, *self.force_state(force)],
+                           dtype=np.float32),
             goal=self.target,
             distance=distance,
             potential=potential(distance, self.progress_scale),
@@ -126,8 +152,9 @@ class NeedleReachTask(Task):
             depth=0.0,
             damage_increment=0.0,
             damage_total=0.0,
-            success=distance <= self.tolerance and not outside,
-            failure_reason="workspace" if outside else None,
+            success=distance <= self.tolerance and failure is None,
+            failure_reason=failure,
+            force=force,
         )
 
     def goal_failure(self, achieved_goal: np.ndarray) -> np.ndarray:

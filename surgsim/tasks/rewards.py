@@ -2,7 +2,8 @@
 
 Progress is potential-based shaping, ``gamma * Phi(s') - Phi(s)`` with ``Phi = -distance /
 scale``, which leaves the optimal policy unchanged (Ng, Harada and Russell, 1999). The
-other terms are costs (time, proximity inside the safety margin, tissue damage) and the
+other terms are costs (time, proximity inside the safety margin, tissue damage, with elastic tissue
+the force above the safe force) and the
 success bonus / failure penalty.
 """
 
@@ -25,11 +26,14 @@ def reward_terms(
     success: bool,
     failure: bool,
     dense: bool,
+    force: tuple[float, float] | None = None,
 ) -> dict[str, float]:
     """Every term, already weighted; the step reward is their sum.
 
     ``dense=False`` (the "sparse" reward type) keeps only the success and failure terms.
     ``damage_increment`` is in task units (mm^2 of swept tissue, or mm of bad cut).
+    ``force``: (tool force, safe force) in N with elastic tissue, which adds the ``force`` term:
+    minus its weight times the force above the safe force, in units of the safe force.
     """
     terms = {
         "progress": 0.0,
@@ -45,4 +49,7 @@ def reward_terms(
         if safety_margin > 0.0 and clearance < safety_margin:
             terms["proximity"] = -weights.proximity * (1.0 - max(clearance, 0.0) / safety_margin)
         terms["damage"] = -weights.damage * damage_increment
+    if force is not None:
+        magnitude, safe = force
+        terms["force"] = -weights.force * max(0.0, magnitude - safe) / safe if dense else 0.0
     return terms

@@ -79,6 +79,9 @@ class RewardWeights(_Model):
     damage: float = Field(0.0, ge=0)
     success: float = Field(10.0, ge=0)
     failure: float = Field(10.0, ge=0)
+    #: per step, times the tool force above ``tissue.safe_force_n`` in units of that force
+    #: (elastic tissue only)
+    force: float = Field(1.0, ge=0)
 
 
 class CameraSpec(_Model):
@@ -105,6 +108,61 @@ class VolumeSpec(_Model):
     resolution: int = Field(32, ge=4, le=256)
     extent_mm: float = Field(gt=0)
     centre: Vec3
+
+
+class TissueSpec(_Model):
+    """The tissue model (``model``) and its mechanical parameters (see :mod:`surgsim.sim.tissue`).
+
+    The defaults describe liver with a laparoscopic shaft. Each value is the order of magnitude the
+    named source reports, chosen inside the range it gives; values with no published counterpart
+    are model parameters and say so.
+    """
+
+    #: ``rigid``: geometry only (no force, nothing moves); ``elastic``: the reduced-order model
+    model: Literal["rigid", "elastic"] = "elastic"
+    # healthy human liver, transient elastography: about 5.5 kPa (Sandrin et al. 2003, Ultrasound
+    # Med Biol 29(12))
+    young_modulus_kpa: float = Field(5.5, gt=0)
+    # soft tissue is nearly incompressible: 0.45-0.49 is the usual modelling range (Fung 1993,
+    # Biomechanics: mechanical properties of living tissues)
+    poisson_ratio: float = Field(0.49, gt=0, lt=0.5)
+    # capsule stiffness force k1 d + k2 d^2 before puncture and the puncture force: bovine liver,
+    # forces of 1-2 N at puncture after about 10 mm of indentation (Okamura, Simone and O'Leary
+    # 2004, IEEE TBME 51(10))
+    stiffness_n_per_mm: float = Field(0.05, ge=0)
+    stiffness_n_per_mm2: float = Field(0.01, ge=0)
+    puncture_force_n: float = Field(1.5, gt=0)
+    # friction along the shaft and cutting at the tip after puncture: tenths of a newton over
+    # tens of millimetres in the same study (friction by a Karnopp model, cutting constant)
+    friction_n_per_mm: float = Field(0.01, ge=0)
+    cutting_force_n: float = Field(0.3, ge=0)
+    # model parameter (no published value): the tissue's grip slips within a millimetre
+    drag_stiffness_n_per_mm: float = Field(0.5, gt=0)
+    # virtual springs per length of inserted shaft (the needle-steering model of Glozman and
+    # Shoham 2007, IEEE T-RO 23(3)); the yield offset is a model parameter (the tissue tears)
+    lateral_stiffness_n_per_mm2: float = Field(0.005, ge=0)
+    lateral_yield_mm: float = Field(2.0, gt=0)
+    # a blade: cutting force per mm of depth, growing with speed (scalpel cuts of skin need newtons
+    # at millimetres of depth: McCarthy, Hussey and Gilchrist 2007, Eng Fract Mech 74(14))
+    blade_force_n_per_mm: float = Field(0.3, ge=0)
+    blade_speed_factor_s_per_m: float = Field(10.0, ge=0)
+    # vessel wall contact; rupture above about a newton (needle puncture of vessel walls is of that
+    # order: Okamura, Simone and O'Leary 2004 report about 1 N puncture peaks for interior
+    # structures); the stiffness is a model parameter
+    critical_stiffness_n_per_mm: float = Field(0.5, gt=0)
+    rupture_force_n: float = Field(1.0, gt=0)
+    # model parameter: the tool's load is spread over about a shaft diameter
+    load_radius_mm: float = Field(5.0, gt=0)
+    # force the `force` reward term starts to penalise, and the force that fails the episode
+    # (`excessive_force`); 2 N is the scorer's default excessive-force threshold
+    safe_force_n: float = Field(2.0, gt=0)
+    max_force_n: float = Field(5.0, gt=0)
+
+    @model_validator(mode="after")
+    def _thresholds(self) -> "TissueSpec":
+        if self.max_force_n <= self.safe_force_n:
+            raise _refuse("max_force_n", self.max_force_n, f"must exceed safe_force_n ({self.safe_force_n})")
+        return self
 
 
 class PatientSpec(_Model):
@@ -224,6 +282,7 @@ class _SpecBase(_Model):
         dict[Difficulty, Annotated[float, Field(gt=0)]], AfterValidator(_every_difficulty)
     ] = {"easy": 0.5, "medium": 1.0, "hard": 1.5}
     reward: RewardWeights = RewardWeights()
+    tissue: TissueSpec = TissueSpec()
     camera: CameraSpec
     image_size: int = Field(84, ge=16, le=512)
     render_size: int = Field(256, ge=16, le=2048)

@@ -7,6 +7,7 @@ retracts, re-aims outside the organ, then advances along the safe straight line.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections import Counter
 
@@ -14,6 +15,7 @@ import numpy as np
 
 from surgsim.scene import Box, Ellipsoid, Part, Point, Scene, Sphere, Tube, vec3
 from surgsim.sim import anatomy
+from surgsim.sim import tissue
 from surgsim.sim.instruments import TrocarTool, trocar_angles
 from surgsim.tasks import experts
 from surgsim.tasks.base import MM, Measurement, ObsEntry, Task, potential
@@ -73,8 +75,16 @@ class SurgicalPathTask(Task):
         self.reference_lookahead = self.insertion_step
         self.start_config = (0.0, 0.0, self.start_insertion)
         self.target = self.port.copy()
+        #: where the pre-operative anatomy puts the lesion (``target`` is where it is now)
+        self.lesion_preop = self.target
         self.target_angles = (0.0, 0.0)
         self.target_insertion = 0.0
+        if self.material is not None:
+            self._contact = tissue.ShaftContact(self.material)
+            #: points the tissue's displacement carries: the lesion, then every tube's points
+            self._carried = np.zeros((1, 3))
+            self._tubes: list[tuple[str, slice, np.ndarray]] = []  # (body, rows, body centre)
+            self._displaced = False
 
     def attach(self, world) -> None:
         super().attach(world)
@@ -90,9 +100,13 @@ class SurgicalPathTask(Task):
     def build(self, rng: np.random.Generator, difficulty: str) -> None:
         scale = self.spec.difficulty_scale[difficulty]
         rejected: Counter = Counter()
+        if self.material is not None:
+            self._relax()
         for _ in range(_MAX_DRAWS):
             rejection = self._try_build(rng, scale, difficulty)
             if rejection is None:
+                if self.material is not None:
+                    self._embed()
                 return
             rejected[rejection] += 1
         raise self.infeasible(difficulty, _MAX_DRAWS, rejected)
@@ -128,7 +142,7 @@ class SurgicalPathTask(Task):
                               anatomy.NERVE_RGBA if nerve else anatomy.VESSEL_RGBA))
         self.show(self._scene(target, Ellipsoid(vec3(centre), vec3(radii)), tubes))
 
-        self.target = target
+        self.target = self.lesion_preop = target
         self.target_angles = (yaw_t, pitch_t)
         self.target_insertion = float(np.linalg.norm(target - self.port))
         self.tool.set_config(yaw_t, pitch_t, self.target_insertion)
@@ -209,14 +223,59 @@ class SurgicalPathTask(Task):
 
     # --------------------------------------------------------------- motion
     def step(self, action: np.ndarray | None) -> Measurement:
-        m = self._measure(0.0 if action is None else self.tool.move(action))
+        if action is None:
+            m = self._measure(0.0)
+        else:
+            before = self.tool.insertion
+            swept = self.tool.move(action)
+            m = self._measure(swept, self.tool.insertion - before)
         self.damage_total = m.damage_total
         return m
 
+    # ------------------------------------------------------ elastic tissue
+    def _embed(self) -> None:
+        """Start the episode's tissue state: nothing inserted, the anatomy where it was imaged."""
+        self._contact.reset()
+        tubes = [part for part in self.scene.parts if part.name in self.scene.critical]
+        rows, start = [], 1
+        self._tubes = []
+        for part in tubes:
+            points = part.shape.array
+            self._tubes.append((part.name, slice(start, start + len(points)), points.mean(axis=0)))
+            rows.append(points)
+            start += len(points)
+        self._carried = np.vstack([self.lesion_preop[None, :], *rows])
+        self._displaced = False
+
+    def _relax(self) -> None:
+        """Put displaced bodies back where the scene has them (before a new patient is drawn,
+        which may be the same one)."""
+        if self._displaced:
+            self._displace(np.zeros_like(self._carried))
+
+    def _displace(self, u: np.ndarray) -> None:
+        """Move the lesion and the vessels and nerves by the displacement ``u`` of the carried points."""
+        move = self.world.move
+        self.target = self.lesion_preop + u[0]
+        if self.world.has("lesion"):
+            move("lesion", self.target.tolist())
+        for name, rows, centre in self._tubes:
+            move(name, (centre + u[rows].mean(axis=0)).tolist())
+        self._displaced = bool(np.any(u))
+        direction = self.target - self.port
+        self.target_insertion = float(np.linalg.norm(direction))
+        yaw, pitch = trocar_angles(direction / self.target_insertion)
+        self.target_angles = (float(yaw), float(pitch))
+
+    @property
+    def target_shift(self) -> np.ndarray:
+        return self.target - self.lesion_preop
+
     # ----------------------------------------------------------- measuring
-    def _clearance(self) -> tuple[float, tuple[float, float, float]]:
-        """Clearance of the whole shaft to the nearest critical structure, and the escape vector."""
-        best, vector = CLEARANCE_RANGE, (0.0, 0.0, 0.0)
+    def _clearance(self) -> tuple[float, tuple[float, float, float], tuple[float, float, float]]:
+        """Clearance of the whole shaft to the nearest critical structure, the escape vector, and
+        the contact normal there (from the structure towards the shaft)."""
+        best, vector, normal = CLEARANCE_RANGE, (0.0, 0.0, 0.0), (0.0, 0.0, 1.0)
         closest, body = self.world.closest, self.tool.body
         for name in self.scene.critical:
             cp = closest(body, name, CLEARANCE_RANGE)
@@ -224,7 +283,8 @@ class SurgicalPathTask(Task):
                 best = cp.distance
                 a, b = cp.point_a, cp.point_b
                 vector = (b[0] - a[0], b[1] - a[1], b[2] - a[2])
-        return best, vector
+                normal = cp.normal
+        return best, vector, normal
 
     def _failure(self, clearance: float, insertion: float) -> str | None:
         if clearance <= 0.0:
@@ -242,27 +302,41 @@ class SurgicalPathTask(Task):
         return (1.0 - hit.fraction) * self.tool.insertion
 
     def measure(self) -> Measurement:
-        return self._measure(0.0)
+        """The measurement of the pose now; with elastic tissue, as if the tool had arrived here
+        with no axial move (the tissue's state is put back afterwards)."""
+        if self.material is None:
+            return self._measure(0.0)
+        saved = copy.copy(self._contact)
+        try:
+            return self._measure(0.0)
+        finally:
+            self._contact = saved
 
-    def _measure(self, swept_angle: float) -> Measurement:
-        """The measurement after a move that swept the shaft by ``swept_angle`` (rad)."""
+    def _measure(self, swept_angle: float, advance: float = 0.0) -> Measurement:
+        """The measurement after a move that swept the shaft by ``swept_angle`` (rad) and inserted
+        it by ``advance`` (m)."""
         t = self.tool
         tip = t.tip
         # plain floats: the same arithmetic as on the arrays, without NumPy's per-call cost
         x, y, z = tip_floats = tip.tolist()
-        tx, ty, tz = self.target.tolist()
-        distance = math.sqrt((x - tx) * (x - tx) + (y - ty) * (y - ty) + (z - tz) * (z - tz))
-        clearance, escape = self._clearance()
+        clearance, escape, normal = self._clearance()
         inside = self.tissue_length
         # lateral sweep of the part of the shaft inside tissue: area = dtheta * (r_tip^2 - r_in^2) / 2
         r_tip = t.insertion
         r_in = r_tip - inside
         damage = swept_angle * (r_tip * r_tip - r_in * r_in) / 2 if inside > 0 else 0.0
-        failure = self._failure(clearance, t.insertion)
+        force = None
+        critical = 0.0
+        if self.material is None:
+            failure = self._failure(clearance, t.insertion)
+        else:
+            force, critical, failure = self._load(tip_floats, inside, advance, clearance, normal)
+        tx, ty, tz = self.target.tolist()
+        distance = math.sqrt((x - tx) * (x - tx) + (y - ty) * (y - ty) + (z - tz) * (z - tz))
         return Measurement(
             tip=tip,
             tip_orientation=self._orientation(),
-            state=self._state(tip_floats, clearance, escape, inside),
+            state=self._state(tip_floats, clearance, escape, inside, force),
             goal=self.target,
             distance=distance,
             potential=potential(distance, self.progress_scale),
@@ -272,10 +346,38 @@ class SurgicalPathTask(Task):
             damage_total=self.damage_total + damage,
             success=failure is None and distance <= self.tolerance,
             failure_reason=failure,
+            force=force,
+            critical_force=critical,
+            critical_contact=clearance <= 0.0,
         )
 
+    def _load(self, tip: list[float], inside: float, advance: float, clearance: float,
+              normal: tuple[float, float, float]) -> tuple[tuple[float, float, float], float, str | None]:
+        """Elastic tissue: the force on the tool, the force on critical structures, the failure;
+        moves the anatomy under the tissue's share of the load."""
+        m = self.material
+        d = self.tool.direction
+        fx, fy, fz = self._contact.update(tip, d, inside, advance)
+        if fx or fy or fz or self._displaced:
+            # the load on the tissue acts at the tip before puncture, then along the inserted length
+            back = inside / 2 if self._contact.punctured else 0.0
+            load_point = (tip[0] - back * d[0], tip[1] - back * d[1], tip[2] - back * d[2])
+            self._displace(tissue.kelvinlet(m, self._carried, load_point, (-fx, -fy, -fz)))
+        cx, cy, cz = tissue.critical_force(m, -clearance, normal)
+        critical = tissue.norm((cx, cy, cz))
+        force = (fx + cx, fy + cy, fz + cz)
+        if critical > m.rupture_force:
+            failure = "critical_structure"
+        elif tissue.norm(force) > self.max_force:
+            failure = "excessive_force"
+        elif self.tool.insertion > self.target_insertion + self.params.overshoot_mm * MM:
+            failure = "depth_limit"
+        else:
+            failure = None
+        return force, critical, failure
+
     def _state(self, tip: list[float], clearance: float, esc: tuple[float, float, float],
-               inside: float) -> np.ndarray:
+               inside: float, force: tuple[float, float, float] | None = None) -> np.ndarray:
         t = self.tool
         s = self.progress_scale
         lim = self.angle_limit
@@ -292,6 +394,7 @@ class SurgicalPathTask(Task):
                 clearance / CLEARANCE_RANGE,
                 esc[0] / CLEARANCE_RANGE, esc[1] / CLEARANCE_RANGE, esc[2] / CLEARANCE_RANGE,
                 inside / _TISSUE_LENGTH_SCALE,
+                *self.force_state(force),
             ],
             dtype=np.float32,
         )
