@@ -38,6 +38,8 @@ GOALS = {
     "surgsim/IncisionDiscrete-v0": ("dqn", 0.90, 1_000_000),
 }
 FINAL_EPISODES = 100
+#: the most critical-structure plus excessive-force failures a run may have (issue 13)
+MAX_UNSAFE = 0.02
 
 
 def bench_env(env_id: str, seed: int, eval_freq: int, budget: int | None, folder: Path) -> dict:
@@ -57,6 +59,8 @@ def bench_env(env_id: str, seed: int, eval_freq: int, budget: int | None, folder
         "wall_s_to_goal": round(reached["wall_time"] - start, 1) if reached else None,
         "final_success": final.success_rate,
         "final_critical_failure": final.critical_failure_rate,
+        "final_force_failure": final.force_failure_rate,
+        "final_peak_force": final.peak_forces,
         "final_outcomes": final.outcomes,
         "best_model_success": best.success_rate,
         "best_model_critical_failure": best.critical_failure_rate,
@@ -120,21 +124,38 @@ def main() -> None:
                 print(json.dumps(row), flush=True)
 
     print("\n| env id | algo | seed | budget | steps to goal | wall s to goal | wall s | final success "
-          "(100 ep) | critical failures | best model success | best model critical |")
-    print("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
+          "(100 ep) | critical failures | force failures | peak force median / 95th pct (N) | "
+          "best model success | best model critical |")
+    print("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
     for r in rows:
         print(f"| {r['env_id']} | {r['algo']} | {r['seed']} | {r['timesteps']:,} | "
               f"{r.get('steps_to_goal') or '-'} | {r.get('wall_s_to_goal') or '-'} | {r['wall_s']} | "
               f"{r['final_success']:.0%} | {r.get('final_critical_failure', 0):.0%} | "
+              f"{r.get('final_force_failure', 0):.0%} | {_peaks(r.get('final_peak_force'))} | "
               f"{_percent(r.get('best_model_success'))} | {_percent(r.get('best_model_critical_failure'))} |")
+    for env_id in opts.envs:
+        expert = run_episodes(env := gym.make(env_id), lambda obs: env.unwrapped.expert_action(), FINAL_EPISODES,
+                              seed=100_000)
+        print(f"| {env_id} | scripted expert | - | - | - | - | - | {expert.success_rate:.0%} | "
+              f"{expert.critical_failure_rate:.0%} | {expert.force_failure_rate:.0%} | "
+              f"{_peaks(expert.peak_forces)} | - | - |")
     for env_id in opts.envs:
         mine = [r for r in rows if r["env_id"] == env_id]
         algo, goal, _ = GOALS[env_id]
         mean = np.mean([r["final_success"] for r in mine])
-        verdict = "PASS" if all(r["final_success"] >= goal for r in mine) else "FAIL"
-        print(f"{verdict}  {env_id} ({algo}): mean final success {mean:.1%} over {len(mine)} seeds, goal {goal:.0%}")
+        unsafe = max(r.get("final_critical_failure", 0) + r.get("final_force_failure", 0) for r in mine)
+        verdict = "PASS" if all(r["final_success"] >= goal for r in mine) and unsafe <= MAX_UNSAFE else "FAIL"
+        print(f"{verdict}  {env_id} ({algo}): mean final success {mean:.1%} over {len(mine)} seeds, goal {goal:.0%}; "
+              f"worst critical + excessive-force failures {unsafe:.0%} (at most {MAX_UNSAFE:.0%})")
     if opts.json:
         opts.json.write_text(json.dumps(rows, indent=2))
+
+
+def _peaks(peaks: list[float] | None) -> str:
+    """Median and 95th percentile of episodes' peak tool forces (N), or '-' (rigid tissue)."""
+    if not peaks:
+        return "-"
+    return f"{np.median(peaks):.2f} / {np.percentile(peaks, 95):.2f}"
 
 
 def _percent(value: float | None) -> str:

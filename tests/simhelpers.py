@@ -12,7 +12,8 @@ DISCRETE_IDS = [env_id.replace("-v0", "Discrete-v0") for env_id in CONTINUOUS_ID
 ALL_IDS = CONTINUOUS_IDS + DISCRETE_IDS
 GOAL_IDS = ["surgsim/NeedleReach-v0", "surgsim/SurgicalPath-v0"]
 
-REWARD_TERMS = ("progress", "time", "proximity", "damage", "success", "failure")
+#: the reward terms of the default (elastic) tissue; rigid tissue has all but ``force``
+REWARD_TERMS = ("progress", "time", "proximity", "damage", "success", "failure", "force")
 INFO_KEYS = (
     "is_success",
     "is_failure",
@@ -24,6 +25,10 @@ INFO_KEYS = (
     "tissue_damage",
     "tip_position",
     "tip_orientation",
+    "tool_force",
+    "tool_force_vector",
+    "critical_force",
+    "critical_contact",
 )
 
 

@@ -43,7 +43,7 @@ def _aim_at_vessel(env, seed: int) -> np.ndarray:
 # ---------------------------------------------------------------- SurgicalPath
 @pytest.mark.parametrize("seed", SEEDS)
 def test_driving_into_a_vessel_fails_with_critical_structure(make_env, seed):
-    env = make_env("surgsim/SurgicalPath-v0")
+    env = make_env("surgsim/SurgicalPath-v0", tissue="rigid")
     _aim_at_vessel(env, seed)
     failure_weight = env.unwrapped.task_spec.reward.failure
     infos = []
@@ -63,7 +63,7 @@ def test_driving_into_a_vessel_fails_with_critical_structure(make_env, seed):
 
 
 def test_shaft_not_only_the_tip_collides_with_critical_structures(make_env):
-    env = make_env("surgsim/SurgicalPath-v0")
+    env = make_env("surgsim/SurgicalPath-v0", tissue="rigid")
     env.reset(seed=3)
     unwrapped = env.unwrapped
     task = unwrapped.task
@@ -252,7 +252,7 @@ def test_expert_technique_damages_less_than_sweeping_deep(make_env):
 # ------------------------------------------------------------------- Incision
 @pytest.mark.parametrize("seed", SEEDS)
 def test_incision_cutting_too_deep_hits_the_critical_layer(make_env, seed):
-    env = make_env("surgsim/Incision-v0")
+    env = make_env("surgsim/Incision-v0", tissue="rigid")
     info, _, _, infos = run_episode(env, push(0, 0, -1), seed=seed)
     assert info["failure_reason"] == "critical_structure"
     assert info["clearance"] <= 0.0
@@ -345,7 +345,7 @@ def test_every_generated_patient_is_feasible_with_the_stated_clearance(make_env,
 
 def test_good_technique_pays_off(make_env):
     """Retract, re-aim outside the organ, advance (the expert) out-earns aiming while advancing."""
-    env = make_env("surgsim/SurgicalPath-v0")
+    env = make_env("surgsim/SurgicalPath-v0", tissue="rigid")
     task = env.unwrapped.task
 
     def naive():  # turn and push at once, sweeping the shaft through tissue

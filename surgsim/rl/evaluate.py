@@ -18,12 +18,18 @@ Policy = Callable[[Any], Any]
 class EvalResult:
     episodes: int
     success_rate: float
+    #: episodes that ruptured a critical structure (``critical_structure``) or cut into one
+    #: (``bleeding``)
     critical_failure_rate: float
     mean_return: float
     std_return: float
     mean_length: float
     outcomes: dict[str, int] = field(default_factory=dict)
     returns: list[float] = field(default_factory=list)
+    #: episodes ended by ``excessive_force``
+    force_failure_rate: float = 0.0
+    #: each episode's peak tool force (N; elastic tissue only, else empty)
+    peak_forces: list[float] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -50,16 +56,20 @@ def run_episodes(
     An episode's outcome is ``success``, its ``failure_reason`` or ``time_limit``.
     """
     outcomes: Counter[str] = Counter()
-    returns, lengths = [], []
+    returns, lengths, peaks = [], [], []
     options = {"patient": patient} if patient else None
     for i in range(episodes):
         obs, info = env.reset(seed=seed + i, options=options)
-        total, steps, done = 0.0, 0, False
+        total, steps, done, peak = 0.0, 0, False, info.get("tool_force")
         while not done:
             obs, reward, terminated, truncated, info = env.step(policy(obs))
             total += float(reward)
             steps += 1
             done = terminated or truncated
+            if peak is not None:
+                peak = max(peak, info["tool_force"])
+        if peak is not None:
+            peaks.append(peak)
         outcomes[episode_outcome(info)] += 1
         returns.append(total)
         lengths.append(steps)
@@ -68,12 +78,14 @@ def run_episodes(
     return EvalResult(
         episodes=episodes,
         success_rate=outcomes["success"] / episodes,
-        critical_failure_rate=outcomes["critical_structure"] / episodes,
+        critical_failure_rate=(outcomes["critical_structure"] + outcomes["bleeding"]) / episodes,
         mean_return=float(np.mean(returns)),
         std_return=float(np.std(returns)),
         mean_length=float(np.mean(lengths)),
         outcomes=dict(outcomes.most_common()),
         returns=returns,
+        force_failure_rate=outcomes["excessive_force"] / episodes,
+        peak_forces=peaks,
     )
 
 

@@ -45,7 +45,14 @@ from surgsim.sessions.session import ACTION_PREFIX, OBS_PREFIX, SessionError
 JOURNAL_SUFFIX = ".partial"
 INSTRUMENT = "tool"
 #: info keys recorded as channels of the same name (SI units, see CHANNELS)
-INFO_CHANNELS = ("clearance", "depth", "tissue_damage", "distance_to_target")
+#: channel -> the info key it records (``tool_force``: elastic tissue only)
+INFO_CHANNELS = {
+    "clearance": "clearance",
+    "depth": "depth",
+    "tissue_damage": "tissue_damage",
+    "distance_to_target": "distance_to_target",
+    "contact_force": "tool_force",
+}
 #: words in a failure_reason that make it a critical-structure contact
 CRITICAL_WORDS = ("critical", "vessel", "nerve")
 _TRAINEE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -117,8 +124,9 @@ class SessionRecorder(gym.Wrapper):
     the env's control rate, ``metadata["render_fps"]`` (20 Hz for surgsim envs) unless given.
     Recorded: the tool tip's position and orientation (track ``tool``), ``action_<i>`` (the
     action as given; a discrete action is its index), ``reward``, ``clearance``, ``depth``,
-    ``tissue_damage``, ``distance_to_target`` (when the env's info has them), ``critical_contact``
-    and ``success``; events (the failure reason, ``success`` or ``time_limit`` at its time), the
+    ``tissue_damage``, ``distance_to_target``, ``contact_force`` (the tool force, N; elastic
+    tissue) when the env's info has them, ``critical_contact`` (a touch, or a failure naming a
+    critical structure) and ``success``; events (the failure reason, ``success`` or ``time_limit`` at its time), the
     reference path and target when the env has them. An episode cut short by ``reset`` or
     ``close`` is kept with ``complete: false`` and a ``stopped`` event; one with no step is dropped.
 
@@ -251,7 +259,7 @@ class SessionRecorder(gym.Wrapper):
                 raise SessionError(f"SessionRecorder needs '{key}' in the env's info; {self.env} has none")
         channels = [f"{ACTION_PREFIX}{i}" for i in range(self._n_actions)]
         # a channel the env cannot measure (NeedleReach's clearance is infinite: nothing to hit) is left out
-        self._measured = [c for c in INFO_CHANNELS if c in info and math.isfinite(float(info[c]))]
+        self._measured = [c for c, key in INFO_CHANNELS.items() if key in info and math.isfinite(float(info[key]))]
         channels += ["reward", *self._measured, "critical_contact", "success"]
         channels += [f"{OBS_PREFIX}{i}" for i in range(self._n_obs)]
         return ["time", *track_columns(INSTRUMENT, True, False), *channel_order(channels)]
@@ -269,11 +277,13 @@ class SessionRecorder(gym.Wrapper):
             row[f"{ACTION_PREFIX}{i}"] = float(value)
         row["reward"] = float(reward)
         for name in self._measured:
-            value = float(info[name])
+            key = INFO_CHANNELS[name]
+            value = float(info[key])
             if not math.isfinite(value):
-                raise SessionError(f"SessionRecorder: info[{name!r}] is {value} at step {k}; it was finite at reset")
+                raise SessionError(f"SessionRecorder: info[{key!r}] is {value} at step {k}; it was finite at reset")
             row[name] = value
-        row["critical_contact"] = is_critical(info.get("failure_reason"))
+        # elastic tissue reports a touch below the rupture force, which does not end the episode
+        row["critical_contact"] = bool(info.get("critical_contact")) or is_critical(info.get("failure_reason"))
         row["success"] = bool(info.get("is_success", False))
         if self._n_obs:
             for i, value in enumerate(np.asarray(obs, dtype=np.float64).tolist()):

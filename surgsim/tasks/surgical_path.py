@@ -260,7 +260,8 @@ class SurgicalPathTask(Task):
         if self.world.has("lesion"):
             move("lesion", self.target.tolist())
         for name, rows, centre in self._tubes:
-            move(name, (centre + u[rows].mean(axis=0)).tolist())
+            if self.world.has(name):  # gone if the world was cleared since (Task.reset)
+                move(name, (centre + u[rows].mean(axis=0)).tolist())
         self._displaced = bool(np.any(u))
         direction = self.target - self.port
         self.target_insertion = float(np.linalg.norm(direction))
