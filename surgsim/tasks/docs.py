@@ -8,15 +8,19 @@ from __future__ import annotations
 
 from surgsim._data import data_dir
 from surgsim.tasks import task_class
+from surgsim.tasks.base import FORCE_OBSERVATION
 from surgsim.tasks.spec import load_spec
 
 
 def observation_tables() -> str:
-    """One Markdown table per task family, in the order of the spec files."""
+    """One Markdown table per task family, in the order of the spec files, with the spec's default
+    tissue (elastic tissue adds the tool force entries at the end)."""
     parts = []
     for path in sorted(data_dir("envs").glob("*.yaml")):
         spec = load_spec(path)
         entries = task_class(spec.task).OBSERVATION
+        if spec.tissue.model == "elastic":
+            entries += FORCE_OBSERVATION
         lines = [
             f"#### `{spec.name}-v0`, `{spec.name}Discrete-v0`: {len(entries)} entries (float32)",
             "",
