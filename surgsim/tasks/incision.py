@@ -39,6 +39,11 @@ _LINE_RADIUS = 0.0004
 #: a quadratic Bezier's midpoint lies halfway from its chord to its control point, so the control
 #: point sits this many times the drawn bow off the chord (the line bows up to curvature_mm)
 _CONTROL_PER_BOW = 2
+#: the drawn groove: its colour, half-width and height (m; over the drawn line, which it replaces)
+_GROOVE_RGBA = (0.35, 0.02, 0.02, 1.0)
+_GROOVE_HALF_WIDTH = 0.0018
+_GROOVE_HEIGHT = 0.0016
+_GROOVE_HALF_THICKNESS = 0.0004
 #: the blade points down into the skin; the critical layer pushes back up
 _DOWN = (0.0, 0.0, -1.0)
 _UP = (0.0, 0.0, 1.0)
@@ -113,6 +118,8 @@ class IncisionTask(Task):
         #: the groove: the deepest cut (m) at each sample of the line (elastic tissue), kept for
         #: the episode: a cut stays cut
         self.cut_depth = np.zeros(_CURVE_POINTS)
+        #: the samples of the line whose groove is drawn (rendered worlds)
+        self._groove: list[int] = []
 
     def attach(self, world) -> None:
         super().attach(world)
@@ -147,6 +154,7 @@ class IncisionTask(Task):
         self.cut_depth = np.zeros(_CURVE_POINTS)
         if self.material is not None:
             self._contact.reset()
+            self._clear_groove()
         self.coverage = 0.0
         height = rng.uniform(*p.start_height_mm) * MM
         start_offset = p.start_offset_mm * MM
@@ -210,6 +218,8 @@ class IncisionTask(Task):
         if action is not None:
             self.tool.move(action)
         m, self.cut, self.coverage, self.last_projection = self._measure(previous)
+        if self.material is not None and self.world.visuals:
+            self._draw_groove()
         self.last_depth = m.depth
         self.damage_total = m.damage_total
         return m
@@ -371,6 +381,28 @@ class IncisionTask(Task):
             critical_contact=clearance <= 0.0,
         )
         return m, cut, coverage, projection
+
+    def _draw_groove(self) -> None:
+        """Draw the newly cut samples of the groove: a dark strip along the line, one short piece
+        per sample (rendered worlds only; it has no collision shape, so rays and queries pass)."""
+        for i in np.flatnonzero(self.cut_depth).tolist():
+            if i in self._groove:
+                continue
+            j = min(i, _CURVE_POINTS - 2)
+            tangent = self.curve[j + 1] - self.curve[j]
+            heading = math.atan2(tangent[1], tangent[0])
+            orientation = (0.0, 0.0, math.sin(heading / 2), math.cos(heading / 2))
+            x, y = self._curve_list[i]
+            self.world.add_shape(f"groove_{i}", "box", (x, y, _GROOVE_HEIGHT), orientation, _GROOVE_RGBA,
+                                 half_extents=(float(np.linalg.norm(tangent)) / 2 + 1e-4, _GROOVE_HALF_WIDTH,
+                                               _GROOVE_HALF_THICKNESS), collide=False)
+            self._groove.append(i)
+
+    def _clear_groove(self) -> None:
+        for i in self._groove:
+            if self.world.has(f"groove_{i}"):  # gone if the world was cleared since (Task.reset)
+                self.world.remove(f"groove_{i}")
+        self._groove = []
 
     def _load(self, tip: list[float], previous: np.ndarray, depth: float, deviation: float,
               clearance: float) -> tuple[tuple[float, float, float], float]:
