@@ -50,6 +50,9 @@ def demo(
     except SurgsimError as exc:
         fail(str(exc))
     if out is not None:
+        from surgsim.rl.tissue_plot import EpisodeTrace
+
+        environment = trace = EpisodeTrace(environment)  # episode 1 infos: the tissue figure
         environment = AnnotatedFrames(environment, episodes=film, hold_frames=fps * 3 // 2)
     environment.action_space.seed(seed)
     if policy == "expert":
@@ -74,3 +77,10 @@ def demo(
             fail(f"--out {out}: {exc}")
         typer.echo(f"written: {path} ({min(film, episodes)} episodes, {len(frames)} frames, "
                    f"{len(frames) / fps:.0f} s at {fps} fps)")
+        figure = out.with_name(f"{out.stem}_tissue.png")
+        try:
+            figure = trace.plot(figure, f"{env}, seed {seed}: elastic tissue, episode 1")
+        except OSError as exc:
+            fail(f"--out {figure}: {exc}")
+        if figure is not None:  # None: rigid tissue, no forces to draw
+            typer.echo(f"written: {figure} (force on the tool and tissue displacement, episode 1)")
