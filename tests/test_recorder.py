@@ -199,3 +199,43 @@ def test_eval_record_writes_one_session_per_episode(tmp_path):
     seeds = [read_session(p).meta["source"]["seed"] for p in paths]
     assert seeds == [10, 11, 12]
     assert all(read_meta(p)["complete"] for p in paths)
+
+
+def test_elastic_sessions_record_the_tool_force_and_the_scorer_grades_it(tmp_path):
+    """contact_force is the env's tool_force at every sample and the scorer's force metrics read it
+    (an Incision expert cuts below the 2 N excessive-force threshold); a blade pushed straight down
+    cuts into the vessel layer: the session ends in bleeding with the touch recorded."""
+    env = SessionRecorder(gym.make("surgsim/Incision-v0"), tmp_path, "t")
+    forces = []
+    for policy in (lambda: env.unwrapped.expert_action(), lambda: np.array([0.0, 0.0, -1.0], np.float32)):
+        _, info = env.reset(seed=3)
+        episode = [info["tool_force"]]
+        done = False
+        while not done:
+            _, _, terminated, truncated, info = env.step(policy())
+            episode.append(info["tool_force"])
+            done = terminated or truncated
+        forces.append(episode)
+    env.close()
+    from surgsim.scoring.score import grade_session
+
+    expert, pushed = (read_session(path) for path in env.written)
+    np.testing.assert_allclose(expert.channels["contact_force"], forces[0])
+    np.testing.assert_allclose(pushed.channels["contact_force"], forces[1])
+    graded = grade_session(expert)
+    assert graded.metrics.combined["contact_force_peak"] == pytest.approx(max(forces[0]))
+    assert 0 < max(forces[0]) < 2.0
+    assert not [e for e in graded.critical_errors if e.kind == "excessive_force"]
+    # the pushed blade cuts into the vessel layer: bleeding, with the touch recorded as critical
+    assert pushed.meta["events"][-1]["name"] == "bleeding"
+    assert pushed.channels["critical_contact"][-1]
+    kinds = {e.kind for e in grade_session(pushed).critical_errors}
+    assert "bleeding" in kinds or "critical_contact" in kinds
+
+
+def test_rigid_sessions_have_no_force_channel(tmp_path):
+    env = SessionRecorder(gym.make("surgsim/Incision-v0", tissue="rigid"), tmp_path, "t")
+    env.reset(seed=3)
+    env.step(env.unwrapped.expert_action())
+    env.close()
+    assert "contact_force" not in read_session(env.written[0]).channels
