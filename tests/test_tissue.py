@@ -484,10 +484,6 @@ def test_unknown_tissue_model_is_refused_by_name():
 
 
 # ------------------------------------------------------------------- queries
-@pytest.mark.xfail(strict=True, reason=(
-    "SurgicalPathTask.measure() restores the contact state but not the displacement its _load "
-    "applied: task.target, the lesion and the vessels move, and the next step's clearance reads "
-    "the moved vessels"))
 def test_measure_is_a_query_that_moves_nothing(make_env):
     env = make_env(SURGICAL_PATH)
     actions = _expert_run(env, seed=0)[0][:-1]

@@ -13,7 +13,8 @@ The model, piece by piece (parameters: :class:`Material`, from the spec's ``tiss
 - **After puncture** the tissue grips the shaft (a stick spring of stiffness ``k_drag``) until the
   grip exceeds the friction limit ``friction x length inside`` plus, while the tip advances into
   new tissue, the cutting force; then it slips (an elasto-plastic friction law in the spirit of
-  Dahl's model: the force stays when the tool stops, and reverses when it retracts).
+  Dahl's model: the friction force stays when the tool stops, the cutting force goes, and the
+  force reverses when the tool retracts).
 - **Lateral**: the tissue along the inserted length is a bed of virtual springs (per unit length)
   holding the shaft on the track it cut (the virtual-spring model of needle steering, Glozman and
   Shoham 2007, IEEE T-RO 23(3)); beyond ``lateral_yield`` of offset the tissue tears and the track

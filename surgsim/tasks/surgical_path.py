@@ -84,6 +84,8 @@ class SurgicalPathTask(Task):
             #: points the tissue's displacement carries: the lesion, then every tube's points
             self._carried = np.zeros((1, 3))
             self._tubes: list[tuple[str, slice, np.ndarray]] = []  # (body, rows, body centre)
+            #: the carried points' displacement now (m), and whether any is moved
+            self._displacement = np.zeros((1, 3))
             self._displaced = False
 
     def attach(self, world) -> None:
@@ -245,6 +247,7 @@ class SurgicalPathTask(Task):
             rows.append(points)
             start += len(points)
         self._carried = np.vstack([self.lesion_preop[None, :], *rows])
+        self._displacement = np.zeros_like(self._carried)
         self._displaced = False
 
     def _relax(self) -> None:
@@ -255,6 +258,7 @@ class SurgicalPathTask(Task):
 
     def _displace(self, u: np.ndarray) -> None:
         """Move the lesion and the vessels and nerves by the displacement ``u`` of the carried points."""
+        self._displacement = u
         move = self.world.move
         self.target = self.lesion_preop + u[0]
         if self.world.has("lesion"):
@@ -307,11 +311,13 @@ class SurgicalPathTask(Task):
         with no axial move (the tissue's state is put back afterwards)."""
         if self.material is None:
             return self._measure(0.0)
-        saved = copy.copy(self._contact)
+        saved, displacement = copy.copy(self._contact), self._displacement
         try:
             return self._measure(0.0)
         finally:
             self._contact = saved
+            if self._displacement is not displacement:
+                self._displace(displacement)
 
     def _measure(self, swept_angle: float, advance: float = 0.0) -> Measurement:
         """The measurement after a move that swept the shaft by ``swept_angle`` (rad) and inserted
