@@ -8,6 +8,7 @@ worlds that are rendered. Colours of the anatomy are named here.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import numpy as np
 
@@ -78,6 +79,36 @@ def _add(world: World, part: Part) -> None:
         world.add_capsule_chain(name, s.array, s.radius, rgba, collide=collide)
     else:
         raise TypeError(f"part {name!r}: a {type(s).__name__} has no body")
+
+
+@functools.cache
+def unit_sphere_mesh(subdivisions: int = 1) -> tuple[np.ndarray, tuple[int, ...]]:
+    """Vertices (N, 3) and triangle indices of the project's unit icosphere (the organ's mesh),
+    each triangle split into four ``subdivisions`` more times (for a surface that can dimple)."""
+    vertices, faces = [], []
+    with open(asset_path("meshes/unit_sphere.obj")) as fh:
+        for line in fh:
+            if line.startswith("v "):
+                vertices.append([float(v) for v in line.split()[1:4]])
+            elif line.startswith("f "):
+                faces.append([int(v.split("/")[0]) - 1 for v in line.split()[1:4]])
+    for _ in range(subdivisions):
+        middle: dict[tuple[int, int], int] = {}
+
+        def between(a: int, b: int) -> int:
+            key = (min(a, b), max(a, b))
+            if key not in middle:
+                m = (np.asarray(vertices[a]) + np.asarray(vertices[b])) / 2
+                vertices.append((m / np.linalg.norm(m)).tolist())
+                middle[key] = len(vertices) - 1
+            return middle[key]
+
+        split = []
+        for a, b, c in faces:
+            ab, bc, ca = between(a, b), between(b, c), between(c, a)
+            split += [[a, ab, ca], [b, bc, ab], [c, ca, bc], [ab, bc, ca]]
+        faces = split
+    return np.array(vertices), tuple(i for face in faces for i in face)
 
 
 def bent_tube(centre: np.ndarray, along: np.ndarray, bend_towards: np.ndarray, length: float,

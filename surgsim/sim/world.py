@@ -230,6 +230,22 @@ class World:
         )
         return self._register(name, body)
 
+    def add_visual_mesh(self, name: str, vertices: np.ndarray, indices: Sequence[int], normals: np.ndarray,
+                        rgba: Sequence[float]) -> int:
+        """Add a body that is only seen: a triangle mesh (``vertices`` (N, 3) in world coordinates,
+        ``indices`` three per triangle, unit vertex ``normals`` (N, 3) for the shading), with no
+        collision shape, so queries pass through it."""
+        vis = p.createVisualShape(p.GEOM_MESH, vertices=np.asarray(vertices, dtype=float).tolist(),
+                                  indices=list(indices), normals=np.asarray(normals, dtype=float).tolist(),
+                                  rgbaColor=list(rgba), physicsClientId=self.client)
+        body = p.createMultiBody(baseMass=0.0, baseCollisionShapeIndex=-1, baseVisualShapeIndex=vis,
+                                 physicsClientId=self.client)
+        return self._register(name, body)
+
+    def hide(self, name: str) -> None:
+        """Make a body invisible to the camera (it still collides): fully transparent colour."""
+        p.changeVisualShape(self._bodies[name], -1, rgbaColor=[0.0, 0.0, 0.0, 0.0], physicsClientId=self.client)
+
     def load_urdf(self, name: str, path: Path, position: Vec3, orientation: Quat = IDENTITY_QUAT) -> int:
         body = p.loadURDF(
             str(path),

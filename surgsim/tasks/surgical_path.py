@@ -23,6 +23,8 @@ from surgsim.tasks.spec import SurgicalPathSpec
 
 #: clearance queries look this far (m); anything farther reads as this value
 CLEARANCE_RANGE = 0.03
+#: rendered elastic tissue draws the organ as the icosphere subdivided this many more times
+_SURFACE_SUBDIVISIONS = 1
 #: patients drawn before a difficulty is declared infeasible, and start poses tried per patient
 _MAX_DRAWS = 200
 _START_DRAWS = 50
@@ -87,6 +89,9 @@ class SurgicalPathTask(Task):
             #: the carried points' displacement now (m), and whether any is moved
             self._displacement = np.zeros((1, 3))
             self._displaced = False
+            #: rendered worlds: the rows of the organ's drawn surface among the carried points,
+            #: and its triangles
+            self._surface: tuple[slice, tuple[int, ...], np.ndarray] | None = None
 
     def attach(self, world) -> None:
         super().attach(world)
@@ -246,9 +251,18 @@ class SurgicalPathTask(Task):
             self._tubes.append((part.name, slice(start, start + len(points)), points.mean(axis=0)))
             rows.append(points)
             start += len(points)
+        self._surface = None
+        if self.world.visuals:  # rendered: the organ is drawn as a surface that dimples
+            organ = self.scene.part("organ").shape
+            unit, indices = anatomy.unit_sphere_mesh(_SURFACE_SUBDIVISIONS)
+            radii = np.asarray(organ.radii)
+            rows.append(np.asarray(organ.centre) + unit * radii)
+            normals = unit / radii  # the ellipsoid's normals (of the undeformed surface)
+            normals /= np.linalg.norm(normals, axis=1, keepdims=True)
+            self._surface = (slice(start, start + len(unit)), indices, normals)
+            self.world.hide("organ")
         self._carried = np.vstack([self.lesion_preop[None, :], *rows])
-        self._displacement = np.zeros_like(self._carried)
-        self._displaced = False
+        self._displace(np.zeros_like(self._carried))
 
     def _relax(self) -> None:
         """Put displaced bodies back where the scene has them (before a new patient is drawn,
@@ -266,6 +280,10 @@ class SurgicalPathTask(Task):
         for name, rows, centre in self._tubes:
             if self.world.has(name):  # gone if the world was cleared since (Task.reset)
                 move(name, (centre + u[rows].mean(axis=0)).tolist())
+        if self._surface is not None:
+            rows, indices, normals = self._surface
+            self.world.add_visual_mesh("organ_surface", self._carried[rows] + u[rows], indices, normals,
+                                       anatomy.ORGAN_RGBA)
         self._displaced = bool(np.any(u))
         direction = self.target - self.port
         self.target_insertion = float(np.linalg.norm(direction))
