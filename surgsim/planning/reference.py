@@ -42,13 +42,14 @@ class StraightReference:
 
 class _PathReference(StraightReference):
     """A path that progress and the expert follow: the potential is minus the distance still to
-    go along it, and the expert pursues the waypoint one lookahead ahead of the tip."""
+    go along it, and the expert pursues the waypoint one lookahead ahead of the tip, shifted by
+    how far the tissue has carried the target (closed loop on intra-operative imaging)."""
 
     def potential(self, m: Measurement, to_go: float, scale: float) -> float:
         return potential(to_go, scale)
 
     def expert_action(self, task: Task, ahead: Callable[[], np.ndarray]) -> np.ndarray:
-        return pursue(task, ahead())
+        return pursue(task, ahead() + task.target_shift)
 
 
 class PlannedReference(_PathReference):
