@@ -1,4 +1,4 @@
-"""Frames a person can follow: each rendered frame annotated with step, reward, clearance and outcome.
+"""Frames a person can follow: each rendered frame annotated with step, reward, clearance, tool force and outcome.
 
 ``AnnotatedFrames`` is a wrapper, so any loop that drives an env (``run_episodes``, a trainee at
 the keyboard) can be filmed without changing it. Frames are enlarged and given a caption band
@@ -98,6 +98,8 @@ class AnnotatedFrames(gym.Wrapper):
         clearance = info.get("clearance")
         if clearance is not None and np.isfinite(clearance):
             parts.append(f"clearance {1000 * clearance:.1f} mm")
+        if info.get("tool_force") is not None:  # elastic tissue
+            parts.append(f"force {info['tool_force']:.2f} N")
         return "   ".join(parts)
 
     @staticmethod
