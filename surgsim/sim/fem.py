@@ -9,9 +9,9 @@ Pieces:
   cell is split the same way, so neighbouring cells share their face diagonals and the mesh is
   conforming). Every tetrahedron is positively oriented (signed volume > 0);
   :func:`check_orientation` refuses a mesh that is not, naming the first inverted tetrahedron
-  (PyBullet takes a mixed-orientation mesh without a word, and a first probe of this tier
-  diverged on one). :func:`write_vtk` writes the legacy ASCII VTK unstructured grid (cell
-  type 10) that ``loadSoftBody`` reads, whole or not at all.
+  (PyBullet takes a mixed-orientation mesh without a word and then diverges). :func:`write_vtk`
+  writes the legacy ASCII VTK unstructured grid (cell type 10) that ``loadSoftBody`` reads,
+  whole or not at all.
 - **Material**: PyBullet's Neo-Hookean force is the "stable Neo-Hookean" energy of Smith, de Goes
   and Kim 2018 ("Stable Neo-Hookean flesh simulation", ACM TOG 37(2)), with
   ``psi = mu/2 (I_C - 3) + lambda/2 (J - 1 - 3 mu / (4 lambda))^2 - mu/2 log(I_C + 1)``
@@ -23,15 +23,22 @@ Pieces:
   ``FemConfig.match_small_strain=False`` passes the plain Lame parameters instead.
 - **Slab**: :class:`FemSlab` owns one PyBullet DIRECT client with a deformable world, the slab
   (bottom nodes anchored to the world) and a kinematic probe (a sphere of mass 0 moved by
-  teleporting it between physics steps). Forces come from the engine: the contact force is the
-  sum of the normal forces PyBullet reports for the probe-slab contact points. Points embedded in
-  the tissue follow it through barycentric coordinates in the tetrahedron that holds them.
+  teleporting it between physics steps). Forces come from the engine, read two ways:
+  :meth:`FemSlab.contact_force`, the normal forces PyBullet reports for the probe-slab contact
+  points (right direction, but the magnitude is not the load: under a free ball resting on the
+  slab it is a fraction of the ball's weight that changes with the sub-step count), and
+  :meth:`FemSlab.static_load`, the change of the elastic forces on the anchored nodes, by the
+  engine's own law from the node positions it reports (at rest it balances the slab's weight to
+  0.1 %). Points embedded in the tissue follow it through barycentric coordinates in the
+  tetrahedron that holds them.
 
 What the engine needs (found by experiment, see ``benchmarks/fem_probe.py``): sleeping must be
 disabled on the soft body (else PyBullet freezes it once it settles, and a probe pushed later goes
-through a frozen body with no contact at all); the elastic forces are integrated explicitly
-(bullet3's ``btDeformableMultiBodyDynamicsWorld``), so the physics step is cut into sub-steps
-(``FemConfig.substeps``) short enough for the mesh and material, or PyBullet diverges.
+through a frozen body with no contact at all); the tetrahedra must all be positive (with every
+other one inverted the slab blows up under its own weight); the elastic forces are integrated
+explicitly (bullet3's ``btDeformableMultiBodyDynamicsWorld``; only the damping is implicit), so
+the physics step is cut into sub-steps short enough for the mesh and material
+(:func:`stable_substeps`), or PyBullet diverges once the probe presses in.
 """
 
 from __future__ import annotations
@@ -127,7 +134,9 @@ def box_mesh(
     size = [float(s) for s in size]
     cells = [int(n) for n in cells]
     if len(size) != 3 or len(cells) != 3 or len(origin) != 3:
-        raise ValueError(f"box_mesh wants 3 sizes, 3 cell counts and a 3-D origin, got {size}, {cells}, {origin}")
+        raise ValueError(
+            f"box_mesh wants 3 sizes, 3 cell counts and a 3-D origin, got {size}, {cells}, {origin}"
+        )
     if min(size) <= 0 or not all(math.isfinite(s) for s in size):
         raise ValueError(f"box sizes must be finite and > 0, got {size}")
     if min(cells) < 1:
@@ -165,7 +174,12 @@ def vtk_text(mesh: TetMesh) -> str:
     of ``4 a b c d`` and ``CELL_TYPES`` (10). Coordinates are written with ``repr`` so that they
     read back bit for bit."""
     check_orientation(mesh.nodes, mesh.tets)
-    lines = ["# vtk DataFile Version 2.0", "surgsim tetrahedral mesh", "ASCII", "DATASET UNSTRUCTURED_GRID"]
+    lines = [
+        "# vtk DataFile Version 2.0",
+        "surgsim tetrahedral mesh",
+        "ASCII",
+        "DATASET UNSTRUCTURED_GRID",
+    ]
     lines.append(f"POINTS {len(mesh.nodes)} double")
     lines += [f"{x!r} {y!r} {z!r}" for x, y, z in mesh.nodes.tolist()]
     lines.append(f"CELLS {len(mesh.tets)} {5 * len(mesh.tets)}")
@@ -199,9 +213,11 @@ def neo_hookean_parameters(
     """``(NeoHookeanMu, NeoHookeanLambda)`` for PyBullet.
 
     With ``match_small_strain`` the stable Neo-Hookean energy PyBullet uses reduces to linear
-    elasticity with Young's modulus E and Poisson's ratio nu at small strain (Smith et al. 2018,
-    section 3.4: ``mu' = 4/3 mu``, ``lambda' = lambda + 5/6 mu``); without it, the plain Lame
-    parameters, which PyBullet's energy turns into a shear modulus of ``3/4 mu``.
+    elasticity with Young's modulus E and Poisson's ratio nu at small strain (the
+    reparametrisation of Smith et al. 2018: ``mu' = 4/3 mu``, ``lambda' = lambda + 5/6 mu``,
+    checked by linearising the stress of ``btDeformableNeoHookeanForce::firstPiola``); without
+    it, the plain Lame parameters, which PyBullet's energy turns into a shear modulus of
+    ``3/4 mu``.
     """
     mu, lam = lame_parameters(young_modulus, poisson_ratio)
     if not match_small_strain:
@@ -344,7 +360,9 @@ class FemConfig:
         """``substeps``, or :func:`stable_substeps` when it is None."""
         if self.substeps is not None:
             return int(self.substeps)
-        mu, lam = neo_hookean_parameters(self.young_modulus, self.poisson_ratio, self.match_small_strain)
+        mu, lam = neo_hookean_parameters(
+            self.young_modulus, self.poisson_ratio, self.match_small_strain
+        )
         return stable_substeps(self.time_step, self.cell_size(), mu, lam, self.density)
 
 
@@ -355,7 +373,9 @@ class FemConfig:
 STABILITY_FRACTION = 0.75
 
 
-def stable_substeps(time_step: float, cell_size: float, neo_mu: float, neo_lambda: float, density: float) -> int:
+def stable_substeps(
+    time_step: float, cell_size: float, neo_mu: float, neo_lambda: float, density: float
+) -> int:
     """Sub-steps per ``time_step`` that keep each under ``STABILITY_FRACTION`` of the explicit
     stability limit ``cell_size / c``, with ``c = sqrt((lambda + 2 mu) / rho)`` the pressure-wave
     speed of the material's small-strain moduli (PyBullet integrates the elastic forces
@@ -405,7 +425,9 @@ class FemSlab:
         self.config = cfg = config or FemConfig()
         self.substeps = cfg.resolved_substeps()
         if self.substeps < 1 or not cfg.time_step > 0:
-            raise ValueError(f"need substeps >= 1 and time_step > 0, got {cfg.substeps}, {cfg.time_step}")
+            raise ValueError(
+                f"need substeps >= 1 and time_step > 0, got {cfg.substeps}, {cfg.time_step}"
+            )
         self.mesh = box_mesh(cfg.size, cfg.cells, cfg.origin)
         self.top_z = cfg.origin[2] + cfg.size[2]
         self._tmpdir = tempfile.TemporaryDirectory(prefix="surgsim-fem-")
@@ -415,7 +437,9 @@ class FemSlab:
         cid = self.client
         p.resetSimulation(p.RESET_USE_DEFORMABLE_WORLD, physicsClientId=cid)
         p.setGravity(0, 0, -cfg.gravity, physicsClientId=cid)
-        p.setPhysicsEngineParameter(fixedTimeStep=cfg.time_step / self.substeps, physicsClientId=cid)
+        p.setPhysicsEngineParameter(
+            fixedTimeStep=cfg.time_step / self.substeps, physicsClientId=cid
+        )
         self.neo_mu, self.neo_lambda = neo_hookean_parameters(
             cfg.young_modulus, cfg.poisson_ratio, cfg.match_small_strain
         )
@@ -433,10 +457,14 @@ class FemSlab:
                 physicsClientId=cid,
             )
         # without this PyBullet puts the settled slab to sleep and stops simulating it
-        p.changeDynamics(self.body, -1, activationState=p.ACTIVATION_STATE_DISABLE_SLEEPING, physicsClientId=cid)
+        p.changeDynamics(
+            self.body, -1, activationState=p.ACTIVATION_STATE_DISABLE_SLEEPING, physicsClientId=cid
+        )
         loaded = self.node_positions()
         if loaded.shape != self.mesh.nodes.shape or not np.allclose(loaded, self.mesh.nodes, atol=1e-12):
-            raise RuntimeError("PyBullet's simulation mesh does not match the mesh written (node order or count)")
+            raise RuntimeError(
+                "PyBullet's simulation mesh does not match the mesh written (node order or count)"
+            )
         self.anchored = np.flatnonzero(self.mesh.nodes[:, 2] <= cfg.origin[2] + 1e-12)
         for node in self.anchored:
             p.createSoftBodyAnchor(self.body, int(node), -1, -1, physicsClientId=cid)
@@ -505,10 +533,12 @@ class FemSlab:
         return list(p.getContactPoints(self.probe, self.body, physicsClientId=self.client))
 
     def contact_force(self) -> np.ndarray:
-        """Force of the tissue on the probe (N, world frame): the sum over contact points of the
-        normal force (entry 9, >= 0) along the contact normal on B (entry 7, pointing from the
-        slab towards the probe). Friction is left out (PyBullet does not report it for
-        deformable contacts)."""
+        """Force of the tissue on the probe as PyBullet reports it (N, world frame): the sum over
+        contact points of the normal force (entry 9, >= 0) along the contact normal on B (entry
+        7, pointing from the slab towards the probe). The direction is right; the magnitude is
+        not the load (it misses the part of the contact PyBullet resolves by moving nodes rather
+        than by impulses, and depends on the sub-step count): use :meth:`static_load` at rest.
+        Friction is not in it (PyBullet reports 0 for deformable contacts)."""
         force = np.zeros(3)
         for cp in self.contacts():
             force += cp[9] * np.asarray(cp[7], dtype=float)
