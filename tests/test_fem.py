@@ -123,6 +123,17 @@ def test_neo_hookean_parameters_small_strain(match):
         assert E < 0.8 * 5500
 
 
+def test_stable_substeps_follow_the_wave_speed():
+    """E 5.5 kPa, nu 0.45: lambda + 2 mu = 20862 Pa, c = 4.567 m/s; 10 mm cells give a limit of
+    2.19 ms, 0.75 of it 1.64 ms, so 1/240 s takes 3 sub-steps; 4 E doubles c: 6."""
+    mu, lam = fem.neo_hookean_parameters(5500.0, 0.45)
+    assert fem.stable_substeps(1 / 240, 0.01, mu, lam, 1000.0) == 3
+    mu4, lam4 = fem.neo_hookean_parameters(4 * 5500.0, 0.45)
+    assert fem.stable_substeps(1 / 240, 0.01, mu4, lam4, 1000.0) == 6
+    assert FemConfig().resolved_substeps() == 3
+    assert FemConfig(substeps=7).resolved_substeps() == 7
+
+
 def test_nodal_forces_vanish_at_rest_and_under_rigid_motion():
     mesh = fem.box_mesh(SIZE, CELLS)
     mu, lam = fem.neo_hookean_parameters(5500.0, 0.45)

@@ -26,7 +26,7 @@ Pieces:
   teleporting it between physics steps). Forces come from the engine, read two ways:
   :meth:`FemSlab.contact_force`, the normal forces PyBullet reports for the probe-slab contact
   points (right direction, but the magnitude is not the load: under a free ball resting on the
-  slab it is a fraction of the ball's weight that changes with the sub-step count), and
+  slab it is 12-65 % of the ball's weight, changing with the sub-step count), and
   :meth:`FemSlab.static_load`, the change of the elastic forces on the anchored nodes, by the
   engine's own law from the node positions it reports (at rest it balances the slab's weight to
   0.1 %). Points embedded in the tissue follow it through barycentric coordinates in the
@@ -342,7 +342,9 @@ class FemConfig:
     match_small_strain: bool = True  #: see :func:`neo_hookean_parameters`
     time_step: float = 1.0 / 240.0  #: s: one :meth:`FemSlab.step` (PyBullet's default step)
     #: sub-steps per step; None: :func:`stable_substeps` (the elastic forces are explicit, so
-    #: the sub-step must stay under the mesh's stability limit)
+    #: the sub-step must stay under the mesh's stability limit). That suits the kinematic probe;
+    #: a free (dynamic) rigid body needs more: a 20-50 g ball fell through the default slab at 3
+    #: sub-steps and rested on it at 4, a 200 g ball only at 8
     substeps: int | None = None
     gravity: float = 9.81  #: m/s^2, along -z
     probe_radius: float = 0.005  #: m: a sphere (the tip of a 10 mm instrument)
