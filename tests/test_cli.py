@@ -63,6 +63,7 @@ def test_demo_with_a_named_patient():
         (["demo", "-n", "1", "--difficulty", "nightmare"], "nightmare"),
         (["demo", "-n", "1", "--patient", "liver-99"], "liver-99"),
         (["demo", "-n", "1", "--policy", "clever"], "clever"),
+        (["demo", "-n", "1", "--tissue", "jelly"], "jelly"),
     ],
 )
 def test_demo_bad_arguments_exit_non_zero_naming_the_value(args, named):

@@ -20,6 +20,7 @@ def demo(
     seed: int = typer.Option(0, "--seed", callback=check_seed, help="Seed of the first episode; episode i uses seed + i."),
     difficulty: str = typer.Option("medium", "--difficulty", callback=check_difficulty, help="easy, medium or hard."),
     patient: Optional[str] = typer.Option(None, help="A named fixed patient from the env's spec."),
+    tissue: str = typer.Option("elastic", "--tissue", help="'elastic' (forces, moving anatomy) or 'rigid' (geometry only)."),
     out: Optional[Path] = typer.Option(
         None, "--out", help="Also film the episodes: demo.gif, or demo.mp4 with surgsim[video]."
     ),
@@ -46,7 +47,7 @@ def demo(
     if out is not None:
         check_video_out(out)
     try:
-        environment = gym.make(env, difficulty=difficulty, render_mode="rgb_array" if out else None)
+        environment = gym.make(env, difficulty=difficulty, tissue=tissue, render_mode="rgb_array" if out else None)
     except SurgsimError as exc:
         fail(str(exc))
     if out is not None:
