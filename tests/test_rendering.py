@@ -20,7 +20,8 @@ def test_rgb_observation(make_env, env_id):
     assert env.observation_space.shape == (size, size, 3)
     assert obs.shape == (size, size, 3) and obs.dtype == np.uint8
     assert env.observation_space.contains(obs)
-    assert len(np.unique(obs.reshape(-1, 3), axis=0)) > 10  # a scene, not a blank frame
+    # a scene, not a blank frame (one or two colours); elastic Incision draws its skin flat-shaded
+    assert len(np.unique(obs.reshape(-1, 3), axis=0)) > 5
     obs2, *_ = env.step(env.unwrapped.expert_action())
     assert obs2.shape == obs.shape and obs2.dtype == np.uint8
 
@@ -56,7 +57,7 @@ def test_rgb_array_render(make_env, env_id):
     size = env.unwrapped.task_spec.render_size
     frame = env.render()
     assert frame.shape == (size, size, 3) and frame.dtype == np.uint8
-    assert len(np.unique(frame.reshape(-1, 3), axis=0)) > 10
+    assert len(np.unique(frame.reshape(-1, 3), axis=0)) > 5
     for _ in range(5):
         env.step(env.unwrapped.expert_action())
     assert not np.array_equal(env.render(), frame)  # the instrument moved in view
@@ -113,3 +114,51 @@ def test_human_render_mode_without_display_raises_instead_of_exiting():
         f"interpreter exited with {result.returncode}: {result.stdout[-300:]}"
     )
     assert "RAISED:" in result.stdout
+
+
+def _depth(env) -> np.ndarray:
+    task = env.unwrapped.task
+    return task.camera.rgbd(env.unwrapped.world, 160, 160)[1]
+
+
+def test_the_incision_groove_is_cut_into_the_skin_in_depth_images(make_env):
+    """Elastic tissue: after half the line is cut, the depth image is deeper along the cut (the
+    groove) than the same scene drawn with the groove filled, and nowhere shallower."""
+    env = make_env("surgsim/Incision-v0", render_mode="rgb_array")
+    env.reset(seed=0)
+    for _ in range(16):
+        env.step(env.unwrapped.expert_action())
+    task = env.unwrapped.task
+    task.tool.set_tip(np.array([0.0, -0.07, 0.04]))  # the blade out of the view's way
+    assert task.cut_depth.max() > 0.003
+    cut = _depth(env)
+    groove = task.cut_depth
+    task.cut_depth = np.zeros_like(groove)
+    task._carve()  # redrawn with nothing cut
+    filled = _depth(env)
+    task.cut_depth = groove
+    deeper = cut - filled
+    assert deeper.max() > 0.002  # the 3.5 mm groove, seen obliquely
+    assert np.count_nonzero(deeper > 0.001) > 20
+    assert deeper.min() > -1e-4
+
+
+def test_the_organ_surface_dimples_under_the_tool_in_depth_images(make_env):
+    """Elastic SurgicalPath: just before puncture the drawn organ surface near the tool is pushed
+    in: the depth image is deeper there than the same scene drawn without the load."""
+    env = make_env("surgsim/SurgicalPath-v0", render_mode="rgb_array")
+    env.reset(seed=0)
+    task = env.unwrapped.task
+    force = 0.0
+    while force < 1.0:  # into the capsule, short of puncture (1.5 N)
+        _, _, terminated, _, info = env.step(env.unwrapped.expert_action())
+        force = info["tool_force"]
+        assert not terminated and not task._contact.punctured
+    loaded = _depth(env)
+    displacement = task._displacement
+    task._displace(np.zeros_like(displacement))
+    unloaded = _depth(env)
+    task._displace(displacement)
+    pushed = loaded - unloaded
+    assert pushed.max() > 0.003
+    assert np.count_nonzero(pushed > 0.001) > 10

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 
 import numpy as np
 
@@ -116,3 +117,64 @@ def bent_tube(centre: np.ndarray, along: np.ndarray, bend_towards: np.ndarray, l
     """Points of a tube through ``centre`` along ``along`` whose ends bow by ``bend`` (parabola)."""
     s = np.linspace(-0.5, 0.5, n_points)[:, None]
     return centre + s * length * along + bend * (2 * s) ** 2 * bend_towards
+
+
+def slab_mesh(half_xy, top: float, thickness: float, cells: int,
+              hole: np.ndarray | None = None) -> tuple[np.ndarray, list[int], np.ndarray]:
+    """A drawn tissue slab: its top a grid of ``cells`` a side (less the triangles touching a
+    vertex marked in ``hole``, a mask over the grid's vertices, row by row over x then y), its
+    four sides and its bottom: vertices, triangle indices, vertex normals."""
+    hx, hy = float(half_xy[0]), float(half_xy[1])
+    n = cells + 1
+    xs, ys = np.meshgrid(np.linspace(-hx, hx, n), np.linspace(-hy, hy, n), indexing="ij")
+    top_grid = np.column_stack([xs.ravel(), ys.ravel(), np.full(n * n, top)])
+    indices = _grid_triangles(n, n, None if hole is None else np.asarray(hole).reshape(n, n))
+    bottom = top - thickness
+    corners = [(-hx, -hy), (hx, -hy), (hx, hy), (-hx, hy)]
+    vertices, normals = [top_grid], [np.tile([0.0, 0.0, 1.0], (n * n, 1))]
+    start = n * n
+    for k in range(4):  # the sides, counter-clockwise seen from outside
+        (x0, y0), (x1, y1) = corners[k], corners[(k + 1) % 4]
+        outward = np.array([y1 - y0, x0 - x1, 0.0]) / math.hypot(x1 - x0, y1 - y0)
+        vertices.append(np.array([[x0, y0, bottom], [x1, y1, bottom], [x1, y1, top], [x0, y0, top]]))
+        normals.append(np.tile(outward, (4, 1)))
+        indices += [start, start + 1, start + 2, start, start + 2, start + 3]
+        start += 4
+    vertices.append(np.array([[x, y, bottom] for x, y in corners]))
+    normals.append(np.tile([0.0, 0.0, -1.0], (4, 1)))
+    indices += [start, start + 2, start + 1, start, start + 3, start + 2]
+    return np.vstack(vertices), indices, np.vstack(normals)
+
+
+def band_mesh(points_xy: np.ndarray, offsets: np.ndarray, heights: np.ndarray,
+              keep: np.ndarray | None = None) -> tuple[np.ndarray, list[int], np.ndarray]:
+    """A surface along a polyline (K, 2): at each point, vertices at the sideways ``offsets`` (J,)
+    (m, to the left of the direction of travel) and ``heights`` (K, J); drawn over the segments
+    whose two ends are both kept (``keep``, (K,) bool; default all): vertices, triangle indices,
+    vertex normals (up: the band is nearly flat where it is drawn)."""
+    points = np.asarray(points_xy, dtype=float)
+    tangent = np.gradient(points, axis=0)
+    tangent /= np.maximum(np.linalg.norm(tangent, axis=1, keepdims=True), 1e-12)
+    left = np.column_stack([-tangent[:, 1], tangent[:, 0]])
+    k, j = len(points), len(offsets)
+    xy = points[:, None, :] + left[:, None, :] * np.asarray(offsets)[None, :, None]
+    vertices = np.column_stack([xy.reshape(-1, 2), np.asarray(heights, dtype=float).reshape(-1)])
+    skip = None
+    if keep is not None:
+        skip = np.repeat(~np.asarray(keep, dtype=bool)[:, None], j, axis=1)
+    return vertices, _grid_triangles(k, j, skip), np.tile([0.0, 0.0, 1.0], (k * j, 1))
+
+
+def _grid_triangles(rows: int, columns: int, skip: np.ndarray | None) -> list[int]:
+    """Two triangles per cell of a rows x columns vertex grid (vertex r * columns + c), counter-
+    clockwise seen from above (the side the renderer draws) when rows run along x (or the
+    direction of travel) and columns along y (or to the left); cells with a vertex marked in
+    ``skip`` are left out."""
+    r, c = np.meshgrid(np.arange(rows - 1), np.arange(columns - 1), indexing="ij")
+    a = (r * columns + c).ravel()
+    b, cc, d = a + columns, a + columns + 1, a + 1
+    if skip is not None:
+        flat = skip.ravel()
+        keep = ~(flat[a] | flat[b] | flat[cc] | flat[d])
+        a, b, cc, d = a[keep], b[keep], cc[keep], d[keep]
+    return np.column_stack([a, b, cc, a, cc, d]).ravel().tolist()

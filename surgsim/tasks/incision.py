@@ -39,11 +39,11 @@ _LINE_RADIUS = 0.0004
 #: a quadratic Bezier's midpoint lies halfway from its chord to its control point, so the control
 #: point sits this many times the drawn bow off the chord (the line bows up to curvature_mm)
 _CONTROL_PER_BOW = 2
-#: the drawn groove: its colour, half-width and height (m; over the drawn line, which it replaces)
+#: rendered elastic tissue: the skin is drawn as a grid of this many cells a side, carved where
+#: cut; the groove's floor is drawn in this colour; drawn strips sit this far (m) above what they lie on
+_SKIN_CELLS = 80
 _GROOVE_RGBA = (0.35, 0.02, 0.02, 1.0)
-_GROOVE_HALF_WIDTH = 0.0018
-_GROOVE_HEIGHT = 0.0016
-_GROOVE_HALF_THICKNESS = 0.0004
+_DRAWN_LIFT = 0.0002
 #: the blade points down into the skin; the critical layer pushes back up
 _DOWN = (0.0, 0.0, -1.0)
 _UP = (0.0, 0.0, 1.0)
@@ -118,8 +118,8 @@ class IncisionTask(Task):
         #: the groove: the deepest cut (m) at each sample of the line (elastic tissue), kept for
         #: the episode: a cut stays cut
         self.cut_depth = np.zeros(_CURVE_POINTS)
-        #: the samples of the line whose groove is drawn (rendered worlds)
-        self._groove: list[int] = []
+        #: rendered worlds: the groove depths last drawn (None: nothing drawn for this patient)
+        self._drawn_cut: np.ndarray | None = None
 
     def attach(self, world) -> None:
         super().attach(world)
@@ -154,7 +154,7 @@ class IncisionTask(Task):
         self.cut_depth = np.zeros(_CURVE_POINTS)
         if self.material is not None:
             self._contact.reset()
-            self._clear_groove()
+            self._drawn_cut = None
         self.coverage = 0.0
         height = rng.uniform(*p.start_height_mm) * MM
         start_offset = p.start_offset_mm * MM
@@ -219,7 +219,7 @@ class IncisionTask(Task):
             self.tool.move(action)
         m, self.cut, self.coverage, self.last_projection = self._measure(previous)
         if self.material is not None and self.world.visuals:
-            self._draw_groove()
+            self._carve()
         self.last_depth = m.depth
         self.damage_total = m.damage_total
         return m
@@ -382,27 +382,47 @@ class IncisionTask(Task):
         )
         return m, cut, coverage, projection
 
-    def _draw_groove(self) -> None:
-        """Draw the newly cut samples of the groove: a dark strip along the line, one short piece
-        per sample (rendered worlds only; it has no collision shape, so rays and queries pass)."""
-        for i in np.flatnonzero(self.cut_depth).tolist():
-            if i in self._groove:
-                continue
-            j = min(i, _CURVE_POINTS - 2)
-            tangent = self.curve[j + 1] - self.curve[j]
-            heading = math.atan2(tangent[1], tangent[0])
-            orientation = (0.0, 0.0, math.sin(heading / 2), math.cos(heading / 2))
-            x, y = self._curve_list[i]
-            self.world.add_shape(f"groove_{i}", "box", (x, y, _GROOVE_HEIGHT), orientation, _GROOVE_RGBA,
-                                 half_extents=(float(np.linalg.norm(tangent)) / 2 + 1e-4, _GROOVE_HALF_WIDTH,
-                                               _GROOVE_HALF_THICKNESS), collide=False)
-            self._groove.append(i)
-
-    def _clear_groove(self) -> None:
-        for i in self._groove:
-            if self.world.has(f"groove_{i}"):  # gone if the world was cleared since (Task.reset)
-                self.world.remove(f"groove_{i}")
-        self._groove = []
+    def _carve(self) -> None:
+        """Rendered worlds: draw the skin with the groove cut into it (its depth profile), the cut
+        part of the line as the groove's dark floor and the rest of the line on the skin. The skin
+        is a static grid with a hole along the line, filled by a band that is redrawn as the
+        groove deepens; the scene's own slab and line stay for the queries, hidden from the camera."""
+        world = self.world
+        if self._drawn_cut is None:  # a new patient
+            world.hide("tissue")
+            world.hide("incision_line")
+            n = _SKIN_CELLS + 1
+            spacing = 2 * float(self.half_xy.max()) / _SKIN_CELLS
+            xs, ys = np.meshgrid(*(np.linspace(-h, h, n) for h in self.half_xy), indexing="ij")
+            grid = np.column_stack([xs.ravel(), ys.ravel()])
+            distances = np.linalg.norm(grid[:, None, :] - self.curve[None], axis=2)
+            nearest = distances.argmin(axis=1)
+            # the band spans the line between its ends: no hole around the end caps
+            hole = (distances.min(axis=1) <= self.lateral_tolerance + spacing / 2) \
+                & (nearest > 2) & (nearest < _CURVE_POINTS - 3)
+            world.add_visual_mesh("skin", *anatomy.slab_mesh(self.half_xy, 0.0, self.params.tissue_thickness_mm * MM,
+                                                             _SKIN_CELLS, hole), anatomy.TISSUE_RGBA)
+            reach = self.lateral_tolerance + 2 * spacing  # the band covers the hole's ragged edge
+            self._band_offsets = np.concatenate([
+                np.linspace(-reach, -self.lateral_tolerance, 3), np.linspace(-self.lateral_tolerance * 0.99,
+                                                                             self.lateral_tolerance * 0.99, 5),
+                np.linspace(self.lateral_tolerance, reach, 3)])
+            self._band_inside = np.abs(self._band_offsets) < self.lateral_tolerance
+        elif np.array_equal(self._drawn_cut, self.cut_depth):
+            return
+        heights = np.where(self._band_inside[None, :], -self.cut_depth[:, None], 0.0)
+        heights[[0, -1]] = 0.0  # the groove's end walls
+        world.add_visual_mesh("skin_band", *anatomy.band_mesh(self.curve, self._band_offsets, heights),
+                              anatomy.TISSUE_RGBA)
+        cut = self.cut_depth > 0
+        line = (-_LINE_RADIUS, _LINE_RADIUS)
+        for name, keep, lift, rgba in (("line", ~cut, 0.0, _LINE_RGBA), ("groove", cut, -self.cut_depth, _GROOVE_RGBA)):
+            if world.has(name):
+                world.remove(name)
+            if np.count_nonzero(keep[:-1] & keep[1:]):  # some segment to draw
+                surface = np.broadcast_to(np.asarray(lift)[..., None] + _DRAWN_LIFT, (_CURVE_POINTS, 2))
+                world.add_visual_mesh(name, *anatomy.band_mesh(self.curve, line, surface, keep), rgba)
+        self._drawn_cut = self.cut_depth.copy()
 
     def _load(self, tip: list[float], previous: np.ndarray, depth: float, deviation: float,
               clearance: float) -> tuple[tuple[float, float, float], float]:
