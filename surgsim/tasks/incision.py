@@ -41,7 +41,7 @@ _LINE_RADIUS = 0.0004
 _CONTROL_PER_BOW = 2
 #: rendered elastic tissue: the skin is drawn as a grid of this many cells a side, carved where
 #: cut; the groove's floor is drawn in this colour; drawn strips sit this far (m) above what they lie on
-_SKIN_CELLS = 80
+_SKIN_CELLS = 40
 _GROOVE_RGBA = (0.35, 0.02, 0.02, 1.0)
 _DRAWN_LIFT = 0.0002
 #: the blade points down into the skin; the critical layer pushes back up
@@ -397,9 +397,10 @@ class IncisionTask(Task):
             grid = np.column_stack([xs.ravel(), ys.ravel()])
             distances = np.linalg.norm(grid[:, None, :] - self.curve[None], axis=2)
             nearest = distances.argmin(axis=1)
-            # the band spans the line between its ends: no hole around the end caps
+            # the band spans the line between its ends: no hole where a grid cell could reach past them
+            margin = math.ceil(1.5 * spacing / (self.length / (_CURVE_POINTS - 1)))
             hole = (distances.min(axis=1) <= self.lateral_tolerance + spacing / 2) \
-                & (nearest > 2) & (nearest < _CURVE_POINTS - 3)
+                & (nearest >= margin) & (nearest <= _CURVE_POINTS - 1 - margin)
             world.add_visual_mesh("skin", *anatomy.slab_mesh(self.half_xy, 0.0, self.params.tissue_thickness_mm * MM,
                                                              _SKIN_CELLS, hole), anatomy.TISSUE_RGBA)
             reach = self.lateral_tolerance + 2 * spacing  # the band covers the hole's ragged edge
