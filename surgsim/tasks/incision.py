@@ -42,6 +42,8 @@ _CONTROL_PER_BOW = 2
 #: rendered elastic tissue: the skin is drawn as a grid of this many cells a side, carved where
 #: cut; the groove's floor is drawn in this colour; drawn strips sit this far (m) above what they lie on
 _SKIN_CELLS = 40
+#: the carved band runs through every this many samples of the line (81 samples: 41 rows)
+_BAND_EVERY = 2
 _GROOVE_RGBA = (0.35, 0.02, 0.02, 1.0)
 _DRAWN_LIFT = 0.0002
 #: the blade points down into the skin; the critical layer pushes back up
@@ -404,16 +406,20 @@ class IncisionTask(Task):
             world.add_visual_mesh("skin", *anatomy.slab_mesh(self.half_xy, 0.0, self.params.tissue_thickness_mm * MM,
                                                              _SKIN_CELLS, hole), anatomy.TISSUE_RGBA)
             reach = self.lateral_tolerance + 2 * spacing  # the band covers the hole's ragged edge
-            self._band_offsets = np.concatenate([
-                np.linspace(-reach, -self.lateral_tolerance, 3), np.linspace(-self.lateral_tolerance * 0.99,
-                                                                             self.lateral_tolerance * 0.99, 5),
-                np.linspace(self.lateral_tolerance, reach, 3)])
-            self._band_inside = np.abs(self._band_offsets) < self.lateral_tolerance
+            wall = self.lateral_tolerance  # the groove is cut this far either side of the line
+            self._band_offsets = np.array([-reach, -wall, -0.99 * wall, 0.0, 0.99 * wall, wall, reach])
+            self._band_inside = np.abs(self._band_offsets) < wall
         elif np.array_equal(self._drawn_cut, self.cut_depth):
             return
-        heights = np.where(self._band_inside[None, :], -self.cut_depth[:, None], 0.0)
+        # the band runs through every other sample of the line, each as deep as its neighbours' cut
+        depth = self.cut_depth
+        rows = depth[::_BAND_EVERY].copy()
+        between = depth[1::_BAND_EVERY]
+        rows[:-1] = np.maximum(rows[:-1], between)
+        rows[1:] = np.maximum(rows[1:], between)
+        heights = np.where(self._band_inside[None, :], -rows[:, None], 0.0)
         heights[[0, -1]] = 0.0  # the groove's end walls
-        world.add_visual_mesh("skin_band", *anatomy.band_mesh(self.curve, self._band_offsets, heights),
+        world.add_visual_mesh("skin_band", *anatomy.band_mesh(self.curve[::_BAND_EVERY], self._band_offsets, heights),
                               anatomy.TISSUE_RGBA)
         cut = self.cut_depth > 0
         line = (-_LINE_RADIUS, _LINE_RADIUS)
