@@ -107,6 +107,14 @@ class Task(ABC):
     #: clearance queries look this far (m); anything farther reads as this value
     clearance_range: float = math.inf
 
+    @classmethod
+    def observation_entries(cls, spec: TaskSpec) -> tuple[ObsEntry, ...]:
+        """The state observation's entries with ``spec``'s tissue: elastic tissue adds the tool
+        force at the end."""
+        if spec.tissue.model == "elastic":
+            return cls.OBSERVATION + FORCE_OBSERVATION
+        return cls.OBSERVATION
+
     @property
     def obs_dim(self) -> int:
         """Length of the flat state observation."""
@@ -135,7 +143,7 @@ class Task(ABC):
         self.material: Material | None = None
         if spec.tissue.model == "elastic":
             self.material = tissue_material(spec.tissue)
-            self.OBSERVATION = type(self).OBSERVATION + FORCE_OBSERVATION
+            self.OBSERVATION = self.observation_entries(spec)
             self.safe_force = spec.tissue.safe_force_n
             self.max_force = spec.tissue.max_force_n
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from surgsim._data import data_dir
 from surgsim.tasks import task_class
-from surgsim.tasks.base import FORCE_OBSERVATION
 from surgsim.tasks.spec import load_spec
 
 
@@ -18,9 +17,7 @@ def observation_tables() -> str:
     parts = []
     for path in sorted(data_dir("envs").glob("*.yaml")):
         spec = load_spec(path)
-        entries = task_class(spec.task).OBSERVATION
-        if spec.tissue.model == "elastic":
-            entries += FORCE_OBSERVATION
+        entries = task_class(spec.task).observation_entries(spec)
         lines = [
             f"#### `{spec.name}-v0`, `{spec.name}Discrete-v0`: {len(entries)} entries (float32)",
             "",

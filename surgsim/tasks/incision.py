@@ -338,13 +338,12 @@ class IncisionTask(Task):
         # the same count as at the step that last changed the cut samples
         coverage = self.coverage if cut is self.cut else int(np.count_nonzero(cut)) / _CURVE_POINTS
         damage = 0.0
-        prev = previous
         if depth > 0.0 and (not in_band or deviation > self.lateral_tolerance):
-            damage = math.hypot(xy[0] - prev[0], xy[1] - prev[1])
+            damage = math.hypot(xy[0] - previous[0], xy[1] - previous[1])
         clearance = self.world.distance(self.tool.body, "critical_layer", CLEARANCE_RANGE)
         force, critical = None, 0.0
         if self.material is not None:
-            force, critical = self._load(tip, prev, depth, deviation, clearance)
+            force, critical = self._load(tip, previous, depth, deviation, clearance)
         # "distance" to the goal: the part of the line still to cut, plus how far the blade is
         # from cutting it (off the line, or off mid-band); tracing above the surface earns nothing
         # (off the tissue the ray finds no surface: measure from its plane, z = 0, so the

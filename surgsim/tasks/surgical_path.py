@@ -222,7 +222,7 @@ class SurgicalPathTask(Task):
             for i, (yaw, pitch, insertion) in enumerate(configs.tolist()):
                 t.set_config(yaw, pitch, insertion)
                 clearance[i] = self._clearance()[0]
-                failure = self._failure(clearance[i], insertion)
+                failure = self._failure(clearance[i] <= 0.0, insertion)
                 reasons.append(failure or (None if inside[i] else self.UNREACHABLE))
         finally:
             t.set_config(*saved)
@@ -309,8 +309,10 @@ class SurgicalPathTask(Task):
                 normal = cp.normal
         return best, vector, normal
 
-    def _failure(self, clearance: float, insertion: float) -> str | None:
-        if clearance <= 0.0:
+    def _failure(self, critical_hit: bool, insertion: float) -> str | None:
+        """The failure rule; ``critical_hit``: a critical structure is damaged (rigid tissue: any
+        touch; elastic: a rupture)."""
+        if critical_hit:
             return "critical_structure"
         if insertion > self.target_insertion + self.params.overshoot_mm * MM:
             return "depth_limit"
@@ -353,7 +355,7 @@ class SurgicalPathTask(Task):
         force = None
         critical = 0.0
         if self.material is None:
-            failure = self._failure(clearance, t.insertion)
+            failure = self._failure(clearance <= 0.0, t.insertion)
         else:
             force, critical, failure = self._load(tip_floats, inside, advance, clearance, normal)
         tx, ty, tz = self.target.tolist()
@@ -391,14 +393,11 @@ class SurgicalPathTask(Task):
         cx, cy, cz = tissue.critical_force(m, -clearance, normal)
         critical = tissue.norm((cx, cy, cz))
         force = (fx + cx, fy + cy, fz + cz)
-        if critical > m.rupture_force:
-            failure = "critical_structure"
-        elif tissue.norm(force) > self.max_force:
+        ruptured = critical > m.rupture_force
+        if not ruptured and tissue.norm(force) > self.max_force:
             failure = "excessive_force"
-        elif self.tool.insertion > self.target_insertion + self.params.overshoot_mm * MM:
-            failure = "depth_limit"
         else:
-            failure = None
+            failure = self._failure(ruptured, self.tool.insertion)
         return force, critical, failure
 
     def _state(self, tip: list[float], clearance: float, esc: tuple[float, float, float],
