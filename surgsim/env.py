@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # PyBullet is imported when an env is built, not by `import s
     from surgsim.tasks.base import Measurement
 
 ACTION_TYPES = ("continuous", "discrete")
-TISSUE_MODELS = ("rigid", "elastic")
+TISSUE_MODELS = ("rigid", "elastic", "fem")
 OBS_TYPES = ("state", "goal", "rgb", "depth")
 REWARD_TYPES = ("dense", "sparse")
 
@@ -86,7 +86,10 @@ class SurgSimEnv(gym.Env):
             ``"elastic"``: the tissue pushes back on the tool (``info["tool_force"]``, N), the
             anatomy moves under its load (``info["target_position"]``), forces reach the state
             observation (3 more entries), a ``force`` reward term and the ``excessive_force``
-            failure (see :mod:`surgsim.sim.tissue`). ``"rigid"``: geometry only, no force.
+            failure (see :mod:`surgsim.sim.tissue`). ``"fem"``: the same interface, with the
+            tissue a PyBullet finite-element soft body and every tissue force from the engine
+            (see :mod:`surgsim.sim.fem_contact`; about 20-80 steps/s, for trainees and for
+            checking the elastic tier). ``"rigid"``: geometry only, no force.
 
     ``reset(options={"patient": name})`` builds a named fixed patient from the spec.
     Episodes are truncated at the spec's ``max_episode_steps``.
@@ -119,7 +122,7 @@ class SurgSimEnv(gym.Env):
             model = _choice("tissue", tissue, TISSUE_MODELS)
             spec_tissue = self.task_spec.tissue.model_copy(update={"model": model})
             self.task_spec = self.task_spec.model_copy(update={"tissue": spec_tissue})
-        #: the tissue model in use, ``"rigid"`` or ``"elastic"``
+        #: the tissue model in use, ``"rigid"``, ``"elastic"`` or ``"fem"``
         self.tissue = self.task_spec.tissue.model
         self.action_type = _choice("action_type", action_type, ACTION_TYPES)
         self.obs_type = _choice("obs_type", obs_type, OBS_TYPES)
@@ -165,7 +168,7 @@ class SurgSimEnv(gym.Env):
         self.task.attach(self.world)
         self._dense = self.reward_type == "dense"
         self._potential = 0.0
-        elastic = self.tissue == "elastic"
+        elastic = self.tissue != "rigid"
         self._costs = (*_COST_TERMS, "force") if elastic else _COST_TERMS
         self._terms = (*TERM_NAMES, "force") if elastic else TERM_NAMES
 
@@ -252,6 +255,7 @@ class SurgSimEnv(gym.Env):
         return None
 
     def close(self) -> None:
+        self.task.close()
         self.world.close()
 
     # ----------------------------------------------------------- helpers

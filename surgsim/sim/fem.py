@@ -131,6 +131,17 @@ def box_mesh(
     ``det(e_a, e_b, e_c) / 6``, the parity of the path, so odd paths swap their 2nd and 3rd
     nodes. The result is checked with :func:`check_orientation`.
     """
+    return grid_mesh(size, cells, origin)
+
+
+def grid_mesh(
+    size: Sequence[float],
+    cells: Sequence[int],
+    origin: Sequence[float] = (0.0, 0.0, 0.0),
+    keep: np.ndarray | None = None,
+) -> TetMesh:
+    """:func:`box_mesh` of the cells marked in ``keep`` (a boolean ``(nx, ny, nz)`` array; None:
+    all), with the nodes no kept cell uses dropped (node order: as in the full box)."""
     size = [float(s) for s in size]
     cells = [int(n) for n in cells]
     if len(size) != 3 or len(cells) != 3 or len(origin) != 3:
@@ -148,8 +159,13 @@ def box_mesh(
 
     i, j, k = np.meshgrid(np.arange(nx), np.arange(ny), np.arange(nz), indexing="ij")
     i, j, k = i.ravel(), j.ravel(), k.ravel()
+    if keep is not None:
+        kept = np.asarray(keep, dtype=bool).ravel()
+        if kept.size != nx * ny * nz or not kept.any():
+            raise ValueError(f"keep must mark at least one of the {nx}x{ny}x{nz} cells")
+        i, j, k = i[kept], j[kept], k[kept]
 
-    def index(di: np.ndarray | int, dj: np.ndarray | int, dk: np.ndarray | int) -> np.ndarray:
+    def index(di: int, dj: int, dk: int) -> np.ndarray:
         return ((i + di) * (ny + 1) + (j + dj)) * (nz + 1) + (k + dk)
 
     tets = []
@@ -164,8 +180,68 @@ def box_mesh(
         tets.append(np.stack(corners, axis=1))
     # cell-major order: the 6 tetrahedra of one cell are consecutive
     tets_arr = np.stack(tets, axis=1).reshape(-1, 4).astype(np.int64)
+    if keep is not None:
+        used = np.unique(tets_arr)
+        renumber = np.full(len(nodes), -1, dtype=np.int64)
+        renumber[used] = np.arange(used.size)
+        nodes, tets_arr = nodes[used], renumber[tets_arr]
     check_orientation(nodes, tets_arr)
     return TetMesh(nodes=nodes, tets=tets_arr)
+
+
+def boundary_nodes(mesh: TetMesh) -> np.ndarray:
+    """Indices of the nodes on the mesh's surface: those of the faces that belong to one
+    tetrahedron only."""
+    faces = np.concatenate([mesh.tets[:, [1, 2, 3]], mesh.tets[:, [0, 2, 3]],
+                            mesh.tets[:, [0, 1, 3]], mesh.tets[:, [0, 1, 2]]])
+    faces = np.sort(faces, axis=1)
+    unique, counts = np.unique(faces, axis=0, return_counts=True)
+    return np.unique(unique[counts == 1])
+
+
+#: a snapped surface tetrahedron keeps at least this share of the smallest grid tetrahedron's
+#: volume (a sliver would set a tiny stable time step)
+_MIN_VOLUME_SHARE = 0.2
+
+
+def ellipsoid_mesh(centre: Sequence[float], radii: Sequence[float], cell: float) -> TetMesh:
+    """Tetrahedral mesh of the ellipsoid ``sum(((x - centre) / radii)^2) <= 1`` (m): the cells of
+    a grid of about ``cell`` (m) whose centres lie inside, then the surface nodes moved along the
+    ray from the centre onto the ellipsoid, as far as every tetrahedron stays positive and at
+    least ``_MIN_VOLUME_SHARE`` of a grid tetrahedron's volume (the whole way, then half, a
+    quarter, ..., else the stair-stepped grid surface is kept)."""
+    centre = np.asarray(centre, dtype=float)
+    radii = np.asarray(radii, dtype=float)
+    if not cell > 0 or np.any(~(radii > 0)):
+        raise ValueError(f"need a cell size > 0 and radii > 0, got {cell}, {radii.tolist()}")
+    cells = np.maximum(1, np.ceil(2 * radii / cell).astype(int))
+    size = 2 * radii
+    origin = centre - radii
+    steps = size / cells
+    axes = [origin[k] + steps[k] * (np.arange(cells[k]) + 0.5) for k in range(3)]
+    cx, cy, cz = np.meshgrid(*axes, indexing="ij")
+    inside = ((cx - centre[0]) / radii[0]) ** 2 + ((cy - centre[1]) / radii[1]) ** 2 \
+        + ((cz - centre[2]) / radii[2]) ** 2 <= 1.0
+    if not inside.any():  # an ellipsoid thinner than a cell: keep the middle cell
+        inside[tuple(cells // 2)] = True
+    grid = grid_mesh(size, cells, origin, keep=inside)
+    surface = boundary_nodes(grid)
+    offset = grid.nodes[surface] - centre
+    on_surface = offset / np.sqrt(np.sum((offset / radii) ** 2, axis=1))[:, None]
+    min_volume = _MIN_VOLUME_SHARE * float(np.prod(steps)) / 6.0
+    for share in (1.0, 0.5, 0.25, 0.125):
+        nodes = grid.nodes.copy()
+        nodes[surface] = centre + offset + share * (on_surface - offset)
+        if np.all(signed_volumes(nodes, grid.tets) > min_volume):
+            return TetMesh(nodes=nodes, tets=grid.tets)
+    return grid
+
+
+def min_edge(mesh: TetMesh) -> float:
+    """Length (m) of the mesh's shortest tetrahedron edge (what limits the stable time step)."""
+    pairs = ((0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3))
+    x = mesh.nodes[mesh.tets]
+    return float(min(np.linalg.norm(x[:, a] - x[:, b], axis=1).min() for a, b in pairs))
 
 
 def vtk_text(mesh: TetMesh) -> str:
@@ -297,26 +373,38 @@ class Embedding:
         return np.einsum("kn,knd->kd", self.weights, corners)
 
 
-def embed(mesh: TetMesh, points: np.ndarray, tol: float = 1e-9) -> Embedding:
+def embed(mesh: TetMesh, points: np.ndarray, tol: float = 1e-9, outside: str = "error") -> Embedding:
     """Embed ``points`` ``(K, 3)`` (m, rest configuration) in ``mesh``: for each, the first
     tetrahedron whose barycentric weights are all ``>= -tol`` (a point on a shared face or edge
-    may belong to several; any gives the same position). Raises ``ValueError`` for a point
-    outside the mesh."""
+    may belong to several; any gives the same position).
+
+    A point outside the mesh raises ``ValueError`` (``outside="error"``) or, with
+    ``outside="nearest"``, follows the nearest point of the tetrahedron least outside it (its
+    weights clipped at 0 and renormalised): a vessel that leaves the organ moves with the organ's
+    surface next to it."""
+    if outside not in ("error", "nearest"):
+        raise ValueError(f"outside must be 'error' or 'nearest', got {outside!r}")
     points = np.atleast_2d(np.asarray(points, dtype=float))
     corners = mesh.nodes[mesh.tets]  # (M, 4, 3)
     lo, hi = corners.min(axis=1), corners.max(axis=1)
+    centroids = corners.mean(axis=1)
     tets = np.empty(len(points), dtype=np.int64)
     weights = np.empty((len(points), 4))
     for n, point in enumerate(points):
         near = np.flatnonzero(np.all((lo - tol <= point) & (point <= hi + tol), axis=1))
-        found = False
         if near.size:
             w = barycentric(corners[near], np.repeat(point[None], near.size, axis=0))
             inside = np.flatnonzero(np.all(w >= -tol, axis=1))
             if inside.size:
-                tets[n], weights[n], found = near[inside[0]], w[inside[0]], True
-        if not found:
+                tets[n], weights[n] = near[inside[0]], w[inside[0]]
+                continue
+        if outside == "error":
             raise ValueError(f"point {n} at {point.tolist()} m is outside the tissue mesh")
+        near = np.argsort(np.sum((centroids - point) ** 2, axis=1))[:16]
+        w = barycentric(corners[near], np.repeat(point[None], near.size, axis=0))
+        best = int(np.argmax(w.min(axis=1)))
+        clipped = np.clip(w[best], 0.0, None)
+        tets[n], weights[n] = near[best], clipped / clipped.sum()
     return Embedding(tets=tets, weights=weights)
 
 
@@ -349,6 +437,15 @@ class FemConfig:
     gravity: float = 9.81  #: m/s^2, along -z
     probe_radius: float = 0.005  #: m: a sphere (the tip of a 10 mm instrument)
     origin: tuple[float, float, float] = (-0.05, -0.05, 0.0)  #: m: the slab's min corner
+
+    def material(self) -> SoftMaterial:
+        """The slab's material for :class:`FemBody`."""
+        return SoftMaterial(
+            young_modulus=self.young_modulus, poisson_ratio=self.poisson_ratio,
+            density=self.density, damping=self.damping, collision_margin=self.collision_margin,
+            friction=self.friction, face_contact=self.face_contact,
+            match_small_strain=self.match_small_strain,
+        )
 
     def mass(self) -> float:
         """kg: density x volume."""
@@ -414,76 +511,94 @@ def _release(client: int, tmpdir: tempfile.TemporaryDirectory) -> None:
     tmpdir.cleanup()
 
 
-class FemSlab:
-    """A finite-element tissue slab in its own PyBullet DIRECT client, anchored at the bottom,
-    with a kinematic spherical probe above the middle of its top face.
+@dataclass(frozen=True)
+class SoftMaterial:
+    """What PyBullet's soft body needs to know of the tissue (SI units)."""
+
+    young_modulus: float = 5500.0  #: Pa: healthy liver (Sandrin et al. 2003, as in TissueSpec)
+    poisson_ratio: float = 0.45  #: nearly incompressible (0.45-0.49, Fung 1993)
+    density: float = TISSUE_DENSITY  #: kg/m^3
+    #: NeoHookeanDamping (s): see :attr:`FemConfig.damping`
+    damping: float = 0.001
+    collision_margin: float = 0.0005  #: m: contact is taken this far from the surface
+    friction: float = 0.5  #: tool-tissue Coulomb friction (model parameter)
+    face_contact: bool = True  #: PyBullet's useFaceContact: rigid bodies also collide with faces
+    match_small_strain: bool = True  #: see :func:`neo_hookean_parameters`
+
+
+class FemBody:
+    """A tetrahedral mesh as a PyBullet soft body in its own DIRECT client with a deformable
+    world, held at its ``anchored`` nodes (anchors to the world: the rest of the patient).
 
     Every PyBullet call passes ``physicsClientId`` (never the default client). The mesh file
     lives in a temporary folder the object owns; :meth:`close` (or leaving a ``with`` block, or
     garbage collection) disconnects and removes it.
     """
 
-    def __init__(self, config: FemConfig | None = None) -> None:
-        self.config = cfg = config or FemConfig()
-        self.substeps = cfg.resolved_substeps()
-        if self.substeps < 1 or not cfg.time_step > 0:
-            raise ValueError(
-                f"need substeps >= 1 and time_step > 0, got {cfg.substeps}, {cfg.time_step}"
-            )
-        self.mesh = box_mesh(cfg.size, cfg.cells, cfg.origin)
-        self.top_z = cfg.origin[2] + cfg.size[2]
+    def __init__(
+        self,
+        mesh: TetMesh,
+        anchored: np.ndarray,
+        material: SoftMaterial,
+        time_step: float,
+        substeps: int | None = None,
+        gravity: float = 9.81,
+    ) -> None:
+        self.mesh = mesh
+        self.material = m = material
+        self.time_step = time_step
+        self.neo_mu, self.neo_lambda = neo_hookean_parameters(
+            m.young_modulus, m.poisson_ratio, m.match_small_strain
+        )
+        if substeps is None:
+            substeps = stable_substeps(time_step, min_edge(mesh), self.neo_mu, self.neo_lambda,
+                                       m.density)
+        self.substeps = int(substeps)
+        if self.substeps < 1 or not time_step > 0:
+            raise ValueError(f"need substeps >= 1 and time_step > 0, got {substeps}, {time_step}")
         self._tmpdir = tempfile.TemporaryDirectory(prefix="surgsim-fem-")
-        self.mesh_path = write_vtk(self.mesh, Path(self._tmpdir.name) / "slab.vtk")
+        self.mesh_path = write_vtk(mesh, Path(self._tmpdir.name) / "tissue.vtk")
         self.client = p.connect(p.DIRECT)
         self._finalizer = weakref.finalize(self, _release, self.client, self._tmpdir)
         cid = self.client
         p.resetSimulation(p.RESET_USE_DEFORMABLE_WORLD, physicsClientId=cid)
-        p.setGravity(0, 0, -cfg.gravity, physicsClientId=cid)
-        p.setPhysicsEngineParameter(
-            fixedTimeStep=cfg.time_step / self.substeps, physicsClientId=cid
-        )
-        self.neo_mu, self.neo_lambda = neo_hookean_parameters(
-            cfg.young_modulus, cfg.poisson_ratio, cfg.match_small_strain
-        )
+        p.setGravity(0, 0, -gravity, physicsClientId=cid)
+        p.setPhysicsEngineParameter(fixedTimeStep=time_step / self.substeps, physicsClientId=cid)
         with _quiet_stdout():
             self.body = p.loadSoftBody(
                 str(self.mesh_path),
-                mass=cfg.mass(),
+                mass=m.density * float(mesh.volumes().sum()),
                 useNeoHookean=1,
                 NeoHookeanMu=self.neo_mu,
                 NeoHookeanLambda=self.neo_lambda,
-                NeoHookeanDamping=cfg.damping,
-                collisionMargin=cfg.collision_margin,
-                frictionCoeff=cfg.friction,
-                useFaceContact=int(cfg.face_contact),
+                NeoHookeanDamping=m.damping,
+                collisionMargin=m.collision_margin,
+                frictionCoeff=m.friction,
+                useFaceContact=int(m.face_contact),
                 physicsClientId=cid,
             )
-        # without this PyBullet puts the settled slab to sleep and stops simulating it
+        # without this PyBullet puts the settled body to sleep and stops simulating it
         p.changeDynamics(
             self.body, -1, activationState=p.ACTIVATION_STATE_DISABLE_SLEEPING, physicsClientId=cid
         )
         loaded = self.node_positions()
-        if loaded.shape != self.mesh.nodes.shape or not np.allclose(loaded, self.mesh.nodes, atol=1e-12):
+        if loaded.shape != mesh.nodes.shape or not np.allclose(loaded, mesh.nodes, atol=1e-12):
             raise RuntimeError(
                 "PyBullet's simulation mesh does not match the mesh written (node order or count)"
             )
-        self.anchored = np.flatnonzero(self.mesh.nodes[:, 2] <= cfg.origin[2] + 1e-12)
+        self.anchored = np.asarray(anchored, dtype=np.int64)
         for node in self.anchored:
             p.createSoftBodyAnchor(self.body, int(node), -1, -1, physicsClientId=cid)
-        shape = p.createCollisionShape(p.GEOM_SPHERE, radius=cfg.probe_radius, physicsClientId=cid)
-        self.probe = p.createMultiBody(
-            baseMass=0,
-            baseCollisionShapeIndex=shape,
-            basePosition=self.probe_rest_position(),
-            physicsClientId=cid,
-        )
+        # the tetrahedra of the anchored nodes: all that the base force needs
+        self._base_tets = np.flatnonzero(np.isin(mesh.tets, self.anchored).any(axis=1))
+        self._base_mesh = TetMesh(nodes=mesh.nodes, tets=mesh.tets[self._base_tets])
 
     # ---------------------------------------------------------------- lifecycle
     def close(self) -> None:
         """Disconnect the PyBullet client and remove the mesh folder (idempotent)."""
         self._finalizer()
 
-    def __enter__(self) -> "FemSlab":
+    def __enter__(self) -> "FemBody":
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -491,7 +606,7 @@ class FemSlab:
 
     # ------------------------------------------------------------------ physics
     def step(self, n: int = 1) -> None:
-        """Advance ``n`` steps of ``config.time_step``, each ``self.substeps`` calls of
+        """Advance ``n`` steps of ``time_step``, each ``self.substeps`` calls of
         ``stepSimulation`` (PyBullet's own ``numSubSteps`` accumulates time in floating point and
         may take 3 sub-steps one call and 5 the next)."""
         for _ in range(n * self.substeps):
@@ -507,6 +622,65 @@ class FemSlab:
     def displacements(self) -> np.ndarray:
         """Node displacements ``(N, 3)`` (m) from the rest mesh."""
         return self.node_positions() - self.mesh.nodes
+
+    def elastic_forces(self, positions: np.ndarray | None = None) -> np.ndarray:
+        """Elastic force on each node (N) at ``positions`` (default: now), by the engine's law
+        (see :func:`neo_hookean_nodal_forces`)."""
+        x = self.node_positions() if positions is None else positions
+        return neo_hookean_nodal_forces(self.mesh, x, self.neo_mu, self.neo_lambda)
+
+    def base_force(self, positions: np.ndarray | None = None) -> np.ndarray:
+        """Sum of the elastic forces on the anchored nodes (N): how hard the tissue pushes on
+        what holds it, less the weight of the anchored nodes themselves."""
+        x = self.node_positions() if positions is None else positions
+        forces = neo_hookean_nodal_forces(self._base_mesh, x, self.neo_mu, self.neo_lambda)
+        return forces[self.anchored].sum(axis=0)
+
+    def static_load(self, reference: np.ndarray, positions: np.ndarray | None = None) -> np.ndarray:
+        """Force of the tissue on what presses it (N, world frame), read where the tissue is
+        held: the base force at ``reference`` (node positions at rest under gravity alone) minus
+        the base force now (or at ``positions``). Valid at rest (inertia and damping forces
+        neglected); it does not depend on PyBullet's contact report, so it checks it."""
+        return self.base_force(reference) - self.base_force(positions)
+
+    # ---------------------------------------------------------- embedded points
+    def embed(self, points: np.ndarray, outside: str = "error") -> Embedding:
+        """Embed ``points`` (rest configuration, m) in the mesh (see :func:`embed`)."""
+        return embed(self.mesh, points, outside=outside)
+
+    def embedded_positions(self, embedding: Embedding, positions: np.ndarray | None = None) -> np.ndarray:
+        """Where the embedded points are now (or with the nodes at ``positions``) (m)."""
+        x = self.node_positions() if positions is None else positions
+        return embedding.positions(self.mesh.tets, x)
+
+
+class FemSlab(FemBody):
+    """A finite-element tissue slab (:class:`FemConfig`), anchored at the bottom, with a
+    kinematic spherical probe above the middle of its top face."""
+
+    def __init__(self, config: FemConfig | None = None) -> None:
+        self.config = cfg = config or FemConfig()
+        mesh = box_mesh(cfg.size, cfg.cells, cfg.origin)
+        self.top_z = cfg.origin[2] + cfg.size[2]
+        super().__init__(
+            mesh,
+            np.flatnonzero(mesh.nodes[:, 2] <= cfg.origin[2] + 1e-12),
+            cfg.material(),
+            cfg.time_step,
+            cfg.resolved_substeps(),
+            cfg.gravity,
+        )
+        cid = self.client
+        shape = p.createCollisionShape(p.GEOM_SPHERE, radius=cfg.probe_radius, physicsClientId=cid)
+        self.probe = p.createMultiBody(
+            baseMass=0,
+            baseCollisionShapeIndex=shape,
+            basePosition=self.probe_rest_position(),
+            physicsClientId=cid,
+        )
+
+    def __enter__(self) -> "FemSlab":
+        return self
 
     # -------------------------------------------------------------------- probe
     def probe_rest_position(self) -> tuple[float, float, float]:
@@ -545,30 +719,3 @@ class FemSlab:
         for cp in self.contacts():
             force += cp[9] * np.asarray(cp[7], dtype=float)
         return force
-
-    def elastic_forces(self, positions: np.ndarray | None = None) -> np.ndarray:
-        """Elastic force on each node (N) at ``positions`` (default: now), by the engine's law
-        (see :func:`neo_hookean_nodal_forces`)."""
-        x = self.node_positions() if positions is None else positions
-        return neo_hookean_nodal_forces(self.mesh, x, self.neo_mu, self.neo_lambda)
-
-    def base_force(self, positions: np.ndarray | None = None) -> np.ndarray:
-        """Sum of the elastic forces on the anchored (bottom) nodes (N): how hard the tissue
-        pushes on its base, less the weight of the bottom nodes themselves."""
-        return self.elastic_forces(positions)[self.anchored].sum(axis=0)
-
-    def static_load(self, reference: np.ndarray) -> np.ndarray:
-        """Force of the tissue on what presses it (N, world frame), read at the base: the base
-        force at ``reference`` (node positions at rest under gravity alone) minus the base
-        force now. Valid at rest (inertia and damping forces neglected); it does not depend on
-        PyBullet's contact report, so it checks it."""
-        return self.base_force(reference) - self.base_force()
-
-    # ---------------------------------------------------------- embedded points
-    def embed(self, points: np.ndarray) -> Embedding:
-        """Embed ``points`` (rest configuration, m) in the slab's mesh (see :func:`embed`)."""
-        return embed(self.mesh, points)
-
-    def embedded_positions(self, embedding: Embedding) -> np.ndarray:
-        """Where the embedded points are now (m)."""
-        return embedding.positions(self.mesh.tets, self.node_positions())

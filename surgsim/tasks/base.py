@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from abc import ABC, abstractmethod
 from collections import Counter
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 
@@ -19,6 +20,7 @@ if TYPE_CHECKING:  # PyBullet is imported when a task is built, not by `import s
     from surgsim.sim.tissue import Material
     from surgsim.sim.anatomy import SceneBodies
     from surgsim.sim.instruments import Instrument
+    from surgsim.sim.fem_contact import FemToolContact
 
 MM = 1e-3
 #: steps per second of simulated time (the env's ``render_fps``): a move per step is a speed
@@ -109,9 +111,9 @@ class Task(ABC):
 
     @classmethod
     def observation_entries(cls, spec: TaskSpec) -> tuple[ObsEntry, ...]:
-        """The state observation's entries with ``spec``'s tissue: elastic tissue adds the tool
-        force at the end."""
-        if spec.tissue.model == "elastic":
+        """The state observation's entries with ``spec``'s tissue: tissue with mechanics (elastic
+        or fem) adds the tool force at the end."""
+        if spec.tissue.model != "rigid":
             return cls.OBSERVATION + FORCE_OBSERVATION
         return cls.OBSERVATION
 
@@ -139,13 +141,55 @@ class Task(ABC):
         self.damage_total = 0.0
         #: the tip position (m) the current episode started from; set by :meth:`build`
         self.start_tip = np.zeros(3)
-        #: the elastic tissue model's parameters (None: rigid tissue, geometry only)
+        #: the tissue's mechanical parameters (None: rigid tissue, geometry only)
         self.material: Material | None = None
-        if spec.tissue.model == "elastic":
+        #: fem tissue: the tool in the patient's finite-element tissue (made with each patient)
+        self.fem: FemToolContact | None = None
+        if spec.tissue.model != "rigid":
             self.material = tissue_material(spec.tissue)
             self.OBSERVATION = self.observation_entries(spec)
             self.safe_force = spec.tissue.safe_force_n
             self.max_force = spec.tissue.max_force_n
+
+    @property
+    def uses_fem(self) -> bool:
+        """Whether the tissue is the finite-element tier."""
+        return self.spec.tissue.model == "fem"
+
+    def make_fem(self, part: str, grip_per_length: float) -> FemToolContact:
+        """fem tissue: mesh the current patient's tissue part ``part`` into a new finite-element
+        body with the tool in it (the last patient's is closed); ``grip_per_length`` (N/m): how
+        hard the tissue holds what is inside it per length (see :mod:`surgsim.sim.fem_contact`)."""
+        from surgsim.sim.fem import SoftMaterial
+        from surgsim.sim.fem_contact import CAPTURE_FRACTION, TIP_RADIUS, FemToolContact, tissue_body
+
+        self.close()
+        t = self.spec.tissue
+        cell = t.fem_cell_mm * MM
+        material = SoftMaterial(young_modulus=t.young_modulus_kpa * 1e3, poisson_ratio=t.fem_poisson_ratio)
+        body = tissue_body(self.scene.part(part).shape, cell, material, 1.0 / CONTROL_RATE_HZ)
+        self.fem = FemToolContact(body, TIP_RADIUS, t.puncture_force_n, grip_per_length,
+                                  CAPTURE_FRACTION * cell)
+        return self.fem
+
+    @contextlib.contextmanager
+    def fem_frozen(self) -> Iterator[None]:
+        """While :meth:`measure` reads the state, the finite-element tissue stands still (its
+        contact returns the last force without stepping)."""
+        if self.fem is None:
+            yield
+            return
+        self.fem.frozen = True
+        try:
+            yield
+        finally:
+            self.fem.frozen = False
+
+    def close(self) -> None:
+        """Release what the task holds outside the world (the finite-element tissue's client)."""
+        if self.fem is not None:
+            self.fem.body.close()
+            self.fem = None
 
     def attach(self, world: World) -> None:
         """Create the bodies that live for the whole episode series (the instrument); called

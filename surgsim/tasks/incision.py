@@ -155,7 +155,8 @@ class IncisionTask(Task):
         self.cut = np.zeros(_CURVE_POINTS, dtype=bool)
         self.cut_depth = np.zeros(_CURVE_POINTS)
         if self.material is not None:
-            self._contact.reset()
+            if not self.uses_fem:  # fem: a new body for the new patient, below
+                self._contact.reset()
             self._drawn_cut = None
         self.coverage = 0.0
         height = rng.uniform(*p.start_height_mm) * MM
@@ -165,6 +166,8 @@ class IncisionTask(Task):
         self.show(self._scene(tip))
         self.tool.set_tip(tip)
         self.start_tip = tip.copy()
+        if self.uses_fem:  # the blade grips what it is in: the skin's friction and its cutting resistance
+            self._contact = self.make_fem("tissue", self.material.friction + self.material.blade_force)
 
     def _scene(self, start_tip: np.ndarray) -> Scene:
         """The patient: skin, critical layer, the line drawn on the skin, the band to cut along it
@@ -315,7 +318,8 @@ class IncisionTask(Task):
             return self._measure(self.tool.tip)[0]
         saved = copy.copy(self._contact), self.cut_depth.copy()
         try:
-            return self._measure(self.tool.tip)[0]
+            with self.fem_frozen():
+                return self._measure(self.tool.tip)[0]
         finally:
             self._contact, self.cut_depth = saved
 
@@ -432,16 +436,21 @@ class IncisionTask(Task):
 
     def _load(self, tip: list[float], previous: np.ndarray, depth: float, deviation: float,
               clearance: float) -> tuple[tuple[float, float, float], float]:
-        """Elastic tissue: the force on the blade (pressing in, cutting along) and on the critical
-        layer; deepens the groove where the blade cuts."""
+        """Elastic or fem tissue: the force on the blade (pressing in, cutting along) and on the
+        critical layer; deepens the groove where the blade cuts. With fem tissue the engine
+        gives it all (the blade grips the skin it is in and drags it until it cuts free); the
+        critical layer is not meshed apart, so no force of its own (reaching it is bleeding)."""
         m = self.material
         x, y, z = tip
         px, py, pz = previous.tolist()
         rate = CONTROL_RATE_HZ
         pressed = self._contact.update(tip, _DOWN, depth, pz - z)
-        cutting = tissue.blade_force(m, depth, ((x - px) * rate, (y - py) * rate, 0.0)) \
-            if self._contact.punctured else tissue.ZERO
-        below = tissue.critical_force(m, -clearance, _UP)
+        if self.fem is not None:
+            cutting = below = tissue.ZERO
+        else:
+            cutting = tissue.blade_force(m, depth, ((x - px) * rate, (y - py) * rate, 0.0)) \
+                if self._contact.punctured else tissue.ZERO
+            below = tissue.critical_force(m, -clearance, _UP)
         if self._contact.punctured and deviation <= self.lateral_tolerance:
             offsets = self.curve - (x, y)
             near = fast_einsum("ij,ij->i", offsets, offsets) <= self.lateral_tolerance**2

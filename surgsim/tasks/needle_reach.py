@@ -84,7 +84,9 @@ class NeedleReachTask(Task):
             Part("start", "marker", Point(vec3(start)), channel="start"),
         ), p))
         self.tool.set_tip(start.copy())
-        if self.material is not None:
+        if self.uses_fem:
+            self._contact = self.make_fem("tissue", self.material.friction)
+        elif self.material is not None:
             self._contact.reset()
         self.start_tip = start
         self._reference = np.vstack([start, target])
@@ -118,7 +120,8 @@ class NeedleReachTask(Task):
             return self._measure(0.0)
         saved = copy.copy(self._contact)
         try:
-            return self._measure(0.0)
+            with self.fem_frozen():
+                return self._measure(0.0)
         finally:
             self._contact = saved
 

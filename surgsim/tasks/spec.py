@@ -118,8 +118,9 @@ class TissueSpec(_Model):
     are model parameters and say so.
     """
 
-    #: ``rigid``: geometry only (no force, nothing moves); ``elastic``: the reduced-order model
-    model: Literal["rigid", "elastic"] = "elastic"
+    #: ``rigid``: geometry only (no force, nothing moves); ``elastic``: the reduced-order model;
+    #: ``fem``: PyBullet's finite-element soft bodies (:mod:`surgsim.sim.fem_contact`)
+    model: Literal["rigid", "elastic", "fem"] = "elastic"
     # healthy human liver, transient elastography: about 5.5 kPa (Sandrin et al. 2003, Ultrasound
     # Med Biol 29(12))
     young_modulus_kpa: float = Field(5.5, gt=0)
@@ -157,6 +158,14 @@ class TissueSpec(_Model):
     # (`excessive_force`); 2 N is the scorer's default excessive-force threshold
     safe_force_n: float = Field(2.0, gt=0)
     max_force_n: float = Field(5.0, gt=0)
+    # fem only. Mesh resolution: the edge of the grid cells the tissue part is meshed with (6
+    # tetrahedra each); finer is more faithful and slower (the sub-steps grow as 1 / cell and
+    # the work per sub-step with the number of cells): 14 mm keeps the organ real time on 2 cores
+    fem_cell_mm: float = Field(14.0, gt=0)
+    # fem only. Linear tetrahedra lock near incompressibility (at 0.49 the FEM slab was 2.3x
+    # stiffer than at 0.45 where the analytic answer changes 5 %, benchmarks/tissue_compare.py)
+    # and the stable sub-step shrinks: the low end of the 0.45-0.49 range (Fung 1993)
+    fem_poisson_ratio: float = Field(0.45, gt=0, lt=0.5)
 
     @model_validator(mode="after")
     def _thresholds(self) -> "TissueSpec":

@@ -241,8 +241,12 @@ class SurgicalPathTask(Task):
 
     # ------------------------------------------------------ elastic tissue
     def _embed(self) -> None:
-        """Start the episode's tissue state: nothing inserted, the anatomy where it was imaged."""
-        self._contact.reset()
+        """Start the episode's tissue state: nothing inserted, the anatomy where it was imaged
+        (fem: the organ meshed, with the carried points embedded in it)."""
+        if self.uses_fem:
+            self._contact = self.make_fem("organ", self.material.friction)
+        else:
+            self._contact.reset()
         tubes = [part for part in self.scene.parts if part.name in self.scene.critical]
         rows, start = [], 1
         self._tubes = []
@@ -262,6 +266,8 @@ class SurgicalPathTask(Task):
             self._surface = (slice(start, start + len(unit)), indices, normals)
             self.world.hide("organ")
         self._carried = np.vstack([self.lesion_preop[None, :], *rows])
+        if self.uses_fem:
+            self._embedding = self.fem.body.embed(self._carried, outside="nearest")
         self._displace(np.zeros_like(self._carried))
 
     def _relax(self) -> None:
@@ -333,7 +339,8 @@ class SurgicalPathTask(Task):
             return self._measure(0.0)
         saved, displacement = copy.copy(self._contact), self._displacement
         try:
-            return self._measure(0.0)
+            with self.fem_frozen():
+                return self._measure(0.0)
         finally:
             self._contact = saved
             if self._displacement is not displacement:
@@ -380,11 +387,20 @@ class SurgicalPathTask(Task):
 
     def _load(self, tip: list[float], inside: float, advance: float, clearance: float,
               normal: tuple[float, float, float]) -> tuple[tuple[float, float, float], float, str | None]:
-        """Elastic tissue: the force on the tool, the force on critical structures, the failure;
-        moves the anatomy under the tissue's share of the load."""
+        """Elastic or fem tissue: the force on the tool, the force on critical structures, the
+        failure; moves the anatomy with the tissue (elastic: under the tissue's share of the
+        load; fem: with the finite-element nodes). The fem tier does not mesh the vessels and
+        nerves apart from the organ: any touch ruptures one, as with rigid tissue."""
         m = self.material
         d = self.tool.direction
         fx, fy, fz = self._contact.update(tip, d, inside, advance)
+        if self.fem is not None:
+            nodes = self.fem.body.embedded_positions(self._embedding, self.fem.positions)
+            self._displace(nodes - self._carried)
+            force = (fx, fy, fz)
+            failure = "excessive_force" if clearance > 0.0 and tissue.norm(force) > self.max_force \
+                else self._failure(clearance <= 0.0, self.tool.insertion)
+            return force, 0.0, failure
         if fx or fy or fz or self._displaced:
             # the load on the tissue acts at the tip before puncture, then along the inserted length
             back = inside / 2 if self._contact.punctured else 0.0
