@@ -20,7 +20,7 @@ def demo(
     seed: int = typer.Option(0, "--seed", callback=check_seed, help="Seed of the first episode; episode i uses seed + i."),
     difficulty: str = typer.Option("medium", "--difficulty", callback=check_difficulty, help="easy, medium or hard."),
     patient: Optional[str] = typer.Option(None, help="A named fixed patient from the env's spec."),
-    tissue: str = typer.Option("elastic", "--tissue", help="'elastic' (forces, moving anatomy) or 'rigid' (geometry only)."),
+    tissue: str = typer.Option("elastic", "--tissue", help="'elastic' (forces, moving anatomy; fast), 'fem' (PyBullet finite elements; about 20-100 steps/s) or 'rigid' (geometry only)."),
     out: Optional[Path] = typer.Option(
         None, "--out", help="Also film the episodes: demo.gif, or demo.mp4 with surgsim[video]."
     ),
@@ -80,7 +80,7 @@ def demo(
                    f"{len(frames) / fps:.0f} s at {fps} fps)")
         figure = out.with_name(f"{out.stem}_tissue.png")
         try:
-            figure = trace.plot(figure, f"{env}, seed {seed}: elastic tissue, episode 1")
+            figure = trace.plot(figure, f"{env}, seed {seed}: {tissue} tissue, episode 1")
         except OSError as exc:
             fail(f"--out {figure}: {exc}")
         if figure is not None:  # None: rigid tissue, no forces to draw

@@ -43,6 +43,10 @@ def play_cmd(
     seed: Optional[int] = typer.Option(None, "--seed", callback=check_seed, help="Episode i uses seed + i (default: unseeded)."),
     difficulty: str = typer.Option("medium", "--difficulty", callback=check_difficulty, help="easy, medium or hard."),
     patient: Optional[str] = typer.Option(None, "--patient", help="A named fixed patient from the env's spec."),
+    tissue: Optional[str] = typer.Option(
+        None, "--tissue", help="Tissue model: 'elastic' (the spec's default), 'fem' (PyBullet finite elements, "
+        "real time) or 'rigid'."
+    ),
 ) -> None:
     import gymnasium as gym
 
@@ -66,7 +70,8 @@ def play_cmd(
             fail(f"--keys-file {keys_file}: no such file")
         script, script_source = keys_file.read_text(), str(keys_file)
     try:
-        environment = gym.make(env, difficulty=difficulty, render_mode=None if script is not None else "human")
+        environment = gym.make(env, difficulty=difficulty, tissue=tissue,
+                               render_mode=None if script is not None else "human")
     except RuntimeError as exc:
         fail(f"{exc}; without a display pass scripted keys with --keys or --keys-file")
     except SurgsimError as exc:
