@@ -212,3 +212,42 @@ def test_only_surgsims_own_errors_read_as_user_mistakes(monkeypatch):
     result = runner.invoke(app, ["demo", "-n", "1"])
     assert result.exit_code == 1 and isinstance(result.exception, ValueError)
     assert "error:" not in result.output
+
+
+@pytest.mark.slow
+def test_eval_on_another_tissue_runs_there_and_records_it(tmp_path):
+    import json
+
+    import gymnasium as gym
+    from simhelpers import quick_train_args
+
+    from surgsim.rl.evaluate import model_policy, run_episodes
+    from surgsim.rl.train import load_run, train
+
+    run = train(quick_train_args(tmp_path, "ppo", "surgsim/NeedleReach-v0", 64, n_envs=1,
+                                 hyperparams={"n_steps": 64, "batch_size": 32}))
+    fem, own = tmp_path / "fem.json", tmp_path / "own.json"
+    result = runner.invoke(app, ["eval", str(run), "-n", "1", "--device", "cpu", "--tissue", "fem", "--out", str(fem)])
+    assert result.exit_code == 0, result.output
+    assert "tissue=fem" in result.output
+    record = json.loads(fem.read_text())
+    assert record["tissue"] == "fem"
+    # the episode is the one a fem env gives ...
+    model, normalizer, _ = load_run(run, device="cpu")
+    env = gym.make("surgsim/NeedleReach-v0", tissue="fem")
+    assert record["peak_forces"] == run_episodes(env, model_policy(model, True, normalizer), 1).peak_forces
+    env.close()
+    # ... and without --tissue the run's own (elastic) tissue gives another
+    result = runner.invoke(app, ["eval", str(run), "-n", "1", "--device", "cpu", "--out", str(own)])
+    assert result.exit_code == 0, result.output
+    record_own = json.loads(own.read_text())
+    assert record_own["tissue"] == "elastic"
+    assert record_own["peak_forces"] != record["peak_forces"]
+
+
+def test_eval_refuses_an_unknown_tissue_before_loading_the_run(tmp_path):
+    result = runner.invoke(app, ["eval", str(tmp_path / "no-run"), "--tissue", "jelly"])
+    assert result.exit_code == 2, result.output
+    assert [line for line in result.output.splitlines() if line.strip()] == [
+        "error: --tissue 'jelly': expected one of rigid, elastic, fem"
+    ]

@@ -150,10 +150,18 @@ def eval_cmd(
     record: Optional[Path] = typer.Option(
         None, "--record", help="Record each episode as a session in this folder (trainee agent-<algo>)."
     ),
+    tissue: Optional[str] = typer.Option(
+        None, "--tissue", help="Evaluate on this tissue model (rigid, elastic or fem; default: the run's own): "
+        "a policy trained on one model, tested on another."
+    ),
 ) -> None:
     import gymnasium as gym
     from tqdm import tqdm
 
+    from surgsim.env import TISSUE_MODELS
+
+    if tissue is not None and tissue not in TISSUE_MODELS:
+        fail(f"--tissue {tissue!r}: expected one of {', '.join(TISSUE_MODELS)}")
     require_extra("train", "eval")
     from surgsim.rl.evaluate import model_policy, run_episodes
     from surgsim.rl.train import TrainingError, check_device, load_run
@@ -168,7 +176,8 @@ def eval_cmd(
         model, normalizer, args = load_run(run, device=device, best=best)
     except TrainingError as exc:
         fail(str(exc))
-    env = gym.make(args.env_id, **args.env_kwargs)
+    env_kwargs = args.env_kwargs if tissue is None else {**args.env_kwargs, "tissue": tissue}
+    env = gym.make(args.env_id, **env_kwargs)
     if record is not None:
         env = SessionRecorder(env, record, f"agent-{args.algo}")
     with tqdm(total=episodes, desc=f"eval {args.env_id}", unit="ep") as bar:
@@ -180,13 +189,14 @@ def eval_cmd(
         except SurgsimError as exc:
             env.close()  # a recorder keeps the episode cut short as an incomplete session
             fail(str(exc))
-    typer.echo(f"{args.env_id}  {args.algo}  episodes={episodes}  deterministic={not stochastic}")
+    used = env.unwrapped.tissue
+    typer.echo(f"{args.env_id}  {args.algo}  tissue={used}  episodes={episodes}  deterministic={not stochastic}")
     typer.echo(result.summary())
     env.close()
     if record is not None:
         typer.echo(f"recorded {len(env.written)} session(s) in {record}")
     target = out or _free_name(run / "eval.json")  # an earlier evaluation is never replaced
-    atomic_write_json(target, {"env_id": args.env_id, "algo": args.algo, **result.to_dict()})
+    atomic_write_json(target, {"env_id": args.env_id, "algo": args.algo, "tissue": used, **result.to_dict()})
     typer.echo(f"written: {target}")
 
 
