@@ -200,16 +200,19 @@ def boundary_nodes(mesh: TetMesh) -> np.ndarray:
 
 
 #: a snapped surface tetrahedron keeps at least this share of the smallest grid tetrahedron's
-#: volume (a sliver would set a tiny stable time step)
+#: volume, and every edge this share of the grid's cell: a sliver or a short edge would set a
+#: short stable time step (the sub-steps grow as 1 / shortest edge)
 _MIN_VOLUME_SHARE = 0.2
+_MIN_EDGE_SHARE = 0.75
 
 
 def ellipsoid_mesh(centre: Sequence[float], radii: Sequence[float], cell: float) -> TetMesh:
     """Tetrahedral mesh of the ellipsoid ``sum(((x - centre) / radii)^2) <= 1`` (m): the cells of
     a grid of about ``cell`` (m) whose centres lie inside, then the surface nodes moved along the
     ray from the centre onto the ellipsoid, as far as every tetrahedron stays positive and at
-    least ``_MIN_VOLUME_SHARE`` of a grid tetrahedron's volume (the whole way, then half, a
-    quarter, ..., else the stair-stepped grid surface is kept)."""
+    least ``_MIN_VOLUME_SHARE`` of a grid tetrahedron's volume and no edge gets shorter than
+    ``_MIN_EDGE_SHARE`` of the grid's cell (the whole way, then half, a quarter, ..., else the
+    stair-stepped grid surface is kept)."""
     centre = np.asarray(centre, dtype=float)
     radii = np.asarray(radii, dtype=float)
     if not cell > 0 or np.any(~(radii > 0)):
@@ -232,8 +235,10 @@ def ellipsoid_mesh(centre: Sequence[float], radii: Sequence[float], cell: float)
     for share in (1.0, 0.5, 0.25, 0.125):
         nodes = grid.nodes.copy()
         nodes[surface] = centre + offset + share * (on_surface - offset)
-        if np.all(signed_volumes(nodes, grid.tets) > min_volume):
-            return TetMesh(nodes=nodes, tets=grid.tets)
+        snapped = TetMesh(nodes=nodes, tets=grid.tets)
+        if np.all(signed_volumes(nodes, grid.tets) > min_volume) \
+                and min_edge(snapped) >= _MIN_EDGE_SHARE * float(steps.min()):
+            return snapped
     return grid
 
 

@@ -2,35 +2,41 @@
 :class:`surgsim.sim.tissue.ShaftContact`, with every force from PyBullet's deformable world.
 
 The tissue is a :class:`~surgsim.sim.fem.FemBody` of the patient's tissue part
-(:func:`tissue_body`), held where the rest of the patient holds it. The instrument acts on it
-with the engine's own means:
+(:func:`tissue_body`), held where the rest of the patient holds it. The tool moves from its last
+pose to the new one over the control period in the engine's sub-steps (a step of the env is
+``1 / CONTROL_RATE_HZ`` s of tissue dynamics) and acts on the tissue through soft-body anchors
+(``createSoftBodyAnchor``) to a body that moves with the tool, not through PyBullet's rigid-soft
+contact: a kinematic sphere pressed into these meshes tunnels through them (no force at all on
+the 420 kPa skin slab, lost contact under 1 N on liver; ``tests/test_fem_tissue.py`` shows the
+anchors hold). The model:
 
-- **Before puncture**: a kinematic sphere of the shaft's radius at the tip presses the surface
-  (PyBullet's rigid-soft contact). The tool moves from its last pose to the new one over the
-  control period in the engine's sub-steps, so a step of the env is ``1 / CONTROL_RATE_HZ`` s of
-  tissue dynamics.
-- **Puncture**: once the tissue pushes back along the shaft by more than the puncture force, the
-  sphere stops colliding with the tissue (PyBullet cannot pierce a soft body) and the shaft
-  *grips* the tissue instead: every node within ``capture_radius`` of the inserted length is
-  anchored (``createSoftBodyAnchor``) to a body that moves with the shaft, at the place it has
-  in the shaft's frame then.
+- **Touch**: when the tip enters the tissue (it lies inside an element of the deformed mesh,
+  checked every ``CHECK_EVERY`` sub-steps), the surface nodes of that element are
+  gripped where they are: pushing on, the tool indents the surface and the tissue pushes back.
+  A gripped surface node lets go when it would pull the tool in (the tool is withdrawn: tissue
+  does not stick) or when its pull across the shaft exceeds ``FRICTION`` times its push (Coulomb
+  sliding); it is gripped again where it then is while the tip is still in.
+- **Puncture**: once the tissue pushes back along the shaft by more than the puncture force
+  (checked as often as entry), the tool is through: from then on it grips the corners of the
+  element that holds the tip and every node within ``capture_radius`` of the inserted length.
 - **Friction, stick-slip and tearing**: a gripped node whose elastic force (the engine's law on
   the engine's node positions) exceeds its share of the grip, ``grip_per_length x inserted
-  length / gripped nodes``, slips: its anchor is removed for one control period, the tissue
-  relaxes under the engine's forces, and it is gripped again where it then is. So the shaft
-  drags tissue along while it moves (stick), the force it can transmit is bounded by the grip
-  (slip), and a shaft swept sideways tears through rather than dragging the organ with it.
-  Cutting at the tip is the same grip on the nodes the tip reaches.
-- **Withdrawal**: once nothing is inside, every anchor is released and the sphere collides again.
+  length / gripped nodes``, slips: its anchor is removed, the tissue relaxes under the engine's
+  forces, and it is gripped again where it then is at the next check, ``CHECK_EVERY`` sub-steps
+  later (PyBullet anchors a node where it is, so slipping is letting go). So the
+  shaft drags tissue along while it moves (stick), the force it can transmit stays near the
+  grip (slip), and a shaft swept sideways tears through rather than dragging the organ with it.
+  Cutting at the tip is the same grip on the element the tip is in.
+- **Withdrawal**: once nothing is inside, every anchor is released.
 
 The force on the tool (N, world frame, the tissue on the tool) is read where the tissue is held:
 the change of the engine's elastic forces on the anchored nodes (:meth:`FemBody.static_load`),
 which is the load the tool puts on the tissue when the tissue is at rest (quasi-static:
-inertia and damping forces are left out). PyBullet's own contact report is not used: it gives
-12-65 % of the load (``benchmarks/fem_probe.py``).
+inertia and damping forces are left out). PyBullet's own contact report is not used.
 
-What is a model parameter here, not a published value: the capture radius (a fraction of the
-mesh cell) and the rule that slipping nodes let go for one control period.
+Model parameters here, not published values: the capture radius (a fraction of the mesh cell),
+the tool-tissue friction coefficient, and how often slip is checked. The force before puncture is the engine's response to a few surface nodes pushed in:
+a coarse mesh makes it stiffer than a fine one (benchmarks/elastic_vs_fem.py).
 """
 
 from __future__ import annotations
@@ -42,18 +48,22 @@ import numpy as np
 import pybullet as p
 
 from surgsim.scene import Box, Ellipsoid
-from surgsim.sim.fem import FemBody, SoftMaterial, TetMesh, box_mesh, boundary_nodes, ellipsoid_mesh
+from surgsim.sim.fem import (FemBody, SoftMaterial, TetMesh, barycentric, box_mesh, boundary_nodes,
+                             ellipsoid_mesh, embed)
 
-#: where the tool's bodies wait before the first pose (m): far from any tissue
+#: where the tool's body waits before the first pose (m): far from any tissue
 _PARK = (0.0, 0.0, 10.0)
-#: m: the radius of the sphere that presses the tissue before puncture: the tip of a 5 mm
-#: instrument (model parameter)
-TIP_RADIUS = 0.0025
 #: nodes within this fraction of the mesh cell of the inserted shaft are gripped (model
 #: parameter: about one node per cell along the track)
 CAPTURE_FRACTION = 0.6
-#: times per control period the load is read for puncture while the tip presses the surface
-PUNCTURE_CHECKS = 4
+#: the tip is checked for entering the tissue and for puncture, and the grip for slip, every
+#: this many sub-steps (and at the end of the control period): a fixed share of the stable
+#: time step, so stiff tissue (more, shorter sub-steps) is checked as often per millimetre of
+#: deformation as soft tissue
+CHECK_EVERY = 8
+#: Coulomb friction coefficient between the tool and the tissue's surface before puncture
+#: (model parameter; wet soft tissue on steel is usually put at 0.1-0.5)
+FRICTION = 0.5
 
 
 def tissue_body(shape: Box | Ellipsoid, cell: float, material: SoftMaterial, time_step: float) -> FemBody:
@@ -99,36 +109,28 @@ class FemToolContact:
     length inside the tissue and the advance; it returns the force of the tissue on the tool.
     """
 
-    def __init__(
-        self,
-        body: FemBody,
-        tip_radius: float,
-        puncture_force: float,
-        grip_per_length: float,
-        capture_radius: float,
-    ) -> None:
+    def __init__(self, body: FemBody, puncture_force: float, grip_per_length: float,
+                 capture_radius: float) -> None:
         self.body = body
         self.puncture_force = puncture_force
         self.grip_per_length = grip_per_length
         self.capture_radius = capture_radius
-        cid = body.client
-        sphere = p.createCollisionShape(p.GEOM_SPHERE, radius=tip_radius, physicsClientId=cid)
-        self._tip = p.createMultiBody(baseMass=0, baseCollisionShapeIndex=sphere, basePosition=_PARK,
-                                      physicsClientId=cid)
         self._carrier = p.createMultiBody(baseMass=0, baseCollisionShapeIndex=-1, basePosition=_PARK,
-                                          physicsClientId=cid)
+                                          physicsClientId=body.client)
         self._base_at_rest = body.base_force(body.mesh.nodes)
         self._held = np.zeros(len(body.mesh.nodes), dtype=bool)
         self._held[body.anchored] = True
-        #: node -> anchor id of the nodes the shaft grips now
+        self._surface = np.zeros(len(body.mesh.nodes), dtype=bool)
+        self._surface[boundary_nodes(body.mesh)] = True
+        #: node -> anchor id of the nodes the tool grips now
         self.gripped: dict[int, int] = {}
+        #: the tip is in the tissue (touching or through), and through it
+        self.touching = False
         self.punctured = False
-        #: withdrawn, the tip waits to be clear of the tissue before it collides again
-        self._clearing = False
-        self._clear_distance = capture_radius + tip_radius
         #: node positions (m) after the last update
         self.positions = body.mesh.nodes.copy()
         self._pose: tuple[np.ndarray, tuple[float, ...]] | None = None
+        self._inside = 0.0
         #: the force (N) of the last update; while ``frozen``, :meth:`update` returns it and
         #: moves nothing (a measurement must not step the tissue)
         self.force = (0.0, 0.0, 0.0)
@@ -144,97 +146,127 @@ class FemToolContact:
         tip = np.asarray(tip, dtype=float)
         d = np.asarray(direction, dtype=float)
         quat = _quaternion(direction)
-        self._move(tip, d, quat)
-        body = self.body
-        x = self.positions = body.node_positions()
-        force = self._base_at_rest - body.base_force(x)
-        if self._clearing and self._clear_of_tissue(x, tip):
-            self._clearing = False
-            p.setCollisionFilterPair(self._tip, body.body, -1, -1, 1, physicsClientId=body.client)
-        if not self.punctured and inside > 0.0 and self._pushed_through(d, x):
-            self._puncture()
+        self._move(tip, d, quat, inside)
+        x = self.positions = self.body.node_positions()
+        force = self._load(x)
         if self.punctured and inside <= 0.0:
             self._release_all()
-        elif self.punctured:
-            self._slip_and_grip(x, tip, d, inside, quat)
         self.force = (float(force[0]), float(force[1]), float(force[2]))
         return self.force
 
-    def _move(self, tip: np.ndarray, direction: np.ndarray, quat: tuple[float, ...]) -> None:
-        """Carry the tool from its last pose to this one in the engine's sub-steps (teleported
-        kinematic bodies: the first pose of an episode is taken without stepping), checking for
-        puncture ``PUNCTURE_CHECKS`` times a control period (a stiff tissue would otherwise be
-        pressed far past its puncture force within one period)."""
+    def _load(self, x: np.ndarray | None = None) -> np.ndarray:
+        """Force of the tissue on the tool (N): the change of the held nodes' elastic forces."""
+        return self._base_at_rest - self.body.base_force(x)
+
+    def _move(self, tip: np.ndarray, direction: np.ndarray, quat: tuple[float, ...], inside: float) -> None:
+        """Carry the tool from its last pose to this one in the engine's sub-steps (the first
+        pose of an episode is taken without stepping); every ``CHECK_EVERY`` sub-steps on the way
+        the tip is checked for entry and puncture and the grip for slip (a stiff tissue would be
+        pressed far past its puncture force within a period, and a grip held for a whole period
+        drags the tissue much further than friction allows)."""
         cid = self.body.client
         if self._pose is None:
-            for b in (self._tip, self._carrier):
-                p.resetBasePositionAndOrientation(b, tip.tolist(), quat, physicsClientId=cid)
-            self._pose = (tip, quat)
+            p.resetBasePositionAndOrientation(self._carrier, tip.tolist(), quat, physicsClientId=cid)
+            self._pose, self._inside = (tip, quat), inside
             return
-        start, start_quat = self._pose
+        (start, start_quat), start_inside = self._pose, self._inside
         n = self.body.substeps
-        checks = {round(n * q / PUNCTURE_CHECKS) for q in range(1, PUNCTURE_CHECKS)}
         for k in range(1, n + 1):
             s = k / n
-            pos = (start + s * (tip - start)).tolist()
+            pos = start + s * (tip - start)
             orn = p.getQuaternionSlerp(start_quat, quat, s)
-            p.resetBasePositionAndOrientation(self._tip, pos, orn, physicsClientId=cid)
-            p.resetBasePositionAndOrientation(self._carrier, pos, orn, physicsClientId=cid)
+            p.resetBasePositionAndOrientation(self._carrier, pos.tolist(), orn, physicsClientId=cid)
             p.stepSimulation(physicsClientId=cid)
-            if k in checks and not self.punctured and self._pushed_through(direction):
-                self._puncture()
-        self._pose = (tip, quat)
+            if k % CHECK_EVERY and k != n:
+                continue
+            x = self.body.node_positions()
+            now_inside = start_inside + s * (inside - start_inside)
+            if self.punctured:
+                if now_inside > 0.0:
+                    self._slip_and_grip(x, pos, direction, now_inside, orn)
+            elif not self.touching:
+                if self._holder(x, pos, strict=True) is not None:
+                    self.touching = True
+                    self._press(x, pos, direction, orn)
+            elif -float(self._load(x) @ direction) > self.puncture_force:
+                self.punctured = True  # the surface gives way under the tip
+                for node in list(self.gripped):
+                    self._let_go(node)
+            else:
+                self._press(x, pos, direction, orn)
+        self._pose, self._inside = (tip, quat), inside
 
-    def _pushed_through(self, direction: np.ndarray, x: np.ndarray | None = None) -> bool:
-        """Whether the tissue pushes back along the shaft by more than the puncture force."""
-        force = self._base_at_rest - self.body.base_force(x)
-        return -float(force @ direction) > self.puncture_force
+    def _holder(self, x: np.ndarray, point: np.ndarray, strict: bool = False) -> int | None:
+        """The element of the deformed mesh that holds ``point``; None if ``strict`` and it is
+        outside the mesh, else the nearest."""
+        mesh = TetMesh(x, self.body.mesh.tets)
+        if strict:
+            corners = x[mesh.tets]
+            lo, hi = corners.min(axis=1), corners.max(axis=1)
+            near = np.flatnonzero(np.all((lo <= point) & (point <= hi), axis=1))
+            if not near.size:
+                return None
+            w = barycentric(corners[near], np.repeat(point[None], near.size, axis=0))
+            inside = np.flatnonzero(np.all(w >= 0.0, axis=1))
+            return int(near[inside[0]]) if inside.size else None
+        return int(embed(mesh, point, outside="nearest").tets[0])
 
-    def _puncture(self) -> None:
-        """The tip is through: the sphere stops colliding (the shaft grips the tissue instead)."""
-        self.punctured = True
-        self._clearing = False
-        p.setCollisionFilterPair(self._tip, self.body.body, -1, -1, 0, physicsClientId=self.body.client)
+    def _grip(self, nodes, x: np.ndarray, tip: np.ndarray, quat: tuple[float, ...]) -> None:
+        """Anchor ``nodes`` to the tool where they are now (in the tool's frame)."""
+        cid, soft = self.body.client, self.body.body
+        rotation = np.asarray(p.getMatrixFromQuaternion(quat)).reshape(3, 3)
+        for node in nodes:
+            local = (rotation.T @ (x[node] - tip)).tolist()
+            self.gripped[node] = p.createSoftBodyAnchor(soft, node, self._carrier, -1, local,
+                                                        physicsClientId=cid)
+
+    def _let_go(self, node: int) -> None:
+        p.removeConstraint(self.gripped.pop(node), physicsClientId=self.body.client)
+
+    def _press(self, x: np.ndarray, tip: np.ndarray, d: np.ndarray, quat: tuple[float, ...]) -> None:
+        """Before puncture: let go of the surface nodes that pull the tool in or slide, then grip
+        the surface nodes of the element the tip is in (none: the tip is out, not touching)."""
+        forces = self.body.elastic_forces(x) if self.gripped else None
+        for node in list(self.gripped):
+            f = forces[node]  # the node's push on the tool
+            push = -float(f @ d)
+            across = f + push * d
+            if push <= 0.0 or math.sqrt(float(across @ across)) > FRICTION * push:
+                self._let_go(node)
+        holder = self._holder(x, tip, strict=True)
+        if holder is None:
+            if not self.gripped:
+                self.touching = False
+            return
+        corners = self.body.mesh.tets[holder]
+        self._grip([int(n) for n in corners if self._surface[n] and not self._held[n]
+                    and int(n) not in self.gripped], x, tip, quat)
 
     def _slip_and_grip(self, x: np.ndarray, tip: np.ndarray, d: np.ndarray, inside: float,
                        quat: tuple[float, ...]) -> None:
-        """Let go of the gripped nodes pulled harder than their share of the grip, then grip the
-        nodes within the capture radius of the inserted length that are free."""
-        cid, soft = self.body.client, self.body.body
+        """Through the tissue: let go of the gripped nodes pulled harder than their share of the
+        grip, then grip the free corners of the element holding the tip and the free nodes
+        within the capture radius of the inserted length."""
         slipped = set()
         if self.gripped:
             forces = self.body.elastic_forces(x)
             share = self.grip_per_length * inside / len(self.gripped)
-            for node, anchor in list(self.gripped.items()):
+            for node in list(self.gripped):
                 f = forces[node]
                 if math.sqrt(float(f @ f)) > share:
-                    p.removeConstraint(anchor, physicsClientId=cid)
-                    del self.gripped[node]
+                    self._let_go(node)
                     slipped.add(node)
         # distance of each node from the inserted segment [tip - inside d, tip]
         rel = x - tip
         along = np.clip(rel @ d, -max(inside, 0.0), 0.0)
         gap = rel - along[:, None] * d
         near = np.einsum("ij,ij->i", gap, gap) <= self.capture_radius**2
-        rotation = np.asarray(p.getMatrixFromQuaternion(quat)).reshape(3, 3)
-        for node in np.flatnonzero(near & ~self._held).tolist():
-            if node in self.gripped or node in slipped:
-                continue
-            local = (rotation.T @ rel[node]).tolist()
-            self.gripped[node] = p.createSoftBodyAnchor(soft, node, self._carrier, -1, local,
-                                                        physicsClientId=cid)
+        near[self.body.mesh.tets[self._holder(x, tip)]] = True
+        self._grip([n for n in np.flatnonzero(near & ~self._held).tolist()
+                    if n not in self.gripped and n not in slipped], x, tip, quat)
 
     def _release_all(self) -> None:
-        """The shaft is out: let go of every node; the tip collides again once it is clear of
-        the tissue (:meth:`_clear_of_tissue`), not while the tissue it pulled still wraps it."""
-        cid = self.body.client
-        for anchor in self.gripped.values():
-            p.removeConstraint(anchor, physicsClientId=cid)
-        self.gripped.clear()
-        self.punctured = False
-        self._clearing = True
-
-    def _clear_of_tissue(self, x: np.ndarray, tip: np.ndarray) -> bool:
-        """No node within the capture radius plus the tip's radius of the tip."""
-        gap = x - tip
-        return bool(np.einsum("ij,ij->i", gap, gap).min() > self._clear_distance**2)
+        """The tool is out: let go of every node."""
+        for node in list(self.gripped):
+            self._let_go(node)
+        self.punctured = self.touching = False

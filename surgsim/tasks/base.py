@@ -161,15 +161,14 @@ class Task(ABC):
         body with the tool in it (the last patient's is closed); ``grip_per_length`` (N/m): how
         hard the tissue holds what is inside it per length (see :mod:`surgsim.sim.fem_contact`)."""
         from surgsim.sim.fem import SoftMaterial
-        from surgsim.sim.fem_contact import CAPTURE_FRACTION, TIP_RADIUS, FemToolContact, tissue_body
+        from surgsim.sim.fem_contact import CAPTURE_FRACTION, FemToolContact, tissue_body
 
         self.close()
         t = self.spec.tissue
         cell = t.fem_cell_mm * MM
         material = SoftMaterial(young_modulus=t.young_modulus_kpa * 1e3, poisson_ratio=t.fem_poisson_ratio)
         body = tissue_body(self.scene.part(part).shape, cell, material, 1.0 / CONTROL_RATE_HZ)
-        self.fem = FemToolContact(body, TIP_RADIUS, t.puncture_force_n, grip_per_length,
-                                  CAPTURE_FRACTION * cell)
+        self.fem = FemToolContact(body, t.puncture_force_n, grip_per_length, CAPTURE_FRACTION * cell)
         return self.fem
 
     @contextlib.contextmanager
