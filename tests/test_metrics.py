@@ -39,6 +39,7 @@ def test_constant_speed_straight_line() -> None:
     assert m["peak_speed"] == pytest.approx(0.05, rel=1e-6)
     assert m["idle_fraction"] == 0.0
     assert m["movements"] == 0.0  # constant speed has no peak
+    assert m["relative_acceleration"] == pytest.approx(0.0, abs=1e-9)  # the velocity never changes
     assert m["deviation_max"] == pytest.approx(0.0, abs=1e-8)  # rounding: a few nm
     assert m["final_error"] == pytest.approx(0.0, abs=1e-12)
     assert m["workspace_volume"] == 0.0  # a line has no volume
@@ -73,6 +74,19 @@ def test_ldlj_of_minimum_jerk_reach_and_with_tremor() -> None:
     t = np.arange(len(reach)) / rate
     tremor = reach + 0.0005 * np.sin(2 * np.pi * 4.0 * t)[:, None] * [0, 1, 1]
     assert compute_metrics(_session(tremor, rate=rate)).combined["ldlj"] < smooth - 1.0
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e-6])
+def test_relative_acceleration_of_a_short_zigzag(scale) -> None:
+    # 8 samples at 20 Hz (a NeedleReach episode): steps of 3 mm forward and 4 mm alternately left
+    # and right, so the velocity (100 mm/s) changes by 160 mm/s at every sample: 160 / 100 x 20 Hz
+    def zigzag(samples: int) -> np.ndarray:
+        steps = np.array([[0.003, 0.004 * (-1) ** i, 0.0] for i in range(samples - 1)])
+        return scale * np.vstack([np.zeros(3), np.cumsum(steps, axis=0)])
+
+    assert compute_metrics(_session(zigzag(8), rate=20.0)).combined["relative_acceleration"] == pytest.approx(32.0)
+    # the same velocity changes at the same speed for five times as long: no worse
+    assert compute_metrics(_session(zigzag(36), rate=20.0)).combined["relative_acceleration"] == pytest.approx(32.0)
 
 
 def test_sparc_orders_smooth_hesitant_and_tremulous() -> None:
@@ -173,4 +187,5 @@ def test_irregular_sampling_is_resampled_for_signal_metrics() -> None:
     assert m["mean_speed"] == pytest.approx(0.05)
     assert m["peak_speed"] == pytest.approx(0.05, rel=1e-6)
     assert m["idle_fraction"] == 0.0
+    assert m["relative_acceleration"] == pytest.approx(0.0, abs=1e-6)
     assert m["path_length"] == pytest.approx(0.1)

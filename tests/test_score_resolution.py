@@ -34,17 +34,19 @@ def test_synthetic_scores_fall_steadily_with_impairment(kwargs) -> None:
     assert median["N"] > 5  # novices keep their differences: not all at 0
 
 
-@pytest.mark.parametrize("task, rho_at_most", [("Incision", -0.9), ("SurgicalPath", -0.85)])
-def test_degraded_simulator_experts_fall_steadily(tmp_path, task, rho_at_most) -> None:
-    # SurgicalPath meets -0.9 on average over blocks of seeds, not in every block (worst -0.886), and
-    # NeedleReach not at all: benchmarks/RESULTS.md, "Scorer resolution"
+@pytest.mark.parametrize("task, rho_at_most, gap", [("Incision", -0.9, 15), ("SurgicalPath", -0.85, 15),
+                                                    ("NeedleReach", -0.7, 10)])
+def test_degraded_simulator_experts_fall_steadily(tmp_path, task, rho_at_most, gap) -> None:
+    # on these seeds SurgicalPath gives -0.907 and NeedleReach -0.725 (-0.631 before unsteadiness was
+    # graded); over the blocks of benchmarks/score_resolution.py SurgicalPath meets -0.9 at the edge
+    # (worst -0.900) and NeedleReach does not (-0.83): benchmarks/RESULTS.md, "Scorer resolution"
     from surgsim.scoring.make_rubrics import record_task
 
     record_task(f"surgsim/{task}-v0", tmp_path, range(300, 310))  # seeds not used to make the rubric
     sessions = [read_session(path) for path in sorted(tmp_path.glob("*.parquet"))]
     rho, median = _resolution(sessions, load_rubric(rubric_dir() / f"{task}.yaml"))
     assert rho <= rho_at_most
-    assert median["E"] - median["I"] >= 15 and median["I"] - median["N"] >= 15, median
+    assert median["E"] - median["I"] >= gap and median["I"] - median["N"] >= gap, median
 
 
 def test_shipped_rubrics_state_a_share_limit_no_group_exceeds() -> None:

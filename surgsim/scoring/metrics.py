@@ -96,6 +96,11 @@ METRICS: dict[str, MetricInfo] = {
         "-arc length of the DC-normalised speed spectrum up to the last frequency <= 10 Hz whose "
         "magnitude is >= 0.05 (Balasubramanian 2015); combined: mean over instruments",
         group="smoothness", short="smoothness (SPARC)"),
+    "relative_acceleration": MetricInfo(
+        "1/s", "lower", 0.1, "unsteadiness (mean acceleration / mean speed)",
+        "mean |a_i| / mean |v_i|, v_i = d_i / dt and a_i = (v_{i+1} - v_i) / dt unfiltered (every velocity "
+        "change counts, however short the session); combined: mean over instruments",
+        group="smoothness", short="unsteadiness"),
     "bimanual_dexterity": MetricInfo(
         DIMENSIONLESS, "higher", 0.05, "bimanual dexterity (left-right speed correlation)",
         "Pearson correlation of the two instruments' s~ (two-hand sessions only)",
@@ -349,6 +354,10 @@ def _track_metrics(session: Session, track, settings: MetricSettings, reference)
             jerk2 = np.einsum("ij,ij->", jerk, jerk) / fs
             m["ldlj"] = float(2 * np.log(scaled_speed.max()) - 3 * np.log(duration) - np.log(jerk2))
         m["sparc"] = _sparc(raw_speed, fs, settings.sparc_max_hz, settings.sparc_threshold)
+        if len(raw_speed) >= 2:  # velocity changes over a speed: the positions' scale cancels
+            change = np.diff(velocity, axis=1)
+            m["relative_acceleration"] = float(
+                np.sqrt(np.einsum("ij,ij->j", change, change)).mean() * fs / raw_speed.mean())
 
     volume, hull_points = _hull(scaled)
     m["workspace_volume"] = float(np.ldexp(volume, 3 * exponent))
@@ -426,7 +435,7 @@ def _compute_metrics(session: Session, settings: MetricSettings) -> SessionMetri
     for name in ("path_length", "movements", "depth_perception", "gripper_travel"):
         values = collect(name)
         combined[name] = float(sum(values)) if values else None
-    for name in ("mean_speed", "ldlj", "sparc"):
+    for name in ("mean_speed", "ldlj", "sparc", "relative_acceleration"):
         values = collect(name)
         combined[name] = float(np.mean(values)) if values else None
     peaks = collect("peak_speed")

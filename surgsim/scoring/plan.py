@@ -43,6 +43,7 @@ NEEDLE, PATH, INCISION = "NeedleReach", "SurgicalPath", "Incision"
 SKILLS: dict[str, tuple[str, str | None]] = {
     "ldlj": ("smooth, fluent motion", NEEDLE),
     "sparc": ("smooth, fluent motion", NEEDLE),
+    "relative_acceleration": ("smooth, fluent motion", NEEDLE),
     "movements": ("smooth, fluent motion", NEEDLE),
     "idle_fraction": ("smooth, fluent motion", NEEDLE),
     "mean_speed": ("smooth, fluent motion", NEEDLE),
