@@ -3,9 +3,8 @@
 Meshers (no PyBullet); a block squeezed between its held faces against linear elasticity; the
 tool in a coarse slab (press, puncture, grip, withdrawal, frozen); and the three tasks through
 ``gym.make(..., tissue="fem")``: the observation, determinism, bounded random runs, the scripted
-expert's puncture with the lesion carried and given back, and the FEM client closed with the env.
-One strict xfail records a known bug (``Task.measure`` and the task's ``fem``); it fails once
-fixed, to have its marker removed.
+expert's puncture with the lesion carried and given back, a measurement that moves nothing, and
+the FEM client closed with the env.
 """
 
 from __future__ import annotations
@@ -342,8 +341,7 @@ def test_fem_random_run_stays_finite_and_bounded(env_id, make_env):
     largest, touched = 0.0, 0
     for action in _pressing_actions(env_id, 200):
         obs, reward, terminated, truncated, info = env.step(action)
-        # the engine's nodes (task.fem.positions can be stale, see test_measure_... below)
-        nodes = task.fem.body.node_positions()
+        nodes = task.fem.body.node_positions()  # read from the engine itself
         assert np.all(np.isfinite(obs)) and math.isfinite(reward) and np.all(np.isfinite(nodes))
         largest = max(largest, float(np.abs(nodes - task.fem.body.mesh.nodes).max()))
         touched += info["tool_force"] > 0.01
@@ -387,9 +385,6 @@ def test_surgical_path_expert_punctures_and_the_lesion_comes_back(make_env):
     assert np.linalg.norm(info["target_position"] - lesion) < 0.05 * shift
 
 
-@pytest.mark.xfail(strict=True, reason="Task.measure() leaves task._contact a shallow copy of "
-                   "task.fem: the next measure() steps the tissue (fem_frozen freezes task.fem, "
-                   "the copy updates) and task.fem.positions, which moves the lesion, goes stale")
 def test_measure_moves_no_tissue_and_the_lesion_keeps_following_it(make_env):
     env = make_env(SURGICAL_PATH, tissue="fem")
     task = env.unwrapped.task

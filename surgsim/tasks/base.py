@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 from abc import ABC, abstractmethod
 from collections import Counter
@@ -172,11 +173,16 @@ class Task(ABC):
         return self.fem
 
     @contextlib.contextmanager
-    def fem_frozen(self) -> Iterator[None]:
-        """While :meth:`measure` reads the state, the finite-element tissue stands still (its
-        contact returns the last force without stepping)."""
+    def tissue_kept(self) -> Iterator[None]:
+        """While :meth:`measure` reads the state, the tissue does not change: the elastic
+        contact's state is put back afterwards; the fem contact stands still meanwhile (it
+        returns its last force without stepping)."""
         if self.fem is None:
-            yield
+            saved = copy.copy(self._contact)
+            try:
+                yield
+            finally:
+                self._contact = saved
             return
         self.fem.frozen = True
         try:

@@ -6,7 +6,6 @@ cutting fails; cutting outside the band or off the line damages tissue (cost).
 
 from __future__ import annotations
 
-import copy
 import math
 from bisect import bisect_left
 
@@ -316,12 +315,12 @@ class IncisionTask(Task):
         put back afterwards)."""
         if self.material is None:
             return self._measure(self.tool.tip)[0]
-        saved = copy.copy(self._contact), self.cut_depth.copy()
+        cut_depth = self.cut_depth.copy()
         try:
-            with self.fem_frozen():
+            with self.tissue_kept():
                 return self._measure(self.tool.tip)[0]
         finally:
-            self._contact, self.cut_depth = saved
+            self.cut_depth = cut_depth
 
     def _measure(self, previous: np.ndarray) -> tuple[
             Measurement, np.ndarray, float, tuple[float, float, tuple[float, float], tuple[float, float]]]:

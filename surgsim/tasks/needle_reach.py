@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import math
 from collections import Counter
 
@@ -118,12 +117,8 @@ class NeedleReachTask(Task):
         vertical move; the tissue's state is put back afterwards)."""
         if self.material is None:
             return self._measure(0.0)
-        saved = copy.copy(self._contact)
-        try:
-            with self.fem_frozen():
-                return self._measure(0.0)
-        finally:
-            self._contact = saved
+        with self.tissue_kept():
+            return self._measure(0.0)
 
     def _measure(self, advance: float) -> Measurement:
         """The measurement after the needle went ``advance`` (m) down; a needle damages nothing."""

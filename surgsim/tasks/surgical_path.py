@@ -7,7 +7,6 @@ retracts, re-aims outside the organ, then advances along the safe straight line.
 
 from __future__ import annotations
 
-import copy
 import math
 from collections import Counter
 
@@ -337,12 +336,11 @@ class SurgicalPathTask(Task):
         with no axial move (the tissue's state is put back afterwards)."""
         if self.material is None:
             return self._measure(0.0)
-        saved, displacement = copy.copy(self._contact), self._displacement
+        displacement = self._displacement
         try:
-            with self.fem_frozen():
+            with self.tissue_kept():
                 return self._measure(0.0)
         finally:
-            self._contact = saved
             if self._displacement is not displacement:
                 self._displace(displacement)
 
