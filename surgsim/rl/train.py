@@ -431,7 +431,9 @@ def _make_vec_env(args: TrainArgs, run_dir: Path, n_envs: int, normalize: bool |
         args.env_id,
         n_envs=n_envs,
         seed=args.seed,
-        env_kwargs=args.env_kwargs,
+        # SB3 makes its envs with render_mode="rgb_array" unless told otherwise: a rendered world
+        # draws every deformation (slower, and PyBullet leaks each drawn mesh's vertex lists)
+        env_kwargs={"render_mode": None, **args.env_kwargs},
         monitor_dir=str(run_dir / "monitor"),
         # a resumed run appends to the episode log
         monitor_kwargs={"info_keywords": ("is_success",), "override_existing": not resuming},

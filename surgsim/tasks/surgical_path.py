@@ -24,6 +24,9 @@ from surgsim.tasks.spec import SurgicalPathSpec
 CLEARANCE_RANGE = 0.03
 #: rendered elastic tissue draws the organ as the icosphere subdivided this many more times
 _SURFACE_SUBDIVISIONS = 1
+#: and redraws it once a point of it has moved this far (mm) from where it was drawn, or when it
+#: is back at rest: PyBullet's createVisualShape leaks its vertex lists (about 100 KB a drawing)
+_REDRAW_MM = 0.3
 #: patients drawn before a difficulty is declared infeasible, and start poses tried per patient
 _MAX_DRAWS = 200
 _START_DRAWS = 50
@@ -263,6 +266,7 @@ class SurgicalPathTask(Task):
             normals = unit / radii  # the ellipsoid's normals (of the undeformed surface)
             normals /= np.linalg.norm(normals, axis=1, keepdims=True)
             self._surface = (slice(start, start + len(unit)), indices, normals)
+            self._drawn_surface = None
             self.world.hide("organ")
         self._carried = np.vstack([self.lesion_preop[None, :], *rows])
         if self.uses_fem:
@@ -287,8 +291,12 @@ class SurgicalPathTask(Task):
                 move(name, (centre + u[rows].mean(axis=0)).tolist())
         if self._surface is not None:
             rows, indices, normals = self._surface
-            self.world.add_visual_mesh("organ_surface", self._carried[rows] + u[rows], indices, normals,
-                                       anatomy.ORGAN_RGBA)
+            drawn, now = self._drawn_surface, u[rows]
+            at_rest_again = not np.any(now) and np.any(drawn)
+            if drawn is None or at_rest_again or np.abs(now - drawn).max() > _REDRAW_MM * MM:
+                self.world.add_visual_mesh("organ_surface", self._carried[rows] + now, indices, normals,
+                                           anatomy.ORGAN_RGBA)
+                self._drawn_surface = now.copy()
         self._displaced = bool(np.any(u))
         direction = self.target - self.port
         self.target_insertion = float(np.linalg.norm(direction))
