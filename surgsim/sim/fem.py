@@ -417,11 +417,9 @@ def embed(mesh: TetMesh, points: np.ndarray, tol: float = 1e-9, outside: str = "
 
 
 @dataclass(frozen=True)
-class FemConfig:
-    """A tissue slab on a rigid base, pressed by a spherical probe (SI units)."""
+class SoftMaterial:
+    """What PyBullet's soft body needs to know of the tissue (SI units)."""
 
-    size: tuple[float, float, float] = (0.1, 0.1, 0.03)  #: m: the slab of the issue's probe
-    cells: tuple[int, int, int] = (10, 10, 3)  #: hexahedral cells along x, y, z (6 tets each)
     young_modulus: float = 5500.0  #: Pa: healthy liver (Sandrin et al. 2003, as in TissueSpec)
     poisson_ratio: float = 0.45  #: nearly incompressible (0.45-0.49, Fung 1993)
     density: float = TISSUE_DENSITY  #: kg/m^3
@@ -430,9 +428,18 @@ class FemConfig:
     #: but leaves oscillations undamped (model parameter, chosen by benchmarks/fem_probe.py)
     damping: float = 0.001
     collision_margin: float = 0.0005  #: m: contact is taken this far from the surface
-    friction: float = 0.5  #: probe-tissue Coulomb friction (model parameter)
+    friction: float = 0.5  #: tool-tissue Coulomb friction in PyBullet's contact (model parameter)
     face_contact: bool = True  #: PyBullet's useFaceContact: rigid bodies also collide with faces
     match_small_strain: bool = True  #: see :func:`neo_hookean_parameters`
+
+
+@dataclass(frozen=True)
+class FemConfig(SoftMaterial):
+    """A tissue slab on a rigid base, pressed by a spherical probe (SI units): its material and
+    the slab's geometry, mesh and stepping."""
+
+    size: tuple[float, float, float] = (0.1, 0.1, 0.03)  #: m: the slab of the issue's probe
+    cells: tuple[int, int, int] = (10, 10, 3)  #: hexahedral cells along x, y, z (6 tets each)
     time_step: float = 1.0 / 240.0  #: s: one :meth:`FemSlab.step` (PyBullet's default step)
     #: sub-steps per step; None: :func:`stable_substeps` (the elastic forces are explicit, so
     #: the sub-step must stay under the mesh's stability limit). That suits the kinematic probe;
@@ -442,15 +449,6 @@ class FemConfig:
     gravity: float = 9.81  #: m/s^2, along -z
     probe_radius: float = 0.005  #: m: a sphere (the tip of a 10 mm instrument)
     origin: tuple[float, float, float] = (-0.05, -0.05, 0.0)  #: m: the slab's min corner
-
-    def material(self) -> SoftMaterial:
-        """The slab's material for :class:`FemBody`."""
-        return SoftMaterial(
-            young_modulus=self.young_modulus, poisson_ratio=self.poisson_ratio,
-            density=self.density, damping=self.damping, collision_margin=self.collision_margin,
-            friction=self.friction, face_contact=self.face_contact,
-            match_small_strain=self.match_small_strain,
-        )
 
     def mass(self) -> float:
         """kg: density x volume."""
@@ -514,21 +512,6 @@ def _release(client: int, tmpdir: tempfile.TemporaryDirectory) -> None:
     with contextlib.suppress(Exception):
         p.disconnect(physicsClientId=client)
     tmpdir.cleanup()
-
-
-@dataclass(frozen=True)
-class SoftMaterial:
-    """What PyBullet's soft body needs to know of the tissue (SI units)."""
-
-    young_modulus: float = 5500.0  #: Pa: healthy liver (Sandrin et al. 2003, as in TissueSpec)
-    poisson_ratio: float = 0.45  #: nearly incompressible (0.45-0.49, Fung 1993)
-    density: float = TISSUE_DENSITY  #: kg/m^3
-    #: NeoHookeanDamping (s): see :attr:`FemConfig.damping`
-    damping: float = 0.001
-    collision_margin: float = 0.0005  #: m: contact is taken this far from the surface
-    friction: float = 0.5  #: tool-tissue Coulomb friction (model parameter)
-    face_contact: bool = True  #: PyBullet's useFaceContact: rigid bodies also collide with faces
-    match_small_strain: bool = True  #: see :func:`neo_hookean_parameters`
 
 
 class FemBody:
@@ -670,7 +653,7 @@ class FemSlab(FemBody):
         super().__init__(
             mesh,
             np.flatnonzero(mesh.nodes[:, 2] <= cfg.origin[2] + 1e-12),
-            cfg.material(),
+            cfg,
             cfg.time_step,
             cfg.resolved_substeps(),
             cfg.gravity,
