@@ -6,8 +6,10 @@ tier is checked against it by ``benchmarks/elastic_vs_fem.py``).
    every task with ``tissue="fem"`` and its default mesh, resets included, with random actions
    and with the scripted expert (which presses, punctures and cuts).
 2. **Stability** (point 2): ``--steps`` random-action steps on each of ``--seeds`` seeds per task
-   (episodes reset as they end): NaN anywhere (observation, reward, force, node positions) and
-   the largest node displacement seen (bounded: a diverging mesh runs away to metres).
+   (episodes reset as they end; ``--pressing``: each action's into-tissue component drawn towards
+   the tissue): NaN anywhere (observation, reward, force, node positions), the largest node
+   displacement seen (bounded: a diverging mesh runs away to metres) and the steps the tool
+   spent in the tissue.
 3. **Determinism** (point 2): two envs, same seed, ``--det-steps`` random steps: observations,
    rewards and forces compared bit for bit.
 
@@ -31,6 +33,9 @@ import numpy as np
 import surgsim  # noqa: F401  (registers the envs)
 
 TASKS = ("surgsim/NeedleReach-v0", "surgsim/Incision-v0", "surgsim/SurgicalPath-v0")
+#: the sign of the action component that moves each task's tool into its tissue (NeedleReach,
+#: Incision: down; SurgicalPath: insertion)
+INTO = {"surgsim/NeedleReach-v0": -1.0, "surgsim/Incision-v0": -1.0, "surgsim/SurgicalPath-v0": 1.0}
 GOAL_STEPS_PER_S = 20.0
 
 
@@ -59,16 +64,21 @@ def throughput(env_id: str, policy, steps: int, seed: int = 0) -> tuple[float, i
     return rate, episodes
 
 
-def stability(env_id: str, seed: int, steps: int) -> tuple[bool, float, int, float, int]:
+def stability(env_id: str, seed: int, steps: int, pressing: bool = False) -> tuple[bool, float, int, float, int]:
     """(any NaN, largest node displacement in m, episodes, peak force N, steps with the tool in
-    the tissue) over random steps."""
+    the tissue) over random steps; ``pressing``: the into-tissue component of each action drawn
+    in [0.2, 1] towards the tissue (uniform actions seldom reach NeedleReach's pad)."""
     env = gym.make(env_id, tissue="fem")
     env.action_space.seed(seed)
+    rng = np.random.default_rng(seed)
     obs, _ = env.reset(seed=seed)
     nan, worst, episodes, peak, touching = not np.all(np.isfinite(obs)), 0.0, 0, 0.0, 0
     task = env.unwrapped.task
     for _ in range(steps):
-        obs, reward, term, trunc, info = env.step(env.action_space.sample())
+        action = env.action_space.sample()
+        if pressing:
+            action[2] = INTO[env_id] * rng.uniform(0.2, 1.0)
+        obs, reward, term, trunc, info = env.step(action)
         fem = task.fem
         disp = np.abs(fem.positions - fem.body.mesh.nodes)
         nan |= not (np.all(np.isfinite(obs)) and math.isfinite(reward) and np.all(np.isfinite(disp))
@@ -106,6 +116,7 @@ def main() -> None:
     ap.add_argument("--speed-steps", type=int, default=400, help="steps per throughput figure (0: skip)")
     ap.add_argument("--steps", type=int, default=1000, help="random steps per stability seed (0: skip)")
     ap.add_argument("--seeds", type=int, default=5, help="stability seeds per task")
+    ap.add_argument("--pressing", action="store_true", help="stability: actions biased into the tissue")
     ap.add_argument("--det-steps", type=int, default=100, help="steps of the determinism check")
     ap.add_argument("--tasks", nargs="+", default=list(TASKS))
     args = ap.parse_args()
@@ -115,7 +126,7 @@ def main() -> None:
     if args.speed_steps:
         speed(args.tasks, args.speed_steps)
     if args.steps:
-        robustness(args.tasks, args.steps, args.seeds, args.det_steps)
+        robustness(args.tasks, args.steps, args.seeds, args.det_steps, args.pressing)
 
 
 def speed(tasks: list[str], steps: int) -> None:
@@ -129,14 +140,15 @@ def speed(tasks: list[str], steps: int) -> None:
         print(f"| {env_id} | {rand:.1f} | {expert:.1f} | {verdict} |", flush=True)
 
 
-def robustness(tasks: list[str], steps: int, seeds: int, det_steps: int) -> None:
-    print(f"\n## Stability ({steps} random steps x {seeds} seeds per task) and determinism\n")
+def robustness(tasks: list[str], steps: int, seeds: int, det_steps: int, pressing: bool) -> None:
+    kind = "random steps pressing into the tissue" if pressing else "uniformly random steps"
+    print(f"\n## Stability ({steps} {kind} x {seeds} seeds per task) and determinism\n")
     print("| env | NaN | largest node displacement (mm) | episodes | steps with the tool in tissue | "
           "peak force (N) | deterministic |")
     print("|---|---|--:|--:|--:|--:|---|")
     for env_id in tasks:
         start = time.perf_counter()
-        results = [stability(env_id, seed, steps) for seed in range(seeds)]
+        results = [stability(env_id, seed, steps, pressing) for seed in range(seeds)]
         same = deterministic(env_id, 0, det_steps)
         nan = any(r[0] for r in results)
         print(f"| {env_id} | {'yes' if nan else 'none'} | {max(r[1] for r in results) * 1e3:.1f} | "
