@@ -47,21 +47,27 @@ def _random(env: gym.Env) -> np.ndarray:
     return env.action_space.sample()
 
 
-def throughput(env_id: str, policy, steps: int, seed: int = 0) -> tuple[float, int]:
-    """Env steps per second (resets included) and episodes finished."""
+def throughput(env_id: str, policy, steps: int, seed: int = 0) -> tuple[float, float]:
+    """Env steps per second, resets included, and over the steps that end with the tool in the
+    tissue alone (the slowest: the mesh is deformed; NaN if there were none)."""
     env = gym.make(env_id, tissue="fem")
     env.action_space.seed(seed)
     env.reset(seed=seed)
-    episodes = 0
+    task = env.unwrapped.task
+    in_tissue, in_tissue_s = 0, 0.0
     start = time.perf_counter()
     for _ in range(steps):
-        _, _, term, trunc, _ = env.step(policy(env))
+        action = policy(env)
+        before = time.perf_counter()
+        _, _, term, trunc, _ = env.step(action)
+        if task.fem.touching:
+            in_tissue += 1
+            in_tissue_s += time.perf_counter() - before
         if term or trunc:
-            episodes += 1
             env.reset()
     rate = steps / (time.perf_counter() - start)
     env.close()
-    return rate, episodes
+    return rate, in_tissue / in_tissue_s if in_tissue else math.nan
 
 
 def stability(env_id: str, seed: int, steps: int, pressing: bool = False) -> tuple[bool, float, int, float, int]:
@@ -131,13 +137,15 @@ def main() -> None:
 
 def speed(tasks: list[str], steps: int) -> None:
     print("## Speed (default mesh; env steps per second, resets included)\n")
-    print("| env | random steps/s | expert steps/s | goal 20 steps/s |")
-    print("|---|--:|--:|---|")
+    print("| env | random steps/s | expert steps/s | expert, steps in the tissue only | goal 20 steps/s |")
+    print("|---|--:|--:|--:|---|")
     for env_id in tasks:
         rand, _ = throughput(env_id, _random, steps)
-        expert, _ = throughput(env_id, _expert, steps)
+        expert, in_tissue = throughput(env_id, _expert, steps)
         verdict = "PASS" if min(rand, expert) >= GOAL_STEPS_PER_S else "FAIL"
-        print(f"| {env_id} | {rand:.1f} | {expert:.1f} | {verdict} |", flush=True)
+        if in_tissue < GOAL_STEPS_PER_S:  # NaN (never in the tissue) compares False
+            verdict += " (not in the tissue alone)"
+        print(f"| {env_id} | {rand:.1f} | {expert:.1f} | {in_tissue:.1f} | {verdict} |", flush=True)
 
 
 def robustness(tasks: list[str], steps: int, seeds: int, det_steps: int, pressing: bool) -> None:
