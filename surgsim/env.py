@@ -88,8 +88,8 @@ class SurgSimEnv(gym.Env):
             observation (3 more entries), a ``force`` reward term and the ``excessive_force``
             failure (see :mod:`surgsim.sim.tissue`). ``"fem"``: the same interface, with the
             tissue a PyBullet finite-element soft body and every tissue force from the engine
-            (see :mod:`surgsim.sim.fem_contact`; about 20-80 steps/s, for trainees and for
-            checking the elastic tier). ``"rigid"``: geometry only, no force.
+            (see :mod:`surgsim.sim.fem_contact`; tens of steps/s, real time, for trainees and
+            for checking the elastic tier). ``"rigid"``: geometry only, no force.
 
     ``reset(options={"patient": name})`` builds a named fixed patient from the spec.
     Episodes are truncated at the spec's ``max_episode_steps``.

@@ -20,7 +20,7 @@ def demo(
     seed: int = typer.Option(0, "--seed", callback=check_seed, help="Seed of the first episode; episode i uses seed + i."),
     difficulty: str = typer.Option("medium", "--difficulty", callback=check_difficulty, help="easy, medium or hard."),
     patient: Optional[str] = typer.Option(None, help="A named fixed patient from the env's spec."),
-    tissue: str = typer.Option("elastic", "--tissue", help="'elastic' (forces, moving anatomy; fast), 'fem' (PyBullet finite elements; about 20-100 steps/s) or 'rigid' (geometry only)."),
+    tissue: str = typer.Option("elastic", "--tissue", help="'elastic' (forces, moving anatomy; fast), 'fem' (PyBullet finite elements; tens of steps/s) or 'rigid' (geometry only)."),
     out: Optional[Path] = typer.Option(
         None, "--out", help="Also film the episodes: demo.gif, or demo.mp4 with surgsim[video]."
     ),
