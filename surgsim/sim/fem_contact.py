@@ -48,8 +48,7 @@ import numpy as np
 import pybullet as p
 
 from surgsim.scene import Box, Ellipsoid
-from surgsim.sim.fem import (FemBody, SoftMaterial, TetMesh, barycentric, box_mesh, boundary_nodes,
-                             ellipsoid_mesh, embed)
+from surgsim.sim.fem import FemBody, SoftMaterial, TetMesh, box_mesh, boundary_nodes, ellipsoid_mesh, embed
 
 #: where the tool's body waits before the first pose (m): far from any tissue
 _PARK = (0.0, 0.0, 10.0)
@@ -200,16 +199,12 @@ class FemToolContact:
         """The element of the deformed mesh that holds ``point``; None if ``strict`` and it is
         outside the mesh, else the nearest."""
         mesh = TetMesh(x, self.body.mesh.tets)
-        if strict:
-            corners = x[mesh.tets]
-            lo, hi = corners.min(axis=1), corners.max(axis=1)
-            near = np.flatnonzero(np.all((lo <= point) & (point <= hi), axis=1))
-            if not near.size:
-                return None
-            w = barycentric(corners[near], np.repeat(point[None], near.size, axis=0))
-            inside = np.flatnonzero(np.all(w >= 0.0, axis=1))
-            return int(near[inside[0]]) if inside.size else None
-        return int(embed(mesh, point, outside="nearest").tets[0])
+        try:
+            if strict:  # on the surface is not in
+                return int(embed(mesh, point, tol=0.0).tets[0])
+            return int(embed(mesh, point, outside="nearest").tets[0])
+        except ValueError:  # outside, and strict
+            return None
 
     def _grip(self, nodes, x: np.ndarray, tip: np.ndarray, quat: tuple[float, ...]) -> None:
         """Anchor ``nodes`` to the tool where they are now (in the tool's frame)."""
