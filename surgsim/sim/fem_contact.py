@@ -27,6 +27,9 @@ anchors hold). The model:
   shaft drags tissue along while it moves (stick), the force it can transmit stays near the
   grip (slip), and a shaft swept sideways tears through rather than dragging the organ with it.
   Cutting at the tip is the same grip on the element the tip is in.
+- **Tearing free**: once an element is squeezed below ``CRUSHED`` of its rest volume, every
+  anchor is released (the tissue tears free rather than inverting: an inverted element makes
+  the explicit elastic forces run away).
 - **Withdrawal**: once nothing is inside, every anchor is released.
 
 The force on the tool (N, world frame, the tissue on the tool) is read where the tissue is held:
@@ -48,7 +51,8 @@ import numpy as np
 import pybullet as p
 
 from surgsim.scene import Box, Ellipsoid
-from surgsim.sim.fem import FemBody, SoftMaterial, TetMesh, box_mesh, boundary_nodes, ellipsoid_mesh, embed
+from surgsim.sim.fem import (FemBody, SoftMaterial, TetMesh, box_mesh, boundary_nodes, ellipsoid_mesh, embed,
+                             signed_volumes)
 
 #: where the tool's body waits before the first pose (m): far from any tissue
 _PARK = (0.0, 0.0, 10.0)
@@ -60,6 +64,9 @@ CAPTURE_FRACTION = 0.6
 #: time step, so stiff tissue (more, shorter sub-steps) is checked as often per millimetre of
 #: deformation as soft tissue
 CHECK_EVERY = 8
+#: the tool lets go of everything it grips once an element is squeezed below this share of its
+#: rest volume (the tissue tears free rather than inverting; model parameter)
+CRUSHED = 0.25
 #: Coulomb friction coefficient between the tool and the tissue's surface before puncture
 #: (model parameter; wet soft tissue on steel is usually put at 0.1-0.5)
 FRICTION = 0.5
@@ -121,6 +128,7 @@ class FemToolContact:
         self._held[body.anchored] = True
         self._surface = np.zeros(len(body.mesh.nodes), dtype=bool)
         self._surface[boundary_nodes(body.mesh)] = True
+        self._rest_volumes = body.mesh.volumes()
         #: node -> anchor id of the nodes the tool grips now
         self.gripped: dict[int, int] = {}
         #: the tip is in the tissue (touching or through), and through it
@@ -180,6 +188,10 @@ class FemToolContact:
                 continue
             x = self.body.node_positions()
             now_inside = start_inside + s * (inside - start_inside)
+            if self.gripped and self._crushed(x):
+                for node in list(self.gripped):  # the tissue tears free of the tool
+                    self._let_go(node)
+                continue  # and is let be until the next check
             if self.punctured:
                 if now_inside > 0.0:
                     self._slip_and_grip(x, pos, direction, now_inside, orn)
@@ -194,6 +206,12 @@ class FemToolContact:
             else:
                 self._press(x, pos, direction, orn)
         self._pose, self._inside = (tip, quat), inside
+
+    def _crushed(self, x: np.ndarray) -> bool:
+        """Whether some element is squeezed below ``CRUSHED`` of its rest volume: a tool dragging
+        gripped nodes further would invert it, and an inverted element makes the explicit
+        elastic forces run away (seen: a surface dragged 25 mm sideways before puncture)."""
+        return bool(np.min(signed_volumes(x, self.body.mesh.tets) / self._rest_volumes) < CRUSHED)
 
     def _holder(self, x: np.ndarray, point: np.ndarray, strict: bool = False) -> int | None:
         """The element of the deformed mesh that holds ``point``; None if ``strict`` and it is
