@@ -189,8 +189,7 @@ class FemToolContact:
             x = self.body.node_positions()
             now_inside = start_inside + s * (inside - start_inside)
             if self.gripped and self._crushed(x):
-                for node in list(self.gripped):  # the tissue tears free of the tool
-                    self._let_go(node)
+                self._let_go_all()  # the tissue tears free of the tool
                 continue  # and is let be until the next check
             if self.punctured:
                 if now_inside > 0.0:
@@ -201,8 +200,7 @@ class FemToolContact:
                     self._press(x, pos, direction, orn)
             elif -float(self._load(x) @ direction) > self.puncture_force:
                 self.punctured = True  # the surface gives way under the tip
-                for node in list(self.gripped):
-                    self._let_go(node)
+                self._let_go_all()
             else:
                 self._press(x, pos, direction, orn)
         self._pose, self._inside = (tip, quat), inside
@@ -235,6 +233,10 @@ class FemToolContact:
 
     def _let_go(self, node: int) -> None:
         p.removeConstraint(self.gripped.pop(node), physicsClientId=self.body.client)
+
+    def _let_go_all(self) -> None:
+        for node in list(self.gripped):
+            self._let_go(node)
 
     def _press(self, x: np.ndarray, tip: np.ndarray, d: np.ndarray, quat: tuple[float, ...]) -> None:
         """Before puncture: let go of the surface nodes that pull the tool in or slide, then grip
@@ -280,6 +282,5 @@ class FemToolContact:
 
     def _release_all(self) -> None:
         """The tool is out: let go of every node."""
-        for node in list(self.gripped):
-            self._let_go(node)
+        self._let_go_all()
         self.punctured = self.touching = False

@@ -403,23 +403,21 @@ class SurgicalPathTask(Task):
         if self.fem is not None:
             nodes = self.fem.body.embedded_positions(self._embedding, self.fem.positions)
             self._displace(nodes - self._carried)
-            force = (fx, fy, fz)
-            failure = "excessive_force" if clearance > 0.0 and tissue.norm(force) > self.max_force \
-                else self._failure(clearance <= 0.0, self.tool.insertion)
-            return force, 0.0, failure
-        if fx or fy or fz or self._displaced:
-            # the load on the tissue acts at the tip before puncture, then along the inserted length
-            back = inside / 2 if self._contact.punctured else 0.0
-            load_point = (tip[0] - back * d[0], tip[1] - back * d[1], tip[2] - back * d[2])
-            self._displace(tissue.kelvinlet(m, self._carried, load_point, (-fx, -fy, -fz)))
-        cx, cy, cz = tissue.critical_force(m, -clearance, normal)
-        critical = tissue.norm((cx, cy, cz))
-        force = (fx + cx, fy + cy, fz + cz)
-        ruptured = critical > m.rupture_force
-        if not ruptured and tissue.norm(force) > self.max_force:
+            force, critical, damaged = (fx, fy, fz), 0.0, clearance <= 0.0
+        else:
+            if fx or fy or fz or self._displaced:
+                # the load on the tissue acts at the tip before puncture, then along the inserted length
+                back = inside / 2 if self._contact.punctured else 0.0
+                load_point = (tip[0] - back * d[0], tip[1] - back * d[1], tip[2] - back * d[2])
+                self._displace(tissue.kelvinlet(m, self._carried, load_point, (-fx, -fy, -fz)))
+            cx, cy, cz = tissue.critical_force(m, -clearance, normal)
+            critical = tissue.norm((cx, cy, cz))
+            force = (fx + cx, fy + cy, fz + cz)
+            damaged = critical > m.rupture_force
+        if not damaged and tissue.norm(force) > self.max_force:
             failure = "excessive_force"
         else:
-            failure = self._failure(ruptured, self.tool.insertion)
+            failure = self._failure(damaged, self.tool.insertion)
         return force, critical, failure
 
     def _state(self, tip: list[float], clearance: float, esc: tuple[float, float, float],
