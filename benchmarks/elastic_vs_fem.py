@@ -98,10 +98,9 @@ def replay(env_id: str, seed: int, actions: list[np.ndarray], tissue: str, spec:
         _, _, term, trunc, info = env.step(action)
         vector = np.asarray(info["tool_force_vector"])
         direction = np.asarray(getattr(task.tool, "direction", (0.0, 0.0, -1.0)))
-        contact = task.fem if task.fem is not None else task._contact
         inside = task.tissue_length if hasattr(task, "tissue_length") else info["depth"]
         rows.append((info["tool_force"], -float(vector @ direction), inside,
-                     float(np.linalg.norm(task.target_shift)), contact.punctured))
+                     float(np.linalg.norm(task.target_shift)), task._contact.punctured))
         if term or trunc:
             outcome = "success" if info["is_success"] else (info.get("failure_reason") or "truncated")
             break
