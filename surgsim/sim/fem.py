@@ -607,10 +607,6 @@ class FemBody:
         )
         return np.asarray(vertices, dtype=float)
 
-    def displacements(self) -> np.ndarray:
-        """Node displacements ``(N, 3)`` (m) from the rest mesh."""
-        return self.node_positions() - self.mesh.nodes
-
     def elastic_forces(self, positions: np.ndarray | None = None) -> np.ndarray:
         """Elastic force on each node (N) at ``positions`` (default: now), by the engine's law
         (see :func:`neo_hookean_nodal_forces`)."""
