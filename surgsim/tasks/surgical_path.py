@@ -271,6 +271,9 @@ class SurgicalPathTask(Task):
         self._carried = np.vstack([self.lesion_preop[None, :], *rows])
         if self.uses_fem:
             self._embedding = self.fem.body.embed(self._carried, outside="nearest")
+            # a point outside the mesh sits at rest where its nearest mesh point is not: it moves
+            # by that point's displacement, from where the scene has it
+            self._embedded_rest = self.fem.body.embedded_positions(self._embedding, self.fem.body.mesh.nodes)
         self._displace(np.zeros_like(self._carried))
 
     def _relax(self) -> None:
@@ -402,7 +405,7 @@ class SurgicalPathTask(Task):
         fx, fy, fz = self._contact.update(tip, d, inside, advance)
         if self.fem is not None:
             nodes = self.fem.body.embedded_positions(self._embedding, self.fem.positions)
-            self._displace(nodes - self._carried)
+            self._displace(nodes - self._embedded_rest)
             force, critical, damaged = (fx, fy, fz), 0.0, clearance <= 0.0
         else:
             if fx or fy or fz or self._displaced:
