@@ -242,6 +242,20 @@ def test_tool_presses_punctures_and_lets_go():
         assert np.abs(tool.body.node_positions() - rest).max() < 5e-5
 
 
+def test_a_tip_on_its_way_out_grips_nothing_and_leaves_the_tissue_at_rest():
+    # the tip starts 4 mm inside the slab, not punctured (as a fem surface standing off the
+    # task's rigid shape leaves it), and is withdrawn 1 mm a period: it must not grip the surface
+    # from inside and drag it out (seen: an organ pulled out 29 mm, then inverted)
+    tool = _slab_tool()
+    rest = tool.body.mesh.nodes
+    with tool.body:
+        for z in np.arange(-0.004, 0.0061, 0.001):
+            force = tool.update((0.0, 0.0, float(z)), DOWN, 0.0)
+            assert tool.gripped == {}
+        assert np.linalg.norm(force) < 1e-6
+        assert np.abs(tool.body.node_positions() - rest).max() < 1e-6
+
+
 def test_frozen_tool_returns_the_last_force_and_moves_nothing():
     tool = _slab_tool()
     with tool.body:

@@ -15,7 +15,10 @@ anchors hold). The model:
   gripped where they are: pushing on, the tool indents the surface and the tissue pushes back.
   A gripped surface node lets go when it would pull the tool in (the tool is withdrawn: tissue
   does not stick) or when its pull across the shaft exceeds ``FRICTION`` times its push (Coulomb
-  sliding); it is gripped again where it then is while the tip is still in.
+  sliding); it is gripped again where it then is, at a later check, while the tip is still in
+  and not withdrawing (a tip on its way out grips nothing new: it would drag the surface out).
+  A tip in the tissue that holds no surface node has gone through it: that is a puncture too
+  (on a fine mesh the tip can slide past the surface layer below the puncture force).
 - **Puncture**: once the tissue pushes back along the shaft by more than the puncture force
   (checked as often as entry), the tool is through: from then on it grips the corners of the
   element that holds the tip and every node within ``capture_radius`` of the inserted length.
@@ -67,6 +70,8 @@ CHECK_EVERY = 8
 #: the tool lets go of everything it grips once an element is squeezed below this share of its
 #: rest volume (the tissue tears free rather than inverting; model parameter)
 CRUSHED = 0.25
+#: m per check: a tip moving out of the tissue faster than this is withdrawing
+_STILL = 1e-6
 #: Coulomb friction coefficient between the tool and the tissue's surface before puncture
 #: (model parameter; wet soft tissue on steel is usually put at 0.1-0.5)
 FRICTION = 0.5
@@ -178,6 +183,7 @@ class FemToolContact:
             return
         (start, start_quat), start_inside = self._pose, self._inside
         n = self.body.substeps
+        last_check = start
         for k in range(1, n + 1):
             s = k / n
             pos = start + s * (tip - start)
@@ -188,6 +194,8 @@ class FemToolContact:
                 continue
             x = self.body.node_positions()
             now_inside = start_inside + s * (inside - start_inside)
+            withdrawing = float((pos - last_check) @ direction) < -_STILL
+            last_check = pos
             if self.gripped and self._crushed(x):
                 self._let_go_all()  # the tissue tears free of the tool
                 continue  # and is let be until the next check
@@ -195,14 +203,14 @@ class FemToolContact:
                 if now_inside > 0.0:
                     self._slip_and_grip(x, pos, direction, now_inside, orn)
             elif not self.touching:
-                if self._holder(x, pos, strict=True) is not None:
+                if not withdrawing and self._holder(x, pos, strict=True) is not None:
                     self.touching = True
-                    self._press(x, pos, direction, orn)
+                    self._press(x, pos, direction, orn, withdrawing)
             elif -float(self._load(x) @ direction) > self.puncture_force:
                 self.punctured = True  # the surface gives way under the tip
                 self._let_go_all()
             else:
-                self._press(x, pos, direction, orn)
+                self._press(x, pos, direction, orn, withdrawing)
         self._pose, self._inside = (tip, quat), inside
 
     def _crushed(self, x: np.ndarray) -> bool:
@@ -238,24 +246,31 @@ class FemToolContact:
         for node in list(self.gripped):
             self._let_go(node)
 
-    def _press(self, x: np.ndarray, tip: np.ndarray, d: np.ndarray, quat: tuple[float, ...]) -> None:
-        """Before puncture: let go of the surface nodes that pull the tool in or slide, then grip
-        the surface nodes of the element the tip is in (none: the tip is out, not touching)."""
+    def _press(self, x: np.ndarray, tip: np.ndarray, d: np.ndarray, quat: tuple[float, ...],
+               withdrawing: bool) -> None:
+        """Before puncture: let go of the surface nodes that pull the tool in or slide, then (the
+        tip not withdrawing) grip the other surface nodes of the element the tip is in. The tip
+        out of the tissue is not touching; in it and holding nothing, it is through."""
         forces = self.body.elastic_forces(x) if self.gripped else None
+        released = set()
         for node in list(self.gripped):
             f = forces[node]  # the node's push on the tool
             push = -float(f @ d)
             across = f + push * d
             if push <= 0.0 or math.sqrt(float(across @ across)) > FRICTION * push:
                 self._let_go(node)
+                released.add(node)
         holder = self._holder(x, tip, strict=True)
         if holder is None:
             if not self.gripped:
                 self.touching = False
             return
-        corners = self.body.mesh.tets[holder]
-        self._grip([int(n) for n in corners if self._surface[n] and not self._held[n]
-                    and int(n) not in self.gripped], x, tip, quat)
+        if not withdrawing:
+            corners = self.body.mesh.tets[holder]
+            self._grip([int(n) for n in corners if self._surface[n] and not self._held[n]
+                        and int(n) not in self.gripped and int(n) not in released], x, tip, quat)
+        if not self.gripped and not released:
+            self.punctured = True  # past the surface with nothing holding the tip back
 
     def _slip_and_grip(self, x: np.ndarray, tip: np.ndarray, d: np.ndarray, inside: float,
                        quat: tuple[float, ...]) -> None:
