@@ -3,7 +3,9 @@
 
 For every registered id at every difficulty, with state and image (``rgb``) observations, one
 env is made, reset once, then reset ``--resets`` more times (image observations:
-``--image-resets``, as each reset also renders); the growth of the process's resident memory
+``--image-resets``, as each reset also renders; ``rendered``: a rendered world in which each of
+``--episodes`` "resets" is a whole scripted-expert episode, so the deforming anatomy is redrawn);
+the growth of the process's resident memory
 (VmRSS) from the first reset to the last is compared with the goal: at most ``--limit-mb``
 (20 MB). No warm-up is left out, so the growth includes the first resets' one-off allocations
 (caches, allocator pools); the growth over the second half of the resets shows whether memory
@@ -12,6 +14,7 @@ one case freed cannot hide another's growth. Linux only (reads /proc/self/status
 
     python benchmarks/memory.py                       # the full run: 20,000 resets per state case
     python benchmarks/memory.py --resets 2000 --image-resets 200 --ids surgsim/SurgicalPath-v0
+    python benchmarks/memory.py --obs rendered --difficulties medium   # expert episodes, rendered world
 
 The exit code is 0 whatever the verdicts: this is a measurement, not a test.
 """
@@ -31,7 +34,9 @@ if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
 DIFFICULTIES = ("easy", "medium", "hard")
-OBS_TYPES = ("state", "rgb")
+#: ``rendered``: state observations in a rendered world (``render_mode="rgb_array"``), and each
+#: "reset" a whole scripted-expert episode: the tissue deforms and the drawn anatomy is redrawn
+OBS_TYPES = ("state", "rgb", "rendered")
 
 
 def rss_mb() -> float:
@@ -46,13 +51,19 @@ def measure(env_id: str, difficulty: str, obs_type: str, resets: int) -> dict:
 
     import surgsim  # noqa: F401  (registers the ids)
 
-    env = gym.make(env_id, difficulty=difficulty, obs_type=obs_type)
+    rendered = obs_type == "rendered"
+    env = (gym.make(env_id, difficulty=difficulty, render_mode="rgb_array") if rendered
+           else gym.make(env_id, difficulty=difficulty, obs_type=obs_type))
     env.reset(seed=0)
     before = rss_mb()
     started = time.perf_counter()
     for i in range(resets):
         if i == resets // 2:
             halfway = rss_mb()
+        while rendered:  # the expert's episode, then the reset
+            _, _, terminated, truncated, _ = env.step(env.unwrapped.expert_action())
+            if terminated or truncated:
+                break
         env.reset()
     seconds = time.perf_counter() - started
     after = rss_mb()
@@ -80,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resets", type=int, default=20_000, help="resets per state case (default 20000)")
     parser.add_argument("--image-resets", type=int, default=2_000,
                         help="resets per rgb case (default 2000: each reset also renders an image)")
+    parser.add_argument("--episodes", type=int, default=300,
+                        help="expert episodes per rendered case (default 300)")
     parser.add_argument("--ids", nargs="+", help="env ids (default: every registered surgsim id)")
     parser.add_argument("--difficulties", nargs="+", choices=DIFFICULTIES, default=list(DIFFICULTIES))
     parser.add_argument("--obs", nargs="+", choices=OBS_TYPES, default=list(OBS_TYPES))
@@ -91,8 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         env_id, difficulty, obs_type, resets = args.one
         print(json.dumps(measure(env_id, difficulty, obs_type, int(resets))))
         return 0
-    if args.resets < 1 or args.image_resets < 1:
-        parser.error("--resets and --image-resets must be >= 1")
+    if min(args.resets, args.image_resets, args.episodes) < 1:
+        parser.error("--resets, --image-resets and --episodes must be >= 1")
 
     from surgsim import REGISTERED
 
@@ -104,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{'after':>8s} {'growth':>8s} {'2nd half':>8s} {'ms/reset':>8s}  verdict", flush=True)
     results = []
     for obs_type in args.obs:
-        resets = args.resets if obs_type == "state" else args.image_resets
+        resets = {"state": args.resets, "rgb": args.image_resets, "rendered": args.episodes}[obs_type]
         for env_id in ids:
             for difficulty in args.difficulties:
                 r = run_case(env_id, difficulty, obs_type, resets)

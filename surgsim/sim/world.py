@@ -78,6 +78,9 @@ class World:
         self._names: dict[int, str] = {}
         #: bodies removed since the simulation was last cleared (see :meth:`clear`)
         self.removed = 0
+        #: the Python objects given to PyBullet for drawn meshes, kept for reuse (add_visual_mesh)
+        self._mesh_lists: dict[tuple[str, str, int], list] = {}
+        self._ints: list[int] = []
         self._add_placeholder_visual()
         if gui:
             p.configureDebugVisualizer(p.COV_ENABLE_GUI, 0, physicsClientId=self.client)
@@ -234,13 +237,38 @@ class World:
                         rgba: Sequence[float]) -> int:
         """Add a body that is only seen: a triangle mesh (``vertices`` (N, 3) in world coordinates,
         ``indices`` three per triangle, unit vertex ``normals`` (N, 3) for the shading), with no
-        collision shape, so queries pass through it."""
-        vis = p.createVisualShape(p.GEOM_MESH, vertices=np.asarray(vertices, dtype=float).tolist(),
-                                  indices=list(indices), normals=np.asarray(normals, dtype=float).tolist(),
-                                  rgbaColor=list(rgba), physicsClientId=self.client)
+        collision shape, so queries pass through it.
+
+        PyBullet's parser keeps a reference to every vertex row, normal row, index and list it is
+        given and never frees them (about 360 KB of Python objects per drawing of 642 vertices), so
+        a redrawn mesh is given the same objects, overwritten in place (:meth:`_kept`): what stays
+        referenced is then only what the next drawing reuses.
+        """
+        rows = self._kept(name, "vertices", len(vertices), lambda: [0.0, 0.0, 0.0])
+        for row, value in zip(rows, np.asarray(vertices, dtype=float).tolist()):
+            row[:] = value
+        normal_rows = self._kept(name, "normals", len(normals), lambda: [0.0, 0.0, 0.0])
+        for row, value in zip(normal_rows, np.asarray(normals, dtype=float).tolist()):
+            row[:] = value
+        flat = self._kept(name, "indices", len(indices), int)
+        while len(self._ints) < len(vertices):
+            self._ints.append(len(self._ints))  # one int object per index value, reused
+        flat[:] = [self._ints[i] for i in np.asarray(indices, dtype=np.int64).tolist()]
+        colour = self._kept(name, "rgba", 4, float)
+        colour[:] = [float(c) for c in rgba]
+        vis = p.createVisualShape(p.GEOM_MESH, vertices=rows, indices=flat, normals=normal_rows,
+                                  rgbaColor=colour, physicsClientId=self.client)
         body = p.createMultiBody(baseMass=0.0, baseCollisionShapeIndex=-1, baseVisualShapeIndex=vis,
                                  physicsClientId=self.client)
         return self._register(name, body)
+
+    def _kept(self, name: str, kind: str, length: int, make) -> list:
+        """The list of ``length`` items (each from ``make()``) kept for ``name``'s ``kind``: the
+        same list and items every time that mesh is drawn with that many."""
+        key = (name, kind, length)
+        if key not in self._mesh_lists:
+            self._mesh_lists[key] = [make() for _ in range(length)]
+        return self._mesh_lists[key]
 
     def hide(self, name: str) -> None:
         """Make a body invisible to the camera (it still collides): fully transparent colour."""
