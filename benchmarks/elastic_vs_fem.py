@@ -131,6 +131,8 @@ def replay(env_id: str, seed: int, actions: list[np.ndarray], tissue: str, spec:
             break
     env.close()
     force, axial, inside, shift, dimple, punctured = (np.array(c) for c in zip(*rows))
+    if not (np.isfinite(force).all() and np.isfinite(shift).all()):
+        raise RuntimeError(f"{env_id} seed {seed} on {tissue}: a force or lesion shift is not finite")
     return Trace(force, axial, inside, shift, dimple, punctured.astype(bool), outcome)
 
 

@@ -4,7 +4,8 @@
 For every registered id at every difficulty, with state and image (``rgb``) observations, one
 env is made, reset once, then reset ``--resets`` more times (image observations:
 ``--image-resets``, as each reset also renders; ``rendered``: a rendered world in which each of
-``--episodes`` "resets" is a whole scripted-expert episode, so the deforming anatomy is redrawn);
+``--episodes`` "resets" is a whole scripted-expert episode, so the deforming anatomy is redrawn,
+and ``ms/reset`` is per episode);
 the growth of the process's resident memory
 (VmRSS) from the first reset to the last is compared with the goal: at most ``--limit-mb``
 (20 MB). No warm-up is left out, so the growth includes the first resets' one-off allocations

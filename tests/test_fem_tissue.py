@@ -256,6 +256,22 @@ def test_a_tip_on_its_way_out_grips_nothing_and_leaves_the_tissue_at_rest():
         assert np.abs(tool.body.node_positions() - rest).max() < 1e-6
 
 
+def test_a_tip_backing_out_sideways_below_the_puncture_force_does_not_puncture():
+    # pressed 3 mm in (under the puncture force), then moved 1 mm sideways and 0.2 mm out a
+    # period: the surface slides off the tip (Coulomb) and must not count as pierced (it did, at
+    # about 0 N, when a tip holding nothing was taken as through whichever way it moved)
+    tool = _slab_tool()
+    with tool.body:
+        for z in np.arange(0.01, -0.0031, -0.0005):
+            force = _tip_at(tool, float(z))
+        assert tool.touching and not tool.punctured and force[2] > 0.1
+        x, z = 0.0, -0.003
+        for _ in range(8):
+            x, z = x + 0.001, z + 0.0002
+            tool.update((x, 0.0, z), DOWN, max(0.0, -z))
+            assert not tool.punctured
+
+
 def test_frozen_tool_returns_the_last_force_and_moves_nothing():
     tool = _slab_tool()
     with tool.body:

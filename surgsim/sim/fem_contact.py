@@ -17,8 +17,9 @@ anchors hold). The model:
   does not stick) or when its pull across the shaft exceeds ``FRICTION`` times its push (Coulomb
   sliding); it is gripped again where it then is, at a later check, while the tip is still in
   and not withdrawing (a tip on its way out grips nothing new: it would drag the surface out).
-  A tip in the tissue that holds no surface node has gone through it: that is a puncture too
-  (on a fine mesh the tip can slide past the surface layer below the puncture force).
+  A tip advancing into an element with no surface node while holding nothing has gone through
+  the surface: that is a puncture too (on a fine mesh the tip can slide past the surface layer
+  below the puncture force).
 - **Puncture**: once the tissue pushes back along the shaft by more than the puncture force
   (checked as often as entry), the tool is through: from then on it grips the corners of the
   element that holds the tip and every node within ``capture_radius`` of the inserted length.
@@ -250,7 +251,8 @@ class FemToolContact:
                withdrawing: bool) -> None:
         """Before puncture: let go of the surface nodes that pull the tool in or slide, then (the
         tip not withdrawing) grip the other surface nodes of the element the tip is in. The tip
-        out of the tissue is not touching; in it and holding nothing, it is through."""
+        out of the tissue is not touching; advancing in an element with no surface node and
+        holding nothing, it is through."""
         forces = self.body.elastic_forces(x) if self.gripped else None
         released = set()
         for node in list(self.gripped):
@@ -265,12 +267,13 @@ class FemToolContact:
             if not self.gripped:
                 self.touching = False
             return
-        if not withdrawing:
-            corners = self.body.mesh.tets[holder]
-            self._grip([int(n) for n in corners if self._surface[n] and not self._held[n]
-                        and int(n) not in self.gripped and int(n) not in released], x, tip, quat)
-        if not self.gripped and not released:
-            self.punctured = True  # past the surface with nothing holding the tip back
+        if withdrawing:
+            return
+        corners = self.body.mesh.tets[holder]
+        self._grip([int(n) for n in corners if self._surface[n] and not self._held[n]
+                    and int(n) not in self.gripped and int(n) not in released], x, tip, quat)
+        if not self.gripped and not released and not self._surface[corners].any():
+            self.punctured = True  # past the surface layer, nothing holding the tip back
 
     def _slip_and_grip(self, x: np.ndarray, tip: np.ndarray, d: np.ndarray, inside: float,
                        quat: tuple[float, ...]) -> None:

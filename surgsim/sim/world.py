@@ -80,7 +80,6 @@ class World:
         self.removed = 0
         #: the Python objects given to PyBullet for drawn meshes, kept for reuse (add_visual_mesh)
         self._mesh_lists: dict[tuple[str, str, int], list] = {}
-        self._ints: list[int] = []
         self._add_placeholder_visual()
         if gui:
             p.configureDebugVisualizer(p.COV_ENABLE_GUI, 0, physicsClientId=self.client)
@@ -239,10 +238,10 @@ class World:
         ``indices`` three per triangle, unit vertex ``normals`` (N, 3) for the shading), with no
         collision shape, so queries pass through it.
 
-        PyBullet's parser keeps a reference to every vertex row, normal row, index and list it is
-        given and never frees them (about 360 KB of Python objects per drawing of 642 vertices), so
-        a redrawn mesh is given the same objects, overwritten in place (:meth:`_kept`): what stays
-        referenced is then only what the next drawing reuses.
+        PyBullet's parser keeps a reference to the vertex and normal lists, each of their rows and
+        the index list it is given, and never frees them (about 360 KB of Python objects per
+        drawing of 642 vertices), so a redrawn mesh is given the same lists, overwritten in place
+        (:meth:`_kept`): what stays referenced is then only what the next drawing reuses.
         """
         rows = self._kept(name, "vertices", len(vertices), lambda: [0.0, 0.0, 0.0])
         for row, value in zip(rows, np.asarray(vertices, dtype=float).tolist()):
@@ -251,9 +250,7 @@ class World:
         for row, value in zip(normal_rows, np.asarray(normals, dtype=float).tolist()):
             row[:] = value
         flat = self._kept(name, "indices", len(indices), int)
-        while len(self._ints) < len(vertices):
-            self._ints.append(len(self._ints))  # one int object per index value, reused
-        flat[:] = [self._ints[i] for i in np.asarray(indices, dtype=np.int64).tolist()]
+        flat[:] = np.asarray(indices, dtype=np.int64).tolist()
         colour = self._kept(name, "rgba", 4, float)
         colour[:] = [float(c) for c in rgba]
         vis = p.createVisualShape(p.GEOM_MESH, vertices=rows, indices=flat, normals=normal_rows,
