@@ -22,8 +22,8 @@ within 25 % of the fem peak over an insertion, lesion displacement within 1 mm.
 elements it enters, so the contact patch is set by the grid: neighbouring meshes differ by about
 20 % of the peak force, as much as the two tiers do), so the elastic parameters (``FITTED``) are
 fitted to the insertions and sweeps on several fem meshes at once (``--fit-cells``, the default
-one among them): Nelder-Mead on their
-logarithms, starting from the published values and kept within a factor of ``BOUND`` of them,
+one among them): Nelder-Mead on their logarithms, starting from the published values and kept
+within a factor of ``BOUND`` of them,
 minimising the two goals' measures, each over its goal (``share / 0.25 + lesion / 1 mm``), mean
 over the fit patients, motions and meshes. Every elastic run is the env itself replaying the
 actions, so the fit sees exactly what the tier does. Then: the fitted values on patients the fit
@@ -168,16 +168,19 @@ def fit(spec: TaskSpec, cases: list[tuple[int, list[np.ndarray], Trace]], names:
     """The elastic parameters ``names`` (spec units) that minimise ``disagreement`` over the cases."""
     published = np.log([getattr(TissueSpec(), k) for k in names])
 
-    def objective(x: np.ndarray) -> float:
+    def values(x: np.ndarray) -> dict[str, float]:
+        """The parameters at log-values ``x``, within the bounds."""
         x = np.clip(x, published - np.log(BOUND), published + np.log(BOUND))
-        return disagreement(with_tissue(spec, **dict(zip(names, np.exp(x).tolist()))), cases)
+        return dict(zip(names, np.exp(x).tolist()))
+
+    def objective(x: np.ndarray) -> float:
+        return disagreement(with_tissue(spec, **values(x)), cases)
 
     best = minimize(objective, published, method="Nelder-Mead",
                     options={"maxfev": evaluations, "xatol": 0.01, "fatol": 1e-3, "initial_simplex":
                              np.vstack([published, published + 0.3 * np.eye(len(names))])})
-    x = np.clip(best.x, published - np.log(BOUND), published + np.log(BOUND))
     print(f"fit: {best.nfev} evaluations, objective {best.fun:.3f} (published values: {objective(published):.3f})")
-    return dict(zip(names, np.exp(x).tolist()))
+    return values(best.x)
 
 
 def figure(path: Path, runs: dict[str, Trace], title: str) -> None:
@@ -255,7 +258,8 @@ def fit_and_check(args: argparse.Namespace, recorded: dict[tuple[str, int], list
     for m in motions:
         for s in held_out:
             recorded[m, s] = record_actions(SURGICAL_PATH, s, m)
-    cells = sorted({spec.tissue.fem_cell_mm, *args.fit_cells}, reverse=True)  # coarse to fine
+    default = spec.tissue.fem_cell_mm
+    cells = sorted({default, *args.fit_cells}, reverse=True)  # coarse to fine
     fem = {(m, s, c): replay(SURGICAL_PATH, s, recorded[m, s], "fem", with_tissue(spec, fem_cell_mm=c), surface=True)
            for c in cells for m in motions for s in [*fit_seeds, *held_out]}
 
@@ -290,7 +294,6 @@ def fit_and_check(args: argparse.Namespace, recorded: dict[tuple[str, int], list
     print("|---|---|---|--:|--:|--:|")
     for m in motions:
         for label, group in (("fit", fit_seeds), ("held out", held_out)):
-            default = spec.tissue.fem_cell_mm
             for mesh_label, mesh in ((f"default ({default:g} mm)", [default]), ("the fit's meshes", args.fit_cells)):
                 cols = []
                 for measure, scale, fmt in ((1, 1.0, "{:.0%}"), (2, 1e3, "{:.2f}"), (3, 1e3, "{:.2f}")):
@@ -303,8 +306,7 @@ def fit_and_check(args: argparse.Namespace, recorded: dict[tuple[str, int], list
 
     figure(args.figure, {"elastic (published values)": elastic["published", "insertion", 0],
                          "elastic (fitted: shipped)": elastic["fitted", "insertion", 0],
-                         f"fem ({spec.tissue.fem_cell_mm:g} mm cells, default)":
-                             fem["insertion", 0, spec.tissue.fem_cell_mm],
+                         f"fem ({default:g} mm cells, default)": fem["insertion", 0, default],
                          f"fem ({cells[-1]:g} mm cells)": fem["insertion", 0, cells[-1]]},
            "SurgicalPath seed 0, the expert's insertion replayed in each tier")
     print(f"written: {args.figure}")

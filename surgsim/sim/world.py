@@ -244,11 +244,10 @@ class World:
         (:meth:`_kept`): what stays referenced is then only what the next drawing reuses.
         """
         rows = self._kept(name, "vertices", len(vertices), lambda: [0.0, 0.0, 0.0])
-        for row, value in zip(rows, np.asarray(vertices, dtype=float).tolist()):
-            row[:] = value
         normal_rows = self._kept(name, "normals", len(normals), lambda: [0.0, 0.0, 0.0])
-        for row, value in zip(normal_rows, np.asarray(normals, dtype=float).tolist()):
-            row[:] = value
+        for kept, values in ((rows, vertices), (normal_rows, normals)):
+            for row, value in zip(kept, np.asarray(values, dtype=float).tolist()):
+                row[:] = value
         flat = self._kept(name, "indices", len(indices), int)
         flat[:] = np.asarray(indices, dtype=np.int64).tolist()
         colour = self._kept(name, "rgba", 4, float)
