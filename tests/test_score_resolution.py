@@ -35,11 +35,11 @@ def test_synthetic_scores_fall_steadily_with_impairment(kwargs) -> None:
 
 
 @pytest.mark.parametrize("task, rho_at_most, gap", [("Incision", -0.9, 15), ("SurgicalPath", -0.85, 15),
-                                                    ("NeedleReach", -0.7, 10)])
+                                                    ("NeedleReach", -0.75, 10)])
 def test_degraded_simulator_experts_fall_steadily(tmp_path, task, rho_at_most, gap) -> None:
-    # on these seeds SurgicalPath gives -0.907 and NeedleReach -0.725 (-0.631 before unsteadiness was
-    # graded); over the blocks of benchmarks/score_resolution.py SurgicalPath meets -0.9 at the edge
-    # (worst -0.900) and NeedleReach does not (-0.83): benchmarks/RESULTS.md, "Scorer resolution"
+    # on these seeds Incision gives -0.930, SurgicalPath -0.905 and NeedleReach -0.824 (gaps 13 and
+    # 24); over the blocks of benchmarks/score_resolution.py SurgicalPath meets -0.9 on the mean
+    # (worst -0.898) and NeedleReach does not (-0.845): benchmarks/RESULTS.md, "Scorer resolution"
     from surgsim.scoring.make_rubrics import record_task
 
     record_task(f"surgsim/{task}-v0", tmp_path, range(300, 310))  # seeds not used to make the rubric

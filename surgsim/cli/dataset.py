@@ -30,7 +30,8 @@ def collect_cmd(
     policy: str = typer.Option("expert", "--policy", help="expert (the scripted expert) or a run folder of "
                                "`surgsim train` / `surgsim pretrain` (its agent, deterministic)."),
     impairment: float = typer.Option(0.0, "--impairment", help="Degrade the expert, 0 (none) to 1: action noise "
-                                     "(SD 0.6 x impairment) and hesitations (p = 0.15 x impairment per step)."),
+                                     "(SD 0.6 x impairment, direction kept) and hesitations "
+                                     "(p = 0.15 x impairment per step)."),
     episodes: int = typer.Option(100, "-n", "--episodes", min=1, help="Episodes; episode i uses seed + i."),
     seed: int = typer.Option(0, "--seed", callback=check_seed),
     name: Optional[str] = typer.Option(None, "--name", help="Dataset name (default: expert, impaired<percent> "

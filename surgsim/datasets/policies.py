@@ -11,6 +11,7 @@ import gymnasium as gym
 import numpy as np
 
 from surgsim.errors import SurgsimError
+from surgsim.tasks.experts import within_one_step
 
 #: action noise SD per unit of impairment (continuous actions, in units of a full step)
 NOISE_PER_IMPAIRMENT = 0.6
@@ -38,8 +39,10 @@ class Policy(Protocol):
 
 class ExpertPolicy:
     """The env's scripted expert (``env.unwrapped.expert_action()``), degraded by ``impairment``
-    in [0, 1]: Gaussian action noise (SD 0.6 x impairment, clipped to the action space) and
-    hesitations (with probability 0.15 x impairment per step the tool stops for 1-6 steps).
+    in [0, 1]: Gaussian action noise (SD 0.6 x impairment; a noisy step longer than a full step
+    is shortened with its direction kept, so the noise on an axis already at full step is not
+    clipped away) and hesitations (with probability 0.15 x impairment per step the tool stops for
+    1-6 steps).
     With discrete actions the noise is a random action taken with probability 0.6 x impairment,
     and a hesitation is the no-op (action 0, :mod:`surgsim.actions`). The degradation is seeded per episode,
     so a dataset is reproducible."""
@@ -78,7 +81,7 @@ class ExpertPolicy:
             self._pause -= 1
             action = np.zeros_like(action)
         noisy = action + rng.normal(0.0, NOISE_PER_IMPAIRMENT * self.impairment, action.shape)
-        return np.clip(noisy, space.low, space.high).astype(space.dtype)
+        return within_one_step(noisy).astype(space.dtype)
 
 
 class RandomPolicy:

@@ -4,9 +4,9 @@ Per surgsim task: :data:`EPISODES` episodes per impairment level of the env's sc
 (``env.unwrapped.expert_action()``) are recorded as sessions with
 :class:`~surgsim.sessions.SessionRecorder`, next to the same expert degraded by ``impairment``
 in (0, 1] (:class:`~surgsim.datasets.policies.ExpertPolicy`: Gaussian action noise, SD 0.6 x
-impairment, clipped, and hesitations: with probability 0.15 x impairment per step, the tool
-stops for 1-6 steps). Every
-level plays the same seeds (the same patients). Labels: skill E / I / N for impairment below
+impairment, a step too long shortened with its direction kept, and hesitations: with probability
+0.15 x impairment per step, the tool stops for 1-6 steps). Every level plays the same seeds (the
+same patients). Labels: skill E / I / N for impairment below
 1/3, 2/3, above; ``grs`` = 30 - 22 x impairment. The rubric is fitted with
 :func:`~surgsim.scoring.calibrate.fit_rubric` (experts = skill E, caps from the non-experts,
 weights on grs, critical errors as gates). About 10 s on 2 cores.
@@ -91,8 +91,8 @@ def make_task_rubric(env_id: str, out: Path, episodes: int = EPISODES) -> Path:
     task = str(batch.results[0].meta["task"])
     what = (
         f"Sessions of {env_id}: its scripted expert (env.unwrapped.expert_action()), {episodes} seeds at each\n"
-        f"impairment in {list(IMPAIRMENTS)}, degraded by action noise (SD 0.6 x impairment) and hesitations\n"
-        "(p = 0.15 x impairment per step, 1-6 steps); no trained agents."
+        f"impairment in {list(IMPAIRMENTS)}, degraded by action noise (SD 0.6 x impairment, direction kept) and\n"
+        "hesitations (p = 0.15 x impairment per step, 1-6 steps); no trained agents."
     )
     rubric = fit_rubric(batch.results, task, label="grs", description=f"Default rubric of {env_id} sessions.")
     return save_rubric(rubric, out / f"{task}.yaml", _header(what, len(batch.results)))

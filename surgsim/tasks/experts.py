@@ -16,14 +16,19 @@ if TYPE_CHECKING:
     from surgsim.tasks.needle_reach import NeedleReachTask
     from surgsim.tasks.surgical_path import SurgicalPathTask
 
+def within_one_step(action: np.ndarray) -> np.ndarray:
+    """``action`` shortened, if need be, to fit in [-1, 1]^n with its direction kept (clipping
+    each axis instead would bend the direction towards a diagonal)."""
+    largest = float(np.max(np.abs(action)))
+    return action / largest if largest > 1.0 else action
+
+
 def pursue(task: Task, point: np.ndarray) -> np.ndarray:
     """Move the instrument straight (in configuration space) towards ``point``, as far as one
     step allows: how the expert follows a reference path."""
     tool = task.tool
     delta = tool.tip_to_config(point)[0] - tool.config
-    action = delta / tool.config_steps
-    largest = float(np.max(np.abs(action)))
-    return action / largest if largest > 1.0 else action
+    return within_one_step(delta / tool.config_steps)
 
 
 def reach(task: NeedleReachTask) -> np.ndarray:
