@@ -17,6 +17,7 @@ from surgsim.scoring.metrics import MetricSettings, compute_metrics
 from surgsim.scoring.rubric import (
     DEFAULT_CRITICAL_ERRORS, CapRule, MetricReference, Rubric, RubricError, load_rubric, save_rubric,
 )
+from surgsim.scoring.report import session_report
 from surgsim.scoring.score import grade_session, score_metrics
 from surgsim.scoring.synthetic import synthetic_cohort, synthetic_session
 from surgsim.sessions import write_session
@@ -159,6 +160,24 @@ def test_a_short_session_that_hits_a_vessel_is_graded_fail() -> None:
     assert graded.reason is None and graded.score.metrics == {}
     quiet = grade_session(_session(n=3), _rubric())  # too short, nothing failed: not gradable, as before
     assert quiet.score is None and "grading needs at least 4" in quiet.reason
+
+
+@pytest.mark.parametrize("meta, graded_fail", [
+    ({"events": [{"time": 3.1, "name": "off_path"}]}, True),  # a capped error, no motion to cap
+    ({"complete": False}, False),  # the recording stopped: no attempt shown, still not gradable
+])
+def test_a_short_attempt_that_failed_is_graded_fail_and_a_short_recording_is_not(meta, graded_fail) -> None:
+    rubric = _rubric()
+    assert rubric.critical_errors["failed"] == CapRule(cap=50.0)
+    graded = grade_session(_session(n=3, **meta), rubric)
+    kinds = [e.kind for e in graded.critical_errors]
+    if graded_fail:
+        assert kinds == ["failed"] and graded.reason is None
+        assert (graded.score.score, graded.score.level) == (0.0, "fail")
+        report = session_report("s", _session(n=3, **meta), graded, rubric=rubric)
+        assert report["critical_errors"][0]["effect"] == "fail (too short to grade its motion, nothing to cap)"
+    else:
+        assert kinds == ["incomplete"] and graded.score is None and "grading needs at least 4" in graded.reason
 
 
 # ------------------------------------------------------------------ calibration keeps them

@@ -49,10 +49,14 @@ def _finite(value: float | None) -> float | None:
     return value if value is None or math.isfinite(value) else None
 
 
-def effect(error: CriticalError, rubric: Rubric) -> str:
-    """What ``rubric`` makes of a critical error, in words: ``fail`` or ``score capped at 50``."""
+def effect(error: CriticalError, rubric: Rubric, motion_graded: bool = True) -> str:
+    """What ``rubric`` makes of a critical error, in words: ``fail`` or ``score capped at 50``
+    (``fail`` too when the session was too short to grade its motion, so there was nothing to cap:
+    :func:`~surgsim.scoring.score.grade_session`)."""
     rule = rubric.critical_errors[error.kind]
-    return f"score capped at {rule.cap:g}" if isinstance(rule, CapRule) else FAIL
+    if not isinstance(rule, CapRule):
+        return FAIL
+    return f"score capped at {rule.cap:g}" if motion_graded else f"{FAIL} (too short to grade its motion, nothing to cap)"
 
 
 def session_report(source: str, session: Session, graded: Graded, *, rubric: Rubric) -> dict[str, Any]:
@@ -62,6 +66,7 @@ def session_report(source: str, session: Session, graded: Graded, *, rubric: Rub
     meta = session.meta
     score = graded.score
     graded_metrics = score.metrics if score else {}
+    motion_graded = score is None or score.metric_score is not None
     task = meta.get("task")
 
     def entry(name: str, value: float | None) -> dict[str, Any]:
@@ -80,7 +85,7 @@ def session_report(source: str, session: Session, graded: Graded, *, rubric: Rub
         return item
 
     return {
-        "critical_errors": [dict(e.as_dict(), effect=effect(e, rubric)) for e in graded.critical_errors],
+        "critical_errors": [dict(e.as_dict(), effect=effect(e, rubric, motion_graded)) for e in graded.critical_errors],
         "file": source,
         "trainee": meta.get("trainee"),
         "task": task,
@@ -198,7 +203,8 @@ def session_figure(path: Path, session: Session, metrics: SessionMetrics, score:
         ax_band.legend(fontsize=7, loc="lower right")
         ax_band.set_xlabel(f"SD from the expert reference (bars stop at ±{limit:g})")
     else:
-        ax_band.text(0.5, 0.5, "metrics not graded", ha="center", va="center", transform=ax_band.transAxes)
+        ax_band.text(0.5, 0.5, "too short to grade its motion:\nthe critical error fails it",
+                     ha="center", va="center", transform=ax_band.transAxes)
         ax_band.set_axis_off()
     alone = (f"; metrics alone {score.metric_score:.1f}"
              if score.metric_score is not None and score.metric_score - score.score >= 0.05 else "")
