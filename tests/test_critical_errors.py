@@ -17,6 +17,7 @@ from surgsim.scoring.metrics import MetricSettings, compute_metrics
 from surgsim.scoring.rubric import (
     DEFAULT_CRITICAL_ERRORS, CapRule, MetricReference, Rubric, RubricError, load_rubric, save_rubric,
 )
+from surgsim.scoring.history import attempt_record
 from surgsim.scoring.report import session_report
 from surgsim.scoring.score import grade_session, score_metrics
 from surgsim.scoring.synthetic import synthetic_cohort, synthetic_session
@@ -115,7 +116,7 @@ def test_rubric_without_the_section_gets_every_kind_with_its_default(tmp_path) -
     rubric = _rubric()
     assert list(rubric.critical_errors) == list(KINDS)
     assert rubric.critical_errors["critical_contact"] == "fail"
-    assert rubric.critical_errors["failed"] == CapRule(cap=50.0)
+    assert rubric.critical_errors["failed"] == "fail"  # an uncompleted task scores 0 (FLS)
     partial = _rubric(critical_errors={"failed": {"cap": 20}})  # a kind left out keeps its default
     assert partial.critical_errors["failed"] == CapRule(cap=20.0)
     assert partial.critical_errors["bleeding"] == DEFAULT_CRITICAL_ERRORS["bleeding"]
@@ -162,22 +163,30 @@ def test_a_short_session_that_hits_a_vessel_is_graded_fail() -> None:
     assert quiet.score is None and "grading needs at least 4" in quiet.reason
 
 
-@pytest.mark.parametrize("meta, graded_fail", [
-    ({"events": [{"time": 3.1, "name": "off_path"}]}, True),  # a capped error, no motion to cap
-    ({"complete": False}, False),  # the recording stopped: no attempt shown, still not gradable
+@pytest.mark.parametrize("rules, meta, graded_fail", [
+    ({}, {"events": [{"time": 3.1, "name": "off_path"}]}, True),  # failed: fail by default
+    ({"failed": {"cap": 50}}, {"events": [{"time": 3.1, "name": "off_path"}]}, False),  # no motion to cap
+    ({}, {"complete": False}, False),  # the recording stopped (incomplete: a cap)
 ])
-def test_a_short_attempt_that_failed_is_graded_fail_and_a_short_recording_is_not(meta, graded_fail) -> None:
-    rubric = _rubric()
-    assert rubric.critical_errors["failed"] == CapRule(cap=50.0)
+def test_a_short_attempt_is_graded_fail_only_by_a_rule_that_fails_it(rules, meta, graded_fail) -> None:
+    rubric = _rubric(critical_errors=rules)
     graded = grade_session(_session(n=3, **meta), rubric)
-    kinds = [e.kind for e in graded.critical_errors]
+    assert len(graded.critical_errors) == 1
     if graded_fail:
-        assert kinds == ["failed"] and graded.reason is None
-        assert (graded.score.score, graded.score.level) == (0.0, "fail")
+        assert graded.reason is None and (graded.score.score, graded.score.level) == (0.0, "fail")
         report = session_report("s", _session(n=3, **meta), graded, rubric=rubric)
-        assert report["critical_errors"][0]["effect"] == "fail (too short to grade its motion, nothing to cap)"
+        assert report["metric_score"] is None and report["critical_errors"][0]["effect"] == "fail"
+        assert attempt_record(dict(report, trainee="ann"), {}, "d")["metrics"] == {}  # no curve points
     else:
-        assert kinds == ["incomplete"] and graded.score is None and "grading needs at least 4" in graded.reason
+        assert graded.score is None and "grading needs at least 4" in graded.reason
+
+
+def test_a_failed_attempt_scores_below_any_completed_one() -> None:
+    values = {"path_length": 0.1}  # on the expert centre: 100 points of motion
+    failed = score_metrics(values, _rubric(), [CriticalError("failed", 2.0, "the attempt ended in failure: off_path")])
+    assert (failed.score, failed.level, failed.metric_score) == (0.0, "fail", 100.0)
+    worst_completed = score_metrics({"path_length": 10.0}, _rubric())
+    assert worst_completed.level != "fail" and failed.score <= worst_completed.score
 
 
 # ------------------------------------------------------------------ calibration keeps them

@@ -126,7 +126,8 @@ def test_depth_gripper_workspace_and_channels() -> None:
         "tissue_damage": np.linspace(0, 0.4, n),
         "success": np.array([0, 0, 0, 0, 0, 0, 0, 0, 1], dtype=bool),
     }
-    m = compute_metrics(_session(cube, rate=10.0, orientation=orientation, gripper=gripper, channels=channels)).combined
+    m = compute_metrics(_session(cube, rate=10.0, orientation=orientation, gripper=gripper, channels=channels,
+                                 meta={"task": "Incision"})).combined
     steps = np.diff(cube, axis=0)
     assert m["depth_perception"] == pytest.approx(np.abs(steps[:, 2]).sum())
     assert m["gripper_travel"] == pytest.approx(0.5 + 0.3)
@@ -137,6 +138,10 @@ def test_depth_gripper_workspace_and_channels() -> None:
     assert m["contact_force_time"] == pytest.approx(0.3)  # 3 samples above 2 N
     assert m["tissue_damage"] == pytest.approx(0.4)
     assert m["success"] == 1.0
+    # tissue damage has a unit in SurgicalPath (m^2) and Incision (m) only: elsewhere it is not available
+    for meta in ({"task": "NeedleReach"}, {}):
+        other = compute_metrics(_session(cube, rate=10.0, channels=channels, meta=meta)).combined
+        assert other["tissue_damage"] is None and other["contact_force_peak"] == 5.0
 
 
 def test_absent_inputs_are_not_available_never_zero() -> None:

@@ -300,3 +300,18 @@ def test_simulator_sessions_graded_by_their_task_rubric(tmp_path) -> None:
     mean = {k: np.mean([g.score for g in gs]) for k, gs in graded.items()}
     assert mean[0.0] > mean[0.5] > mean[1.0]
     assert {g.level for g in graded[0.0]} == {"expert"}
+
+
+def test_summary_puts_tissue_damage_in_its_task_unit_column() -> None:
+    from surgsim.scoring.report import metric_columns, summary_row
+
+    def report(task: str, shown: float | None) -> dict:
+        item = {"value": None if shown is None else shown * 1e-3, "available": shown is not None, "shown": shown}
+        return {"task": task, "top_costs": [], "critical_errors": [], "metrics": {"tissue_damage": item}}
+
+    columns = metric_columns()
+    assert {"tissue_damage_mm2", "tissue_damage_mm"} <= set(columns) and not any("si" in c.split("_") for c in columns)
+    assert "relative_acceleration_per_s" in columns and not any("/" in c for c in columns)
+    assert summary_row(report("SurgicalPath", 120.0))["tissue_damage_mm2"] == 120.0
+    assert summary_row(report("Incision", 1.6))["tissue_damage_mm"] == 1.6
+    assert not any(k.startswith("tissue_damage") for k in summary_row(report("NeedleReach", None)))

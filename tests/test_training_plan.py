@@ -14,6 +14,7 @@ from simhelpers import one_line_error, run_python
 from typer.testing import CliRunner
 
 import surgsim._files
+import surgsim.scoring.plan as plan_module
 from surgsim.cli import app
 from surgsim.scoring.history import History, HistoryError, attempt_record, file_stem
 from surgsim.scoring.metrics import METRICS
@@ -21,11 +22,30 @@ from surgsim.scoring.plan import (
     DEFAULT_PASS_SCORE, LADDER, SKILLS, PlanError, PlanSettings, load_settings, training_plan,
 )
 from surgsim.scoring.batch import grade_folder
+from surgsim.scoring.rubric import load_rubric, rubric_dir
 from surgsim.scoring.synthetic import synthetic_session
 from surgsim.scoring.trainee_report import write_trainee_report
 from surgsim.sessions import write_session
 
 runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def fixed_pass_marks(monkeypatch):
+    """Progression logic is tested against fixed marks (60 / 70 / 80), not the shipped rubrics'
+    levels, which move whenever a rubric is re-made (test_pass_marks_follow_the_shipped_rubrics)."""
+    monkeypatch.setattr(plan_module, "rubric_pass_marks", lambda exercise: DEFAULT_PASS_SCORE)
+
+
+def test_pass_marks_follow_the_shipped_rubrics(monkeypatch) -> None:
+    monkeypatch.undo()
+    for task in ("NeedleReach", "SurgicalPath", "Incision"):
+        levels = load_rubric(rubric_dir() / f"{task}.yaml").levels
+        marks = {d: PlanSettings().mark(task, d) for d in LADDER}
+        assert marks["easy"] == levels.intermediate and marks["hard"] == levels.expert  # hard asks for an expert
+        assert marks["easy"] < marks["medium"] < marks["hard"]
+    assert {d: PlanSettings().mark("MyImportedTask", d) for d in LADDER} == DEFAULT_PASS_SCORE
+    assert PlanSettings(pass_score={"default": {"hard": 95}}).mark("Incision", "hard") == 95  # settings first
 
 
 def record(n: int, score: float, *, trainee: str = "ann", task: str = "NeedleReach",
@@ -259,6 +279,8 @@ def test_readme_states_the_skill_table_and_default_settings(tmp_path) -> None:
     ("passes_to_advance: 0", "field passes_to_advance: Input should be greater than or equal to 1 (got 0)"),
     ("passes_to_advance: 2.5", "field passes_to_advance"),
     ("pass_marks: {}", "field pass_marks: Extra inputs are not permitted"),
+    ("pass_score: {Incision: {easy: 90, hard: 20}}",
+     "Incision: easy 90 is above hard 20 (marks must not fall up the ladder easy -> medium -> hard)"),
     ("pass_score: {default: {easy: .nan}}", "field pass_score.default.easy"),
     ("- 3", "expected a mapping"),
     ("a: [", "not valid YAML"),

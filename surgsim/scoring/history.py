@@ -78,14 +78,16 @@ def attempt_record(report: dict[str, Any], meta: dict[str, Any], digest: str) ->
     """One history line from a session's JSON report (:func:`surgsim.scoring.report.session_report`)
     and its file's metadata: identity, difficulty, grade, critical errors (none when the report
     has no such field) and every available combined metric in report units, with its z and points
-    lost when graded. None for a session that is not gradable or has no trainee."""
+    lost when graded (none for an attempt failed before its motion could be graded: too short,
+    its metrics mean nothing). None for a session that is not gradable or has no trainee."""
     trainee = trainee_name(report.get("trainee"))
     if trainee is None or not report.get("gradable"):
         return None
     source = meta.get("source")
     difficulty = meta.get("difficulty") or (source.get("difficulty") if isinstance(source, dict) else None)
     metrics = {}
-    for name, item in (report.get("metrics") or {}).items():
+    motion_graded = report.get("metric_score") is not None
+    for name, item in (report.get("metrics") or {}).items() if motion_graded else ():
         shown = _finite(item.get("shown", item.get("value")))
         if shown is None:
             continue

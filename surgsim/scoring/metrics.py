@@ -60,8 +60,8 @@ _MM = dict(report_unit="mm", report_scale=1e3)
 _MM_S = dict(report_unit="mm/s", report_scale=1e3)
 #: the unit of a ratio, a correlation or a log
 DIMENSIONLESS = "dimensionless"
-#: tissue damage's unit is the task's (see TISSUE_DAMAGE_UNITS); this is what sessions of other tasks get
-TASK_DEFINED = "SI (defined by the task)"
+#: tissue damage's unit is the task's (see TISSUE_DAMAGE_UNITS); other tasks have no tissue damage
+TASK_DEFINED = "per task: SurgicalPath m^2 (area swept), Incision m (length cut off the band or line)"
 
 #: every metric, in report order
 METRICS: dict[str, MetricInfo] = {
@@ -128,7 +128,8 @@ METRICS: dict[str, MetricInfo] = {
     "tissue_damage": MetricInfo(
         TASK_DEFINED, "lower", 1e-9, "tissue damage",
         "last value of the cumulative tissue_damage: SurgicalPath the area swept by the shaft inside the "
-        "organ (m^2), Incision the length cut outside the band or off the line (m)", per_instrument=False),
+        "organ (m^2), Incision the length cut outside the band or off the line (m); not available in "
+        "sessions of other tasks (no unit)", per_instrument=False),
     "deviation_mean": MetricInfo(
         "m", "lower", 0.0005, "mean deviation from the reference path",
         "mean over samples of the distance to the reference polyline",
@@ -479,7 +480,7 @@ def _channel_metrics(session: Session, settings: MetricSettings, out: dict[str, 
         force = np.asarray(channels["contact_force"], dtype=float)
         out["contact_force_peak"] = float(force.max())
         out["contact_force_time"] = float(dt[force[:-1] > settings.force_threshold].sum())
-    if "tissue_damage" in channels:
+    if "tissue_damage" in channels and meta.get("task") in TISSUE_DAMAGE_UNITS:
         out["tissue_damage"] = float(channels["tissue_damage"][-1])
     if out["final_error"] is None and "distance_to_target" in channels:
         out["final_error"] = float(channels["distance_to_target"][-1])

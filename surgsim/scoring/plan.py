@@ -21,20 +21,22 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal, Sequence
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from surgsim.errors import SurgsimError, validation_problem, yaml_problem
 from surgsim.scoring.metrics import METRICS
+from surgsim.scoring.rubric import default_rubric
 
 LADDER = ("easy", "medium", "hard")
 #: the difficulty of a session whose metadata has none (or one not on the ladder)
 ASSUMED_DIFFICULTY = "medium"
-#: pass marks (score 0-100) of every exercise unless the settings say otherwise: easy asks for a
-#: solid intermediate grade, hard for an expert one (the shipped rubrics put experts at 75-84)
+#: pass marks (score 0-100) of an exercise with no shipped rubric, unless the settings say
+#: otherwise: easy asks for a solid intermediate grade, hard for an expert one
 DEFAULT_PASS_SCORE = {"easy": 60.0, "medium": 70.0, "hard": 80.0}
 
 NEEDLE, PATH, INCISION = "NeedleReach", "SurgicalPath", "Incision"
@@ -76,10 +78,22 @@ Difficulty = Literal["easy", "medium", "hard"]
 Mark = Annotated[float, Field(ge=0.0, le=100.0)]
 
 
+@lru_cache(maxsize=None)
+def rubric_pass_marks(exercise: str) -> dict[str, float]:
+    """Pass marks from the shipped rubric of ``exercise``, so that they follow its levels when it
+    is re-made: easy = its intermediate threshold, hard = its expert threshold, medium halfway;
+    :data:`DEFAULT_PASS_SCORE` for an exercise with no shipped rubric."""
+    rubric = default_rubric(exercise)
+    if rubric.task != exercise:
+        return DEFAULT_PASS_SCORE
+    low, high = rubric.levels.intermediate, rubric.levels.expert
+    return {"easy": low, "medium": round((low + high) / 2, 2), "hard": high}
+
+
 class PlanSettings(BaseModel):
     """How progression is judged. ``pass_score`` maps an exercise (a session task, or
     ``default`` for every exercise) to pass marks per difficulty; a mark not given is the
-    ``default`` entry's, else :data:`DEFAULT_PASS_SCORE`'s."""
+    ``default`` entry's, else :func:`rubric_pass_marks`'."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
@@ -88,9 +102,22 @@ class PlanSettings(BaseModel):
     recent_attempts: int = Field(default=5, ge=1, le=1000, strict=True)
     pass_score: dict[str, dict[Difficulty, Mark]] = Field(default_factory=dict)
 
+    @field_validator("pass_score")
+    @classmethod
+    def _rising(cls, value: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+        """A harder rung never asks for less (an inverted ladder is a typo, not a choice)."""
+        for exercise, marks in value.items():
+            given = [(d, marks[d]) for d in LADDER if d in marks]
+            for (easier, low), (harder, high) in zip(given, given[1:]):
+                if low > high:
+                    raise ValueError(f"{exercise}: {easier} {low:g} is above {harder} {high:g} "
+                                     "(marks must not fall up the ladder easy -> medium -> hard)")
+        return value
+
     def mark(self, exercise: str, difficulty: str) -> float:
         """The pass mark of ``exercise`` at ``difficulty``."""
-        for marks in (self.pass_score.get(exercise, {}), self.pass_score.get("default", {}), DEFAULT_PASS_SCORE):
+        for marks in (self.pass_score.get(exercise, {}), self.pass_score.get("default", {}),
+                      rubric_pass_marks(exercise)):
             if difficulty in marks:
                 return marks[difficulty]  # type: ignore[index]
         raise KeyError(f"difficulty {difficulty!r} is not on the ladder {LADDER}")

@@ -20,7 +20,9 @@ import numpy as np
 
 from surgsim._files import atomic_save
 from surgsim.scoring.critical import CriticalError
-from surgsim.scoring.metrics import DIMENSIONLESS, METRICS, SessionMetrics, metric_units
+from surgsim.scoring.metrics import (
+    DIMENSIONLESS, METRICS, TASK_DEFINED, TISSUE_DAMAGE_UNITS, SessionMetrics, metric_units,
+)
 from surgsim.scoring.rubric import CapRule, Rubric
 from surgsim.scoring.score import FAIL, Graded, Score
 from surgsim.sessions.session import Session
@@ -49,14 +51,10 @@ def _finite(value: float | None) -> float | None:
     return value if value is None or math.isfinite(value) else None
 
 
-def effect(error: CriticalError, rubric: Rubric, motion_graded: bool = True) -> str:
-    """What ``rubric`` makes of a critical error, in words: ``fail`` or ``score capped at 50``
-    (``fail`` too when the session was too short to grade its motion, so there was nothing to cap:
-    :func:`~surgsim.scoring.score.grade_session`)."""
+def effect(error: CriticalError, rubric: Rubric) -> str:
+    """What ``rubric`` makes of a critical error, in words: ``fail`` or ``score capped at 50``."""
     rule = rubric.critical_errors[error.kind]
-    if not isinstance(rule, CapRule):
-        return FAIL
-    return f"score capped at {rule.cap:g}" if motion_graded else f"{FAIL} (too short to grade its motion, nothing to cap)"
+    return f"score capped at {rule.cap:g}" if isinstance(rule, CapRule) else FAIL
 
 
 def session_report(source: str, session: Session, graded: Graded, *, rubric: Rubric) -> dict[str, Any]:
@@ -66,7 +64,6 @@ def session_report(source: str, session: Session, graded: Graded, *, rubric: Rub
     meta = session.meta
     score = graded.score
     graded_metrics = score.metrics if score else {}
-    motion_graded = score is None or score.metric_score is not None
     task = meta.get("task")
 
     def entry(name: str, value: float | None) -> dict[str, Any]:
@@ -85,7 +82,7 @@ def session_report(source: str, session: Session, graded: Graded, *, rubric: Rub
         return item
 
     return {
-        "critical_errors": [dict(e.as_dict(), effect=effect(e, rubric, motion_graded)) for e in graded.critical_errors],
+        "critical_errors": [dict(e.as_dict(), effect=effect(e, rubric)) for e in graded.critical_errors],
         "file": source,
         "trainee": meta.get("trainee"),
         "task": task,
@@ -203,7 +200,7 @@ def session_figure(path: Path, session: Session, metrics: SessionMetrics, score:
         ax_band.legend(fontsize=7, loc="lower right")
         ax_band.set_xlabel(f"SD from the expert reference (bars stop at ±{limit:g})")
     else:
-        ax_band.text(0.5, 0.5, "too short to grade its motion:\nthe critical error fails it",
+        ax_band.text(0.5, 0.5, "too short to grade its motion:\na critical error fails it",
                      ha="center", va="center", transform=ax_band.transAxes)
         ax_band.set_axis_off()
     alone = (f"; metrics alone {score.metric_score:.1f}"
@@ -221,29 +218,36 @@ def session_figure(path: Path, session: Session, metrics: SessionMetrics, score:
 
 def summary_row(report: dict[str, Any]) -> dict[str, Any]:
     """One CSV row of a session report: identity, score, level, critical errors, costs, metrics in
-    report units (tissue damage in SI: its unit is the task's)."""
+    report units (tissue damage in its task's column: mm^2 in SurgicalPath, mm in Incision)."""
     costs = report["top_costs"] + [""] * 3
     row = {key: report.get(key) for key in SUMMARY_FIELDS[:-3]}
     row["critical_errors"] = "; ".join(f"{e['kind']} at {e['time_s']:.2f} s" for e in report["critical_errors"])
     row.update(top_cost_1=costs[0], top_cost_2=costs[1], top_cost_3=costs[2])
     for name, item in report["metrics"].items():
-        value = item["value"] if name == "tissue_damage" else item.get("shown", item["value"])
-        row[metric_column(name)] = None if value is None else float(f"{value:.6g}")
+        value = item.get("shown", item["value"])
+        if value is not None:
+            row[metric_column(name, report["task"])] = float(f"{value:.6g}")
     return row
 
 
-def metric_column(name: str) -> str:
-    """CSV column of a combined metric, with its report unit, e.g. ``path_length_mm``."""
-    if name == "tissue_damage":
-        return "tissue_damage_si"  # m^2 in SurgicalPath, m in Incision: see the README
-    unit = METRICS[name].shown_unit
-    suffix = {DIMENSIONLESS: "", "count": "", "bool": "", "cm^3": "_cm3", "mm/s": "_mm_per_s"}.get(unit, f"_{unit}")
+def metric_column(name: str, task: object = None) -> str:
+    """CSV column of a combined metric, with its report unit, e.g. ``path_length_mm``
+    (``tissue_damage_mm2`` in SurgicalPath, ``tissue_damage_mm`` in Incision)."""
+    unit = metric_units(name, task)[1]
+    suffix = {DIMENSIONLESS: "", "count": "", "bool": "", "cm^3": "_cm3", "mm^2": "_mm2",
+              "mm/s": "_mm_per_s", "1/s": "_per_s", TASK_DEFINED: ""}.get(unit, f"_{unit}")
     return name + suffix
+
+
+def metric_columns() -> list[str]:
+    """Every metric's CSV column, tissue damage once per task that has it."""
+    return [column for name in METRICS for column in dict.fromkeys(
+        metric_column(name, task) for task in ([None] if name != "tissue_damage" else TISSUE_DAMAGE_UNITS))]
 
 
 def write_summary(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
     """The batch summary CSV (one row per session, graded or not; empty cells are unavailable metrics)."""
-    fields = SUMMARY_FIELDS + [metric_column(name) for name in METRICS]
+    fields = SUMMARY_FIELDS + metric_columns()
 
     def write(handle) -> None:
         writer = csv.DictWriter(handle, fieldnames=fields)

@@ -12,7 +12,7 @@ A rubric is a YAML file::
     max_share: 0.4                # no group of metrics may hold more of the total weight
     critical_errors:              # what each critical error does: fail, or cap the score
       critical_contact: fail
-      failed: {cap: 50}
+      excessive_force: {cap: 50}
     metrics:
       path_length: {weight: 1.0, center: 0.21, scale: 0.03, better: lower, cap: 6.5}
 
@@ -43,13 +43,14 @@ from surgsim.scoring.critical import KINDS
 from surgsim.scoring.metrics import METRICS, MetricSettings, metric_group
 
 GENERIC = "generic"
-#: what a critical error does when a rubric does not say: a safety error fails the attempt, the
+#: what a critical error does when a rubric does not say: a safety error or a failed attempt fails
+#: it (as skills-lab scoring gives an uncompleted task 0, e.g. FLS: Fraser et al. 2003), the
 #: others cap its score (and no attempt with one is expert, whatever the cap)
 DEFAULT_CRITICAL_ERRORS: dict[str, Any] = {
     "critical_contact": "fail",
     "excessive_force": {"cap": 50.0},
     "bleeding": "fail",
-    "failed": {"cap": 50.0},
+    "failed": "fail",
     "incomplete": {"cap": 50.0},
 }
 #: rounding room when checking shares of weights written with 4 decimals

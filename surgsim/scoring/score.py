@@ -192,10 +192,8 @@ class Graded:
 def grade_session(session: Session, rubric: Rubric | None = None, *, any_task: bool = False) -> Graded:
     """Metrics, critical errors and grade of a session; ``rubric`` defaults to the shipped one of
     its meta task. A session too short to grade has its metrics and errors, no grade and the
-    reason, unless the attempt itself went wrong: a critical error other than ``incomplete``
-    grades it ``fail`` (score 0) however short, because there is no motion to grade below a cap
-    and the error is what happened (an attempt that left the line within 0.2 s failed; a
-    recording that stopped early did not show an attempt at all).
+    reason, unless a critical error fails it (graded ``fail`` however short: an attempt that left
+    the line within 0.2 s failed).
 
     Raises :class:`ScoreError` for a rubric of another task (unless ``any_task``) or none of
     whose metrics the session has.
@@ -209,9 +207,8 @@ def grade_session(session: Session, rubric: Rubric | None = None, *, any_task: b
     reason = not_gradable(session, rubric)
     if reason is None:
         return Graded(metrics, errors, score_metrics(metrics.combined, rubric, errors), None)
-    if any(e.kind != "incomplete" for e in errors):
-        score, level = apply_critical_errors(None, errors, rubric)
-        return Graded(metrics, errors, Score(score, level, rubric.task, {}, [], errors, None), None)
+    if any(rubric.critical_errors[e.kind] == FAIL for e in errors):
+        return Graded(metrics, errors, Score(0.0, FAIL, rubric.task, {}, [], errors, None), None)
     return Graded(metrics, errors, None, reason)
 
 

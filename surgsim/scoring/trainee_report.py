@@ -10,7 +10,7 @@ from typing import Any, Sequence
 
 from surgsim._files import atomic_save, atomic_write_json
 from surgsim.scoring.history import History, file_stem
-from surgsim.scoring.metrics import METRICS
+from surgsim.scoring.metrics import METRICS, metric_units
 from surgsim.scoring.plan import ASSUMED_DIFFICULTY, LADDER, PlanSettings, TrainingPlan, training_plan, weaknesses
 
 #: learning curves are drawn of this many metrics: those that cost the most over all attempts
@@ -83,15 +83,22 @@ def learning_curves(path: Path, report: dict[str, Any]) -> Path:
            title=f"{report['trainee']}: score (o easy, ^ medium, s hard; filled = passed)")
     ax.legend(fontsize=7, loc="lower right")
     for ax, metric in zip(axes[0][1:], curves):
+        # one y axis per report unit: tissue damage is mm^2 in SurgicalPath and mm in Incision
+        units = {name: metric_units(metric, name)[1] for name in exercises}
+        axis_of = {unit: ax if i == 0 else ax.twinx() for i, unit in enumerate(dict.fromkeys(units.values()))}
         for name in exercises:
             points = [(a["number"], a["metrics"][metric]) for a in attempts
-                      if a["exercise"] == name and metric in a["metrics"]]
+                      if a["exercise"] == name and a["metrics"].get(metric) is not None]
             if points:
-                ax.plot(*zip(*points), "o-", lw=1, ms=4, color=colours[name], label=name)
-        shown = METRICS[metric].shown_unit
-        ax.set(xlabel="attempt", title=METRICS[metric].label,
-               ylabel=METRICS[metric].label + ("" if shown in ("1", "count", "bool") else f" ({shown})"))
-        ax.legend(fontsize=7)
+                axis_of[units[name]].plot(*zip(*points), "o-", lw=1, ms=4, color=colours[name], label=name)
+        for unit, axis in axis_of.items():
+            who = [name for name in exercises if units[name] == unit]
+            suffix = "" if unit in ("1", "count", "bool") else f" ({unit})"
+            axis.set_ylabel(METRICS[metric].label + suffix + (f": {', '.join(who)}" if len(axis_of) > 1 else ""))
+        ax.set(xlabel="attempt", title=METRICS[metric].label)
+        handles = [h for axis in axis_of.values() for h in axis.get_legend_handles_labels()[0]]
+        if handles:
+            ax.legend(handles=handles, fontsize=7)
     for row in axes:
         for ax in row:
             ax.xaxis.get_major_locator().set_params(integer=True)

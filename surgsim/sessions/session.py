@@ -23,7 +23,7 @@ CHANNELS: dict[str, str] = {
     "critical_contact": "bool",
     "clearance": "m",
     "depth": "m",
-    "tissue_damage": "task unit (cumulative)",
+    "tissue_damage": "SurgicalPath m^2, Incision m (cumulative)",
     "distance_to_target": "m",
     "success": "bool",
 }
