@@ -18,7 +18,7 @@ from surgsim.scoring.rubric import (
     DEFAULT_CRITICAL_ERRORS, CapRule, MetricReference, Rubric, RubricError, load_rubric, save_rubric,
 )
 from surgsim.scoring.history import attempt_record
-from surgsim.scoring.report import session_report
+from surgsim.scoring.report import error_effects, session_report
 from surgsim.scoring.score import grade_session, score_metrics
 from surgsim.scoring.synthetic import synthetic_cohort, synthetic_session
 from surgsim.sessions import write_session
@@ -207,6 +207,21 @@ def test_calibration_never_removes_or_weakens_the_gates() -> None:
 
 
 # ------------------------------------------------------------------ reports
+def test_each_error_says_what_it_did_to_this_grade() -> None:
+    rubric = _rubric(critical_errors={"excessive_force": {"cap": 50}, "incomplete": {"cap": 90}})
+    force, stop = CriticalError("excessive_force", 0.5, "x"), CriticalError("incomplete", 1.9, "x")
+    hit = CriticalError("critical_contact", 1.0, "x")
+    capped = score_metrics({"path_length": 0.1}, rubric, [force, stop])  # motion 100 -> capped at 50
+    assert error_effects([force, stop], rubric, capped) == [("score capped at 50", True), ("score capped at 90", False)]
+    failed = score_metrics({"path_length": 0.1}, rubric, [force, hit])
+    assert error_effects([force, hit], rubric, failed) == [
+        ("score capped at 50 (superseded: the attempt fails)", False), ("fail", True)]
+    poor = score_metrics({"path_length": 0.2}, rubric, [stop])  # motion under the cap already
+    assert poor.metric_score < 90
+    assert error_effects([stop], rubric, poor) == [
+        (f"score capped at 90 (no effect: the motion scored {poor.metric_score:.1f})", False)]
+
+
 def test_report_leads_with_the_errors_and_the_cli_says_fail(tmp_path) -> None:
     session = synthetic_session(np.random.default_rng(0), 0.0)
     n = session.n_samples
@@ -220,7 +235,8 @@ def test_report_leads_with_the_errors_and_the_cli_says_fail(tmp_path) -> None:
     assert next(iter(report)) == "critical_errors"
     time_s = round(float(session.time[n // 2] - session.time[0]), 3)
     assert report["critical_errors"] == [{"kind": "critical_contact", "time_s": time_s,
-                                          "what": "contact with a critical structure", "effect": "fail"}]
+                                          "what": "contact with a critical structure", "effect": "fail",
+                                          "sets_grade": True}]
     assert report["score"] == 0.0 and report["level"] == "fail" and report["metric_score"] > 90
     assert (tmp_path / "r" / "hit.png").read_bytes()[:4] == b"\x89PNG"
     summary = (tmp_path / "r" / "summary.csv").read_text()

@@ -51,10 +51,26 @@ def _finite(value: float | None) -> float | None:
     return value if value is None or math.isfinite(value) else None
 
 
-def effect(error: CriticalError, rubric: Rubric) -> str:
-    """What ``rubric`` makes of a critical error, in words: ``fail`` or ``score capped at 50``."""
-    rule = rubric.critical_errors[error.kind]
-    return f"score capped at {rule.cap:g}" if isinstance(rule, CapRule) else FAIL
+def error_effects(errors: Sequence[CriticalError], rubric: Rubric, score: Score | None) -> list[tuple[str, bool]]:
+    """What ``rubric`` made of each critical error in this grade, in words, and whether it is one
+    that set the grade (a ``fail`` that failed it, or the cap the score ended at): a cap that a
+    fail superseded, or that the motion score was already under, says so."""
+    effects = []
+    for error in errors:
+        rule = rubric.critical_errors[error.kind]
+        if not isinstance(rule, CapRule):
+            effects.append((FAIL, score is not None and score.level == FAIL))
+            continue
+        text = f"score capped at {rule.cap:g}"
+        if score is None:
+            effects.append((text, False))
+        elif score.level == FAIL:
+            effects.append((f"{text} (superseded: the attempt fails)", False))
+        elif score.metric_score is not None and score.metric_score <= rule.cap:
+            effects.append((f"{text} (no effect: the motion scored {score.metric_score:.1f})", False))
+        else:
+            effects.append((text, rule.cap == score.score))
+    return effects
 
 
 def session_report(source: str, session: Session, graded: Graded, *, rubric: Rubric) -> dict[str, Any]:
@@ -82,7 +98,8 @@ def session_report(source: str, session: Session, graded: Graded, *, rubric: Rub
         return item
 
     return {
-        "critical_errors": [dict(e.as_dict(), effect=effect(e, rubric)) for e in graded.critical_errors],
+        "critical_errors": [dict(e.as_dict(), effect=text, sets_grade=decides) for e, (text, decides)
+                            in zip(graded.critical_errors, error_effects(graded.critical_errors, rubric, score))],
         "file": source,
         "trainee": meta.get("trainee"),
         "task": task,
@@ -140,7 +157,7 @@ def _short(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def session_figure(path: Path, session: Session, metrics: SessionMetrics, score: Score) -> Path:
+def session_figure(path: Path, session: Session, metrics: SessionMetrics, score: Score, rubric: Rubric) -> Path:
     """PNG: 3D trajectory vs the reference path (mm, equal axes), speed profile (mm/s), metrics vs
     the expert band (SD); each critical error numbered on the trajectory and the speed profile."""
     plt, figure = _figure((17, 6))
@@ -168,7 +185,8 @@ def session_figure(path: Path, session: Session, metrics: SessionMetrics, score:
         at = np.asarray(track.position[k], dtype=float) * 1e3
         ax3d.scatter(*at, c="magenta", marker="*", s=140, edgecolors="k", depthshade=False,
                      label="critical error" if i == 1 else None)
-        ax3d.text(*at, f" {i}", color="magenta", fontsize=10, fontweight="bold")
+        same_place = sum(1 for e in errors[:i - 1] if abs(e.time_s - error.time_s) < 1e-6)
+        ax3d.text(*at, " " * (1 + 3 * same_place) + str(i), color="magenta", fontsize=10, fontweight="bold")
     _equal_axes(ax3d, np.vstack(shown))
     ax3d.locator_params(nbins=5)
     ax3d.set(xlabel="x (mm)", ylabel="y (mm)", zlabel="z (mm)", title="trajectory (equal axes)")
@@ -179,8 +197,10 @@ def session_figure(path: Path, session: Session, metrics: SessionMetrics, score:
         ax_speed.plot(t - time[0], speed * 1e3, lw=1, label=name)
     for i, error in enumerate(errors, 1):
         ax_speed.axvline(error.time_s, color="magenta", lw=1.2, ls=":", label="critical error" if i == 1 else None)
-        ax_speed.annotate(str(i), (error.time_s, 1.0), xycoords=("data", "axes fraction"), color="magenta",
-                          fontweight="bold", ha="center", va="bottom")
+        # inside the axes, below the title; errors at the same time stacked, not printed over each other
+        same_time = sum(1 for e in errors[:i - 1] if abs(e.time_s - error.time_s) < 1e-6)
+        ax_speed.annotate(str(i), (error.time_s, 0.97 - 0.06 * same_time), xycoords=("data", "axes fraction"),
+                          color="magenta", fontweight="bold", ha="left", va="top")
     ax_speed.set(xlabel="time from start (s)", ylabel="low-passed speed (mm/s)", title="speed profile")
     ax_speed.legend(fontsize=7)
 
@@ -207,12 +227,15 @@ def session_figure(path: Path, session: Session, metrics: SessionMetrics, score:
              if score.metric_score is not None and score.metric_score - score.score >= 0.05 else "")
     ax_band.set_title(f"score {score.score:.1f} of 100 ({score.level}){alone}\n(points lost in brackets)", fontsize=10)
     if errors:
-        lines = [f"{i}. {e.kind.replace('_', ' ')} at {e.time_s:.2f} s: {_short(e.what, 70)}"
-                 for i, e in enumerate(errors[:4], 1)]
+        # numbered in time order, as on the plots; the errors that set the grade are listed first
+        effects = error_effects(errors, rubric, score)
+        order = sorted(range(len(errors)), key=lambda i: not effects[i][1])
+        lines = [f"{i + 1}. {errors[i].kind.replace('_', ' ')} at {errors[i].time_s:.2f} s: "
+                 f"{_short(errors[i].what, 60)} ({effects[i][0]})" for i in order[:4]]
         if len(errors) > 4:
             lines.append(f"... and {len(errors) - 4} more (see the JSON report)")
-        figure.suptitle("Critical errors  " + "   ".join(lines), color="magenta", fontsize=9, wrap=True)
-    figure.tight_layout()
+        figure.suptitle("Critical errors\n" + "\n".join(lines), color="magenta", fontsize=9)
+    figure.tight_layout(rect=(0, 0, 1, 1 - 0.035 * (len(lines) + 1) if errors else 1))
     return _save_png(path, plt, figure)
 
 
