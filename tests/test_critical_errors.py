@@ -241,6 +241,7 @@ def test_report_leads_with_the_errors_and_the_cli_says_fail(tmp_path) -> None:
     assert (tmp_path / "r" / "hit.png").read_bytes()[:4] == b"\x89PNG"
     summary = (tmp_path / "r" / "summary.csv").read_text()
     assert f"critical_contact at {time_s:.2f} s" in summary
+    assert "metric_score" in summary.splitlines()[0].split(",")
 
 
 def test_recorded_vessel_hit_fails_the_attempt(tmp_path) -> None:

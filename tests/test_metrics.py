@@ -194,3 +194,12 @@ def test_irregular_sampling_is_resampled_for_signal_metrics() -> None:
     assert m["idle_fraction"] == 0.0
     assert m["relative_acceleration"] == pytest.approx(0.0, abs=1e-6)
     assert m["path_length"] == pytest.approx(0.1)
+
+
+def test_apart_from_shows_enough_decimals_to_tell_a_value_from_its_threshold() -> None:
+    from surgsim.scoring.metrics import apart_from
+
+    assert apart_from(3.4, 2.0) == "3.4"
+    assert apart_from(2.012, 2.0) == "2.01"  # not "2.0 N, above the 2 N limit"
+    assert apart_from(74.23, 74.2) == "74.23" and apart_from(74.17, 74.2) == "74.17"
+    assert apart_from(75.0, 75.0) == "75.0"

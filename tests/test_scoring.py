@@ -259,11 +259,15 @@ def test_cli_calibrate_then_evaluate(session_dir, tmp_path) -> None:
         (["score", "{empty}", "--out", "{tmp}/r"], "no session files (*.parquet) in"),
         (["score", "{dir}", "--out", "{tmp}/r", "--rubric", "{tmp}/nope.yaml"], "nope.yaml: no such rubric file"),
         (["score", "calibrate", "{dir}", "--label", "age", "--out", "{tmp}/x.yaml"], None),
+        (["score", "evaluate", "{dir}", "{mixed}", "--label", "grs"], "the sessions are from several tasks"),
     ],
 )
 def test_cli_errors_exit_2_with_a_clear_message(session_dir, tmp_path, args, message) -> None:
     (tmp_path / "empty").mkdir()
-    args = [a.format(dir=session_dir, empty=tmp_path / "empty", tmp=tmp_path) for a in args]
+    other = synthetic_session(np.random.default_rng(1), 0.5, trainee="s99", trial=1)
+    other.meta["task"] = "Incision"  # a session of another task than the synthetic ones
+    write_session(other, tmp_path / "mixed" / "s99-0001.parquet")
+    args = [a.format(dir=session_dir, empty=tmp_path / "empty", tmp=tmp_path, mixed=tmp_path / "mixed") for a in args]
     result = runner.invoke(app, [*args, "--no-progress"])
     if message is None:  # skill labels exist, so calibration works, but weights need the label
         assert result.exit_code == 2, result.output

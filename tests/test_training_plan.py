@@ -151,6 +151,18 @@ def test_attempts_in_the_order_made_and_odd_names_kept_apart(tmp_path) -> None:
     assert [r["score"] for r in history.attempts("ann")] == [10.0, 20.0, 30.0]
 
 
+def test_attempts_recorded_in_the_same_instant_keep_their_file_order_whatever_the_grading_order(tmp_path) -> None:
+    def same_instant(n: int, score: float) -> dict:
+        return dict(record(n, score), trial=None, recorded_at="2026-12-01T23:35:35+00:00",
+                    file=f"/s/inc/level6-{n:04d}.parquet")
+
+    made = [same_instant(1, 10.0), same_instant(2, 20.0), same_instant(3, 30.0)]
+    for order, folder in (([2, 0, 1], "a"), ([0, 1, 2], "b")):
+        history = History(tmp_path / folder)
+        history.add([made[i] for i in order])
+        assert [r["score"] for r in history.attempts("ann")] == [10.0, 20.0, 30.0]
+
+
 def test_history_errors_name_the_folder_and_problem(tmp_path) -> None:
     (tmp_path / "file").write_text("x")
     with pytest.raises(HistoryError, match="not a folder"):

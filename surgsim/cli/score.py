@@ -176,7 +176,8 @@ def _one_task(measured) -> str:
     """The sessions' meta task (``generic`` when none says); several tasks are a usage error."""
     tasks = sorted({str(m.meta.get("task")) for m in measured if m.meta.get("task")})
     if len(tasks) > 1:
-        fail(f"the sessions are from several tasks {tasks}; pick one with --task or calibrate per folder")
+        fail(f"the sessions are from several tasks {tasks}; calibrate or evaluate one task's folder at a time"
+             " (calibrate: or name the task the rubric grades with --task)")
     return tasks[0] if tasks else "generic"
 
 
@@ -261,6 +262,7 @@ def evaluate_cmd(
         fail(f"--cv must be louo or loso, got {cv!r}")
     learned = _model_kind(model, label) == "assessor"
     batch = _measure(paths, workers, progress, features=learned)
+    _one_task(batch.results)  # one model per task, as calibrate fits it
     try:
         if learned:
             from surgsim.scoring.assessor import evaluate_assessor

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from surgsim.errors import SurgsimError
-from surgsim.scoring.metrics import MetricSettings
+from surgsim.scoring.metrics import MetricSettings, apart_from
 from surgsim.sessions.session import Session
 
 #: every kind, in the order reports list them when they happen at the same time
@@ -98,7 +98,7 @@ def _force_errors(session: Session, limit: float) -> list[CriticalError]:
         seconds = float(time[min(stop, len(time) - 1)] - time[start])
         errors.append(CriticalError(
             "excessive_force", float(time[start] - time[0]),
-            f"contact force {peak:.1f} N, above the {limit:g} N limit for {seconds:.2f} s"))
+            f"contact force {apart_from(peak, limit)} N, above the {limit:g} N limit for {seconds:.2f} s"))
     return errors
 
 

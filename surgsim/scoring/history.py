@@ -123,10 +123,11 @@ def session_digest(path: str | Path) -> str:
 
 def _order(record: dict[str, Any]) -> tuple:
     """Attempts in the order they were made: by meta ``recorded_at`` where present, then by a
-    numbered trial (others after), then in the order they entered the history."""
+    numbered trial (others after), then by file path (the recorder numbers its files in order),
+    so the order never depends on the order folders were graded in."""
     trial = record.get("trial")
     number = isinstance(trial, (int, float)) and not isinstance(trial, bool)
-    return str(record.get("recorded_at") or ""), not number, trial if number else 0
+    return str(record.get("recorded_at") or ""), not number, trial if number else 0, str(record.get("file") or "")
 
 
 class History:

@@ -154,6 +154,15 @@ METRICS: dict[str, MetricInfo] = {
 TISSUE_DAMAGE_UNITS = {"SurgicalPath": ("m^2", "mm^2", 1e6), "Incision": ("m", "mm", 1e3)}
 
 
+def apart_from(value: float, threshold: float, least: int = 1) -> str:
+    """``value`` with the fewest decimals (``least`` to 4) at which it does not read as ``threshold``,
+    so that "2.01 N above the 2 N limit" never prints as "2.0 N above the 2 N limit"."""
+    for decimals in range(least, 5):
+        if round(value, decimals) != round(threshold, decimals):
+            return f"{value:.{decimals}f}"
+    return f"{value:.{least}f}"  # equal to 4 decimals: equal
+
+
 def metric_group(name: str) -> str:
     """The group of metrics that measure the same thing as ``name`` (itself when alone)."""
     return METRICS[name].group or name

@@ -29,7 +29,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from surgsim.errors import SurgsimError, validation_problem, yaml_problem
-from surgsim.scoring.metrics import METRICS
+from surgsim.scoring.metrics import METRICS, apart_from
 from surgsim.scoring.rubric import default_rubric
 
 LADDER = ("easy", "medium", "hard")
@@ -228,9 +228,9 @@ def judge(records: Sequence[dict[str, Any]], settings: PlanSettings) -> list[Att
         if errors:
             why = f"failed: {len(errors)} critical error(s): {'; '.join(errors)}"
         elif score >= mark:
-            why = f"passed: score {score:.1f} >= {mark:g}"
+            why = f"passed: score {apart_from(score, mark)} >= {mark:g}"
         else:
-            why = f"failed: score {score:.1f} below the pass mark {mark:g}"
+            why = f"failed: score {apart_from(score, mark)} below the pass mark {mark:g}"
         attempts.append(Attempt(number, exercise, difficulty, given not in LADDER, score, mark, errors,
                                 why.startswith("passed"), why))
     return attempts

@@ -29,7 +29,7 @@ from surgsim.sessions.session import Session
 
 #: columns of the batch summary CSV, before one column per combined metric (report units)
 SUMMARY_FIELDS = [
-    "file", "trainee", "task", "trial", "rubric", "gradable", "score", "level", "critical_errors", "reason",
+    "file", "trainee", "task", "trial", "rubric", "gradable", "score", "metric_score", "level", "critical_errors", "reason",
     "top_cost_1", "top_cost_2", "top_cost_3",
 ]
 #: level -> (marker, colour) in every figure
@@ -209,7 +209,8 @@ def session_figure(path: Path, session: Session, metrics: SessionMetrics, score:
     limit = 8.0  # SD: a bar longer than this is drawn to it
     if graded:
         z = np.array([m.z for m in graded])
-        colours = ["tab:red" if m.points_lost >= 0.05 else "tab:green" for m in graded]
+        # red: worse than the expert band, whatever the metric's weight (its cost is in brackets)
+        colours = ["tab:red" if m.penalty > 1.0 else "tab:green" for m in graded]
         ax_band.axvspan(-1, 1, color="tab:green", alpha=0.15, label="expert band (±1 SD)")
         ax_band.barh(range(len(graded)), np.clip(z, -limit, limit), color=colours)
         labels = [METRICS[m.name].short_label + (f" (−{m.points_lost:.1f})" if m.points_lost >= 0.05 else "")
@@ -234,8 +235,11 @@ def session_figure(path: Path, session: Session, metrics: SessionMetrics, score:
                  f"{_short(errors[i].what, 60)} ({effects[i][0]})" for i in order[:4]]
         if len(errors) > 4:
             lines.append(f"... and {len(errors) - 4} more (see the JSON report)")
+        figure.set_figheight(6 + 0.16 * (len(lines) + 1))  # room for one line per error above the plots
         figure.suptitle("Critical errors\n" + "\n".join(lines), color="magenta", fontsize=9)
-    figure.tight_layout(rect=(0, 0, 1, 1 - 0.035 * (len(lines) + 1) if errors else 1))
+    figure.tight_layout()
+    if errors:
+        figure.subplots_adjust(top=1 - (0.16 * (len(lines) + 1) + 0.45) / figure.get_figheight())
     return _save_png(path, plt, figure)
 
 

@@ -248,7 +248,7 @@ class SessionRecorder(gym.Wrapper):
             "target": target,
             "events": [],
             "complete": False,
-            "recorded_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "recorded_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds"),
             "episode": self._episodes + 1,
         })
 
