@@ -247,6 +247,18 @@ def test_next_exercise_trains_the_weakest_metric_and_says_so(metric, exercise) -
         f"(9.0 points on average, 2.0 SD lower than experts); {exercise} trains {SKILLS[metric][0]}")
 
 
+def test_a_metric_within_the_expert_band_is_no_weakness_and_a_new_exercise_comes_next() -> None:
+    settings = PlanSettings(passes_to_advance=1)
+    mastered = [record(i, 95, difficulty=d, costs={"depth_perception": 0.3}) for i, d in enumerate(LADDER, 1)]
+    for r in mastered:
+        r["metrics"]["depth_perception"]["z"] = 0.8  # costs a little, inside the expert band (+-1 SD)
+    plan = training_plan(mastered, settings)
+    assert plan.weaknesses[0].metric == "depth_perception"  # listed as what cost the most ...
+    assert (plan.next.exercise, plan.next.difficulty, plan.next.metric) == ("SurgicalPath", "easy", None)  # ... not trained
+    assert plan.next.reason == ("every exercise practised is completed up to hard; SurgicalPath has not been "
+                                "practised yet: start it at easy")
+
+
 def test_next_exercise_skips_a_mastered_exercise_and_uses_only_recent_attempts() -> None:
     settings = PlanSettings(passes_to_advance=1, recent_attempts=4)
     old = [record(1, 20, task="SurgicalPath", costs={"deviation_mean": 50.0})]  # no longer recent

@@ -11,8 +11,10 @@ its metadata (imported kinematics) counts as ``medium``, and the plan says so.
 
 The next exercise comes from the trainee's weakest metrics: the metric that cost the most points,
 on average over the recent attempts that graded it, names the skill to train, and
-:data:`SKILLS` names the exercise that trains it. Critical errors come first: while a recent
-attempt has one, the plan sends the trainee back to that exercise.
+:data:`SKILLS` names the exercise that trains it; a metric within the expert band on average
+(|z| <= 1) is no weakness. Critical errors come first: while a recent attempt has one, the plan
+sends the trainee back to that exercise. With no weakness left, the lowest open rung comes next,
+and once every exercise practised is completed, one not practised yet (:data:`EXERCISES`).
 
 Pass marks and the run length are settings, read from a small YAML file (:func:`load_settings`).
 """
@@ -40,6 +42,8 @@ ASSUMED_DIFFICULTY = "medium"
 DEFAULT_PASS_SCORE = {"easy": 60.0, "medium": 70.0, "hard": 80.0}
 
 NEEDLE, PATH, INCISION = "NeedleReach", "SurgicalPath", "Incision"
+#: the simulator's exercises, in the order a new trainee meets them
+EXERCISES = (NEEDLE, PATH, INCISION)
 #: metric -> (the skill it measures, the exercise that trains it); None: the exercise in which the
 #: points were lost (completion and speed of the task itself; no exercise trains two hands or a gripper)
 SKILLS: dict[str, tuple[str, str | None]] = {
@@ -306,6 +310,8 @@ def choose_next(
     for weakness in found:
         if progress.get(weakness.exercise, Progress(weakness.exercise)).current is None:
             continue  # that exercise is mastered: the next weakness decides
+        if weakness.z is not None and abs(weakness.z) <= 1.0:
+            continue  # within the expert band on average: not a weakness to train
         difficulty, standing = _standing(weakness.exercise, progress, settings)
         label = METRICS[weakness.metric].label
         side = "" if weakness.z is None else (
@@ -316,9 +322,13 @@ def choose_next(
         return NextExercise(weakness.exercise, difficulty, reason, weakness.metric)
     open_ = [state for state in progress.values() if state.current is not None]
     if not open_:
+        new = [name for name in EXERCISES if name not in progress]
+        if new:
+            return NextExercise(new[0], LADDER[0], f"every exercise practised is completed up to hard; "
+                                f"{new[0]} has not been practised yet: start it at {LADDER[0]}", None)
         exercise = attempts[-1].exercise
-        return NextExercise(exercise, LADDER[-1], f"every exercise practised is completed up to hard; "
-                            f"keep up {exercise} at hard or start a new exercise", None)
+        return NextExercise(exercise, LADDER[-1], f"every exercise is completed up to hard; "
+                            f"keep up {exercise} at hard", None)
     state = min(open_, key=lambda s: LADDER.index(s.current))  # type: ignore[arg-type]
     difficulty, standing = _standing(state.exercise, progress, settings)
     reason = (f"no metric cost points in the last {n} attempt(s) that an open exercise trains; "
