@@ -76,7 +76,7 @@ def test_events_report_bleeding_and_contacts_once() -> None:
 @pytest.mark.parametrize(
     "meta, channels, expected",
     [
-        ({"events": [{"time": 4.0, "name": "off_path"}]}, {}, [("failed", 1.0, "the attempt ended in failure: off_path")]),
+        ({"events": [{"time": 4.0, "name": "off_path"}]}, {}, [("failed", 1.0, "the attempt ended in failure: off path")]),
         ({"events": [{"time": 4.95, "name": "time_limit"}]}, {"success": np.zeros(40, bool)},
          [("failed", 1.95, "the attempt ended without success (time limit)")]),
         ({"success": False}, {}, [("failed", 1.95, "the attempt ended without success")]),

@@ -319,3 +319,16 @@ def test_summary_puts_tissue_damage_in_its_task_unit_column() -> None:
     assert summary_row(report("SurgicalPath", 120.0))["tissue_damage_mm2"] == 120.0
     assert summary_row(report("Incision", 1.6))["tissue_damage_mm"] == 1.6
     assert not any(k.startswith("tissue_damage") for k in summary_row(report("NeedleReach", None)))
+
+
+def test_explanations_show_counts_whole_and_small_departures_unrounded() -> None:
+    from surgsim.scoring.rubric import MetricReference
+    from surgsim.scoring.score import MetricScore, penalty
+
+    ref = MetricReference(weight=1.0, center=12.0, scale=2.5, better="lower")
+    z, pen = penalty(13.0, ref)
+    assert MetricScore("movements", 13.0, z, pen, 1.0, ref).explain() == (
+        "number of movements: 13, 0.4 SD higher than experts (12 ± 2.5); cost 1.0 points")
+    ref = MetricReference(weight=1.0, center=0.2, scale=0.05, better="lower")
+    z, pen = penalty(0.202, ref)  # z = 0.04: "0.0 SD higher" would read as no departure
+    assert "0.04 SD higher than experts" in MetricScore("path_length", 0.202, z, pen, 0.2, ref).explain()

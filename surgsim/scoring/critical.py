@@ -115,7 +115,7 @@ def _ending(session: Session, events: list[tuple[float, str]], found: list[Criti
         kind = event_kind(name)
         if kind is not None and any(e.kind == kind for e in found):
             return []  # the ending is already that critical error
-        return [CriticalError("failed", time - t0, f"the attempt ended in failure: {name}")]
+        return [CriticalError("failed", time - t0, f"the attempt ended in failure: {name.replace('_', ' ')}")]
     if "success" in session.channels:
         succeeded = bool(np.asarray(session.channels["success"])[-1] > 0.5)
     elif isinstance(session.meta.get("success"), bool):

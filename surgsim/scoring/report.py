@@ -302,6 +302,8 @@ def cohort_figure(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
         tasks.setdefault(str(row.get("task") if row.get("task") is not None else "no task"), []).append(row)
     plt, figure = _figure((9, 1 + 4 * len(tasks)))
     styles = ["-", "--", "-.", ":"]
+    # trainee lines in colours the level markers do not use (green, orange, red, black)
+    line_colours = ["tab:blue", "tab:purple", "tab:brown", "tab:pink", "tab:gray", "tab:olive", "tab:cyan"]
     for panel, (task, task_rows) in enumerate(sorted(tasks.items()), 1):
         ax = figure.add_subplot(len(tasks), 1, panel)
         trainees: dict[str, list[dict[str, Any]]] = {}
@@ -311,7 +313,8 @@ def cohort_figure(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
         for k, (trainee, items) in enumerate(sorted(trainees.items())):
             items = sorted(items, key=_trial_order)
             x = np.arange(1, len(items) + 1) + (0.3 * (k / (n - 1) - 0.5) if n > 1 else 0.0)
-            ax.plot(x, [r["score"] for r in items], styles[k % len(styles)], lw=1.2, alpha=0.8, label=trainee)
+            ax.plot(x, [r["score"] for r in items], styles[k % len(styles)], lw=1.2, alpha=0.8, label=trainee,
+                    color=line_colours[k % len(line_colours)])
             for xi, r in zip(x, items):
                 marker, colour = LEVEL_STYLE.get(r["level"], ("o", "grey"))
                 ax.plot(xi, r["score"], marker, color=colour, ms=6, mec="k", mew=0.4)

@@ -32,7 +32,9 @@ from typing import Sequence
 
 from surgsim.errors import SurgsimError
 from surgsim.scoring.critical import CriticalError, detect_critical_errors
-from surgsim.scoring.metrics import METRICS, DIMENSIONLESS, SessionMetrics, compute_metrics, metric_units
+from surgsim.scoring.metrics import (
+    DIMENSIONLESS, METRICS, SessionMetrics, apart_from, compute_metrics, metric_units,
+)
 from surgsim.scoring.rubric import GENERIC, CapRule, MetricReference, Rubric, default_rubric
 from surgsim.sessions.session import Session
 
@@ -91,14 +93,14 @@ class MetricScore:
             answer = "yes" if self.value >= 0.5 else "no"
             cost = f"; cost {self.points_lost:.1f} points" if self.penalty else ""
             return f"{info.label}: {answer} (experts: {self.reference.center:.0%}){cost}"
-        number = _formatter(self.reference.scale * scale)
+        number = _count if info.unit == "count" else _formatter(self.reference.scale * scale)
         value = number(self.value * scale)
         band = f"{number(self.reference.center * scale)} ± {number(self.reference.scale * scale)}{unit}"
         if self.penalty == 0.0:
             return f"{info.label}: {value}{unit}, within the expert range ({band})"
         side = "higher" if self.z > 0 else "lower"
         return (
-            f"{info.label}: {value}{unit}, {abs(self.z):.1f} SD {side} than experts ({band}); "
+            f"{info.label}: {value}{unit}, {apart_from(abs(self.z), 0.0)} SD {side} than experts ({band}); "
             f"cost {self.points_lost:.1f} points"
         )
 
@@ -120,6 +122,11 @@ class Score:
         """The ``k`` metrics that cost the most points (those that cost any)."""
         costly = sorted(self.metrics.values(), key=lambda m: m.points_lost, reverse=True)
         return [m for m in costly[:k] if m.points_lost > 0]
+
+
+def _count(value: float) -> str:
+    """A count as a whole number (``13``), a median or spread of counts with one decimal (``12.5``)."""
+    return f"{value:.1f}".removesuffix(".0")
 
 
 def _formatter(spread: float):
