@@ -335,6 +335,9 @@ def test_trainee_report_json_and_figure(tmp_path) -> None:
     assert report["progression"]["Incision"]["passes_in_a_row"]["medium"] == 1
     assert report["notes"] == ["1 of 3 attempt(s) have no difficulty (easy, medium, hard) in their session "
                                "metadata: counted as medium"]
+    typo = PlanSettings(pass_score={"Incison": {"easy": 50}})
+    report, _ = write_trainee_report(history, "ann", tmp_path / "typo", typo, figure=False)
+    assert report["notes"][-1].startswith("settings pass_score names 'Incison', which is neither an exercise")
 
 
 @pytest.fixture

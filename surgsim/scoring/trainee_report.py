@@ -11,7 +11,7 @@ from typing import Any, Sequence
 from surgsim._files import atomic_save, atomic_write_json
 from surgsim.scoring.history import History, file_stem
 from surgsim.scoring.metrics import METRICS, metric_units
-from surgsim.scoring.plan import ASSUMED_DIFFICULTY, LADDER, PlanSettings, TrainingPlan, training_plan, weaknesses
+from surgsim.scoring.plan import ASSUMED_DIFFICULTY, EXERCISES, LADDER, PlanSettings, TrainingPlan, training_plan, weaknesses
 
 #: learning curves are drawn of this many metrics: those that cost the most over all attempts
 CURVES = 3
@@ -23,6 +23,10 @@ def trainee_report(trainee: str, records: Sequence[dict[str, Any]], plan: Traini
     assumed = sum(a.difficulty_assumed for a in plan.attempts)
     notes = [f"{assumed} of {len(plan.attempts)} attempt(s) have no difficulty (easy, medium, hard) in their "
              f"session metadata: counted as {ASSUMED_DIFFICULTY}"] if assumed else []
+    known = {"default", *EXERCISES, *(a.exercise for a in plan.attempts)}
+    notes += [f"settings pass_score names {name!r}, which is neither an exercise of the simulator "
+              f"({', '.join(EXERCISES)}) nor one this trainee practised: a typo? Its marks are not used"
+              for name in settings.pass_score if name not in known]
     return {
         "trainee": trainee,
         "next_exercise": asdict(plan.next),
