@@ -212,7 +212,8 @@ def test_each_error_says_what_it_did_to_this_grade() -> None:
     force, stop = CriticalError("excessive_force", 0.5, "x"), CriticalError("incomplete", 1.9, "x")
     hit = CriticalError("critical_contact", 1.0, "x")
     capped = score_metrics({"path_length": 0.1}, rubric, [force, stop])  # motion 100 -> capped at 50
-    assert error_effects([force, stop], rubric, capped) == [("score capped at 50", True), ("score capped at 90", False)]
+    assert error_effects([force, stop], rubric, capped) == [
+        ("score capped at 50", True), ("score capped at 90 (superseded by the cap at 50)", False)]
     failed = score_metrics({"path_length": 0.1}, rubric, [force, hit])
     assert error_effects([force, hit], rubric, failed) == [
         ("score capped at 50 (superseded: the attempt fails)", False), ("fail", True)]
@@ -220,6 +221,12 @@ def test_each_error_says_what_it_did_to_this_grade() -> None:
     assert poor.metric_score < 90
     assert error_effects([stop], rubric, poor) == [
         (f"score capped at 90 (no effect: the motion scored {poor.metric_score:.1f})", False)]
+    lenient = _rubric(critical_errors={"incomplete": {"cap": 99}})  # an expert motion score under the cap
+    held = score_metrics({"path_length": 0.105}, lenient, [stop])  # motion 87.5: expert level
+    assert (held.score, held.level) == (held.metric_score, "intermediate") and held.metric_score > 75
+    assert error_effects([stop], lenient, held) == [(
+        f"score capped at 99 (the motion scored {held.metric_score:.1f}, under it; the error keeps the level "
+        "below expert)", True)]
 
 
 def test_report_leads_with_the_errors_and_the_cli_says_fail(tmp_path) -> None:

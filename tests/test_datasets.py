@@ -192,11 +192,10 @@ def test_impairment_noise_keeps_its_direction_on_a_full_step(make_env, monkeypat
     policy = ExpertPolicy(env, 1.0)
     policy.reset(0)
     actions = np.array([policy(None) for _ in range(400)])
-    moving = actions[np.abs(actions).max(axis=1) > 0]  # hesitations are zeros
-    assert len(moving) > 200 and np.abs(moving).max() <= 1.0
-    pinned = (np.abs(moving) == 1.0).sum(axis=1)
-    assert pinned.max() == 1  # only the longest axis reaches a full step
-    assert (moving.min(axis=1) < 0.9).mean() > 0.9  # the noise survives on the other axes
+    assert np.abs(actions).max() <= 1.0
+    pinned = (np.abs(actions) == 1.0).sum(axis=1)
+    assert pinned.max() == 1  # only the longest axis of a long step reaches a full step: never 2 or 3
+    assert (pinned == 1).mean() > 0.5  # most steps are long ones, shortened along their direction
 
 
 def test_within_one_step_keeps_the_direction() -> None:

@@ -20,6 +20,7 @@ import hashlib
 import json
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -123,11 +124,14 @@ def session_digest(path: str | Path) -> str:
 
 def _order(record: dict[str, Any]) -> tuple:
     """Attempts in the order they were made: by meta ``recorded_at`` where present, then by a
-    numbered trial (others after), then by file path (the recorder numbers its files in order),
-    so the order never depends on the order folders were graded in."""
+    numbered trial (others after), then by file path with its numbers compared as numbers (the
+    recorder numbers its files in order; ``s2`` before ``s10``), so the order never depends on
+    the order folders were graded in."""
     trial = record.get("trial")
     number = isinstance(trial, (int, float)) and not isinstance(trial, bool)
-    return str(record.get("recorded_at") or ""), not number, trial if number else 0, str(record.get("file") or "")
+    path = [(0, int(part), "") if part.isdigit() else (1, 0, part)
+            for part in re.split(r"(\d+)", str(record.get("file") or "")) if part]
+    return str(record.get("recorded_at") or ""), not number, trial if number else 0, path
 
 
 class History:

@@ -160,7 +160,7 @@ def apart_from(value: float, threshold: float, least: int = 1) -> str:
     for decimals in range(least, 5):
         if round(value, decimals) != round(threshold, decimals):
             return f"{value:.{decimals}f}"
-    return f"{value:.{least}f}"  # equal to 4 decimals: equal
+    return f"{value:.{least}f}" if value == threshold else f"{value:.6f}"
 
 
 def metric_group(name: str) -> str:
@@ -489,7 +489,8 @@ def _channel_metrics(session: Session, settings: MetricSettings, out: dict[str, 
         force = np.asarray(channels["contact_force"], dtype=float)
         out["contact_force_peak"] = float(force.max())
         out["contact_force_time"] = float(dt[force[:-1] > settings.force_threshold].sum())
-    if "tissue_damage" in channels and meta.get("task") in TISSUE_DAMAGE_UNITS:
+    task = meta.get("task")  # any JSON value
+    if "tissue_damage" in channels and isinstance(task, str) and task in TISSUE_DAMAGE_UNITS:
         out["tissue_damage"] = float(channels["tissue_damage"][-1])
     if out["final_error"] is None and "distance_to_target" in channels:
         out["final_error"] = float(channels["distance_to_target"][-1])

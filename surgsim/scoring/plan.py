@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Sequence
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from surgsim.errors import SurgsimError, validation_problem, yaml_problem
 from surgsim.scoring.metrics import METRICS, apart_from
@@ -37,9 +37,6 @@ from surgsim.scoring.rubric import default_rubric
 LADDER = ("easy", "medium", "hard")
 #: the difficulty of a session whose metadata has none (or one not on the ladder)
 ASSUMED_DIFFICULTY = "medium"
-#: pass marks (score 0-100) of an exercise with no shipped rubric, unless the settings say
-#: otherwise: easy asks for a solid intermediate grade, hard for an expert one
-DEFAULT_PASS_SCORE = {"easy": 60.0, "medium": 70.0, "hard": 80.0}
 
 NEEDLE, PATH, INCISION = "NeedleReach", "SurgicalPath", "Incision"
 #: the simulator's exercises, in the order a new trainee meets them
@@ -84,13 +81,11 @@ Mark = Annotated[float, Field(ge=0.0, le=100.0)]
 
 @lru_cache(maxsize=None)
 def rubric_pass_marks(exercise: str) -> dict[str, float]:
-    """Pass marks from the shipped rubric of ``exercise``, so that they follow its levels when it
-    is re-made: easy = its intermediate threshold, hard = its expert threshold, medium halfway;
-    :data:`DEFAULT_PASS_SCORE` for an exercise with no shipped rubric."""
-    rubric = default_rubric(exercise)
-    if rubric.task != exercise:
-        return DEFAULT_PASS_SCORE
-    low, high = rubric.levels.intermediate, rubric.levels.expert
+    """Pass marks from the levels of the shipped rubric that grades ``exercise`` (its task's, else
+    ``generic.yaml``), so that they follow it when it is re-made: easy asks for its intermediate
+    grade, hard for its expert grade, medium halfway."""
+    levels = default_rubric(exercise).levels
+    low, high = levels.intermediate, levels.expert
     return {"easy": low, "medium": round((low + high) / 2, 2), "hard": high}
 
 
@@ -106,17 +101,20 @@ class PlanSettings(BaseModel):
     recent_attempts: int = Field(default=5, ge=1, le=1000, strict=True)
     pass_score: dict[str, dict[Difficulty, Mark]] = Field(default_factory=dict)
 
-    @field_validator("pass_score")
-    @classmethod
-    def _rising(cls, value: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
-        """A harder rung never asks for less (an inverted ladder is a typo, not a choice)."""
-        for exercise, marks in value.items():
-            given = [(d, marks[d]) for d in LADDER if d in marks]
-            for (easier, low), (harder, high) in zip(given, given[1:]):
+    @model_validator(mode="after")
+    def _rising(self) -> "PlanSettings":
+        """A harder rung never asks for less (an inverted ladder is a typo, not a choice), once the
+        marks given are merged with the shipped rubrics' for every exercise they touch."""
+        touched = [name for name in self.pass_score if name != "default"]
+        touched += [name for name in EXERCISES if "default" in self.pass_score and name not in touched]
+        for exercise in touched:
+            marks = [(d, self.mark(exercise, d)) for d in LADDER]
+            for (easier, low), (harder, high) in zip(marks, marks[1:]):
                 if low > high:
-                    raise ValueError(f"{exercise}: {easier} {low:g} is above {harder} {high:g} "
-                                     "(marks must not fall up the ladder easy -> medium -> hard)")
-        return value
+                    raise ValueError(f"pass_score: {exercise} would ask {low:g} at {easier} but {high:g} at "
+                                     f"{harder} (with the marks not given taken from its shipped rubric); "
+                                     "marks must not fall up the ladder easy -> medium -> hard")
+        return self
 
     def mark(self, exercise: str, difficulty: str) -> float:
         """The pass mark of ``exercise`` at ``difficulty``."""
@@ -180,7 +178,8 @@ class Weakness:
 
     metric: str
     points_lost: float  #: mean over the recent attempts that graded it
-    z: float | None  #: mean SDs from the expert reference in the attempts where it cost points
+    sd: float | None  #: mean SDs from the expert reference (|z|) in the attempts where it cost points
+    side: str  #: "higher" or "lower" than experts, or "away from" when it went both ways
     attempts: int  #: recent attempts that graded it
     skill: str
     exercise: str  #: the exercise that trains it
@@ -276,8 +275,9 @@ def weaknesses(records: Sequence[dict[str, Any]]) -> list[Weakness]:
         mean = sum(points) / len(points)
         if mean > 0:
             skill, exercise = SKILLS[name]
-            mean_z = sum(z[name]) / len(z[name]) if z[name] else None
-            found.append(Weakness(name, mean, mean_z, len(points), skill, exercise or where[name][1]))
+            sd = sum(map(abs, z[name])) / len(z[name]) if z[name] else None
+            side = ("higher" if min(z[name]) > 0 else "lower" if max(z[name]) < 0 else "away from") if z[name] else ""
+            found.append(Weakness(name, mean, sd, side, len(points), skill, exercise or where[name][1]))
     return sorted(found, key=lambda w: (-w.points_lost, w.metric))
 
 
@@ -310,12 +310,12 @@ def choose_next(
     for weakness in found:
         if progress.get(weakness.exercise, Progress(weakness.exercise)).current is None:
             continue  # that exercise is mastered: the next weakness decides
-        if weakness.z is not None and abs(weakness.z) <= 1.0:
+        if weakness.sd is not None and weakness.sd <= 1.0:
             continue  # within the expert band on average: not a weakness to train
         difficulty, standing = _standing(weakness.exercise, progress, settings)
         label = METRICS[weakness.metric].label
-        side = "" if weakness.z is None else (
-            f", {abs(weakness.z):.1f} SD {'higher' if weakness.z > 0 else 'lower'} than experts")
+        side = "" if weakness.sd is None else (
+            f", {weakness.sd:.1f} SD {weakness.side} {'experts' if weakness.side == 'away from' else 'than experts'}")
         reason = (f"{label} cost the most points in the last {n} attempt(s) "
                   f"({weakness.points_lost:.1f} points on average{side}); {weakness.exercise} trains "
                   f"{weakness.skill}: practise it at {difficulty}; {standing}")
@@ -323,7 +323,7 @@ def choose_next(
     open_ = [state for state in progress.values() if state.current is not None]
     if not open_:
         new = [name for name in EXERCISES if name not in progress]
-        if new:
+        if new and any(name in EXERCISES for name in progress):  # a simulator trainee
             return NextExercise(new[0], LADDER[0], f"every exercise practised is completed up to hard; "
                                 f"{new[0]} has not been practised yet: start it at {LADDER[0]}", None)
         exercise = attempts[-1].exercise
@@ -331,7 +331,7 @@ def choose_next(
                             f"keep up {exercise} at hard", None)
     state = min(open_, key=lambda s: LADDER.index(s.current))  # type: ignore[arg-type]
     difficulty, standing = _standing(state.exercise, progress, settings)
-    reason = (f"no metric cost points in the last {n} attempt(s) that an open exercise trains; "
+    reason = (f"no metric outside the expert band in the last {n} attempt(s) that an open exercise trains; "
               f"{state.exercise} is the lowest open rung of the ladder: practise it at {difficulty}; {standing}")
     return NextExercise(state.exercise, difficulty, reason, None)
 

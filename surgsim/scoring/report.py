@@ -21,7 +21,7 @@ import numpy as np
 from surgsim._files import atomic_save
 from surgsim.scoring.critical import CriticalError
 from surgsim.scoring.metrics import (
-    DIMENSIONLESS, METRICS, TASK_DEFINED, TISSUE_DAMAGE_UNITS, SessionMetrics, metric_units,
+    DIMENSIONLESS, METRICS, TASK_DEFINED, TISSUE_DAMAGE_UNITS, SessionMetrics, apart_from, metric_units,
 )
 from surgsim.scoring.rubric import CapRule, Rubric
 from surgsim.scoring.score import FAIL, Graded, Score
@@ -53,23 +53,33 @@ def _finite(value: float | None) -> float | None:
 
 def error_effects(errors: Sequence[CriticalError], rubric: Rubric, score: Score | None) -> list[tuple[str, bool]]:
     """What ``rubric`` made of each critical error in this grade, in words, and whether it is one
-    that set the grade (a ``fail`` that failed it, or the cap the score ended at): a cap that a
-    fail superseded, or that the motion score was already under, says so."""
+    that set the grade (a ``fail`` that failed it, the cap the score ended at, or, when no cap
+    lowered the score, every error that kept an expert motion score from the expert level): a
+    cap that a fail or a lower cap superseded, or that the motion score was already under, says so."""
+    rules = [rubric.critical_errors[e.kind] for e in errors]
+    caps = [rule.cap for rule in rules if isinstance(rule, CapRule)]
+    motion = score.metric_score if score is not None else None
+    held_below_expert = (score is not None and score.level != FAIL and motion is not None
+                         and motion <= min(caps, default=math.inf) and rubric.levels.level(motion) == "expert")
     effects = []
-    for error in errors:
-        rule = rubric.critical_errors[error.kind]
+    for rule in rules:
         if not isinstance(rule, CapRule):
             effects.append((FAIL, score is not None and score.level == FAIL))
             continue
         text = f"score capped at {rule.cap:g}"
-        if score is None:
+        if score is None or motion is None:
             effects.append((text, False))
         elif score.level == FAIL:
             effects.append((f"{text} (superseded: the attempt fails)", False))
-        elif score.metric_score is not None and score.metric_score <= rule.cap:
-            effects.append((f"{text} (no effect: the motion scored {score.metric_score:.1f})", False))
+        elif held_below_expert:
+            effects.append((f"{text} (the motion scored {apart_from(motion, rule.cap)}, under it; the error keeps "
+                            "the level below expert)", True))
+        elif motion <= rule.cap:
+            effects.append((f"{text} (no effect: the motion scored {apart_from(motion, rule.cap)})", False))
+        elif rule.cap > min(caps):
+            effects.append((f"{text} (superseded by the cap at {min(caps):g})", False))
         else:
-            effects.append((text, rule.cap == score.score))
+            effects.append((text, True))
     return effects
 
 

@@ -125,8 +125,9 @@ class Score:
 
 
 def _count(value: float) -> str:
-    """A count as a whole number (``13``), a median or spread of counts with one decimal (``12.5``)."""
-    return f"{value:.1f}".removesuffix(".0")
+    """A count as a whole number (``13``); a median or spread of counts with the decimals it has,
+    up to two (``12.5``, ``0.25``)."""
+    return f"{value:.2f}".rstrip("0").rstrip(".")
 
 
 def _formatter(spread: float):

@@ -88,15 +88,14 @@ def learning_curves(path: Path, report: dict[str, Any]) -> Path:
     ax.legend(fontsize=7, loc="lower right")
     for ax, metric in zip(axes[0][1:], curves):
         # one y axis per report unit: tissue damage is mm^2 in SurgicalPath and mm in Incision
-        units = {name: metric_units(metric, name)[1] for name in exercises}
+        points = {name: [(a["number"], a["metrics"][metric]) for a in attempts
+                         if a["exercise"] == name and a["metrics"].get(metric) is not None] for name in exercises}
+        units = {name: metric_units(metric, name)[1] for name in exercises if points[name]}
         axis_of = {unit: ax if i == 0 else ax.twinx() for i, unit in enumerate(dict.fromkeys(units.values()))}
-        for name in exercises:
-            points = [(a["number"], a["metrics"][metric]) for a in attempts
-                      if a["exercise"] == name and a["metrics"].get(metric) is not None]
-            if points:
-                axis_of[units[name]].plot(*zip(*points), "o-", lw=1, ms=4, color=colours[name], label=name)
+        for name, unit in units.items():
+            axis_of[unit].plot(*zip(*points[name]), "o-", lw=1, ms=4, color=colours[name], label=name)
         for unit, axis in axis_of.items():
-            who = [name for name in exercises if units[name] == unit]
+            who = [name for name, shown in units.items() if shown == unit]
             suffix = "" if unit in ("1", "count", "bool") else f" ({unit})"
             axis.set_ylabel(METRICS[metric].label + suffix + (f": {', '.join(who)}" if len(axis_of) > 1 else ""))
         ax.set(xlabel="attempt", title=METRICS[metric].label)
