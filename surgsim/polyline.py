@@ -152,16 +152,35 @@ def distance_to_polyline(points: np.ndarray, polyline: np.ndarray) -> np.ndarray
     polyline = np.asarray(polyline, dtype=float)
     if len(polyline) > 257:
         return _distance_kdtree(points, polyline)
+    return np.sqrt(np.maximum(_nearest_on_segments(points, polyline)[0], 0.0))
+
+
+def progress_along_polyline(points: np.ndarray, polyline: np.ndarray) -> np.ndarray:
+    """Arc length (m) along the polyline (m, 3) of the point nearest to each of ``points`` (n, 3):
+    how far along a reference path each recorded position has got (exact, every segment at once)."""
+    points = np.asarray(points, dtype=float)
+    polyline = np.asarray(polyline, dtype=float)
+    if len(polyline) == 1:
+        return np.zeros(len(points))
+    _, segment, u = _nearest_on_segments(points, polyline)
+    lengths = np.linalg.norm(np.diff(polyline, axis=0), axis=1)
+    return np.concatenate([[0.0], np.cumsum(lengths)])[segment] + u * lengths[segment]
+
+
+def _nearest_on_segments(points: np.ndarray, polyline: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each point: the squared distance to the polyline, the index of the nearest segment and
+    the fraction ``u`` along it (see :func:`distance_to_polyline` for the algebra)."""
     origin = polyline.mean(axis=0)  # small coordinates: less rounding in the expanded squares
     points, polyline = points - origin, polyline - origin
     if len(polyline) == 1:
-        return np.sqrt(np.einsum("ij,ij->i", points, points))
+        zeros = np.zeros(len(points), dtype=int)
+        return np.einsum("ij,ij->i", points, points), zeros, zeros.astype(float)
     start, step = polyline[:-1], np.diff(polyline, axis=0)
     length2 = np.einsum("ij,ij->i", step, step)
     inverse2 = np.divide(1.0, length2, out=np.zeros_like(length2), where=length2 > 0)
     start_step = np.einsum("ij,ij->i", start, step)
     start2 = np.einsum("ij,ij->i", start, start)
-    out = np.empty(len(points))
+    out, segment, fraction = np.empty(len(points)), np.empty(len(points), dtype=int), np.empty(len(points))
     rows = max(64, 32_768 // len(start))  # (segments, rows) temporaries that stay in cache
     column = lambda v: v[:, None]  # noqa: E731  (per-segment values broadcast over points)
     for lo in range(0, len(points), rows):
@@ -169,8 +188,12 @@ def distance_to_polyline(points: np.ndarray, polyline: np.ndarray) -> np.ndarray
         t = (step @ p - column(start_step)) * column(inverse2)
         u = np.clip(t, 0.0, 1.0)
         d2 = np.einsum("ij,ij->j", p, p) - 2.0 * (start @ p) + column(start2) + column(length2) * u * (u - 2.0 * t)
-        out[lo : lo + rows] = d2.min(axis=0)
-    return np.sqrt(np.maximum(out, 0.0))
+        nearest = d2.argmin(axis=0)
+        columns = np.arange(d2.shape[1])
+        out[lo : lo + rows] = d2[nearest, columns]
+        segment[lo : lo + rows] = nearest
+        fraction[lo : lo + rows] = u[nearest, columns]
+    return out, segment, fraction
 
 
 def _distance_kdtree(points: np.ndarray, polyline: np.ndarray) -> np.ndarray:

@@ -56,9 +56,12 @@ def test_excessive_force_each_time_the_force_rises_above_the_threshold() -> None
     force = np.zeros(40)
     force[10:14] = [2.5, 3.4, 2.9, 1.0]  # above 2 N for samples 10-12: 0.15 s, peak 3.4 N
     force[30] = 5.0
+    force[39] = 2.5  # on the last sample: it lasts that sample's step, not 0 s
     errors = detect_critical_errors(_session(channels={"contact_force": force}))
-    assert [(e.kind, e.time_s) for e in errors] == [("excessive_force", 0.5), ("excessive_force", 1.5)]
+    assert [(e.kind, round(e.time_s, 9)) for e in errors] == [("excessive_force", 0.5), ("excessive_force", 1.5),
+                                                              ("excessive_force", 1.95)]
     assert errors[0].what == "contact force 3.4 N, above the 2 N limit for 0.15 s"
+    assert errors[2].what == "contact force 2.5 N, above the 2 N limit for 0.05 s"
     assert detect_critical_errors(_session(channels={"contact_force": force}), MetricSettings(force_threshold=4.0)) == [
         CriticalError("excessive_force", 1.5, "contact force 5.0 N, above the 4 N limit for 0.05 s")]
 
@@ -158,7 +161,8 @@ def test_a_short_session_that_hits_a_vessel_is_graded_fail() -> None:
     session = _session(n=3, channels={"critical_contact": _flags(3, [2])})
     graded = grade_session(session, _rubric())
     assert graded.score is not None and (graded.score.score, graded.score.level) == (0.0, "fail")
-    assert graded.reason is None and graded.score.metrics == {}
+    assert graded.reason.endswith("too short to grade its motion; a critical error fails it")
+    assert graded.score.metrics == {}
     quiet = grade_session(_session(n=3), _rubric())  # too short, nothing failed: not gradable, as before
     assert quiet.score is None and "grading needs at least 4" in quiet.reason
 
@@ -173,7 +177,8 @@ def test_a_short_attempt_is_graded_fail_only_by_a_rule_that_fails_it(rules, meta
     graded = grade_session(_session(n=3, **meta), rubric)
     assert len(graded.critical_errors) == 1
     if graded_fail:
-        assert graded.reason is None and (graded.score.score, graded.score.level) == (0.0, "fail")
+        assert "too short to grade its motion" in graded.reason
+        assert (graded.score.score, graded.score.level) == (0.0, "fail")
         report = session_report("s", _session(n=3, **meta), graded, rubric=rubric)
         assert report["metric_score"] is None and report["critical_errors"][0]["effect"] == "fail"
         assert attempt_record(dict(report, trainee="ann"), {}, "d")["metrics"] == {}  # no curve points
@@ -237,7 +242,7 @@ def test_report_leads_with_the_errors_and_the_cli_says_fail(tmp_path) -> None:
     write_session(session, tmp_path / "in" / "hit.parquet")
     result = runner.invoke(app, ["score", str(tmp_path / "in"), "--out", str(tmp_path / "r"), "--no-progress", "-j", "1"])
     assert result.exit_code == 0, result.output
-    assert "hit.parquet: 0.0 (fail)" in result.stdout
+    assert "hit.parquet: 0.0 (fail), by its critical errors: the motion alone scored" in result.stdout
     report = json.loads((tmp_path / "r" / "hit.json").read_text())
     assert next(iter(report)) == "critical_errors"
     time_s = round(float(session.time[n // 2] - session.time[0]), 3)

@@ -203,3 +203,17 @@ def test_apart_from_shows_enough_decimals_to_tell_a_value_from_its_threshold() -
     assert apart_from(2.012, 2.0) == "2.01"  # not "2.0 N, above the 2 N limit"
     assert apart_from(74.23, 74.2) == "74.23" and apart_from(74.17, 74.2) == "74.17"
     assert apart_from(75.0, 75.0) == "75.0"
+
+
+def test_economy_credits_only_the_reference_covered() -> None:
+    from surgsim.polyline import progress_along_polyline
+
+    bend = np.array([[0, 0, 0], [0.1, 0, 0], [0.1, 0.1, 0]])
+    np.testing.assert_allclose(progress_along_polyline(np.array([[0.05, 0.01, 0], [0.12, 0.05, 0], [0.2, 0.3, 0]]),
+                                                       bend), [0.05, 0.15, 0.2])
+    meta = {"reference_path": [[0, 0, 0], [0.1, 0, 0]]}
+    halfway = _line(0.05, 1.0)  # 5 cm of a 10 cm reference, straight, then the attempt ends
+    assert compute_metrics(_session(halfway, meta=meta)).combined["economy_of_motion"] == pytest.approx(1.0)  # not 2
+    t = np.arange(41) / RATE
+    in_place = np.column_stack([np.zeros_like(t), 0.01 * np.sin(2 * np.pi * t), np.zeros_like(t)])
+    assert compute_metrics(_session(in_place, meta=meta)).combined["economy_of_motion"] == pytest.approx(0.0)

@@ -209,7 +209,7 @@ def test_an_attempt_with_a_critical_error_never_passes() -> None:
     # and the next exercise goes back to where it happened, before any metric
     assert plan.next.exercise == "NeedleReach" and plan.next.difficulty == "easy"
     assert plan.next.reason.startswith(
-        "1 of the last 5 attempt(s) had a critical error (latest: attempt 3, NeedleReach: vessel contact); "
+        "1 of the last 5 NeedleReach attempt(s) had a critical error (latest: attempt 3: vessel contact); "
         "an attempt with one never passes, so practise NeedleReach at easy")
 
 
@@ -225,6 +225,13 @@ def test_ladder_climbs_to_hard_and_marks_are_per_exercise_and_difficulty(tmp_pat
     assert plan.progress["NeedleReach"].completed == list(LADDER)
     assert plan.progress["NeedleReach"].current is None
     assert [a.passed for a in plan.attempts] == [True, True, True, True, False, True, True]
+
+
+def test_the_plan_says_when_the_rung_to_practise_was_never_tried() -> None:
+    plan = training_plan([record(i, 65, difficulty="medium", costs={"ldlj": 5.0}) for i in range(1, 4)])
+    assert plan.progress["NeedleReach"].current == "easy"  # medium not completed (70 needed)
+    assert plan.next.reason.endswith("practise it at easy; no attempt at easy yet; 3 passes in a row complete it "
+                                     "(score 60 or more, no critical error)")
 
 
 def test_missing_difficulty_counts_as_medium_and_proficiency_there_skips_easy() -> None:
@@ -246,10 +253,10 @@ def test_next_exercise_trains_the_weakest_metric_and_says_so(metric, exercise) -
                           for i, points in enumerate(lost, 1)])
     assert plan.weaknesses[0].metric == metric and plan.weaknesses[0].points_lost == 9.0
     assert plan.next.metric == metric and plan.next.exercise == exercise
-    # the SDs are those of the attempts where it cost points
+    # the SDs are the mean over the attempts that graded it (2, 2, 0, 2); the side where it cost points
     assert plan.next.reason.startswith(
         f"{METRICS[metric].label} cost the most points in the last 4 attempt(s) "
-        f"(9.0 points on average, 2.0 SD lower than experts); {exercise} trains {SKILLS[metric][0]}")
+        f"(9.0 points on average, 1.5 SD lower than experts); {exercise} trains {SKILLS[metric][0]}")
 
 
 def test_a_metric_within_the_expert_band_is_no_weakness_and_a_new_exercise_comes_next() -> None:
@@ -264,9 +271,19 @@ def test_a_metric_within_the_expert_band_is_no_weakness_and_a_new_exercise_comes
                                 "practised yet: start it at easy")
 
 
+def test_one_outlying_attempt_does_not_make_a_weakness() -> None:
+    records = [record(i, 70, costs={"movements": 2.0 if i == 5 else 0.0, "ldlj": 1.0}) for i in range(1, 6)]
+    for r in records:
+        r["metrics"]["ldlj"]["z"] = -0.5  # costs a little every time, inside the band
+    plan = training_plan(records)
+    assert [w.metric for w in plan.weaknesses] == ["ldlj", "movements"]
+    assert plan.weaknesses[1].sd == pytest.approx(0.4)  # z 0, 0, 0, 0, -2: 0.4 SD on average, not 2
+    assert plan.next.metric is None and plan.next.reason.startswith("no metric outside the expert band")
+
+
 def test_next_exercise_skips_a_mastered_exercise_and_uses_only_recent_attempts() -> None:
-    settings = PlanSettings(passes_to_advance=1, recent_attempts=4)
-    old = [record(1, 20, task="SurgicalPath", costs={"deviation_mean": 50.0})]  # no longer recent
+    settings = PlanSettings(passes_to_advance=1, recent_attempts=1)  # each exercise's latest attempt
+    old = [record(1, 20, task="SurgicalPath", costs={"deviation_mean": 50.0})]  # no longer recent: attempt 5 is
     mastered = [record(i, 95, difficulty=d, costs={"ldlj": 3.0}) for i, d in enumerate(LADDER, 2)]
     failed = [record(5, 50, task="SurgicalPath", costs={"success": 1.0})]
     plan = training_plan(old + mastered + failed, settings)
@@ -277,6 +294,15 @@ def test_next_exercise_skips_a_mastered_exercise_and_uses_only_recent_attempts()
     assert (plan.next.metric, plan.next.exercise, plan.next.difficulty) == ("success", "SurgicalPath", "easy")
     assert plan.next.reason.endswith("practise it at easy; 0 of 1 passes in a row so far (score 60 or more, "
                                      "no critical error)")
+
+
+def test_an_exercise_practised_a_while_ago_keeps_its_recent_record() -> None:
+    incision = [record(1, 90, task="Incision", critical=1, costs={"tissue_damage": 20.0})]
+    reaches = [record(i, 95, costs={"ldlj": 1.0}) for i in range(2, 8)]  # six NeedleReach attempts since
+    plan = training_plan(incision + reaches)
+    assert plan.next.exercise == "Incision"  # its latest attempt had an error: not forgotten after 5 others
+    assert plan.next.reason.startswith("1 of the last 1 Incision attempt(s) had a critical error (latest: attempt 1")
+    assert "tissue_damage" in [w.metric for w in plan.weaknesses]
 
 
 def test_skill_table_covers_every_metric() -> None:

@@ -92,6 +92,9 @@ def report_cmd(
         fail(str(exc))
     for row in batch.results:
         grade = f"{row['score']:.1f} ({row['level']})" if row["gradable"] else f"not gradable ({row['reason']})"
+        motion = row.get("metric_score")
+        if row["gradable"] and motion is not None and motion - row["score"] >= 0.05:
+            grade += f", by its critical errors: the motion alone scored {motion:.1f}"
         typer.echo(f"{row['file']}: {grade}")
     ungraded = sum(not row["gradable"] for row in batch.results)
     typer.echo(f"scored {len(batch.results) - ungraded} session(s)"

@@ -91,11 +91,13 @@ def _force_errors(session: Session, limit: float) -> list[CriticalError]:
     force = np.asarray(session.channels["contact_force"], dtype=float)
     above = force > limit
     time = session.time
+    # each sample above the limit counts its own time step (the last sample the step before it)
+    steps = np.diff(time, append=time[-1] + (time[-1] - time[-2] if len(time) > 1 else 0.0))
     errors = []
     for start in _onsets(above):
         stop = start + int(np.argmin(above[start:])) if not above[start:].all() else len(above)
         peak = float(force[start:stop].max())
-        seconds = float(time[min(stop, len(time) - 1)] - time[start])
+        seconds = float(steps[start:stop].sum())
         errors.append(CriticalError(
             "excessive_force", float(time[start] - time[0]),
             f"contact force {apart_from(peak, limit)} N, above the {limit:g} N limit for {seconds:.2f} s"))

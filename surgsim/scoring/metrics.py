@@ -24,7 +24,7 @@ import numpy as np
 from scipy import signal
 from scipy.spatial import ConvexHull, QhullError
 
-from surgsim.polyline import distance_to_polyline, scaling_exponent, total_length
+from surgsim.polyline import distance_to_polyline, progress_along_polyline, scaling_exponent
 from surgsim.sessions.session import Session
 
 Better = Literal["lower", "higher", "both"]
@@ -72,9 +72,11 @@ METRICS: dict[str, MetricInfo] = {
         group="efficiency"),
     "economy_of_motion": MetricInfo(
         DIMENSIONLESS, "higher", 0.02, "economy of motion",
-        "length of the reference path / path length of the instrument following it", group="efficiency"),
+        "how far along the reference path the instrument got (the arc length of its furthest point "
+        "past its start's) / the path length it took; an attempt that stops early gets no credit "
+        "for the path it did not cover", group="efficiency"),
     "movements": MetricInfo(
-        "count", "lower", 0.5, "number of movements",
+        "count", "lower", 1.0, "number of movements",  # a count resolves one, not half
         "peaks of s~ higher than idle_speed with prominence >= idle_speed; combined: sum", short="movements"),
     "idle_fraction": MetricInfo(
         DIMENSIONLESS, "lower", 0.02, "idle fraction",
@@ -379,8 +381,10 @@ def _track_metrics(session: Session, track, settings: MetricSettings, reference)
         m["deviation_mean"] = float(deviation.mean())
         m["deviation_rms"] = float(np.sqrt(np.mean(deviation * deviation)))
         m["deviation_max"] = float(deviation.max())
-        if path > 0:
-            m["economy_of_motion"] = total_length(reference_path) / path
+        if path > 0:  # the part of the reference the instrument got along, over the path it took
+            progress = progress_along_polyline(scaled, np.ldexp(reference_path, -exponent))  # no overflow
+            covered = float(np.ldexp(max(progress.max() - progress[0], 0.0), exponent))
+            m["economy_of_motion"] = covered / path
     if target is not None:
         m["final_error"] = float(np.linalg.norm(position[-1] - target))
     return _Track(m, speed_time, speed, idle, exponent, hull_points, deviation)

@@ -10,7 +10,8 @@ who shows proficiency at medium first is not sent back to easy. A session with n
 its metadata (imported kinematics) counts as ``medium``, and the plan says so.
 
 The next exercise comes from the trainee's weakest metrics: the metric that cost the most points,
-on average over the recent attempts that graded it, names the skill to train, and
+on average over the recent attempts that graded it (each exercise's last ``recent_attempts``, so
+an exercise practised a while ago keeps its record), names the skill to train, and
 :data:`SKILLS` names the exercise that trains it; a metric within the expert band on average
 (|z| <= 1) is no weakness. Critical errors come first: while a recent attempt has one, the plan
 sends the trainee back to that exercise. With no weakness left, the lowest open rung comes next,
@@ -170,6 +171,7 @@ class Progress:
     completed: list[str] = field(default_factory=list)  #: difficulties completed, in ladder order
     streak: dict[str, int] = field(default_factory=lambda: dict.fromkeys(LADDER, 0))  #: current runs of passes
     current: str | None = LADDER[0]  #: the difficulty to practise; None once hard is completed
+    attempts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(LADDER, 0))  #: per difficulty
 
 
 @dataclass(frozen=True)
@@ -179,7 +181,7 @@ class Weakness:
     metric: str
     points_lost: float  #: mean over the recent attempts that graded it
     sd: float | None  #: mean SDs from the expert reference (|z|) in the attempts where it cost points
-    side: str  #: "higher" or "lower" than experts, or "away from" when it went both ways
+    side: str  #: "higher" or "lower" than experts where it cost points, or "away from" (both ways)
     attempts: int  #: recent attempts that graded it
     skill: str
     exercise: str  #: the exercise that trains it
@@ -245,6 +247,7 @@ def progression(attempts: Sequence[Attempt], settings: PlanSettings) -> dict[str
     for attempt in attempts:
         state = progress.setdefault(attempt.exercise, Progress(attempt.exercise))
         d = attempt.difficulty
+        state.attempts[d] += 1
         state.streak[d] = state.streak[d] + 1 if attempt.passed else 0
         if state.streak[d] >= settings.passes_to_advance and d not in state.completed:
             state.completed = [x for x in LADDER if x in state.completed or x == d]
@@ -256,9 +259,9 @@ def progression(attempts: Sequence[Attempt], settings: PlanSettings) -> dict[str
 
 def weaknesses(records: Sequence[dict[str, Any]]) -> list[Weakness]:
     """The metrics that cost points in ``records``, most costly first (mean points lost over the
-    records that graded each)."""
+    records that graded each, and mean SDs from the expert reference over the same records)."""
     lost: dict[str, list[float]] = defaultdict(list)
-    z: dict[str, list[float]] = defaultdict(list)
+    z: dict[str, list[tuple[float, bool]]] = defaultdict(list)  # (z, whether it cost points) per record
     where: dict[str, tuple[float, str]] = {}  # the exercise where each metric cost the most
     for record in records:
         for name, item in record.get("metrics", {}).items():
@@ -266,8 +269,8 @@ def weaknesses(records: Sequence[dict[str, Any]]) -> list[Weakness]:
             if points is None or name not in SKILLS:
                 continue
             lost[name].append(points)
-            if points > 0 and item.get("z") is not None:
-                z[name].append(item["z"])
+            if item.get("z") is not None:
+                z[name].append((item["z"], points > 0))
             if points > where.get(name, (-1.0, ""))[0]:
                 where[name] = (points, exercise_of(record))
     found = []
@@ -275,8 +278,10 @@ def weaknesses(records: Sequence[dict[str, Any]]) -> list[Weakness]:
         mean = sum(points) / len(points)
         if mean > 0:
             skill, exercise = SKILLS[name]
-            sd = sum(map(abs, z[name])) / len(z[name]) if z[name] else None
-            side = ("higher" if min(z[name]) > 0 else "lower" if max(z[name]) < 0 else "away from") if z[name] else ""
+            # how far from experts over every attempt that graded it; the side from those it cost
+            sd = sum(abs(v) for v, _ in z[name]) / len(z[name]) if z[name] else None
+            costly = [v for v, cost in z[name] if cost]
+            side = "higher" if costly and min(costly) > 0 else "lower" if costly and max(costly) < 0 else "away from"
             found.append(Weakness(name, mean, sd, side, len(points), skill, exercise or where[name][1]))
     return sorted(found, key=lambda w: (-w.points_lost, w.metric))
 
@@ -288,35 +293,54 @@ def _standing(exercise: str, progress: dict[str, Progress], settings: PlanSettin
     mark, needed = settings.mark(exercise, difficulty), settings.passes_to_advance
     if state.current is None:
         return difficulty, f"every difficulty of {exercise} is completed"
-    return difficulty, (f"{state.streak[difficulty]} of {needed} passes in a row so far "
-                        f"(score {mark:g} or more, no critical error)")
+    so_far = (f"{state.streak[difficulty]} of {needed} passes in a row so far" if state.attempts[difficulty]
+              else f"no attempt at {difficulty} yet; {needed} passes in a row complete it")
+    return difficulty, f"{so_far} (score {mark:g} or more, no critical error)"
+
+
+def recent(attempts: Sequence[Attempt], n: int) -> list[int]:
+    """Indices, in order, of each exercise's last ``n`` attempts: an exercise practised a while ago
+    keeps its recent record (its errors and weak metrics) while the trainee works on another."""
+    counts: dict[str, int] = defaultdict(int)
+    keep = []
+    for i in range(len(attempts) - 1, -1, -1):
+        exercise = attempts[i].exercise
+        if counts[exercise] < n:
+            counts[exercise] += 1
+            keep.append(i)
+    return keep[::-1]
 
 
 def choose_next(
     attempts: Sequence[Attempt], progress: dict[str, Progress], found: Sequence[Weakness], settings: PlanSettings
 ) -> NextExercise:
     """The exercise to practise next (see the module docstring)."""
-    n = min(settings.recent_attempts, len(attempts))
-    recent = attempts[-n:]
-    critical = [a for a in recent if a.critical_errors]
+    window = [attempts[i] for i in recent(attempts, settings.recent_attempts)]
+    where = (f"the last {len(window)} attempt(s)" if len({a.exercise for a in window}) == 1
+             else f"the last {settings.recent_attempts} attempt(s) of each exercise")
+    critical = [a for a in window if a.critical_errors]
     if critical:
         exercise = critical[-1].exercise
+        mine = [a for a in window if a.exercise == exercise]
         difficulty, standing = _standing(exercise, progress, settings)
-        reason = (f"{len(critical)} of the last {n} attempt(s) had a critical error (latest: attempt "
-                  f"{critical[-1].number}, {exercise}: {critical[-1].critical_errors[0]}); an attempt with one "
-                  f"never passes, so practise "
-                  f"{exercise} at {difficulty} until attempts are free of them; {standing}")
+        reason = (f"{sum(bool(a.critical_errors) for a in mine)} of the last {len(mine)} {exercise} attempt(s) "
+                  f"had a critical error (latest: attempt {critical[-1].number}: {critical[-1].critical_errors[0]}); "
+                  f"an attempt with one never passes, so practise {exercise} at {difficulty} until attempts are "
+                  f"free of them; {standing}")
         return NextExercise(exercise, difficulty, reason, None)
+    within_band = False
     for weakness in found:
         if progress.get(weakness.exercise, Progress(weakness.exercise)).current is None:
             continue  # that exercise is mastered: the next weakness decides
         if weakness.sd is not None and weakness.sd <= 1.0:
+            within_band = True
             continue  # within the expert band on average: not a weakness to train
         difficulty, standing = _standing(weakness.exercise, progress, settings)
         label = METRICS[weakness.metric].label
         side = "" if weakness.sd is None else (
             f", {weakness.sd:.1f} SD {weakness.side} {'experts' if weakness.side == 'away from' else 'than experts'}")
-        reason = (f"{label} cost the most points in the last {n} attempt(s) "
+        among = " of the metrics outside the expert band" if within_band else ""
+        reason = (f"{label} cost the most points{among} in {where} "
                   f"({weakness.points_lost:.1f} points on average{side}); {weakness.exercise} trains "
                   f"{weakness.skill}: practise it at {difficulty}; {standing}")
         return NextExercise(weakness.exercise, difficulty, reason, weakness.metric)
@@ -331,7 +355,7 @@ def choose_next(
                             f"keep up {exercise} at hard", None)
     state = min(open_, key=lambda s: LADDER.index(s.current))  # type: ignore[arg-type]
     difficulty, standing = _standing(state.exercise, progress, settings)
-    reason = (f"no metric outside the expert band in the last {n} attempt(s) that an open exercise trains; "
+    reason = (f"no metric outside the expert band in {where} that an open exercise trains; "
               f"{state.exercise} is the lowest open rung of the ladder: practise it at {difficulty}; {standing}")
     return NextExercise(state.exercise, difficulty, reason, None)
 
@@ -343,5 +367,5 @@ def training_plan(records: Sequence[dict[str, Any]], settings: PlanSettings | No
     settings = settings or PlanSettings()
     attempts = judge(records, settings)
     progress = progression(attempts, settings)
-    found = weaknesses(records[-settings.recent_attempts:])
+    found = weaknesses([records[i] for i in recent(attempts, settings.recent_attempts)])
     return TrainingPlan(attempts, progress, found, choose_next(attempts, progress, found, settings), settings)

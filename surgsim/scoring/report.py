@@ -329,7 +329,7 @@ def cohort_figure(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
                 marker, colour = LEVEL_STYLE.get(r["level"], ("o", "grey"))
                 ax.plot(xi, r["score"], marker, color=colour, ms=6, mec="k", mew=0.4)
         ax.xaxis.get_major_locator().set_params(integer=True)
-        ax.set(xlabel="session (in trial order)", ylabel="score (0-100)", ylim=(-3, 103),
+        ax.set(xlabel="session (in trial order, else file order)", ylabel="score (0-100)", ylim=(-3, 103),
                title=f"{task}: {_count(len(task_rows), 'session')}, {_count(n, 'trainee')}")
         if n <= 20:
             ax.legend(fontsize=7, ncol=1 + n // 8, loc="center left", bbox_to_anchor=(1.01, 0.5), title="trainee",

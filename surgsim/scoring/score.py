@@ -119,9 +119,10 @@ class Score:
     metric_score: float | None = None
 
     def top_costs(self, k: int = 3) -> list[MetricScore]:
-        """The ``k`` metrics that cost the most points (those that cost any)."""
+        """The ``k`` metrics that cost the most points (those that cost 0.05 or more: shown with
+        one decimal, a smaller cost would read "cost 0.0 points")."""
         costly = sorted(self.metrics.values(), key=lambda m: m.points_lost, reverse=True)
-        return [m for m in costly[:k] if m.points_lost > 0]
+        return [m for m in costly[:k] if m.points_lost >= 0.05]
 
 
 def _count(value: float) -> str:
@@ -189,7 +190,8 @@ def score_metrics(
 
 @dataclass
 class Graded:
-    """A session's metrics, critical errors and grade; ``reason`` says why it has no grade."""
+    """A session's metrics, critical errors and grade; ``reason`` says why it has no grade (or,
+    for a session too short to grade that a critical error failed, why its motion has none)."""
 
     metrics: SessionMetrics
     critical_errors: list[CriticalError]
@@ -215,8 +217,9 @@ def grade_session(session: Session, rubric: Rubric | None = None, *, any_task: b
     reason = not_gradable(session, rubric)
     if reason is None:
         return Graded(metrics, errors, score_metrics(metrics.combined, rubric, errors), None)
-    if any(rubric.critical_errors[e.kind] == FAIL for e in errors):
-        return Graded(metrics, errors, Score(0.0, FAIL, rubric.task, {}, [], errors, None), None)
+    if any(rubric.critical_errors[e.kind] == FAIL for e in errors):  # graded, and the reason kept
+        why = f"{reason}: too short to grade its motion; a critical error fails it"
+        return Graded(metrics, errors, Score(0.0, FAIL, rubric.task, {}, [], errors, None), why)
     return Graded(metrics, errors, None, reason)
 
 

@@ -10,7 +10,7 @@ from typing import Any, Sequence
 
 from surgsim._files import atomic_save, atomic_write_json
 from surgsim.scoring.history import History, file_stem
-from surgsim.scoring.metrics import METRICS, metric_units
+from surgsim.scoring.metrics import METRICS
 from surgsim.scoring.plan import ASSUMED_DIFFICULTY, EXERCISES, LADDER, PlanSettings, TrainingPlan, training_plan, weaknesses
 
 #: learning curves are drawn of this many metrics: those that cost the most over all attempts
@@ -48,7 +48,7 @@ def trainee_report(trainee: str, records: Sequence[dict[str, Any]], plan: Traini
             {
                 **asdict(attempt),
                 **{key: record.get(key) for key in ("file", "trial", "recorded_at", "level", "critical_errors")},
-                "metrics": {name: item["shown"] for name, item in record.get("metrics", {}).items()},
+                "metrics": record.get("metrics", {}),  # report units, with z and points lost where graded
             }
             for attempt, record in zip(plan.attempts, records)
         ],
@@ -59,7 +59,10 @@ def trainee_report(trainee: str, records: Sequence[dict[str, Any]], plan: Traini
 
 def learning_curves(path: Path, report: dict[str, Any]) -> Path:
     """PNG: score over attempts (one line per exercise, filled = passed, x = critical error, dotted =
-    pass mark), then each metric of ``curves`` over attempts in report units."""
+    pass mark), then each metric of ``curves`` over attempts, in SDs from the expert reference of
+    the attempt's own exercise (the band is the experts' ±1 SD): raw values of different exercises
+    (mm^2 and mm of tissue damage, say) cannot share an axis, and a raw value says nothing of how
+    far from experts it is."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -85,23 +88,20 @@ def learning_curves(path: Path, report: dict[str, Any]) -> Path:
                 ax.plot(a["number"], a["score"], "x", color="red", ms=11, mew=2)
     ax.set(xlabel="attempt", ylabel="score (0-100)", ylim=(-2, 102),
            title=f"{report['trainee']}: score (o easy, ^ medium, s hard; filled = passed)")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     for ax, metric in zip(axes[0][1:], curves):
-        # one y axis per report unit: tissue damage is mm^2 in SurgicalPath and mm in Incision
-        points = {name: [(a["number"], a["metrics"][metric]) for a in attempts
-                         if a["exercise"] == name and a["metrics"].get(metric) is not None] for name in exercises}
-        units = {name: metric_units(metric, name)[1] for name in exercises if points[name]}
-        axis_of = {unit: ax if i == 0 else ax.twinx() for i, unit in enumerate(dict.fromkeys(units.values()))}
-        for name, unit in units.items():
-            axis_of[unit].plot(*zip(*points[name]), "o-", lw=1, ms=4, color=colours[name], label=name)
-        for unit, axis in axis_of.items():
-            who = [name for name, shown in units.items() if shown == unit]
-            suffix = "" if unit in ("1", "count", "bool") else f" ({unit})"
-            axis.set_ylabel(METRICS[metric].label + suffix + (f": {', '.join(who)}" if len(axis_of) > 1 else ""))
-        ax.set(xlabel="attempt", title=METRICS[metric].label)
-        handles = [h for axis in axis_of.values() for h in axis.get_legend_handles_labels()[0]]
-        if handles:
-            ax.legend(handles=handles, fontsize=7)
+        ax.axhspan(-1, 1, color="tab:green", alpha=0.15, label="expert band (±1 SD)")
+        ax.axhline(0, color="k", lw=0.8)
+        for name in exercises:
+            points = [(a["number"], a["metrics"][metric]["z"]) for a in attempts
+                      if a["exercise"] == name and (a["metrics"].get(metric) or {}).get("z") is not None]
+            if points:
+                ax.plot(*zip(*points), "o-", lw=1, ms=4, color=colours[name], label=name)
+        better = METRICS[metric].better
+        ax.set(xlabel="attempt", title=METRICS[metric].label,
+               ylabel="SD from the experts' centre" + {"lower": " (lower is better)",
+                                                       "higher": " (higher is better)"}.get(better, ""))
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     for row in axes:
         for ax in row:
             ax.xaxis.get_major_locator().set_params(integer=True)
