@@ -275,3 +275,23 @@ def test_recorded_vessel_hit_fails_the_attempt(tmp_path) -> None:
     graded = grade_session(session)
     assert [(e.kind, e.time_s) for e in graded.critical_errors] == [("critical_contact", 0.85)]
     assert (graded.score.score, graded.score.level) == (0.0, "fail")
+
+
+def test_recorded_cut_into_the_vessel_layer_is_bleeding(tmp_path) -> None:
+    import gymnasium as gym
+
+    import surgsim  # noqa: F401
+    from surgsim.sessions import SessionRecorder, read_session
+
+    # seed 0: pressing the blade straight down reaches the vessel layer at step 13 (0.65 s)
+    env = SessionRecorder(gym.make("surgsim/Incision-v0"), tmp_path, "t01")
+    env.reset(seed=0)
+    done = False
+    while not done:
+        *_, terminated, truncated, info = env.step(np.array([0.0, 0.0, -1.0], dtype=np.float32))
+        done = terminated or truncated
+    env.close()
+    assert info["failure_reason"] == "bleeding"
+    graded = grade_session(read_session(env.written[0]))
+    assert ("bleeding", 0.65) in [(e.kind, round(e.time_s, 6)) for e in graded.critical_errors]
+    assert (graded.score.score, graded.score.level) == (0.0, "fail")

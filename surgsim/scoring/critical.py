@@ -9,8 +9,8 @@ a session, each with its time (seconds from the session's first sample) and what
   that names a critical structure, vessel or nerve;
 - ``excessive_force``: each time ``contact_force`` rises above ``settings.force_threshold``, and
   each ``excessive_force`` event;
-- ``bleeding``: each ``bleeding`` event (the simulator records none yet; an importer or another
-  recorder may);
+- ``bleeding``: each ``bleeding`` event (the recorder writes one when an Incision cut reaches the
+  vessel layer; an importer may too);
 - ``failed``: the attempt ended by a failure (its last event names one, e.g. ``off_path``) or,
   recorded complete, without success (``success`` channel or meta false at the end);
 - ``incomplete``: the recording stopped before the attempt ended (meta ``complete: false``).

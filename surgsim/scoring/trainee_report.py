@@ -87,7 +87,7 @@ def learning_curves(path: Path, report: dict[str, Any]) -> Path:
             if a["critical_errors"]:
                 ax.plot(a["number"], a["score"], "x", color="red", ms=11, mew=2)
     ax.set(xlabel="attempt", ylabel="score (0-100)", ylim=(-2, 102),
-           title=f"{report['trainee']}: score (o easy, ^ medium, s hard; filled = passed)")
+           title=f"{report['trainee']}: score\n(o easy, ^ medium, s hard; filled = passed)")
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     for ax, metric in zip(axes[0][1:], curves):
         ax.axhspan(-1, 1, color="tab:green", alpha=0.15, label="expert band (±1 SD)")
