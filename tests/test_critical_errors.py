@@ -19,7 +19,7 @@ from surgsim.scoring.rubric import (
 )
 from surgsim.scoring.history import attempt_record
 from surgsim.scoring.report import error_effects, session_report
-from surgsim.scoring.score import grade_session, score_metrics
+from surgsim.scoring.score import Graded, grade_session, score_metrics
 from surgsim.scoring.synthetic import synthetic_cohort, synthetic_session
 from surgsim.sessions import write_session
 from surgsim.sessions.session import Session, Track
@@ -256,42 +256,34 @@ def test_report_leads_with_the_errors_and_the_cli_says_fail(tmp_path) -> None:
     assert "metric_score" in summary.splitlines()[0].split(",")
 
 
-def test_recorded_vessel_hit_fails_the_attempt(tmp_path) -> None:
+def _record_one_action(env_id: str, folder, action: list[float]) -> tuple[str, Graded]:
+    """One seed-0 episode of ``env_id`` repeating ``action``, recorded: its failure reason and grade."""
     import gymnasium as gym
 
     import surgsim  # noqa: F401
     from surgsim.sessions import SessionRecorder, read_session
 
-    # seed 0: yawing left while inserting reaches a critical structure at step 17 (0.85 s)
-    env = SessionRecorder(gym.make("surgsim/SurgicalPath-v0"), tmp_path, "t01")
+    env = SessionRecorder(gym.make(env_id), folder, "t01")
     env.reset(seed=0)
     done = False
     while not done:
-        *_, terminated, truncated, info = env.step(np.array([-1.0, 0.0, 1.0], dtype=np.float32))
+        *_, terminated, truncated, info = env.step(np.array(action, dtype=np.float32))
         done = terminated or truncated
     env.close()
-    assert info["failure_reason"] == "critical_structure"
-    session = read_session(env.written[0])
-    graded = grade_session(session)
+    return info["failure_reason"], grade_session(read_session(env.written[0]))
+
+
+def test_recorded_vessel_hit_fails_the_attempt(tmp_path) -> None:
+    # seed 0: yawing left while inserting reaches a critical structure at step 17 (0.85 s)
+    reason, graded = _record_one_action("surgsim/SurgicalPath-v0", tmp_path, [-1.0, 0.0, 1.0])
+    assert reason == "critical_structure"
     assert [(e.kind, e.time_s) for e in graded.critical_errors] == [("critical_contact", 0.85)]
     assert (graded.score.score, graded.score.level) == (0.0, "fail")
 
 
 def test_recorded_cut_into_the_vessel_layer_is_bleeding(tmp_path) -> None:
-    import gymnasium as gym
-
-    import surgsim  # noqa: F401
-    from surgsim.sessions import SessionRecorder, read_session
-
     # seed 0: pressing the blade straight down reaches the vessel layer at step 13 (0.65 s)
-    env = SessionRecorder(gym.make("surgsim/Incision-v0"), tmp_path, "t01")
-    env.reset(seed=0)
-    done = False
-    while not done:
-        *_, terminated, truncated, info = env.step(np.array([0.0, 0.0, -1.0], dtype=np.float32))
-        done = terminated or truncated
-    env.close()
-    assert info["failure_reason"] == "bleeding"
-    graded = grade_session(read_session(env.written[0]))
+    reason, graded = _record_one_action("surgsim/Incision-v0", tmp_path, [0.0, 0.0, -1.0])
+    assert reason == "bleeding"
     assert ("bleeding", 0.65) in [(e.kind, round(e.time_s, 6)) for e in graded.critical_errors]
     assert (graded.score.score, graded.score.level) == (0.0, "fail")
