@@ -145,26 +145,42 @@ def distance_to_polyline(points: np.ndarray, polyline: np.ndarray) -> np.ndarray
     Up to 256 segments, exact (to a few nm of rounding) against every segment at once: with
     ``t = (p - a).ab / |ab|^2`` and ``u = clip(t, 0, 1)``, ``d^2 = |p - a|^2 + |ab|^2 u (u - 2 t)``,
     where the dot products of all points with all segments are two matrix products. Longer
-    polylines use :func:`_distance_kdtree` (high by at most 0.05 mm). :class:`Polyline` projects
+    polylines use :func:`_nearest_kdtree` (high by at most 0.05 mm). :class:`Polyline` projects
     one point at a time; this form grades a whole recording against a reference in one go.
     """
-    points = np.asarray(points, dtype=float)
-    polyline = np.asarray(polyline, dtype=float)
-    if len(polyline) > 257:
-        return _distance_kdtree(points, polyline)
-    return np.sqrt(np.maximum(_nearest_on_segments(points, polyline)[0], 0.0))
+    return _nearest(points, polyline)[0]
 
 
 def progress_along_polyline(points: np.ndarray, polyline: np.ndarray) -> np.ndarray:
-    """Arc length (m) along the polyline (m, 3) of the point nearest to each of ``points`` (n, 3):
-    how far along a reference path each recorded position has got (exact, every segment at once)."""
+    """How far along the polyline (m, 3) a path through ``points`` (n, 3) has got at each point: the
+    arc length of its nearest point, but never more than the previous point's progress plus the
+    step between them and both points' distances to the polyline (the path starts from the
+    polyline's start). So a sideways hop across a bend, or a tie at the two ends of a closed loop,
+    cannot count as progress along it."""
     points = np.asarray(points, dtype=float)
     polyline = np.asarray(polyline, dtype=float)
-    if len(polyline) == 1:
+    if len(polyline) == 1 or not len(points):
         return np.zeros(len(points))
-    _, segment, u = _nearest_on_segments(points, polyline)
+    distance, segment, u = _nearest(points, polyline)
     lengths = np.linalg.norm(np.diff(polyline, axis=0), axis=1)
-    return np.concatenate([[0.0], np.cumsum(lengths)])[segment] + u * lengths[segment]
+    nearest = np.concatenate([[0.0], np.cumsum(lengths)])[segment] + u * lengths[segment]
+    previous = np.vstack([polyline[:1], points[:-1]])
+    slack = np.linalg.norm(points - previous, axis=1) + distance + np.concatenate([[0.0], distance[:-1]])
+    progress, reached = np.empty(len(points)), 0.0
+    for i in range(len(points)):  # a running bound: sequential by nature
+        reached = progress[i] = min(nearest[i], reached + slack[i])
+    return progress
+
+
+def _nearest(points: np.ndarray, polyline: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each point: its distance to the polyline, the nearest segment and the fraction ``u``
+    along it; exact up to 256 segments, through a k-d tree beyond."""
+    points = np.asarray(points, dtype=float)
+    polyline = np.asarray(polyline, dtype=float)
+    if len(polyline) > 257:
+        return _nearest_kdtree(points, polyline)
+    d2, segment, u = _nearest_on_segments(points, polyline)
+    return np.sqrt(np.maximum(d2, 0.0)), segment, u
 
 
 def _nearest_on_segments(points: np.ndarray, polyline: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -196,8 +212,9 @@ def _nearest_on_segments(points: np.ndarray, polyline: np.ndarray) -> tuple[np.n
     return out, segment, fraction
 
 
-def _distance_kdtree(points: np.ndarray, polyline: np.ndarray) -> np.ndarray:
-    """Distance to a dense polyline, high by at most h/2 (h = 0.1 mm up to 5 m of polyline).
+def _nearest_kdtree(points: np.ndarray, polyline: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Distance to a dense polyline, high by at most h/2 (h = 0.1 mm up to 5 m of polyline), with
+    the segment and fraction along it of the nearest point found.
 
     A k-d tree of samples spaced h along the polyline finds each point's nearest sample; the
     result is the exact distance to that sample's segment. The nearest polyline point lies
@@ -206,7 +223,8 @@ def _distance_kdtree(points: np.ndarray, polyline: np.ndarray) -> np.ndarray:
     segments = np.diff(polyline, axis=0)
     lengths = np.sqrt(np.einsum("ij,ij->i", segments, segments))
     if not np.isfinite(lengths).all():  # a polyline beyond 1e154 m: no distance to it is meaningful
-        return np.full(len(points), np.nan)
+        zeros = np.zeros(len(points), dtype=int)
+        return np.full(len(points), np.nan), zeros, zeros.astype(float)
     spacing = max(1e-4, float(lengths.sum()) / 50_000)
     pieces = np.maximum(1, np.ceil(lengths / spacing)).astype(int)
     owner = np.repeat(np.arange(len(segments)), pieces)
@@ -223,4 +241,4 @@ def _distance_kdtree(points: np.ndarray, polyline: np.ndarray) -> np.ndarray:
     length2 = lengths[segment] ** 2
     u = np.clip(np.einsum("ij,ij->i", rel, step) / np.where(length2 > 0, length2, 1.0), 0.0, 1.0)
     rel -= u[:, None] * step
-    return np.where(beyond, np.inf, np.sqrt(np.einsum("ij,ij->i", rel, rel)))
+    return np.where(beyond, np.inf, np.sqrt(np.einsum("ij,ij->i", rel, rel))), segment, u

@@ -217,3 +217,18 @@ def test_economy_credits_only_the_reference_covered() -> None:
     t = np.arange(41) / RATE
     in_place = np.column_stack([np.zeros_like(t), 0.01 * np.sin(2 * np.pi * t), np.zeros_like(t)])
     assert compute_metrics(_session(in_place, meta=meta)).combined["economy_of_motion"] == pytest.approx(0.0)
+
+
+def test_progress_is_not_gained_by_hopping_across_a_bend_or_a_closed_loop() -> None:
+    from surgsim.polyline import progress_along_polyline, total_length
+
+    hairpin = np.array([[0, 0, 0], [0.1, 0, 0], [0.1, 0.005, 0], [0, 0.005, 0]])  # out 10 cm, 5 mm across, back
+    hop = np.array([[0.0, 0, 0], [0.0, 0.004, 0]])  # 4 mm sideways at the start: the far end of the hairpin
+    assert progress_along_polyline(hop, hairpin).max() <= 0.004 + 0.001 + 1e-12  # not 20 cm
+    circle = np.column_stack([np.cos(np.linspace(0, 2 * np.pi, 65)), np.sin(np.linspace(0, 2 * np.pi, 65)),
+                              np.zeros(65)]) * 0.05
+    traced = progress_along_polyline(circle, circle)
+    assert traced[0] == pytest.approx(0.0, abs=1e-9) and traced[-1] == pytest.approx(total_length(circle))
+    dense = np.column_stack([np.linspace(0, 0.3, 1000), np.zeros(1000), np.zeros(1000)])  # k-d tree path
+    walk = np.column_stack([np.linspace(0, 0.2, 50), np.full(50, 0.001), np.zeros(50)])
+    np.testing.assert_allclose(progress_along_polyline(walk, dense), walk[:, 0], atol=1e-4)

@@ -51,11 +51,16 @@ def test_pass_marks_follow_the_shipped_rubrics(monkeypatch) -> None:
     assert PlanSettings(pass_score={"default": {"hard": 95}}).mark("Incision", "hard") == 95  # settings first
 
 
+def _worse_z(metric: str) -> float:
+    """2 SD to the metric's worse side of the experts."""
+    return -2.0 if METRICS[metric].better == "higher" else 2.0
+
+
 def record(n: int, score: float, *, trainee: str = "ann", task: str = "NeedleReach",
            difficulty: str | None = "easy", critical: int = 0, costs: dict[str, float] | None = None) -> dict:
     """A history line as :func:`attempt_record` makes it; ``costs``: points lost per metric
-    (z = -2 SD when it cost points, else 0)."""
-    metrics = {name: {"shown": 1.0, "unit": METRICS[name].shown_unit, "z": -2.0 if lost else 0.0,
+    (z = 2 SD to the metric's worse side when it cost points, else 0)."""
+    metrics = {name: {"shown": 1.0, "unit": METRICS[name].shown_unit, "z": _worse_z(name) if lost else 0.0,
                       "points_lost": lost} for name, lost in (costs or {}).items()}
     return {
         "digest": f"{trainee}-{n:04d}", "trainee": trainee, "file": f"/s/{trainee}-{n}.parquet", "task": task,
@@ -256,7 +261,8 @@ def test_next_exercise_trains_the_weakest_metric_and_says_so(metric, exercise) -
     # the SDs are the mean over the attempts that graded it (2, 2, 0, 2); the side where it cost points
     assert plan.next.reason.startswith(
         f"{METRICS[metric].label} cost the most points in the last 4 attempt(s) "
-        f"(9.0 points on average, 1.5 SD lower than experts); {exercise} trains {SKILLS[metric][0]}")
+        f"(9.0 points on average, 1.5 SD {'lower' if METRICS[metric].better == 'higher' else 'higher'} than "
+        f"experts); {exercise} trains {SKILLS[metric][0]}")
 
 
 def test_a_metric_within_the_expert_band_is_no_weakness_and_a_new_exercise_comes_next() -> None:
@@ -303,6 +309,26 @@ def test_an_exercise_practised_a_while_ago_keeps_its_recent_record() -> None:
     assert plan.next.exercise == "Incision"  # its latest attempt had an error: not forgotten after 5 others
     assert plan.next.reason.startswith("1 of the last 1 Incision attempt(s) had a critical error (latest: attempt 1")
     assert "tissue_damage" in [w.metric for w in plan.weaknesses]
+
+
+def test_an_error_on_the_way_to_completing_an_exercise_does_not_hold_the_trainee_there() -> None:
+    settings = PlanSettings(passes_to_advance=3)
+    ladder = [(95, "easy")] * 3 + [(95, "medium")] * 3 + [(95, "hard")]
+    reaches = [record(i, s, difficulty=d) for i, (s, d) in enumerate(ladder, 1)]
+    reaches += [record(8, 99, difficulty="hard", critical=1)] + [record(i, 95, difficulty="hard") for i in (9, 10, 11)]
+    paths = [record(i, 95, task="SurgicalPath") for i in range(12, 32)]
+    plan = training_plan(reaches + paths, settings)
+    assert plan.progress["NeedleReach"].current is None  # completed up to hard, after the error
+    assert plan.next.exercise == "SurgicalPath"
+
+
+def test_attempts_better_than_experts_do_not_count_as_distance_from_them() -> None:
+    records = [record(i, 90, costs={"economy_of_motion": 1.0 if i == 5 else 0.0}) for i in range(1, 6)]
+    for r in records:
+        r["metrics"]["economy_of_motion"]["z"] = -1.2 if r["trial"] == 5 else 3.0  # far better, then a bit worse
+    (weakness,) = training_plan(records).weaknesses
+    assert weakness.sd == pytest.approx(1.2 / 5) and weakness.side == "lower"
+    assert training_plan(records).next.metric is None  # not a weakness to train
 
 
 def test_skill_table_covers_every_metric() -> None:

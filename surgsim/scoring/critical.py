@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from surgsim.errors import SurgsimError
-from surgsim.scoring.metrics import MetricSettings, apart_from
+from surgsim.scoring.metrics import MetricSettings, apart_from, sample_steps
 from surgsim.sessions.session import Session
 
 #: every kind, in the order reports list them when they happen at the same time
@@ -91,8 +91,7 @@ def _force_errors(session: Session, limit: float) -> list[CriticalError]:
     force = np.asarray(session.channels["contact_force"], dtype=float)
     above = force > limit
     time = session.time
-    # each sample above the limit counts its own time step (the last sample the step before it)
-    steps = np.diff(time, append=time[-1] + (time[-1] - time[-2] if len(time) > 1 else 0.0))
+    steps = sample_steps(time)
     errors = []
     for start in _onsets(above):
         stop = start + int(np.argmin(above[start:])) if not above[start:].all() else len(above)

@@ -156,6 +156,15 @@ METRICS: dict[str, MetricInfo] = {
 TISSUE_DAMAGE_UNITS = {"SurgicalPath": ("m^2", "mm^2", 1e6), "Incision": ("m", "mm", 1e3)}
 
 
+def sample_steps(time: np.ndarray) -> np.ndarray:
+    """The time each sample stands for: the step to the next one, and for the last sample the step
+    before it (so an event on the last sample lasts a step, not 0 s)."""
+    time = np.asarray(time, dtype=float)
+    if len(time) < 2:
+        return np.zeros(len(time))
+    return np.append(np.diff(time), time[-1] - time[-2])
+
+
 def apart_from(value: float, threshold: float, least: int = 1) -> str:
     """``value`` with the fewest decimals (``least`` to 4) at which it does not read as ``threshold``,
     so that "2.01 N above the 2 N limit" never prints as "2.0 N above the 2 N limit"."""
@@ -484,15 +493,15 @@ def _compute_metrics(session: Session, settings: MetricSettings) -> SessionMetri
 def _channel_metrics(session: Session, settings: MetricSettings, out: dict[str, float | None]) -> None:
     """Metrics of the simulator's optional channels (contacts, force, damage, success)."""
     channels, meta = session.channels, session.meta
-    dt = np.diff(session.time)
+    dt = sample_steps(session.time)
     if "critical_contact" in channels:
         contact = np.asarray(channels["critical_contact"]) > 0.5
         out["critical_contacts"] = float(contact[0]) + float(np.count_nonzero(contact[1:] & ~contact[:-1]))
-        out["critical_contact_time"] = float(dt[contact[:-1]].sum())
+        out["critical_contact_time"] = float(dt[contact].sum())
     if "contact_force" in channels:
         force = np.asarray(channels["contact_force"], dtype=float)
         out["contact_force_peak"] = float(force.max())
-        out["contact_force_time"] = float(dt[force[:-1] > settings.force_threshold].sum())
+        out["contact_force_time"] = float(dt[force > settings.force_threshold].sum())
     task = meta.get("task")  # any JSON value
     if "tissue_damage" in channels and isinstance(task, str) and task in TISSUE_DAMAGE_UNITS:
         out["tissue_damage"] = float(channels["tissue_damage"][-1])

@@ -180,7 +180,7 @@ class Weakness:
 
     metric: str
     points_lost: float  #: mean over the recent attempts that graded it
-    sd: float | None  #: mean SDs from the expert reference (|z|) in the attempts where it cost points
+    sd: float | None  #: mean SDs beyond the experts' centre on the worse side, over the attempts that graded it
     side: str  #: "higher" or "lower" than experts where it cost points, or "away from" (both ways)
     attempts: int  #: recent attempts that graded it
     skill: str
@@ -257,6 +257,12 @@ def progression(attempts: Sequence[Attempt], settings: PlanSettings) -> dict[str
     return progress
 
 
+def _worse(metric: str, z: float) -> float:
+    """SDs beyond the experts' centre on the metric's worse side (both sides for a two-sided one)."""
+    better = METRICS[metric].better
+    return abs(z) if better == "both" else max(z if better == "lower" else -z, 0.0)
+
+
 def weaknesses(records: Sequence[dict[str, Any]]) -> list[Weakness]:
     """The metrics that cost points in ``records``, most costly first (mean points lost over the
     records that graded each, and mean SDs from the expert reference over the same records)."""
@@ -270,7 +276,7 @@ def weaknesses(records: Sequence[dict[str, Any]]) -> list[Weakness]:
                 continue
             lost[name].append(points)
             if item.get("z") is not None:
-                z[name].append((item["z"], points > 0))
+                z[name].append((item["z"], points > 0))  # the metric's worse side: see _worse
             if points > where.get(name, (-1.0, ""))[0]:
                 where[name] = (points, exercise_of(record))
     found = []
@@ -278,8 +284,9 @@ def weaknesses(records: Sequence[dict[str, Any]]) -> list[Weakness]:
         mean = sum(points) / len(points)
         if mean > 0:
             skill, exercise = SKILLS[name]
-            # how far from experts over every attempt that graded it; the side from those it cost
-            sd = sum(abs(v) for v, _ in z[name]) / len(z[name]) if z[name] else None
+            # how far to the worse side of experts, over every attempt that graded it (an attempt
+            # better than experts counts 0, not its distance); the side from those it cost
+            sd = sum(_worse(name, v) for v, _ in z[name]) / len(z[name]) if z[name] else None
             costly = [v for v, cost in z[name] if cost]
             side = "higher" if costly and min(costly) > 0 else "lower" if costly and max(costly) < 0 else "away from"
             found.append(Weakness(name, mean, sd, side, len(points), skill, exercise or where[name][1]))
@@ -318,7 +325,8 @@ def choose_next(
     window = [attempts[i] for i in recent(attempts, settings.recent_attempts)]
     where = (f"the last {len(window)} attempt(s)" if len({a.exercise for a in window}) == 1
              else f"the last {settings.recent_attempts} attempt(s) of each exercise")
-    critical = [a for a in window if a.critical_errors]
+    # an exercise completed up to hard is done, whatever errors its last attempts had on the way
+    critical = [a for a in window if a.critical_errors and progress[a.exercise].current is not None]
     if critical:
         exercise = critical[-1].exercise
         mine = [a for a in window if a.exercise == exercise]
