@@ -169,7 +169,8 @@ def _grade_one(
         json_path, png_path = (out / placed.with_name(placed.name + s) for s in REPORT_SUFFIXES)
         atomic_write_json(json_path, report, allow_nan=False)  # values are finite or null
         if figures and graded.score:
-            session_figure(png_path, session, graded.metrics, graded.score, rubric)
+            effects = [(e["effect"], e["sets_grade"]) for e in report["critical_errors"]]
+            session_figure(png_path, session, graded.metrics, graded.score, effects)
         return summary_row(report)
     except Exception as exc:  # one file, whatever went wrong, never the batch
         return _failure(path, exc)

@@ -21,7 +21,7 @@ import numpy as np
 from surgsim._files import atomic_save
 from surgsim.scoring.critical import CriticalError
 from surgsim.scoring.metrics import (
-    DIMENSIONLESS, METRICS, TASK_DEFINED, TISSUE_DAMAGE_UNITS, SessionMetrics, apart_from, metric_units,
+    DIMENSIONLESS, METRICS, TISSUE_DAMAGE_UNITS, SessionMetrics, apart_from, metric_units,
 )
 from surgsim.scoring.rubric import CapRule, Rubric
 from surgsim.scoring.score import FAIL, Graded, Score
@@ -167,12 +167,16 @@ def _short(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def session_figure(path: Path, session: Session, metrics: SessionMetrics, score: Score, rubric: Rubric) -> Path:
+def session_figure(path: Path, session: Session, metrics: SessionMetrics, score: Score,
+                   effects: Sequence[tuple[str, bool]]) -> Path:
     """PNG: 3D trajectory vs the reference path (mm, equal axes), speed profile (mm/s), metrics vs
-    the expert band (SD); each critical error numbered on the trajectory and the speed profile."""
+    the expert band (SD); each critical error numbered on the trajectory and the speed profile,
+    and listed with its effect (``effects``: the report's, from :func:`error_effects`)."""
     plt, figure = _figure((17, 6))
     time = np.asarray(session.time, dtype=float)
     errors = score.critical_errors
+    # errors at the same time are stacked on the plots, not printed over each other
+    stacked = [sum(1 for e in errors[:i] if abs(e.time_s - error.time_s) < 1e-6) for i, error in enumerate(errors)]
     ax3d = figure.add_subplot(1, 3, 1, projection="3d")
     shown = []
     for name, track in session.tracks.items():
@@ -195,8 +199,7 @@ def session_figure(path: Path, session: Session, metrics: SessionMetrics, score:
         at = np.asarray(track.position[k], dtype=float) * 1e3
         ax3d.scatter(*at, c="magenta", marker="*", s=140, edgecolors="k", depthshade=False,
                      label="critical error" if i == 1 else None)
-        same_place = sum(1 for e in errors[:i - 1] if abs(e.time_s - error.time_s) < 1e-6)
-        ax3d.text(*at, " " * (1 + 3 * same_place) + str(i), color="magenta", fontsize=10, fontweight="bold")
+        ax3d.text(*at, " " * (1 + 3 * stacked[i - 1]) + str(i), color="magenta", fontsize=10, fontweight="bold")
     _equal_axes(ax3d, np.vstack(shown))
     ax3d.locator_params(nbins=5)
     ax3d.set(xlabel="x (mm)", ylabel="y (mm)", zlabel="z (mm)", title="trajectory (equal axes)")
@@ -207,9 +210,7 @@ def session_figure(path: Path, session: Session, metrics: SessionMetrics, score:
         ax_speed.plot(t - time[0], speed * 1e3, lw=1, label=name)
     for i, error in enumerate(errors, 1):
         ax_speed.axvline(error.time_s, color="magenta", lw=1.2, ls=":", label="critical error" if i == 1 else None)
-        # inside the axes, below the title; errors at the same time stacked, not printed over each other
-        same_time = sum(1 for e in errors[:i - 1] if abs(e.time_s - error.time_s) < 1e-6)
-        ax_speed.annotate(str(i), (error.time_s, 0.97 - 0.06 * same_time), xycoords=("data", "axes fraction"),
+        ax_speed.annotate(str(i), (error.time_s, 0.97 - 0.06 * stacked[i - 1]), xycoords=("data", "axes fraction"),
                           color="magenta", fontweight="bold", ha="left", va="top")
     ax_speed.set(xlabel="time from start (s)", ylabel="low-passed speed (mm/s)", title="speed profile")
     ax_speed.legend(fontsize=7)
@@ -239,7 +240,6 @@ def session_figure(path: Path, session: Session, metrics: SessionMetrics, score:
     ax_band.set_title(f"score {score.score:.1f} of 100 ({score.level}){alone}\n(points lost in brackets)", fontsize=10)
     if errors:
         # numbered in time order, as on the plots; the errors that set the grade are listed first
-        effects = error_effects(errors, rubric, score)
         order = sorted(range(len(errors)), key=lambda i: not effects[i][1])
         lines = [f"{i + 1}. {errors[i].kind.replace('_', ' ')} at {errors[i].time_s:.2f} s: "
                  f"{_short(errors[i].what, 60)} ({effects[i][0]})" for i in order[:4]]
@@ -272,7 +272,7 @@ def metric_column(name: str, task: object = None) -> str:
     (``tissue_damage_mm2`` in SurgicalPath, ``tissue_damage_mm`` in Incision)."""
     unit = metric_units(name, task)[1]
     suffix = {DIMENSIONLESS: "", "count": "", "bool": "", "cm^3": "_cm3", "mm^2": "_mm2",
-              "mm/s": "_mm_per_s", "1/s": "_per_s", TASK_DEFINED: ""}.get(unit, f"_{unit}")
+              "mm/s": "_mm_per_s", "1/s": "_per_s"}.get(unit, f"_{unit}")
     return name + suffix
 
 
