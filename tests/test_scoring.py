@@ -319,6 +319,21 @@ def test_summary_puts_tissue_damage_in_its_task_unit_column() -> None:
     assert summary_row(report("SurgicalPath", 120.0))["tissue_damage_mm2"] == 120.0
     assert summary_row(report("Incision", 1.6))["tissue_damage_mm"] == 1.6
     assert not any(k.startswith("tissue_damage") for k in summary_row(report("NeedleReach", None)))
+    # float residue of a zero swept area does not show; a meaningful value keeps its digits
+    assert summary_row(report("SurgicalPath", 1.4e-13))["tissue_damage_mm2"] == 0.0
+    assert str(summary_row(report("SurgicalPath", -1.4e-13))["tissue_damage_mm2"]) == "0.0"
+    assert summary_row(report("SurgicalPath", 0.01234))["tissue_damage_mm2"] == 0.01234
+
+
+def test_summary_shows_each_metric_two_places_finer_than_its_resolution() -> None:
+    from surgsim.scoring.report import summary_row
+
+    item = lambda shown: {"value": shown * 1e-3, "available": True, "shown": shown}  # noqa: E731
+    row = summary_row({"task": "NeedleReach", "top_costs": [], "critical_errors": [],
+                       "metrics": {"path_length": item(71.23456), "economy_of_motion": {"value": 0.912345,
+                                                                                       "available": True}}})
+    assert row["path_length_mm"] == 71.23  # resolution 2 mm
+    assert row["economy_of_motion"] == 0.9123  # resolution 0.02
 
 
 def test_explanations_show_counts_whole_and_small_departures_unrounded() -> None:

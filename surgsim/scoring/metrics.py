@@ -188,6 +188,13 @@ def metric_units(name: str, task: object = None) -> tuple[str, str, float]:
     return info.unit, info.shown_unit, info.report_scale
 
 
+def shown_decimals(name: str, task: object = None) -> int:
+    """Decimals that show a metric in its report unit two places finer than its resolution: enough
+    to tell any two meaningful values apart, not so many that float residue (1e-13 mm^2) shows."""
+    resolution = METRICS[name].resolution * metric_units(name, task)[2]
+    return max(0, math.ceil(-math.log10(resolution))) + 2
+
+
 #: metrics computed from the reference path / target of the instrument that follows it
 REFERENCE_METRICS = ("economy_of_motion", "deviation_mean", "deviation_rms", "deviation_max", "final_error")
 

@@ -21,7 +21,7 @@ import numpy as np
 from surgsim._files import atomic_save
 from surgsim.scoring.critical import CriticalError
 from surgsim.scoring.metrics import (
-    DIMENSIONLESS, METRICS, TISSUE_DAMAGE_UNITS, SessionMetrics, apart_from, metric_units,
+    DIMENSIONLESS, METRICS, TISSUE_DAMAGE_UNITS, SessionMetrics, apart_from, metric_units, shown_decimals,
 )
 from surgsim.scoring.rubric import CapRule, Rubric
 from surgsim.scoring.score import FAIL, Graded, Score
@@ -255,7 +255,8 @@ def session_figure(path: Path, session: Session, metrics: SessionMetrics, score:
 
 def summary_row(report: dict[str, Any]) -> dict[str, Any]:
     """One CSV row of a session report: identity, score, level, critical errors, costs, metrics in
-    report units (tissue damage in its task's column: mm^2 in SurgicalPath, mm in Incision)."""
+    report units (tissue damage in its task's column: mm^2 in SurgicalPath, mm in Incision), to
+    :func:`~surgsim.scoring.metrics.shown_decimals`."""
     costs = report["top_costs"] + [""] * 3
     row = {key: report.get(key) for key in SUMMARY_FIELDS[:-3]}
     row["critical_errors"] = "; ".join(f"{e['kind']} at {e['time_s']:.2f} s" for e in report["critical_errors"])
@@ -263,7 +264,7 @@ def summary_row(report: dict[str, Any]) -> dict[str, Any]:
     for name, item in report["metrics"].items():
         value = item.get("shown", item["value"])
         if value is not None:
-            row[metric_column(name, report["task"])] = float(f"{value:.6g}")
+            row[metric_column(name, report["task"])] = round(value, shown_decimals(name, report["task"])) + 0.0
     return row
 
 
