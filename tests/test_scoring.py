@@ -325,15 +325,43 @@ def test_summary_puts_tissue_damage_in_its_task_unit_column() -> None:
     assert summary_row(report("SurgicalPath", 0.01234))["tissue_damage_mm2"] == 0.01234
 
 
-def test_summary_shows_each_metric_two_places_finer_than_its_resolution() -> None:
+def test_cohort_figure_orders_attempts_as_made_and_keeps_each_trainees_style(tmp_path, monkeypatch) -> None:
+    import surgsim.scoring.report as report
+
+    figures = []
+    monkeypatch.setattr(report, "_save_png", lambda path, plt, figure: figures.append(figure) or path)
+
+    def row(task, trainee, score, when, file, gradable=True):
+        return {"task": task, "trainee": trainee, "score": score, "level": "novice", "gradable": gradable,
+                "recorded_at": when, "trial": None, "file": file}
+
+    rows = [  # bob improved; his later folder sorts first by name ("week10" < "week9")
+        row("A", "bob", 90.0, "2026-01-09T10:00:00.000+00:00", "week10/bob-0001.parquet"),
+        row("A", "bob", 20.0, "2026-01-02T10:00:00.000+00:00", "week9/bob-0001.parquet"),
+        row("A", "amy", 50.0, "2026-01-02T11:00:00.000+00:00", "week9/amy-0001.parquet"),
+        row("B", "bob", 60.0, "2026-01-02T12:00:00.000+00:00", "week9/bob-0002.parquet"),
+        row("B", "bob", None, "2026-01-02T13:00:00.000+00:00", "week9/bob-0003.parquet", gradable=False),
+    ]
+    report.cohort_figure(tmp_path / "cohort.png", rows)
+    panels = {ax.get_title().split(":")[0]: ax for ax in figures[0].axes}
+    lines = {task: {ln.get_label(): ln for ln in ax.lines if not ln.get_label().startswith("_")}
+             for task, ax in panels.items()}
+    assert list(lines["A"]["bob"].get_ydata()) == [20.0, 90.0]
+    for attribute in ("get_linestyle", "get_color"):  # bob looks the same in both panels
+        assert getattr(lines["A"]["bob"], attribute)() == getattr(lines["B"]["bob"], attribute)()
+    assert "1 session (1 more not gradable)" in panels["B"].get_title()
+
+
+def test_summary_shows_each_metric_to_a_ten_thousandth_of_its_resolution() -> None:
     from surgsim.scoring.report import summary_row
 
-    item = lambda shown: {"value": shown * 1e-3, "available": True, "shown": shown}  # noqa: E731
+    def item(shown: float) -> dict:
+        return {"value": shown * 1e-3, "available": True, "shown": shown}
+
     row = summary_row({"task": "NeedleReach", "top_costs": [], "critical_errors": [],
-                       "metrics": {"path_length": item(71.23456), "economy_of_motion": {"value": 0.912345,
-                                                                                       "available": True}}})
-    assert row["path_length_mm"] == 71.23  # resolution 2 mm
-    assert row["economy_of_motion"] == 0.9123  # resolution 0.02
+                       "metrics": {"path_length": item(71.2345678), "workspace_volume": item(0.0151013)}})
+    assert row["path_length_mm"] == 71.2346  # resolution 2 mm
+    assert row["workspace_volume_cm3"] == 0.0151  # resolution 1 cm^3, far above a NeedleReach reach's volume
 
 
 def test_explanations_show_counts_whole_and_small_departures_unrounded() -> None:

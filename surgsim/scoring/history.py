@@ -122,7 +122,7 @@ def session_digest(path: str | Path) -> str:
     return digest
 
 
-def _order(record: dict[str, Any]) -> tuple:
+def attempt_order(record: dict[str, Any]) -> tuple:
     """Attempts in the order they were made: by meta ``recorded_at`` where present, then by a
     numbered trial (others after), then by file path with its numbers compared as numbers (the
     recorder numbers its files in order; ``s2`` before ``s10``), so the order never depends on
@@ -187,7 +187,7 @@ class History:
             known = self.trainees()
             listed = ", ".join(known[:20]) + (", ..." if len(known) > 20 else "") if known else "none"
             raise HistoryError(f"history {self.folder}: no attempts of trainee {trainee!r} (trainees: {listed})")
-        return sorted(records, key=_order)
+        return sorted(records, key=attempt_order)
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:

@@ -189,10 +189,11 @@ def metric_units(name: str, task: object = None) -> tuple[str, str, float]:
 
 
 def shown_decimals(name: str, task: object = None) -> int:
-    """Decimals that show a metric in its report unit two places finer than its resolution: enough
-    to tell any two meaningful values apart, not so many that float residue (1e-13 mm^2) shows."""
+    """Decimals that show a metric in its report unit to 1/10,000 of its resolution: a value far
+    below the resolution (a small task's workspace volume) keeps two or three digits, and float
+    residue (1e-13 mm^2 of tissue damage) shows as 0."""
     resolution = METRICS[name].resolution * metric_units(name, task)[2]
-    return max(0, math.ceil(-math.log10(resolution))) + 2
+    return max(0, math.ceil(-math.log10(resolution))) + 4
 
 
 #: metrics computed from the reference path / target of the instrument that follows it

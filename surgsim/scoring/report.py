@@ -20,6 +20,7 @@ import numpy as np
 
 from surgsim._files import atomic_save
 from surgsim.scoring.critical import CriticalError
+from surgsim.scoring.history import attempt_order
 from surgsim.scoring.metrics import (
     DIMENSIONLESS, METRICS, TISSUE_DAMAGE_UNITS, SessionMetrics, apart_from, metric_units, shown_decimals,
 )
@@ -29,7 +30,7 @@ from surgsim.sessions.session import Session
 
 #: columns of the batch summary CSV, before one column per combined metric (report units)
 SUMMARY_FIELDS = [
-    "file", "trainee", "task", "trial", "rubric", "gradable", "score", "metric_score", "level", "critical_errors", "reason",
+    "file", "trainee", "task", "trial", "recorded_at", "rubric", "gradable", "score", "metric_score", "level", "critical_errors", "reason",
     "top_cost_1", "top_cost_2", "top_cost_3",
 ]
 #: level -> (marker, colour) in every figure
@@ -114,6 +115,7 @@ def session_report(source: str, session: Session, graded: Graded, *, rubric: Rub
         "trainee": meta.get("trainee"),
         "task": task,
         "trial": meta.get("trial"),
+        "recorded_at": meta.get("recorded_at"),
         "labels": meta.get("labels") or {},
         "rubric": rubric.task,
         "gradable": score is not None,
@@ -296,45 +298,47 @@ def write_summary(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
     return atomic_write(path, write)
 
 
-def _trial_order(row: dict[str, Any]) -> tuple:
-    """Numbered trials in order, then the others (meta trial is any JSON value), then by file."""
-    trial = row.get("trial")
-    number = isinstance(trial, (int, float)) and not isinstance(trial, bool)
-    return not number, trial if number else 0, str(trial), row["file"]
+def _trainee(row: dict[str, Any]) -> str:
+    return str(row.get("trainee") or "unknown")
 
 
 def cohort_figure(path: Path, rows: Sequence[dict[str, Any]]) -> Path:
-    """PNG: one panel per task; in each, every trainee's score over their graded sessions (in trial
-    order), a line and marker style per trainee, offset a little so that equal scores stay apart,
-    the marker's colour and shape its level."""
-    rows = [row for row in rows if row["gradable"]]
+    """PNG: one panel per task; in each, every trainee's score over their graded sessions (in the
+    order they were made, as the history orders them), one line and colour per trainee for the
+    whole batch, offset a little so that equal scores stay apart, the marker's colour and shape its
+    level. A panel's title counts the sessions that could not be graded."""
     tasks: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         tasks.setdefault(str(row.get("task") if row.get("task") is not None else "no task"), []).append(row)
+    tasks = {task: task_rows for task, task_rows in tasks.items() if any(r["gradable"] for r in task_rows)}
     plt, figure = _figure((9, 1 + 4 * len(tasks)))
     styles = ["-", "--", "-.", ":"]
     # trainee lines in colours the level markers do not use (green, orange, red, black)
     line_colours = ["tab:blue", "tab:purple", "tab:brown", "tab:pink", "tab:gray", "tab:olive", "tab:cyan"]
+    names = sorted({_trainee(row) for row in rows if row["gradable"]})
+    style = {name: (styles[k % len(styles)], line_colours[k % len(line_colours)]) for k, name in enumerate(names)}
     for panel, (task, task_rows) in enumerate(sorted(tasks.items()), 1):
         ax = figure.add_subplot(len(tasks), 1, panel)
         trainees: dict[str, list[dict[str, Any]]] = {}
         for row in task_rows:
-            trainees.setdefault(str(row.get("trainee") or "unknown"), []).append(row)
+            if row["gradable"]:
+                trainees.setdefault(_trainee(row), []).append(row)
         n = len(trainees)
         for k, (trainee, items) in enumerate(sorted(trainees.items())):
-            items = sorted(items, key=_trial_order)
+            items = sorted(items, key=attempt_order)
             x = np.arange(1, len(items) + 1) + (0.3 * (k / (n - 1) - 0.5) if n > 1 else 0.0)
-            ax.plot(x, [r["score"] for r in items], styles[k % len(styles)], lw=1.2, alpha=0.8, label=trainee,
-                    color=line_colours[k % len(line_colours)])
+            line, colour = style[trainee]
+            ax.plot(x, [r["score"] for r in items], line, lw=1.2, alpha=0.8, label=trainee, color=colour)
             for xi, r in zip(x, items):
                 marker, colour = LEVEL_STYLE.get(r["level"], ("o", "grey"))
                 ax.plot(xi, r["score"], marker, color=colour, ms=6, mec="k", mew=0.4)
+        graded = sum(r["gradable"] for r in task_rows)
+        ungraded = f" ({len(task_rows) - graded} more not gradable)" if graded < len(task_rows) else ""
         ax.xaxis.get_major_locator().set_params(integer=True)
-        ax.set(xlabel="session (in trial order, else file order)", ylabel="score (0-100)", ylim=(-3, 103),
-               title=f"{task}: {_count(len(task_rows), 'session')}, {_count(n, 'trainee')}")
-        if n <= 20:
-            ax.legend(fontsize=7, ncol=1 + n // 8, loc="center left", bbox_to_anchor=(1.01, 0.5), title="trainee",
-                      title_fontsize=7)
+        ax.set(xlabel="session (in the order made: recorded_at, else trial, else file)", ylabel="score (0-100)",
+               ylim=(-3, 103), title=f"{task}: {_count(graded, 'session')}{ungraded}, {_count(n, 'trainee')}")
+        ax.legend(fontsize=7 if n <= 20 else 5, ncol=1 + n // 12, loc="center left", bbox_to_anchor=(1.01, 0.5),
+                  title="trainee", title_fontsize=7)
     handles = [plt.Line2D([], [], ls="", marker=m, color=c, mec="k", label=level)
                for level, (m, c) in LEVEL_STYLE.items()]
     figure.legend(handles=handles, loc="upper center", ncol=len(handles), fontsize=8, title="level", title_fontsize=8)
