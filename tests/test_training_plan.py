@@ -379,6 +379,18 @@ def test_bad_settings_name_file_field_and_value(tmp_path, text, message) -> None
 # ------------------------------------------------------------------ report and CLI
 
 
+def test_figure_pass_mark_changes_in_steps(tmp_path, monkeypatch) -> None:
+    import matplotlib.pyplot as plt
+
+    closed = []
+    monkeypatch.setattr(plt, "close", closed.append)
+    history = History(tmp_path / "h")
+    history.add([record(1, 95, difficulty="easy"), record(2, 40, task="Incision"), record(3, 95, difficulty="medium")])
+    write_trainee_report(history, "ann", tmp_path / "out")
+    marks = [ln for ln in closed[0].axes[0].lines if ln.get_linestyle() == ":"]
+    assert marks and all(ln.get_drawstyle() == "steps-post" for ln in marks)
+
+
 def test_trainee_report_json_and_figure(tmp_path) -> None:
     history = History(tmp_path / "h")
     history.add([record(1, 40, costs={"ldlj": 20.0}), record(2, 70, critical=1, costs={"ldlj": 10.0}),

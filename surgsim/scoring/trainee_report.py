@@ -58,7 +58,7 @@ def trainee_report(trainee: str, records: Sequence[dict[str, Any]], plan: Traini
 
 
 def learning_curves(path: Path, report: dict[str, Any]) -> Path:
-    """PNG: score over attempts (one line per exercise, filled = passed, x = critical error, dotted =
+    """PNG: score over attempts (one line per exercise, filled = passed, x = critical error, dotted steps =
     pass mark), then each metric of ``curves`` over attempts, in SDs from the expert reference of
     the attempt's own exercise (the band is the experts' ±1 SD): raw values of different exercises
     (mm^2 and mm of tissue damage, say) cannot share an axis, and a raw value says nothing of how
@@ -80,7 +80,8 @@ def learning_curves(path: Path, report: dict[str, Any]) -> Path:
         x = [a["number"] for a in mine]
         colour = colours[name]
         ax.plot(x, [a["score"] for a in mine], lw=1, color=colour, label=name)
-        ax.plot(x, [a["pass_score"] for a in mine], ":", lw=1, color=colour)
+        # a pass mark holds until the exercise is next tried, at whatever rung: steps, not slopes
+        ax.plot(x, [a["pass_score"] for a in mine], ":", lw=1, color=colour, drawstyle="steps-post")
         for a in mine:
             ax.plot(a["number"], a["score"], markers[a["difficulty"]], color=colour,
                     markerfacecolor=colour if a["passed"] else "white")
