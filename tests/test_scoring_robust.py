@@ -194,15 +194,44 @@ def test_bad_rubric_exits_2_naming_the_rubric_and_field(tmp_path, edit, field) -
 def test_a_rubric_of_another_task_is_refused_unless_asked_for(tmp_path) -> None:
     write_session(_session(task="NeedleReach"), tmp_path / "in" / "reach.parquet")
     rubric = str(rubric_dir() / "SurgicalPath.yaml")
+    # no session of the rubric's task at all: the wrong rubric (or a typo in its task:), said once
+    result = _score(str(tmp_path / "in"), "--out", str(tmp_path / "r"), "--rubric", rubric)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith(f"error: --rubric {rubric} grades 'SurgicalPath' sessions, and none of these is one")
+    assert "'NeedleReach'" in result.stderr and "--any-task" in result.stderr and "Traceback" not in result.output
+    # some are: the others fail one by one
+    write_session(_session(task="SurgicalPath"), tmp_path / "in" / "path.parquet")
     result = _score(str(tmp_path / "in"), "--out", str(tmp_path / "r"), "--rubric", rubric)
     assert result.exit_code == 1, result.output
     assert "reach.parquet: task 'NeedleReach', but the rubric grades 'SurgicalPath' sessions" in result.stderr
     assert "--any-task" in result.stderr
+    (tmp_path / "in" / "path.parquet").unlink()
     result = _score(str(tmp_path / "in"), "--out", str(tmp_path / "r"), "--rubric", rubric, "--any-task")
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "r" / "reach.json").read_text())["rubric"] == "SurgicalPath"
     generic = str(rubric_dir() / "generic.yaml")  # made for any task
     assert _score(str(tmp_path / "in"), "--out", str(tmp_path / "g"), "--rubric", generic).exit_code == 0
+
+
+def test_a_task_with_no_shipped_rubric_is_graded_by_the_generic_one_and_said_so(tmp_path) -> None:
+    write_session(_session(task="Suturing"), tmp_path / "in" / "s.parquet")
+    write_session(_session(1), tmp_path / "in" / "untasked.parquet")
+    result = _score(str(tmp_path / "in"), "--out", str(tmp_path / "r"))
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "r" / "s.json").read_text())["rubric"] == "generic"
+    assert "note: no shipped rubric for Suturing: graded by generic.yaml" in result.stdout
+    assert "surgsim score calibrate" in result.stdout
+    write_session(_session(task="NeedleReach"), tmp_path / "own" / "reach.parquet")
+    assert "note:" not in _score(str(tmp_path / "own"), "--out", str(tmp_path / "r2")).stdout
+
+
+def test_the_closing_line_names_only_the_files_written(tmp_path) -> None:
+    short = Session(np.linspace(0.0, 0.1, 3), {"tool": Track(np.zeros((3, 3)))}, meta={"trainee": "t9"})
+    write_session(short, tmp_path / "in" / "short.parquet")
+    result = runner.invoke(app, ["score", str(tmp_path / "in"), "--out", str(tmp_path / "r"), "--no-progress", "-j", "1"])
+    assert result.exit_code == 0, result.output
+    assert "(summary.csv, failures.csv, per-session JSON)" in result.stdout
+    assert not (tmp_path / "r" / "cohort.png").exists()
 
 
 @pytest.mark.parametrize("samples, seconds", [(1, 0.0), (3, 3.0), (60, 0.59)])

@@ -84,6 +84,8 @@ def report_cmd(
     found, missing = find_sessions(paths)
     if not found and not missing:
         fail(f"no session files (*.parquet) in {', '.join(map(str, paths))}")
+    if rubric is not None and not any_task:
+        _check_rubric_task(rubric, [path for path, _ in found])
     try:
         batch = grade_sessions(
             found, out, failures=missing, rubric=rubric, workers=_workers(workers), figures=figures, progress=progress, any_task=any_task
@@ -97,12 +99,52 @@ def report_cmd(
             grade += f", by its critical errors: the motion alone scored {motion:.1f}"
         typer.echo(f"{row['file']}: {grade}")
     ungraded = sum(not row["gradable"] for row in batch.results)
+    drawn = figures and ungraded < len(batch.results)
+    written = ["summary.csv", "failures.csv"] + (["per-session JSON"] if batch.results else []) + (
+        ["PNG per graded session", "cohort.png"] if drawn else [])
     typer.echo(f"scored {len(batch.results) - ungraded} session(s)"
-               + (f", {ungraded} not gradable" if ungraded else "")
-               + f" -> {out}/ (summary.csv, per-session JSON" + (", PNG, cohort.png)" if figures else ")"))
+               + (f", {ungraded} not gradable" if ungraded else "") + f" -> {out}/ ({', '.join(written)})")
+    if rubric is None:
+        _note_generic(batch.results)
     if store is not None:
         _add_history(store, found, out, batch.results)
     _report_failures(batch.failures, len(batch.results) + len(batch.failures))
+
+
+def _check_rubric_task(rubric: Path, sessions: List[Path]) -> None:
+    """A usage error (exit 2) when ``--rubric`` grades a task none of the sessions is of: a typo in
+    its ``task:`` or the wrong rubric, said once instead of failing every file."""
+    from surgsim.scoring.rubric import GENERIC, RubricError, load_rubric
+    from surgsim.sessions.io import read_meta
+
+    try:
+        task = load_rubric(rubric).task
+    except RubricError as exc:
+        fail(str(exc))
+    if task == GENERIC:
+        return
+    tasks = set()
+    for path in sessions:
+        try:
+            tasks.add(read_meta(path).get("task"))
+        except Exception:  # an unreadable file fails on its own, with its reason, when graded
+            continue
+    if tasks and None not in tasks and task not in tasks:
+        fail(f"--rubric {rubric} grades {task!r} sessions, and none of these is one (tasks: "
+             f"{', '.join(sorted(map(repr, tasks)))}); check its task:, or add --any-task to grade them anyway")
+
+
+def _note_generic(rows) -> None:
+    """Say when sessions of a task with no shipped rubric were graded by the generic one."""
+    from surgsim.scoring.rubric import GENERIC
+    from surgsim.scoring.synthetic import SYNTHETIC_TASK
+
+    tasks = sorted({str(row["task"]) for row in rows
+                    if row["rubric"] == GENERIC and row.get("task") not in (None, SYNTHETIC_TASK)})
+    if tasks:
+        typer.echo(f"note: no shipped rubric for {', '.join(tasks)}: graded by generic.yaml, whose expert "
+                   "references come from synthetic reaches (dimensionless metrics only); for real grades "
+                   "fit one on labelled sessions: surgsim score calibrate DIR --label grs --out rubric.yaml")
 
 
 def _history(folder: Path):
@@ -202,7 +244,7 @@ def _measure(paths: List[Path], workers: Optional[int], progress: bool, settings
 def calibrate_cmd(
     paths: List[Path] = typer.Argument(..., help="Labelled session files or folders."),
     out: Path = typer.Option(..., "--out", "-o", help="Rubric YAML (or assessor JSON) to write."),
-    label: Optional[str] = typer.Option(None, "--label", help="Numeric label (e.g. grs) to fit the weights on."),
+    label: Optional[str] = typer.Option(None, "--label", help="Numeric label to fit the weights on, higher = more skilled (e.g. grs; not an error count or a time)."),
     model: str = typer.Option("rubric", "--model", help=_MODEL_HELP),
     task: Optional[str] = typer.Option(None, "--task", help="Task the rubric grades (default: the sessions' meta task)."),
     robust: bool = typer.Option(True, "--robust/--mean-std", help="Expert reference as median/MAD or mean/SD."),
@@ -243,7 +285,7 @@ def calibrate_cmd(
 @score_app.command("evaluate")
 def evaluate_cmd(
     paths: List[Path] = typer.Argument(..., help="Labelled session files or folders."),
-    label: str = typer.Option(..., "--label", help="Numeric label to correlate with (e.g. grs)."),
+    label: str = typer.Option(..., "--label", help="Numeric label to correlate with, higher = more skilled (e.g. grs)."),
     cv: str = typer.Option("louo", "--cv", help="louo: leave one trainee out; loso: leave one trial index out."),
     robust: bool = typer.Option(True, "--robust/--mean-std", help="Expert reference as median/MAD or mean/SD."),
     weights: bool = typer.Option(True, "--weights/--equal-weights", help="Fit weights by regression on --label."),

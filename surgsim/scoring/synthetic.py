@@ -43,6 +43,10 @@ def _reach(rng: np.random.Generator, start, end, impairment: float, rate_hz: flo
     return blocks
 
 
+#: the task of synthetic sessions: ``generic.yaml`` was fitted on them, so it is their own rubric
+SYNTHETIC_TASK = "synthetic"
+
+
 def synthetic_session(
     rng: np.random.Generator,
     impairment: float = 0.0,
@@ -50,7 +54,7 @@ def synthetic_session(
     reaches: int = 4,
     rate_hz: float = 100.0,
     hands: int = 1,
-    task: str = "synthetic",
+    task: str = SYNTHETIC_TASK,
     trainee: str = "synthetic",
     trial: int = 1,
 ) -> Session:
