@@ -252,6 +252,37 @@ def test_cli_calibrate_then_evaluate(session_dir, tmp_path) -> None:
     assert json.loads((tmp_path / "r" / "s00-0001.json").read_text())["rubric"] == "synthetic"
 
 
+def test_cli_calibrate_says_when_no_session_can_grade_intermediate(session_dir, tmp_path, monkeypatch) -> None:
+    import surgsim.scoring.calibrate as calibrate
+    from surgsim.scoring.rubric import Levels
+
+    fit = calibrate.fit_rubric
+    monkeypatch.setattr(calibrate, "fit_rubric", lambda *a, **k: fit(*a, **k).model_copy(
+        update={"levels": Levels(expert=93.0, intermediate=93.0)}))
+    result = runner.invoke(app, ["score", "calibrate", str(session_dir), "--label", "grs", "--out",
+                                 str(tmp_path / "r.yaml"), "--no-progress", "-j", "1"])
+    assert result.exit_code == 0, result.output
+    assert "levels expert >= 93.0, intermediate >= 93.0" in result.stdout
+    assert "note: the intermediate and expert thresholds coincide, so no session grades intermediate" in result.stdout
+
+
+def test_cli_says_which_sessions_have_no_label_and_the_level_accuracy_floor(session_dir, tmp_path) -> None:
+    import shutil
+
+    folder = tmp_path / "s"
+    shutil.copytree(session_dir, folder)
+    unlabelled = synthetic_session(np.random.default_rng(7), 0.2, trainee="s77", trial=1)
+    unlabelled.meta["labels"] = {"skill": "E"}
+    write_session(unlabelled, folder / "s77-0001.parquet")
+    result = runner.invoke(app, ["score", "evaluate", str(folder), "--label", "grs", "--no-progress", "-j", "1"])
+    assert result.exit_code == 0, result.output
+    total = len(list(folder.rglob("*.parquet")))
+    assert f"note: 1 of {total} session(s) have no numeric labels.grs and are left out: s77-0001.parquet" in result.stdout
+    match = re.search(r"level accuracy: [\d.]+ \(calling every session the commonest level: ([\d.]+)\)", result.stdout)
+    skills = [read_session(f).meta["labels"]["skill"] for f in folder.rglob("s[0-6]*.parquet")]
+    assert match and float(match.group(1)) == pytest.approx(max(map(skills.count, set(skills))) / len(skills), abs=5e-4)
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

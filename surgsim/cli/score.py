@@ -226,6 +226,24 @@ def _one_task(measured) -> str:
     return tasks[0] if tasks else "generic"
 
 
+def _note_unlabelled(measured, label: Optional[str]) -> None:
+    """Say which sessions calibration or evaluation leaves out for want of a numeric ``label``."""
+    if label is None:
+        return
+    missing = [m.source for m in measured if m.label(label) is None]
+    if missing:
+        shown = ", ".join(Path(name).name for name in missing[:3]) + (", ..." if len(missing) > 3 else "")
+        typer.echo(f"note: {len(missing)} of {len(measured)} session(s) have no numeric labels.{label} and are "
+                   f"left out: {shown}")
+
+
+def _commonest_level_share(measured, label: str) -> float | None:
+    """The accuracy of calling every labelled session the commonest skill level: the floor that a
+    level accuracy must beat to mean anything."""
+    skills = [m.skill for m in measured if m.skill is not None and m.label(label) is not None]
+    return max(skills.count(s) for s in set(skills)) / len(skills) if skills else None
+
+
 def _measure(paths: List[Path], workers: Optional[int], progress: bool, settings=None, features: bool = False):
     from surgsim.scoring.batch import measure_folder
     from surgsim.scoring.features import measure_features
@@ -262,6 +280,7 @@ def calibrate_cmd(
 
     batch = _measure(paths, workers, progress)
     task = task or _one_task(batch.results)
+    _note_unlabelled(batch.results, label)
     try:
         experts = expert_sessions(batch.results, label)
         rubric = fit_rubric(batch.results, task, label=label, fit_weights=weights, robust=robust)
@@ -279,6 +298,9 @@ def calibrate_cmd(
     save_rubric(rubric, out, header)
     typer.echo(f"wrote {out}: task {task}, {len(rubric.metrics)} metrics, levels expert >= "
                f"{rubric.levels.expert:.1f}, intermediate >= {rubric.levels.intermediate:.1f}")
+    if rubric.levels.intermediate >= rubric.levels.expert:
+        typer.echo("note: the intermediate and expert thresholds coincide, so no session grades intermediate: "
+                   "the calibration sessions' intermediates did not score between its experts and novices")
     _report_failures(batch.failures, len(batch.results) + len(batch.failures))
 
 
@@ -308,6 +330,7 @@ def evaluate_cmd(
     learned = _model_kind(model, label) == "assessor"
     batch = _measure(paths, workers, progress, features=learned)
     _one_task(batch.results)  # one model per task, as calibrate fits it
+    _note_unlabelled(batch.results, label)
     try:
         if learned:
             from surgsim.scoring.assessor import evaluate_assessor
@@ -317,7 +340,9 @@ def evaluate_cmd(
             result = evaluate(batch.results, label, cv, fit_weights=weights, robust=robust)  # type: ignore[arg-type]
     except SurgsimError as exc:
         fail(str(exc))
-    accuracy = "n/a (no labels.skill)" if result.level_accuracy is None else f"{result.level_accuracy:.3f}"
+    commonest = _commonest_level_share(batch.results, label)
+    accuracy = "n/a (no labels.skill)" if result.level_accuracy is None else (
+        f"{result.level_accuracy:.3f} (calling every session the commonest level: {commonest:.3f})")
     typer.echo(f"{cv}: {result.folds} folds, {result.n} sessions")
     p_value = "n/a" if result.p_value is None else f"{result.p_value:.2g}"
     rho = "n/a (constant scores or labels)" if result.spearman is None else f"{result.spearman:.3f}"
@@ -342,6 +367,7 @@ def _calibrate_assessor(
 
     batch = _measure(paths, workers, progress, features=True)
     task = task or _one_task(batch.results)
+    _note_unlabelled(batch.results, label)
     try:
         assessor = fit_assessor(batch.results, label, task=task)
     except AssessorError as exc:
