@@ -161,6 +161,22 @@ def test_missing_file(tmp_path):
         read_session(tmp_path / "missing.parquet")
 
 
+@pytest.mark.parametrize("where", ["footer", "pages"])
+def test_a_corrupted_file_is_said_so_on_one_line(tmp_path, where):
+    from surgsim.scoring.synthetic import synthetic_session
+
+    path = tmp_path / "s.parquet"
+    write_session(synthetic_session(np.random.default_rng(0)), path)
+    data = bytearray(path.read_bytes())
+    footer = int.from_bytes(data[-8:-4], "little")
+    start = len(data) - 8 - footer + 16 if where == "footer" else 4  # thrift footer, or the first page header
+    data[start:start + 64] = bytes(range(200, 256)) + bytes(8)
+    path.write_bytes(bytes(data))
+    with pytest.raises(SessionError) as caught:
+        read_session(path)
+    assert "\n" not in str(caught.value) and "corrupt" in str(caught.value)
+
+
 def test_text_file_is_not_a_session(tmp_path):
     path = tmp_path / "notes.parquet"
     path.write_text("hello")

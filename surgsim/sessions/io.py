@@ -309,7 +309,7 @@ def read_session(path: str | Path, verify: bool = True, key: bytes | None = None
         try:
             table = parquet.read()
         except (pa.ArrowException, OSError) as exc:
-            raise SessionError(f"{path}: cannot read the Parquet data ({exc})") from None
+            raise SessionError(f"{path}: cannot read the Parquet data, corrupted or truncated ({_one_line(exc)})") from None
         footer = parquet.metadata.metadata or {}
     problem: SessionError | None = None
     session = None
@@ -343,7 +343,12 @@ def _open(path: Path) -> pq.ParquetFile:
     try:
         return pq.ParquetFile(path)
     except (pa.ArrowException, OSError) as exc:
-        raise SessionError(f"{path}: not a Parquet file ({exc})") from None
+        raise SessionError(f"{path}: not a Parquet file, or a corrupted one ({_one_line(exc)})") from None
+
+
+def _one_line(exc: Exception) -> str:
+    """PyArrow's message on one line: a batch lists each failed file on a line of its own."""
+    return " ".join(str(exc).split())
 
 
 def _check_bounds(path: Path, footer: pq.FileMetaData, schema: pa.Schema) -> None:
