@@ -371,3 +371,12 @@ def test_every_command_runs_without_click() -> None:
         "print('ok')\n"
     )
     assert run_python(code, blocked=("click",)).strip().endswith("ok")
+
+
+def test_reusing_out_says_that_earlier_reports_are_still_there(tmp_path) -> None:
+    write_session(_session(1), tmp_path / "day1" / "a.parquet")
+    write_session(_session(2), tmp_path / "day2" / "b.parquet")
+    assert "note:" not in _score(str(tmp_path / "day1"), "--out", str(tmp_path / "r")).stdout
+    result = _score(str(tmp_path / "day2"), "--out", str(tmp_path / "r"))
+    assert result.exit_code == 0, result.output
+    assert "also holds 1 report(s) of sessions not in this run (e.g. a.json)" in result.stdout

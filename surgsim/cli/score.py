@@ -106,6 +106,7 @@ def report_cmd(
                + (f", {ungraded} not gradable" if ungraded else "") + f" -> {out}/ ({', '.join(written)})")
     if rubric is None:
         _note_generic(batch.results)
+    _note_earlier_reports(out, [placed for _, placed in found])
     if store is not None:
         _add_history(store, found, out, batch.results)
     _report_failures(batch.failures, len(batch.results) + len(batch.failures))
@@ -132,6 +133,18 @@ def _check_rubric_task(rubric: Path, sessions: List[Path]) -> None:
     if tasks and None not in tasks and task not in tasks:
         fail(f"--rubric {rubric} grades {task!r} sessions, and none of these is one (tasks: "
              f"{', '.join(sorted(map(repr, tasks)))}); check its task:, or add --any-task to grade them anyway")
+
+
+def _note_earlier_reports(out: Path, placed: List[Path]) -> None:
+    """Say when ``--out`` also holds session reports this run did not write (an earlier batch's):
+    summary.csv and cohort.png describe this run only."""
+    from surgsim.scoring.batch import REPORT_SUFFIXES
+
+    ours = {out / p.with_name(p.name + REPORT_SUFFIXES[0]) for p in placed}
+    earlier = [path for path in out.rglob(f"*{REPORT_SUFFIXES[0]}") if path not in ours]
+    if earlier:
+        typer.echo(f"note: {out} also holds {len(earlier)} report(s) of sessions not in this run "
+                   f"(e.g. {earlier[0].relative_to(out)}); summary.csv and cohort.png describe this run only")
 
 
 def _note_generic(rows) -> None:
