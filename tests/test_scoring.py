@@ -291,6 +291,11 @@ def test_cli_says_which_sessions_have_no_label_and_the_level_accuracy_floor(sess
         (["score", "{dir}", "--out", "{tmp}/r", "--rubric", "{tmp}/nope.yaml"], "nope.yaml: no such rubric file"),
         (["score", "calibrate", "{dir}", "--label", "age", "--out", "{tmp}/x.yaml"], None),
         (["score", "evaluate", "{dir}", "{mixed}", "--label", "grs"], "the sessions are from several tasks"),
+        (["score", "{dir}", "--out", "{tmp}/r", "--rubric", "{dir}"], "a folder, not rubric file"),
+        (["score", "{journal}", "--out", "{tmp}/r"], "1 unfinished recording journal(s) (*.partial, e.g. "),
+        (["score", "evaluate", "{one}", "--label", "grs", "--cv", "loso"],
+         "--cv loso leaves one trial index (meta trial, else episode) out at a time, and every session has the same "
+         "one ('1'); it needs at least two; --cv louo may have them"),
     ],
 )
 def test_cli_errors_exit_2_with_a_clear_message(session_dir, tmp_path, args, message) -> None:
@@ -298,7 +303,13 @@ def test_cli_errors_exit_2_with_a_clear_message(session_dir, tmp_path, args, mes
     other = synthetic_session(np.random.default_rng(1), 0.5, trainee="s99", trial=1)
     other.meta["task"] = "Incision"  # a session of another task than the synthetic ones
     write_session(other, tmp_path / "mixed" / "s99-0001.parquet")
-    args = [a.format(dir=session_dir, empty=tmp_path / "empty", tmp=tmp_path, mixed=tmp_path / "mixed") for a in args]
+    (tmp_path / "journal").mkdir()
+    (tmp_path / "journal" / "t1-0001.parquet.partial").write_bytes(b"")
+    for seed in range(4):  # four trainees, every session trial 1
+        write_session(synthetic_session(np.random.default_rng(seed), seed / 4, trainee=f"t{seed}", trial=1),
+                      tmp_path / "one" / f"t{seed}.parquet")
+    args = [a.format(dir=session_dir, empty=tmp_path / "empty", tmp=tmp_path, mixed=tmp_path / "mixed",
+                     journal=tmp_path / "journal", one=tmp_path / "one") for a in args]
     result = runner.invoke(app, [*args, "--no-progress"])
     if message is None:  # skill labels exist, so calibration works, but weights need the label
         assert result.exit_code == 2, result.output
@@ -306,6 +317,13 @@ def test_cli_errors_exit_2_with_a_clear_message(session_dir, tmp_path, args, mes
     else:
         assert result.exit_code == 2, result.output
         assert message in result.stderr
+
+
+def test_plan_from_a_folder_that_is_no_history_says_what_a_history_is(tmp_path) -> None:
+    (tmp_path / "report").mkdir()
+    result = runner.invoke(app, ["score", "plan", "t", "--history", str(tmp_path / "report"), "--out", str(tmp_path / "p")])
+    assert result.exit_code == 2, result.output
+    assert "no attempts of any trainee; a history folder is the one `surgsim score DIR" in result.stderr
 
 
 @pytest.mark.slow

@@ -53,6 +53,15 @@ def _inputs(paths: List[Path]) -> List[Path]:
     return paths
 
 
+def _no_sessions(paths: List[Path]) -> None:
+    """The usage error for inputs with no session file, pointing at unfinished recordings if any."""
+    journals = [j for path in paths for j in ([path] if path.is_file() else path.rglob("*.partial"))
+                if j.name.endswith(".partial")]
+    hint = (f"; {len(journals)} unfinished recording journal(s) (*.partial, e.g. {journals[0]}): "
+            "`surgsim session recover FILE` turns one into a session marked incomplete") if journals else ""
+    fail(f"no session files (*.parquet) in {', '.join(map(str, paths))}{hint}")
+
+
 def _report_failures(failures, total: int) -> None:
     """List the files that failed, then exit non-zero when any did."""
     if not failures:
@@ -83,7 +92,7 @@ def report_cmd(
 
     found, missing = find_sessions(paths)
     if not found and not missing:
-        fail(f"no session files (*.parquet) in {', '.join(map(str, paths))}")
+        _no_sessions(paths)
     if rubric is not None and not any_task:
         _check_rubric_task(rubric, [path for path, _ in found])
     try:
@@ -267,7 +276,7 @@ def _measure(paths: List[Path], workers: Optional[int], progress: bool, settings
         batch = measure_folder(_inputs(paths), settings, workers=_workers(workers), progress=progress)
     if not batch.results:
         _report_failures(batch.failures, len(batch.failures))
-        fail(f"no session files (*.parquet) in {', '.join(map(str, paths))}")
+        _no_sessions(paths)
     return batch
 
 

@@ -293,6 +293,15 @@ def group_of(session: Measured, cv: Literal["louo", "loso"]) -> str:
     return str(value)
 
 
+def check_folds(groups: Sequence[str], cv: Literal["louo", "loso"]) -> None:
+    """Refuse cross-validation with one fold, saying what the folds are made of."""
+    if len(groups) < 2:
+        made_of = "trainee (meta trainee)" if cv == "louo" else "trial index (meta trial, else episode)"
+        raise CalibrationError(f"--cv {cv} leaves one {made_of} out at a time, and every session has the same "
+                               f"one ({groups[0]!r}); it needs at least two"
+                               + ("; --cv louo may have them" if cv == "loso" else ""))
+
+
 def evaluate(
     sessions: Sequence[Measured],
     label: str,
@@ -310,8 +319,7 @@ def evaluate(
     if len(labelled) < 4:
         raise CalibrationError(f"evaluation needs >= 4 sessions with a numeric labels.{label}, got {len(labelled)}")
     groups = sorted({group_of(s, cv) for s in labelled})
-    if len(groups) < 2:
-        raise CalibrationError(f"--cv {cv} needs sessions from >= 2 groups, all are in {groups}")
+    check_folds(groups, cv)
     predictions = []
     for group in groups:
         train = [s for s in labelled if group_of(s, cv) != group]

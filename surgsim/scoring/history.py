@@ -179,13 +179,16 @@ class History:
         return sorted({r["trainee"] for path in self._files() for r in self._read(path)})
 
     def attempts(self, trainee: str) -> list[dict[str, Any]]:
-        """The trainee's attempts in the order they were made (see :func:`_order`); raises
+        """The trainee's attempts in the order they were made (see :func:`attempt_order`); raises
         :class:`HistoryError` for a trainee with none."""
         path = self.folder / f"{file_stem(trainee)}{SUFFIX}"
         records = [r for r in self._read(path) if r["trainee"] == trainee]
         if not records:
             known = self.trainees()
-            listed = ", ".join(known[:20]) + (", ..." if len(known) > 20 else "") if known else "none"
+            if not known:
+                raise HistoryError(f"history {self.folder}: no attempts of any trainee; a history folder is "
+                                   "the one `surgsim score DIR --out REPORT --history HISTORY` writes to")
+            listed = ", ".join(known[:20]) + (", ..." if len(known) > 20 else "")
             raise HistoryError(f"history {self.folder}: no attempts of trainee {trainee!r} (trainees: {listed})")
         return sorted(records, key=attempt_order)
 
