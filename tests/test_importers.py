@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from surgsim.cli import app
 from surgsim.sessions import ImportFailed, SessionError, import_csv, import_jigsaws, read_session
-from surgsim.sessions.importers import JIGSAWS_SUBSCORES, read_jigsaws_meta
+from surgsim.sessions.importers import JIGSAWS_SUBSCORES, UnmatchedTrials, read_jigsaws_meta
 
 runner = CliRunner()
 FRAMES = 12
@@ -40,8 +40,8 @@ def write_jigsaws(root, trials: dict[str, np.ndarray], meta_lines: list[str]) ->
 
 def test_jigsaws_round_trip(tmp_path):
     arms = {"Suturing_B001": jigsaws_arms(1), "Suturing_C003": jigsaws_arms(2)}
-    # real meta files separate fields with tabs and blank columns
-    write_jigsaws(tmp_path / "Suturing", arms, ["Suturing_B001\t \tN\t \t13\t \t2\t \t2\t \t2\t \t2\t \t3\t \t2",
+    # real meta files: tab-separated, CRLF, two empty columns; others may be separated by spaces
+    write_jigsaws(tmp_path / "Suturing", arms, ["Suturing_B001\t\tN\t13\t\t2\t2\t2\t2\t3\t2\r",
                                                 "Suturing_C003 E 27 5 4 5 4 5 4"])
     written = import_jigsaws(tmp_path / "Suturing", tmp_path / "out", progress=False)
     assert [p.name for p in written] == ["Suturing_B001.parquet", "Suturing_C003.parquet"]
@@ -70,7 +70,7 @@ def test_jigsaws_trial_without_labels_and_a_bad_trial(tmp_path):
     (tmp_path / "S" / "kinematics" / "AllGestures" / "Suturing_D002.txt").write_text(
         "\n".join(" ".join(map(str, row)) for row in bad)
     )
-    with pytest.raises(ImportFailed) as caught:
+    with pytest.raises(ImportFailed) as caught, pytest.warns(UnmatchedTrials, match="Suturing_D001$"):
         import_jigsaws(tmp_path / "S", tmp_path / "out", progress=False)
     assert [p.name for p in caught.value.written] == ["Suturing_D001.parquet"]
     assert caught.value.failures == [f"{tmp_path / 'S' / 'kinematics' / 'AllGestures' / 'Suturing_D002.txt'}, "
@@ -80,6 +80,7 @@ def test_jigsaws_trial_without_labels_and_a_bad_trial(tmp_path):
     result = runner.invoke(app, ["import", "jigsaws", str(tmp_path / "S"), "--out", str(tmp_path / "out2")])
     assert result.exit_code == 1
     assert "imported 1 trial(s)" in result.output and "Suturing_D002.txt, line 1: 75 values" in result.output
+    assert "warning: 1 trial(s) have no line in meta_file_Suturing.txt" in result.output
 
 
 @pytest.mark.parametrize(
@@ -87,16 +88,86 @@ def test_jigsaws_trial_without_labels_and_a_bad_trial(tmp_path):
     [
         ("Suturing_B001 X 13 2 2 2 2 3 2", "skill 'X' is not one of N, I, E"),
         ("Suturing_B001 N 14 2 2 2 2 3 2", r"GRS 14 is not the sum of the sub-scores \(13\)"),
-        ("Suturing_B001 N 13 2 2 2 2 3", "8 fields, expected 9"),
-        ("Suturing_B001 N 12 0 2 2 2 3 3", "sub-score respect_for_tissue = 0 is outside 1-5"),
-        ("Suture-1 N 13 2 2 2 2 3 2", "'Suture-1' is not a JIGSAWS trial name"),
+        ("Suturing_B001 N 13 2 2 2 2 3", r"8 fields, expected 9 \(trial, skill, GRS and six sub-scores\)"),
+        ("Suturing_B001 N 12 0 2 2 2 3 3", "respect_for_tissue 0 is outside 1-5"),
+        ("Suturing_B001 N 1O 2 2 2 2 3 2", "GRS '1O' is not an integer"),
+        ("Suturing_B001 N 13 2 2 2 2 3 2.0", "quality_of_final_product '2.0' is not an integer"),
+        # the real tab layout: an empty field is named
+        ("Suturing_B001\t\tN\t\t\t2\t2\t2\t2\t3\t2\r", "GRS is empty"),
+        ("Suturing_B001\t\t\t13\t\t2\t2\t2\t2\t3\t2\r", "skill is empty"),
+        ("Suturing_B001\t\tN\t13\t\t\t2\t2\t2\t3\t2\r", "respect_for_tissue is empty"),
     ],
 )
-def test_jigsaws_meta_errors_name_file_and_line(tmp_path, line, message):
+def test_jigsaws_meta_errors_name_file_line_trial_field_and_value(tmp_path, line, message):
     path = tmp_path / "meta_file_Suturing.txt"
-    path.write_text("\n" + line + "\n")
-    with pytest.raises(SessionError, match=rf"meta_file_Suturing\.txt, line 2: {message}"):
-        read_jigsaws_meta(path)
+    path.write_text("Suturing_C001 E 27 5 4 5 4 5 4\n" + line + "\n")
+    trials, errors = read_jigsaws_meta(path)
+    assert list(trials) == ["Suturing_C001"]  # a bad line fails only its trial
+    [(name, error)] = errors
+    assert name == "Suturing_B001"
+    assert re.fullmatch(rf"{re.escape(str(path))}, line 2 \(Suturing_B001\): {message}", error), error
+
+
+@pytest.mark.parametrize(
+    "line, name, message",
+    [("Suture-1 N 13 2 2 2 2 3 2", "Suture-1", "'Suture-1' is not a JIGSAWS trial name like 'Suturing_B001'"),
+     ("\t\tN\t13\t\t2\t2\t2\t2\t3\t2", "", "the trial name is empty")],
+)
+def test_jigsaws_meta_line_without_a_trial_name(tmp_path, line, name, message):
+    path = tmp_path / "meta_file_Suturing.txt"
+    path.write_text(line + "\n")
+    assert read_jigsaws_meta(path) == ({}, [(name, f"{path}, line 1: {message}")])
+
+
+def test_an_unreadable_meta_file_is_an_error(tmp_path):
+    with pytest.raises(SessionError, match=r"meta_file_Suturing\.txt: cannot read \(No such file or directory\)"):
+        read_jigsaws_meta(tmp_path / "meta_file_Suturing.txt")
+
+
+def test_a_bad_meta_line_fails_only_its_trial(tmp_path):
+    root = tmp_path / "Suturing"
+    write_jigsaws(root, {"Suturing_B001": jigsaws_arms(1), "Suturing_B002": jigsaws_arms(2)},
+                  ["Suturing_B001\t\tN\t\t\t2\t2\t2\t2\t2\t3\r", "Suturing_B002\t\tN\t13\t\t2\t2\t2\t2\t2\t3\r"])
+    meta = root / "meta_file_Suturing.txt"
+    with pytest.raises(ImportFailed) as caught:
+        import_jigsaws(root, tmp_path / "out", progress=False)
+    assert [p.name for p in caught.value.written] == ["Suturing_B002.parquet"]
+    assert caught.value.failures == [f"{meta}, line 1 (Suturing_B001): GRS is empty"]
+    assert not (tmp_path / "out" / "Suturing_B001.parquet").exists()
+
+    result = runner.invoke(app, ["import", "jigsaws", str(root), "--out", str(tmp_path / "cli")])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "imported 1 trial(s)" in result.output and "line 1 (Suturing_B001): GRS is empty" in result.output
+
+
+def test_trials_without_a_meta_line_and_meta_lines_without_kinematics_are_warned_about(tmp_path):
+    root = tmp_path / "Suturing"
+    names = [f"Suturing_B00{i}" for i in range(1, 8)]
+    write_jigsaws(root, {name: jigsaws_arms(i) for i, name in enumerate(names)},
+                  ["Suturing_B007 I 20 4 3 3 3 4 3", "Suturing_G001 I 20 4 3 3 3 4 3"])
+    with pytest.warns(UnmatchedTrials) as caught:
+        written = import_jigsaws(root, tmp_path / "out", progress=False)
+    assert len(written) == 7
+    no_line = ("6 trial(s) have no line in meta_file_Suturing.txt, imported without labels: "
+               "Suturing_B001, Suturing_B002, Suturing_B003, Suturing_B004, Suturing_B005 and 1 more")
+    no_kinematics = (f"1 line(s) of meta_file_Suturing.txt have no kinematics file in "
+                     f"{root / 'kinematics' / 'AllGestures'}, not imported: Suturing_G001")
+    assert [str(w.message) for w in caught] == [no_line, no_kinematics]
+
+    result = runner.invoke(app, ["import", "jigsaws", str(root), "--out", str(tmp_path / "cli")])
+    assert result.exit_code == 0, result.output
+    assert f"imported 7 trial(s) into {tmp_path / 'cli'}\n" in result.output
+    assert f"\nwarning: {no_line}\nwarning: {no_kinematics}\n" in result.output
+
+
+def test_a_folder_without_a_meta_file_is_warned_about(tmp_path):
+    write_jigsaws(tmp_path / "S", {"Suturing_B001": jigsaws_arms(1)}, [])
+    (tmp_path / "S" / "meta_file_Suturing.txt").unlink()
+    result = runner.invoke(app, ["import", "jigsaws", str(tmp_path / "S"), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert (f"warning: {tmp_path / 'S'}: no meta file (meta_file_<Task>.txt); the trials are imported without "
+            "labels") in result.output
+    assert read_session(tmp_path / "out" / "Suturing_B001.parquet").meta["labels"] == {}
 
 
 def test_jigsaws_cli_round_trip(tmp_path):

@@ -111,21 +111,34 @@ def import_jigsaws_cmd(
 ) -> None:
     """Import JIGSAWS da Vinci kinematics: patient-side arms as tracks left / right, labels from the meta file.
 
-    Surgeon letter -> trainee, skill N/I/E, GRS and the six sub-scores -> labels. A bad trial does not stop
-    the others; the failures are listed at the end and the exit status is 1.
+    Surgeon letter -> trainee, skill N/I/E, GRS and the six sub-scores -> labels. Trials with no meta line
+    are imported without labels, and meta lines with no kinematics skipped; both are warned about. A bad
+    trial (kinematics file or meta line) does not stop the others; the failures are listed at the end and
+    the exit status is 1.
     """
     check_writable(out, "--out", folder=True)
-    from surgsim.sessions.importers import ImportFailed, import_jigsaws
+    import warnings
+
+    from surgsim.sessions.importers import ImportFailed, UnmatchedTrials, import_jigsaws
     from surgsim.sessions.session import SessionError
 
     try:
-        paths = import_jigsaws(task_dir, out, master=master)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", UnmatchedTrials)
+            paths = import_jigsaws(task_dir, out, master=master)
     except ImportFailed as exc:
-        typer.echo(f"imported {len(exc.written)} trial(s) into {out}")
+        _import_summary(len(exc.written), out, [str(w.message) for w in caught])
         fail(str(exc), code=1)
     except SessionError as exc:
         fail(str(exc))
-    typer.echo(f"imported {len(paths)} trial(s) into {out}")
+    _import_summary(len(paths), out, [str(w.message) for w in caught])
+
+
+def _import_summary(count: int, out: Path, notes: list[str]) -> None:
+    """How many trials were imported, then what the import warned about (e.g. trials without labels)."""
+    typer.echo(f"imported {count} trial(s) into {out}")
+    for note in notes:
+        typer.secho(f"warning: {note}", fg=typer.colors.YELLOW, err=True)
 
 
 @import_app.command("csv")

@@ -50,6 +50,10 @@ class ImplausibleUnits(UserWarning):
     """Imported values whose size suggests the wrong units were given (e.g. ms read as s)."""
 
 
+class UnmatchedTrials(UserWarning):
+    """JIGSAWS trials with kinematics but no meta line (imported without labels), or the reverse."""
+
+
 class ImportFailed(SessionError):
     """Some recordings of a batch could not be imported; the others were.
 
@@ -83,34 +87,73 @@ def parse_trial_name(name: str, source: str) -> tuple[str, str, int]:
     return match["task"], match["surgeon"], int(match["trial"])
 
 
-def read_jigsaws_meta(path: str | Path) -> dict[str, JigsawsTrial]:
-    """Parse a JIGSAWS meta file: trial name, skill N/I/E, GRS, then six sub-scores (1-5) per line."""
+def read_jigsaws_meta(path: str | Path) -> tuple[dict[str, JigsawsTrial], list[tuple[str, str]]]:
+    """Parse a JIGSAWS meta file: trial name, skill N/I/E, GRS, then six sub-scores (1-5) per line.
+
+    Returns the good lines by trial name, and the bad ones as (trial name as written, message):
+    a bad line fails only its trial. A file that cannot be read as text is a :class:`SessionError`.
+    """
     path = Path(path)
     trials: dict[str, JigsawsTrial] = {}
+    errors: list[tuple[str, str]] = []
     for number, line in enumerate(_read_text(path).splitlines(), start=1):
-        fields = line.split()
-        if not fields:
+        if not line.strip():
             continue
-        where = f"{path}, line {number}"
-        if len(fields) != 3 + len(JIGSAWS_SUBSCORES):
-            raise SessionError(
-                f"{where}: {len(fields)} fields, expected 9 (trial, skill, GRS and six sub-scores)"
-            )
-        name, skill = fields[0], fields[1]
-        parse_trial_name(name, where)
-        if skill not in JIGSAWS_SKILLS:
-            raise SessionError(f"{where}: skill {skill!r} is not one of N, I, E")
+        fields = _meta_fields(line)
         try:
-            grs, *scores = (int(v) for v in fields[2:])
+            trial = _meta_trial(fields, f"{path}, line {number}")
+        except SessionError as exc:
+            errors.append((fields[0], str(exc)))
+        else:
+            trials[trial.name] = trial
+    return trials, errors
+
+
+#: a real meta line split at tabs: fixed columns, two of them (None) always empty
+_META_COLUMNS = ("trial", None, "skill", "GRS", None, *JIGSAWS_SUBSCORES)
+_META_FIELDS = tuple(c for c in _META_COLUMNS if c)
+
+
+def _meta_fields(line: str) -> list[str]:
+    """A meta line's fields. In the real tab layout an empty field keeps its place (as ''), so
+    that it can be named; any other layout is split at whitespace."""
+    cells = [cell.strip() for cell in line.split("\t")]
+    if len(cells) == len(_META_COLUMNS) and not cells[1] and not cells[4]:
+        return [cell for cell, column in zip(cells, _META_COLUMNS) if column]
+    if len(cells) == len(_META_FIELDS):
+        return cells
+    return line.split()
+
+
+def _meta_trial(fields: list[str], where: str) -> JigsawsTrial:
+    """One meta line's trial; errors name the line, the trial, the field and its value."""
+    name = fields[0]
+    if not name:
+        raise SessionError(f"{where}: the trial name is empty")
+    parse_trial_name(name, where)
+    where = f"{where} ({name})"
+    if len(fields) != len(_META_FIELDS):
+        raise SessionError(f"{where}: {len(fields)} fields, expected 9 (trial, skill, GRS and six sub-scores)")
+    values = dict(zip(_META_FIELDS, fields))
+    empty = next((f for f, value in values.items() if not value), None)
+    if empty:
+        raise SessionError(f"{where}: {empty} is empty")
+    skill = values.pop("skill")
+    if skill not in JIGSAWS_SKILLS:
+        raise SessionError(f"{where}: skill {skill!r} is not one of N, I, E")
+    scores = {}
+    for item in _META_FIELDS[2:]:
+        try:
+            scores[item] = int(values[item])
         except ValueError:
-            raise SessionError(f"{where}: GRS and sub-scores must be integers, got {fields[2:]}") from None
-        for item, score in zip(JIGSAWS_SUBSCORES, scores):
-            if not 1 <= score <= 5:
-                raise SessionError(f"{where}: sub-score {item} = {score} is outside 1-5")
-        if grs != sum(scores):
-            raise SessionError(f"{where}: GRS {grs} is not the sum of the sub-scores ({sum(scores)})")
-        trials[name] = JigsawsTrial(name, skill, grs, dict(zip(JIGSAWS_SUBSCORES, scores)))
-    return trials
+            raise SessionError(f"{where}: {item} {values[item]!r} is not an integer") from None
+    grs = scores.pop("GRS")
+    for item, score in scores.items():
+        if not 1 <= score <= 5:
+            raise SessionError(f"{where}: {item} {score} is outside 1-5")
+    if grs != sum(scores.values()):
+        raise SessionError(f"{where}: GRS {grs} is not the sum of the sub-scores ({sum(scores.values())})")
+    return JigsawsTrial(name, skill, grs, scores)
 
 
 def read_jigsaws_kinematics(
@@ -174,8 +217,9 @@ def import_jigsaws(
 
     ``task_dir`` holds ``kinematics/AllGestures/<Task>_<S><NNN>.txt`` and ``meta_file_<Task>.txt``,
     or is a flat folder of the kinematics ``.txt`` files (with or without the meta file). Trials
-    missing from the meta file are imported without labels; ``master`` also imports the console arms
-    (see :func:`read_jigsaws_kinematics`). A bad file does not stop the others:
+    missing from the meta file are imported without labels and meta lines without kinematics are
+    skipped, each said in an :class:`UnmatchedTrials` warning; ``master`` also imports the console
+    arms (see :func:`read_jigsaws_kinematics`). A bad file or meta line fails only its trial:
     :class:`ImportFailed` lists the failures at the end.
     """
     task_dir, out_dir = Path(task_dir), Path(out_dir)
@@ -186,20 +230,49 @@ def import_jigsaws(
     files = sorted(p for p in folder.glob("*.txt") if not p.name.startswith("meta_file_"))
     if not files:
         raise SessionError(f"{task_dir}: no kinematics files (<Task>_<S><NNN>.txt) here or in kinematics/AllGestures/")
+    meta_files = sorted(task_dir.glob("meta_file_*.txt"))
     trials: dict[str, JigsawsTrial] = {}
-    for meta_file in sorted(task_dir.glob("meta_file_*.txt")):
-        trials.update(read_jigsaws_meta(meta_file))
-    written, failures = [], []
+    failures: list[str] = []
+    bad: set[str] = set()
+    for meta_file in meta_files:
+        good, errors = read_jigsaws_meta(meta_file)
+        trials.update(good)
+        bad.update(name for name, _ in errors)
+        failures += [message for _, message in errors]
+    written, unlabelled = [], []
     for path in tqdm(files, desc=f"import {task_dir.name}", unit="trial", disable=not progress):
+        if path.stem in bad:
+            continue
         trial = trials.get(path.stem)
         try:
             session = read_jigsaws_kinematics(path, trial.labels() if trial else None, master)
             written.append(write_session(session, out_dir / f"{path.stem}.parquet"))
         except SessionError as exc:
             failures.append(str(exc))
+            continue
+        if trial is None:
+            unlabelled.append(path.stem)
+    where = ", ".join(m.name for m in meta_files)
+    if not meta_files:
+        warnings.warn(f"{task_dir}: no meta file (meta_file_<Task>.txt); the trials are imported without labels",
+                      UnmatchedTrials, stacklevel=2)
+    elif unlabelled:
+        warnings.warn(f"{len(unlabelled)} trial(s) have no line in {where}, imported without labels: "
+                      f"{_first_few(unlabelled)}", UnmatchedTrials, stacklevel=2)
+    stems = {p.stem for p in files}
+    unmatched = [name for name in trials if name not in stems]
+    if unmatched:
+        warnings.warn(f"{len(unmatched)} line(s) of {where} have no kinematics file in {folder}, not imported: "
+                      f"{_first_few(unmatched)}", UnmatchedTrials, stacklevel=2)
     if failures:
         raise ImportFailed(written, failures)
     return written
+
+
+def _first_few(names: list[str], shown: int = 5) -> str:
+    """``names`` for a message: the first ``shown``, then how many more."""
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
 
 
 def _read_text(path: Path) -> str:
