@@ -12,6 +12,8 @@ leave-one-user-out (LOUO, the surgeon) and leave-one-supertrial-out (LOSO, the t
 cross-validation:
 
 - *training mean*: each held-out group gets the mean GRS of the others (the no-information floor);
+- *completion time alone*: shorter is better, nothing fitted (so every fold grades alike): the
+  baseline any score must beat;
 - *best metric*: in each training fold, the rubric metric whose Spearman correlation with GRS
   is largest in size, signed by that correlation, standardised like one assessor feature;
 - *rubric*: ``surgsim score evaluate`` (expert references, non-negative weights, level cuts);
@@ -23,8 +25,10 @@ cross-validation:
 Columns: Spearman of the cross-validated score with GRS; level accuracy (the level against the
 self-reported skill N / I / E: the rubric's score cuts, the others' predicted skill);
 expert-vs-novice AUC of the score; for the assessor, the mean Spearman of the six predicted
-OSATS sub-scores. Below the table, per task, the Spearman of each domain's share of the index
-(a model fitted on all trials: only the scales are fitted) with GRS.
+OSATS sub-scores (for completion time, of the time itself). Below the table, per task, the
+Spearman with GRS and with minus the completion time of the index and of each domain's share (a
+model fitted on all trials: only the scales are fitted), and of each signed feature with minus
+the completion time: how much of the index is duration.
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ from surgsim.scoring.metrics import METRICS  # noqa: E402
 from surgsim.sessions.importers import JIGSAWS_SUBSCORES, import_jigsaws  # noqa: E402
 
 LABEL = "grs"
+TIME = "completion_time"
 CVS = ("louo", "loso")
 #: the assessor's features with every feature weighted equally (one domain)
 ONE_DOMAIN = {"all": {name: sign for signed in SKILL_DOMAINS.values() for name, sign in signed.items()}}
@@ -110,6 +115,21 @@ def evaluate_mean(sessions: Sequence[Measured], cv: str) -> dict[str, Any]:
             "auc": expert_novice_auc(predicted, [s.skill for s in sessions])}
 
 
+def evaluate_time(sessions: Sequence[Measured]) -> dict[str, Any]:
+    """Completion time alone, shorter = better. Nothing is learnt from the training folds, so a
+    held-out session's score is the same under every cross-validation; no line, so no levels."""
+    scores = [-s.values[TIME] for s in sessions]
+    subscores = {name: float(stats.spearmanr(scores, [s.label(name) for s in sessions]).statistic)
+                 for name in JIGSAWS_SUBSCORES}
+    return {
+        "spearman": float(stats.spearmanr(scores, [s.label(LABEL) for s in sessions]).statistic),
+        "level_accuracy": None,
+        "auc": expert_novice_auc(scores, [s.skill for s in sessions]),
+        "subscores_mean_spearman": float(np.mean(list(subscores.values()))),
+        "subscores": subscores,
+    }
+
+
 def evaluate_rubric(sessions: Sequence[Measured], cv: str) -> dict[str, Any]:
     result = evaluate(sessions, LABEL, cv)  # type: ignore[arg-type]
     return {
@@ -132,13 +152,26 @@ def summarise(result: AssessorEvaluation, predicted: bool = False) -> dict[str, 
     }
 
 
-def domain_agreement(sessions: Sequence[Measured]) -> dict[str, float]:
-    """Spearman with GRS of each domain's share of the index of a model fitted on all ``sessions``."""
+def domain_agreement(sessions: Sequence[Measured], reference: Sequence[float]) -> dict[str, float]:
+    """Spearman with ``reference`` of the index and of each domain's share of it, for a model fitted
+    on all ``sessions``."""
     model = fit_assessor(sessions, LABEL)
     grades = [model.grade(s.values, s.source) for s in sessions]
-    labels = [s.label(LABEL) for s in sessions]
-    return {domain: float(stats.spearmanr([g.domains[domain] for g in grades], labels).statistic)
-            for domain in grades[0].domains}
+    shares = {"index": [g.index for g in grades]}
+    shares.update({domain: [g.domains[domain] for g in grades] for domain in grades[0].domains})
+    return {name: float(stats.spearmanr(values, reference).statistic) for name, values in shares.items()}
+
+
+def features_vs_time(sessions: Sequence[Measured]) -> dict[str, float]:
+    """Spearman of each of the index's features, signed as the index uses it, with minus the
+    completion time: near 1 means the feature ranks trials much as their duration does."""
+    shorter = [-s.values[TIME] for s in sessions]
+    out = {}
+    for signed in SKILL_DOMAINS.values():
+        for name, sign in signed.items():
+            pairs = [(sign * s.values[name], t) for s, t in zip(sessions, shorter) if s.values.get(name) is not None]
+            out[name] = float(stats.spearmanr(*zip(*pairs)).statistic)
+    return out
 
 
 def run_task(folder: Path, workers: int) -> dict[str, Any]:
@@ -150,6 +183,7 @@ def run_task(folder: Path, workers: int) -> dict[str, Any]:
     methods: dict[str, dict[str, Any]] = {}
     for cv in CVS:
         methods.setdefault("training mean (no features)", {})[cv] = evaluate_mean(metrics, cv)
+        methods.setdefault("completion time alone (fixed sign, nothing fitted)", {})[cv] = evaluate_time(features)
         methods.setdefault("best metric", {})[cv] = evaluate_best_metric(metrics, cv)
         methods.setdefault("rubric", {})[cv] = evaluate_rubric(metrics, cv)
         result = evaluate_assessor(features, LABEL, cv)  # type: ignore[arg-type]
@@ -162,7 +196,9 @@ def run_task(folder: Path, workers: int) -> dict[str, Any]:
         "sessions": len(features),
         "surgeons": len({s.meta.get("trainee") for s in features}),
         "methods": methods,
-        "domains_vs_grs": domain_agreement(features),
+        "domains_vs_grs": domain_agreement(features, [s.label(LABEL) for s in features]),
+        "domains_vs_shorter_time": domain_agreement(features, [-s.values[TIME] for s in features]),
+        "features_vs_shorter_time": features_vs_time(features),
     }
 
 
@@ -206,8 +242,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"\n{r['task']}: best single metric chosen in the folds: "
               f"LOUO {', '.join(r['methods']['best metric']['louo']['chosen'])}; "
               f"LOSO {', '.join(r['methods']['best metric']['loso']['chosen'])}")
-        print(f"{r['task']}: Spearman with GRS of each domain's share of the index: "
-              + ", ".join(f"{d} {rho:+.2f}" for d, rho in r["domains_vs_grs"].items()))
+        for key, what in (("domains_vs_grs", "GRS"), ("domains_vs_shorter_time", "-completion time")):
+            print(f"{r['task']}: Spearman with {what} of the index and of each domain's share: "
+                  + ", ".join(f"{d} {rho:+.2f}" for d, rho in r[key].items()))
+        print(f"{r['task']}: Spearman with -completion time of each feature, signed as the index uses it: "
+              + ", ".join(f"{name} {rho:+.2f}" for name, rho in r["features_vs_shorter_time"].items()))
     if args.json:
         atomic_write_json(args.json, results)
 

@@ -131,17 +131,20 @@ def test_skill_domains_name_features_a_two_hand_session_has():
 # ------------------------------------------------------------------ the assessor
 #: two domains: the first with two features, the second with one
 DOMAINS = {"a": {"f1": +1, "f2": -1}, "b": {"f3": +1}}
+#: the same with names a model file accepts: features surgsim measures (none log-transformed), skill domains
+REAL_NAMES = ("instruments.mean_speed", "instruments.idle_fraction", "instruments.ldlj", "hand_balance")
+FILE_DOMAINS = {"speed": {REAL_NAMES[0]: +1, REAL_NAMES[1]: -1}, "smoothness": {REAL_NAMES[2]: +1}}
 
 
-def planted(n_trainees: int = 6, per: int = 5, seed: int = 0) -> list[Measured]:
-    """Sessions whose grs is 20 + 3 f1 - 2 f2 + 2 f3 (+ small noise); f4 is noise."""
+def planted(n_trainees: int = 6, per: int = 5, seed: int = 0, names=("f1", "f2", "f3", "f4")) -> list[Measured]:
+    """Sessions whose grs is 20 + 3 f1 - 2 f2 + 2 f3 (+ small noise); f4 is noise (f1..f4 named ``names``)."""
     rng = np.random.default_rng(seed)
     sessions = []
     for k in range(n_trainees):
         for j in range(per):
             f = rng.normal(size=4)
             grs = 20 + 3 * f[0] - 2 * f[1] + 2 * f[2] + 0.1 * rng.normal()
-            values = {f"f{i + 1}": float(v) for i, v in enumerate(f)}
+            values = {name: float(v) for name, v in zip(names, f)}
             meta = {"trainee": f"t{k}", "trial": j + 1,
                     "labels": {"grs": grs, "time_and_motion": 3 + f[0], "mistakes": 5 - f[0],
                                "skill": "NIE"[k % 3]}}
@@ -164,7 +167,7 @@ def test_fit_weighs_domains_equally_and_explains_the_index():
     assert model.features == ("f1", "f2", "f3")  # f4 is in no domain: unused
     assert model.signs == (1, -1, 1) and model.weights == (0.25, 0.25, 0.5)
     assert set(model.targets) == {"grs", "time_and_motion", "mistakes", "skill"}
-    probe = {"f1": 1.0, "f2": -1.0, "f3": 2.0, "f4": 9.0}
+    probe = {"f1": 0.5, "f2": -0.5, "f3": 1.0, "f4": 9.0}
     grade = model.grade(probe)
     assert grade.index == pytest.approx(index_by_hand(sessions, probe), rel=1e-12)
     # each target is the least-squares line of it on the training index
@@ -181,8 +184,36 @@ def test_fit_weighs_domains_equally_and_explains_the_index():
     assert sum(grade.domains.values()) == pytest.approx(grade.index)
     assert sum(c.points for c in grade.contributions) == pytest.approx(slope * grade.index)
     assert grade.contributions[0].feature == "f3"  # weight 0.5: the largest share
-    assert model.explain(probe, top=1)[0].startswith("f3 = 2 (")
+    assert model.explain(probe, top=1)[0].startswith("f3 = 1 (")
     assert "grs" in model.explain(probe, top=1)[0]
+
+
+def test_predictions_stay_within_the_training_range():
+    sessions = planted()
+    model = fit_assessor(sessions, "grs", domains=DOMAINS)
+    for name in ("grs", "time_and_motion", "skill"):
+        labels = [s.label(name) for s in sessions]
+        assert (model.targets[name].low, model.targets[name].high) == (min(labels), max(labels))
+    best = model.grade({"f1": 50.0, "f2": -50.0, "f3": 50.0})  # far past every training session
+    worst = model.grade({"f1": -50.0, "f2": 50.0, "f3": -50.0})
+    for name in ("grs", "time_and_motion", "skill"):  # rising lines ("mistakes" is flat at its mean)
+        target = model.targets[name]
+        assert worst.predictions[name] == target.low and best.predictions[name] == target.high, name
+    assert model.targets["grs"].intercept + model.targets["grs"].slope * worst.index < model.targets["grs"].low
+    assert (worst.level, best.level) == ("novice", "expert")
+
+
+def test_a_model_grades_sessions_of_its_own_task_only():
+    sessions = planted()
+    probe = sessions[0].values
+    model = fit_assessor(sessions, "grs", task="Knot_Tying", domains=DOMAINS)
+    with pytest.raises(AssessorError, match="s9: task 'Suturing', but the assessor grades 'Knot_Tying' sessions"):
+        model.grade(probe, "s9", task="Suturing")
+    with pytest.raises(AssessorError, match="task 'Suturing'"):
+        model.explain(probe, task="Suturing")
+    assert model.grade(probe, task="Knot_Tying") == model.grade(probe)  # no task: not checked
+    for any_task in ("", "generic"):  # a model trained without a task grades any
+        assert fit_assessor(sessions, "grs", task=any_task, domains=DOMAINS).grade(probe, task="Suturing")
 
 
 def test_missing_values_count_as_average_and_rare_features_drop_with_their_domain():
@@ -248,8 +279,8 @@ def test_expert_novice_auc():
 
 
 def test_save_load_round_trip(tmp_path):
-    sessions = planted()
-    model = fit_assessor(sessions, "grs", task="demo", domains=DOMAINS)
+    sessions = planted(names=REAL_NAMES)
+    model = fit_assessor(sessions, "grs", task="demo", domains=FILE_DOMAINS)
     path = save_assessor(model, tmp_path / "model.json")
     loaded = load_assessor(path)
     assert loaded == model
@@ -261,25 +292,70 @@ def test_save_load_round_trip(tmp_path):
     "edit, message",
     [
         (lambda d: d.pop("label"), "label: Field required"),
-        (lambda d: d.update(scale=[1.0] * 2), "3 features but 2 scale"),
-        (lambda d: d["targets"]["grs"].update(slope=-1), "targets.grs.slope: Input should be greater than or equal to 0"),
-        (lambda d: d.update(format="rubric"), "format: Input should be 'surgsim-assessor'"),
-        (lambda d: d.update(version=1), "version: Input should be 2"),
-        (lambda d: d.update(signs=[1, 2, 1]), "signs.1: Input should be -1 or 1"),
-        (lambda d: d.update(weights=[0.5, 0.0, 0.5]), "every weight must be > 0"),
+        (lambda d: d.update(scale=[1.0] * 2), "scale: 2 values for 3 features"),
+        (lambda d: d.update(scale=[1.0, -1.0, 1.0]), "scale.1: Input should be greater than 0 (got -1.0)"),
+        (lambda d: d["targets"]["grs"].update(slope=-1),
+         "targets.grs.slope: Input should be greater than or equal to 0 (got -1)"),
+        (lambda d: d["targets"]["grs"].update(low=40.0, high=10.0), "targets.grs.low: 40.0 is above high 10.0"),
+        (lambda d: d["targets"].pop("grs"), "targets: none for the label 'grs'"),
+        (lambda d: d.update(format="rubric"), "format: Input should be 'surgsim-assessor' (got 'rubric')"),
+        (lambda d: d.update(signs=[1, 2, 1]), "signs.1: Input should be -1 or 1 (got 2)"),
+        (lambda d: d["features"].__setitem__(0, "instruments.mean_sped"),
+         "features.0: 'instruments.mean_sped' is neither a feature nor a metric surgsim measures"),
+        (lambda d: d["features"].__setitem__(2, "instruments.mean_speed"),
+         "features.2: 'instruments.mean_speed' is listed twice"),
+        (lambda d: d["domains"].__setitem__(0, "sped"),  # a misspelt domain makes a third one
+         "weights.0: 0.25, but 3 domains with 1 feature(s) in 'sped' give 0.333333"),
+        (lambda d: d.update(weights=[0.25, 0.25, 0.6]),
+         "weights.2: 0.6, but 2 domains with 1 feature(s) in 'smoothness' give 0.5"),
+        (lambda d: d.update(weights=[0.5, 0.0, 0.5]),
+         "weights.1: 0.0, but 2 domains with 2 feature(s) in 'speed' give 0.25"),
     ],
 )
-def test_bad_model_files_name_file_and_field(tmp_path, edit, message):
-    data = json.loads(save_assessor(fit_assessor(planted(), "grs", domains=DOMAINS), tmp_path / "m.json").read_text())
+def test_bad_model_files_name_file_field_and_value(tmp_path, edit, message):
+    model = fit_assessor(planted(names=REAL_NAMES), "grs", task="Suturing", domains=FILE_DOMAINS)
+    data = json.loads(save_assessor(model, tmp_path / "m.json").read_text())
     edit(data)
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps(data))
-    with pytest.raises(AssessorError, match="bad.json") as info:
+    with pytest.raises(AssessorError, match="bad.json: ") as info:
         load_assessor(bad)
     assert message in str(info.value)
-    bad.write_text('{"format": NaN}')
-    with pytest.raises(AssessorError, match="bad.json: not a JSON assessor model"):
+    assert "'format'" not in str(info.value) and "Suturing" not in str(info.value)  # no dump of the whole model
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('{"format": NaN}', "bad.json: not a JSON assessor model (NaN is not a number JSON allows"),
+        ("[1, 2]", "bad.json: not a JSON assessor model (a JSON list, not an object)"),
+    ],
+)
+def test_files_that_are_no_model_are_refused(tmp_path, text, message):
+    bad = tmp_path / "bad.json"
+    bad.write_text(text)
+    with pytest.raises(AssessorError) as info:
         load_assessor(bad)
+    assert message in str(info.value)
+
+
+def test_a_model_of_an_older_version_asks_to_be_refitted(tmp_path):
+    data = json.loads(save_assessor(fit_assessor(planted(names=REAL_NAMES), "grs", domains=FILE_DOMAINS),
+                                    tmp_path / "m.json").read_text())
+    data["version"] = 2
+    for target in data["targets"].values():  # version 2 had no ranges
+        del target["low"], target["high"]
+    (tmp_path / "old.json").write_text(json.dumps(data))
+    with pytest.raises(AssessorError, match=r"old.json: version: 2, but this surgsim reads version 3 models .*"
+                                            r"refit it with `surgsim score calibrate --model assessor`"):
+        load_assessor(tmp_path / "old.json")
+
+
+def test_a_model_that_would_not_load_is_not_written(tmp_path):
+    model = fit_assessor(planted(), "grs", domains=DOMAINS)  # features and domains of its own
+    with pytest.raises(AssessorError, match="m.json: not written, it would not load: features.0: 'f1' is neither"):
+        save_assessor(model, tmp_path / "m.json")
+    assert not (tmp_path / "m.json").exists()
 
 
 def test_grading_a_session_of_another_kind_is_refused():

@@ -15,14 +15,18 @@ and straight lines to the grades are fitted.
 - Targets: the label (e.g. ``grs``), every other numeric label that all training sessions carry
   (the six OSATS sub-scores of JIGSAWS) and the skill level (N=0, I=1, E=2) when all carry one,
   each predicted from the index by a least-squares line with its slope kept >= 0 (a target the
-  index does not track gets its mean). The predicted skill gives the level.
+  index does not track gets its mean), then kept within the target's range in the training
+  sessions: a line runs on past the ends of a rating scale, a trainee's grade cannot. The
+  predicted skill gives the level.
 - Ranking: cross-validation ranks sessions by the index, not by a predicted grade. A line's
   intercept is its training sessions' mean grade, which moves with the held-out surgeon and so
   shifts whole folds against each other; the index depends on the fold only through the scales.
 - Explanation: the index is a sum of per-feature contributions (weight x signed z); in label
   points each is multiplied by the label line's slope.
 
-Models are saved as JSON (never pickled) and checked when loaded.
+A model grades sessions of its own task only (a session without a task, or a model trained
+without one, is not checked). Models are saved as JSON (never pickled) and checked when loaded:
+known, distinct features (or rubric metrics), weighted by the domain rule above.
 """
 
 from __future__ import annotations
@@ -30,18 +34,21 @@ from __future__ import annotations
 import json
 import math
 import warnings
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence
+from typing import Annotated, Any, Literal, Mapping, Sequence
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from scipy import stats
 
 from surgsim._files import atomic_write_json
-from surgsim.errors import SurgsimError, validation_problem
-from surgsim.scoring.calibrate import SKILL_LEVELS, Measured, group_of
+from surgsim.errors import SurgsimError
+from surgsim.scoring.calibrate import SKILL_LEVELS, Measured, check_folds, group_of
 from surgsim.scoring.features import SKILL_DOMAINS, feature_info, feature_label
+from surgsim.scoring.metrics import METRICS
+from surgsim.scoring.rubric import GENERIC
 
 #: a feature is used when available in at least this share of the training sessions
 MIN_AVAILABLE = 0.8
@@ -49,7 +56,8 @@ MIN_AVAILABLE = 0.8
 MIN_PRESENT = 0.5
 SKILL = "skill"
 FORMAT = "surgsim-assessor"
-VERSION = 2
+#: 3: every target carries its training range (version 2 files have none: refit them)
+VERSION = 3
 
 Domains = Mapping[str, Mapping[str, int]]
 
@@ -97,10 +105,17 @@ def monotone_line(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 # ------------------------------------------------------------------ the model
 @dataclass(frozen=True)
 class Target:
-    """One predicted quantity: intercept + slope x index."""
+    """One predicted quantity: intercept + slope x index, within its range in the training sessions."""
 
     intercept: float
     slope: float
+    low: float
+    high: float
+
+    def predict(self, index: float) -> float:
+        """The line at ``index``, clipped: past the training range the line is extrapolating off
+        the scale (a GRS below its minimum), so the prediction stops at the range's end."""
+        return float(np.clip(self.intercept + self.slope * index, self.low, self.high))
 
 
 @dataclass(frozen=True)
@@ -112,7 +127,7 @@ class Contribution:
     value: float | None  #: raw value (SI), None when not available
     z: float  #: standardised value (0 when not available), before the sign
     index: float  #: weight x sign x z: its share of the index (SD units)
-    points: float  #: the same in the label's units (x the label line's slope)
+    points: float  #: the same in the label's units (x the label line's slope, before clipping)
 
     def explain(self, target: str) -> str:
         """E.g. ``completion time = 188 s (+2.2 SD): -0.11 index, -0.62 grs``."""
@@ -151,7 +166,9 @@ class Assessor:
     targets: dict[str, Target]
     trained_on: dict[str, Any] = field(default_factory=dict)
 
-    def _inputs(self, values: Mapping[str, float | None], source: str = "session") -> np.ndarray:
+    def _inputs(self, values: Mapping[str, float | None], source: str, task: str | None) -> np.ndarray:
+        if task is not None and self.task not in ("", GENERIC) and task != self.task:
+            raise AssessorError(f"{source}: task {task!r}, but the assessor grades {self.task!r} sessions")
         x = np.array([_transform(n, values.get(n)) for n in self.features])
         present = int(np.isfinite(x).sum())
         if present < MIN_PRESENT * len(self.features):
@@ -161,15 +178,18 @@ class Assessor:
             )
         return _z(x, np.array(self.center), np.array(self.scale))
 
-    def grade(self, values: Mapping[str, float | None], source: str = "session") -> Grade:
-        """The index, every target's prediction and the index's per-feature contributions."""
-        z = self._inputs(values, source)
+    def grade(self, values: Mapping[str, float | None], source: str = "session", task: str | None = None) -> Grade:
+        """The index, every target's prediction and the index's per-feature contributions.
+
+        ``task`` is the session's (its meta ``task``): one of another task than the model's is
+        refused, as its features are on another task's scale."""
+        z = self._inputs(values, source, task)
         parts = np.array(self.weights) * np.array(self.signs) * z
         index = float(parts.sum())
-        predictions = {name: t.intercept + t.slope * index for name, t in self.targets.items()}
+        predictions = {name: t.predict(index) for name, t in self.targets.items()}
         level = None
         if SKILL in predictions:
-            level = SKILL_LEVELS["NIE"[int(np.clip(np.rint(predictions[SKILL]), 0, 2))]]
+            level = SKILL_LEVELS["NIE"[int(np.rint(predictions[SKILL]))]]  # clipped to the labels' 0..2
         slope = self.targets[self.label].slope
         contributions = sorted(
             (Contribution(name, domain, values.get(name) if np.isfinite(_transform(name, values.get(name))) else None,
@@ -180,9 +200,9 @@ class Assessor:
         domains = {d: float(sum(c.index for c in contributions if c.domain == d)) for d in dict.fromkeys(self.domains)}
         return Grade(index, predictions, level, domains, contributions)
 
-    def explain(self, values: Mapping[str, float | None], top: int = 5) -> list[str]:
+    def explain(self, values: Mapping[str, float | None], top: int = 5, task: str | None = None) -> list[str]:
         """The ``top`` features that moved the grade most, in plain words."""
-        return [c.explain(self.label) for c in self.grade(values).contributions[:top]]
+        return [c.explain(self.label) for c in self.grade(values, task=task).contributions[:top]]
 
 
 def fit_assessor(
@@ -212,8 +232,10 @@ def fit_assessor(
     names = [label, *(n for n in others if all(s.label(n) is not None for s in labelled))]
     if all(s.skill is not None for s in labelled):
         names.append(SKILL)
-    targets = {name: Target(*monotone_line(index, np.array([s.label(name) for s in labelled], dtype=float)))
-               for name in names}
+    targets = {}
+    for name in names:
+        y = np.array([s.label(name) for s in labelled], dtype=float)
+        targets[name] = Target(*monotone_line(index, y), float(y.min()), float(y.max()))
     trained_on = {"sessions": len(labelled), "trainees": len({str(s.meta.get("trainee")) for s in labelled})}
     return Assessor(task, label, tuple(n for _, n, _ in used), tuple(d for d, _, _ in used),
                     tuple(int(s) for s in signs), tuple(map(float, weights)), tuple(map(float, center[keep])),
@@ -225,12 +247,14 @@ class _TargetFile(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     intercept: float
     slope: float = Field(ge=0)
+    low: float
+    high: float
 
 
 class _AssessorFile(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     format: Literal["surgsim-assessor"]
-    version: Literal[2]
+    version: Literal[3]
     task: str
     label: str
     features: list[str] = Field(min_length=1)
@@ -238,39 +262,79 @@ class _AssessorFile(BaseModel):
     signs: list[Literal[-1, 1]]
     weights: list[float]
     center: list[float]
-    scale: list[float]
+    scale: list[Annotated[float, Field(gt=0)]]
     targets: dict[str, _TargetFile]
     trained_on: dict[str, Any] = {}
 
-    @model_validator(mode="after")
-    def _consistent(self) -> "_AssessorFile":
-        p = len(self.features)
-        for name in ("domains", "signs", "weights", "center", "scale"):
-            if len(getattr(self, name)) != p:
-                raise ValueError(f"{p} features but {len(getattr(self, name))} {name}")
-        if any(s <= 0 for s in self.scale):
-            raise ValueError("every scale must be > 0")
-        if any(w <= 0 for w in self.weights):
-            raise ValueError("every weight must be > 0")
-        if self.label not in self.targets:
-            raise ValueError(f"no target for the label {self.label!r}")
-        return self
+
+def _inconsistencies(model: _AssessorFile) -> list[str]:
+    """What the per-field checks cannot see, each as ``field: problem``: a hand-edited feature or
+    domain name, a repeated feature or a changed weight would otherwise grade silently."""
+    p = len(model.features)
+    problems = [f"{name}: {len(getattr(model, name))} values for {p} features"
+                for name in ("domains", "signs", "weights", "center", "scale") if len(getattr(model, name)) != p]
+    if problems:
+        return problems
+    for i, name in enumerate(model.features):
+        if feature_info(name) is None and name not in METRICS:
+            problems.append(f"features.{i}: {name!r} is neither a feature nor a metric surgsim measures")
+        elif name in model.features[:i]:
+            problems.append(f"features.{i}: {name!r} is listed twice")
+    # the weights follow from the domains, 1 / (domains x the domain's features): a misspelt
+    # domain makes one more domain, and every weight then disagrees
+    count = Counter(model.domains)
+    for i, (domain, weight) in enumerate(zip(model.domains, model.weights)):
+        expected = 1 / (len(count) * count[domain])
+        if not math.isclose(weight, expected, rel_tol=1e-9):
+            problems.append(f"weights.{i}: {weight!r}, but {len(count)} domains with {count[domain]} "
+                            f"feature(s) in {domain!r} give {expected:.6g}")
+    if model.label not in model.targets:
+        problems.append(f"targets: none for the label {model.label!r}")
+    problems += [f"targets.{name}.low: {t.low!r} is above high {t.high!r}"
+                 for name, t in model.targets.items() if t.low > t.high]
+    return problems
 
 
-def save_assessor(model: Assessor, path: str | Path) -> Path:
-    """Write ``model`` as JSON, atomically."""
-    data = {
+def _field_problems(exc: ValidationError) -> str:
+    """Each error as ``field: problem (got value)``: the bad value, never the whole model."""
+    return "; ".join(
+        f"{'.'.join(map(str, e['loc']))}: {e['msg']}" + ("" if e["type"] == "missing" else f" (got {e['input']!r:.60})")
+        for e in exc.errors()
+    )
+
+
+def _checked(data: dict[str, Any], where: object) -> _AssessorFile:
+    """``data`` as a model file, or an AssessorError starting with ``where`` that lists every problem."""
+    try:
+        checked = _AssessorFile.model_validate(data)
+    except ValidationError as exc:
+        raise AssessorError(f"{where}: {_field_problems(exc)}") from None
+    problems = _inconsistencies(checked)
+    if problems:
+        raise AssessorError(f"{where}: {'; '.join(problems)}")
+    return checked
+
+
+def _as_file(model: Assessor) -> dict[str, Any]:
+    return {
         "format": FORMAT, "version": VERSION, "task": model.task, "label": model.label,
         "features": list(model.features), "domains": list(model.domains), "signs": list(model.signs),
         "weights": list(model.weights), "center": list(model.center), "scale": list(model.scale),
-        "targets": {n: {"intercept": t.intercept, "slope": t.slope} for n, t in model.targets.items()},
+        "targets": {n: {"intercept": t.intercept, "slope": t.slope, "low": t.low, "high": t.high}
+                    for n, t in model.targets.items()},
         "trained_on": model.trained_on,
     }
+
+
+def save_assessor(model: Assessor, path: str | Path) -> Path:
+    """Write ``model`` as JSON, atomically; one that :func:`load_assessor` would refuse is not written."""
+    data = _as_file(model)
+    _checked(data, f"{path}: not written, it would not load")
     return atomic_write_json(path, data, allow_nan=False)
 
 
 def load_assessor(path: str | Path) -> Assessor:
-    """Read and check a model written by :func:`save_assessor`; errors name the file and field."""
+    """Read and check a model written by :func:`save_assessor`; errors name the file, the field and the value."""
     path = Path(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"), parse_constant=_refuse_constant)
@@ -278,11 +342,14 @@ def load_assessor(path: str | Path) -> Assessor:
         raise AssessorError(f"{path}: cannot read ({exc.strerror})") from None
     except (UnicodeDecodeError, ValueError) as exc:
         raise AssessorError(f"{path}: not a JSON assessor model ({exc})") from None
-    try:
-        checked = _AssessorFile.model_validate(data)
-    except ValidationError as exc:
-        raise AssessorError(f"{path}: {validation_problem(exc, 'model', limit=60)}") from None
-    targets = {n: Target(t.intercept, t.slope) for n, t in checked.targets.items()}
+    if not isinstance(data, dict):
+        raise AssessorError(f"{path}: not a JSON assessor model (a JSON {type(data).__name__}, not an object)")
+    if data.get("format") == FORMAT and data.get("version") != VERSION:
+        raise AssessorError(f"{path}: version: {data.get('version')!r}, but this surgsim reads version {VERSION} "
+                            "models (targets with their training range); refit it with "
+                            "`surgsim score calibrate --model assessor`")
+    checked = _checked(data, path)
+    targets = {n: Target(t.intercept, t.slope, t.low, t.high) for n, t in checked.targets.items()}
     return Assessor(checked.task, checked.label, tuple(checked.features), tuple(checked.domains),
                     tuple(checked.signs), tuple(checked.weights), tuple(checked.center), tuple(checked.scale),
                     targets, checked.trained_on)
@@ -340,8 +407,7 @@ def evaluate_assessor(
         raise AssessorError(f"evaluation needs >= 4 sessions with a numeric labels.{label}, got {len(labelled)}")
     group = [group_of(s, cv) for s in labelled]
     folds = sorted(set(group))
-    if len(folds) < 2:
-        raise AssessorError(f"--cv {cv} needs sessions from >= 2 groups, all are in {folds}")
+    check_folds(folds, cv)
     predictions: list[dict[str, Any]] = []
     held: list[Measured] = []  # the session of each prediction
     for fold in folds:
