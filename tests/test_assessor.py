@@ -20,7 +20,7 @@ from surgsim.scoring.features import (
     SKILL_DOMAINS, gripper_cycles, session_features, spectral_centroid, tremor_fraction, uniform,
 )
 from surgsim.sessions.importers import read_jigsaws_kinematics
-from surgsim.sessions.io import write_session
+from surgsim.sessions.io import read_session, write_session
 from surgsim.sessions.session import Session, Track
 
 runner = CliRunner()
@@ -410,6 +410,47 @@ def test_cli_calibrate_and_evaluate_an_assessor(tmp_path):
     assert data["spearman"] > 0.5, data  # faster, steadier trainees have the higher grs
     assert f"{data['spearman']:.3f}" in result.output
     assert {p["group"] for p in data["predictions"]} == {"t0", "t1", "t2", "t3"}
+
+
+def test_cli_assess_grades_sessions_with_a_fitted_model_and_explains_them(tmp_path):
+    import csv
+
+    write_cohort(tmp_path / "s")
+    model = tmp_path / "model.json"
+    assert runner.invoke(app, ["score", "calibrate", str(tmp_path / "s"), "--label", "grs", "--model", "assessor",
+                               "--out", str(model), "--no-progress", "-j", "1"]).exit_code == 0
+    other = read_session(tmp_path / "s" / "t0-0.parquet")
+    other.meta["task"] = "Suturing"
+    write_session(other, tmp_path / "s" / "other.parquet")
+    out = tmp_path / "a"
+    result = runner.invoke(app, ["score", "assess", str(tmp_path / "s"), "--model", str(model), "--out", str(out),
+                                 "--top", "3", "--no-progress", "-j", "1"])
+    assert result.exit_code == 1, result.output  # the Suturing session is refused, the others graded
+    assert "other.parquet: task 'Suturing', but the assessor grades 'Demo' sessions" in result.stderr
+    reports = json.loads((out / "assessed.json").read_text())
+    assert len(reports) == 12 and all(len(r["explanation"]) == 3 for r in reports)
+    index = {k: np.mean([r["index"] for r in reports if r["trainee"] == f"t{k}"]) for k in range(4)}
+    assert index[3] > index[0]  # the faster, steadier trainee
+    grs = [r["predictions"]["grs"] for r in reports]
+    assert 10 <= min(grs) and max(grs) <= 21  # within the training labels' range
+    with open(out / "assessed.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [float(r["predicted_grs"]) for r in rows] == grs and rows[0]["top_feature"] == reports[0]["explanation"][0]
+    assert f"index {reports[0]['index']:+.2f}, grs {grs[0]:.1f}" in result.stdout
+
+
+def test_cli_keeps_rubrics_and_assessor_models_apart(tmp_path):
+    write_cohort(tmp_path / "s", n_trainees=2, per=2)
+    calibrate = ["score", "calibrate", str(tmp_path / "s"), "--label", "grs", "--no-progress", "-j", "1"]
+    result = runner.invoke(app, [*calibrate, "--model", "assessor", "--out", str(tmp_path / "m.yaml")])
+    assert result.exit_code == 2 and "an assessor is written as JSON; name it *.json" in result.stderr
+    result = runner.invoke(app, [*calibrate, "--out", str(tmp_path / "r.json")])
+    assert result.exit_code == 2 and "a rubric is written as YAML; name it *.yaml" in result.stderr
+    assert runner.invoke(app, [*calibrate, "--model", "assessor", "--out", str(tmp_path / "m.json")]).exit_code == 0
+    result = runner.invoke(app, ["score", str(tmp_path / "s"), "--rubric", str(tmp_path / "m.json"), "--out",
+                                 str(tmp_path / "r"), "--no-progress"])
+    assert result.exit_code == 2, result.output
+    assert "m.json: an assessor model, not a rubric; grade with it by `surgsim score assess" in result.stderr
 
 
 @pytest.mark.parametrize(

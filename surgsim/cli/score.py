@@ -295,7 +295,12 @@ def calibrate_cmd(
     """Fit expert reference distributions (and weights, level thresholds) from labelled sessions,
     or with --model assessor a skill index of fixed, signed session features, with lines to the grades."""
     check_writable(out, "--out", folder=False)
-    if _model_kind(model, label) == "assessor":
+    kind = _model_kind(model, label)
+    wanted = {"assessor": (".json",), "rubric": (".yaml", ".yml")}[kind]
+    if out.suffix.lower() not in wanted:
+        fail(f"--out {out}: {'an assessor' if kind == 'assessor' else 'a rubric'} is written as "
+             f"{wanted[0][1:].upper()}; name it *{wanted[0]}")
+    if kind == "assessor":
         return _calibrate_assessor(paths, out, label, task, workers, progress)
     from surgsim.scoring.calibrate import CalibrationError, expert_sessions, fit_rubric
     from surgsim.scoring.rubric import save_rubric
@@ -368,7 +373,8 @@ def evaluate_cmd(
     typer.echo(f"{cv}: {result.folds} folds, {result.n} sessions")
     p_value = "n/a" if result.p_value is None else f"{result.p_value:.2g}"
     rho = "n/a (constant scores or labels)" if result.spearman is None else f"{result.spearman:.3f}"
-    typer.echo(f"Spearman rho (score vs {label}): {rho} (p = {p_value})")
+    # several sessions per trainee are not independent: the p-value flatters
+    typer.echo(f"Spearman rho (score vs {label}): {rho} (p = {p_value} if the sessions were independent)")
     typer.echo(f"level accuracy: {accuracy}")
     if learned:
         auc = result.auc_expert_novice
@@ -379,6 +385,57 @@ def evaluate_cmd(
         atomic_write_json(out, asdict(result), allow_nan=False)
         typer.echo(f"wrote {out}")
     _report_failures(batch.failures, len(batch.results) + len(batch.failures))
+
+
+@score_app.command("assess")
+def assess_cmd(
+    paths: List[Path] = typer.Argument(..., help="Session files (.parquet) or folders searched recursively."),
+    model: Path = typer.Option(..., "--model", help="Assessor JSON written by `score calibrate --model assessor`."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for assessed.json and assessed.csv (created)."),
+    top: int = typer.Option(5, "--top", help="Features to explain per session, the largest first."),
+    workers: Optional[int] = typer.Option(None, "--workers", "-j", help=_WORKERS_HELP),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    """Grade sessions with a fitted assessor: the skill index, the predicted grades and level, and the
+    features that drove each grade (assessed.json), one row per session in assessed.csv."""
+    import csv
+
+    from surgsim._files import atomic_write_json
+    from surgsim.scoring.assessor import AssessorError, assessment, load_assessor
+    from surgsim.scoring.report import atomic_write
+
+    if top < 1:
+        fail(f"--top must be >= 1, got {top}")
+    try:
+        assessor = load_assessor(model)
+    except AssessorError as exc:
+        fail(str(exc))
+    check_writable(out, "--out", folder=True)
+    batch = _measure(paths, workers, progress, features=True)
+    reports, failures = [], list(batch.failures)
+    for session in batch.results:
+        try:
+            reports.append(assessment(assessor, session, top))
+        except AssessorError as exc:  # another task's session, too few of the model's features
+            failures.append(str(exc))
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "assessed.json", reports, allow_nan=False)
+    targets = list(assessor.targets)
+    fields = ["file", "trainee", "task", "index", "level", *(f"predicted_{t}" for t in targets), "top_feature"]
+
+    def write(handle) -> None:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        for r in reports:
+            writer.writerow({**{k: r[k] for k in fields[:5]}, **{f"predicted_{t}": r["predictions"][t] for t in targets},
+                             "top_feature": r["explanation"][0] if r["explanation"] else ""})
+
+    atomic_write(out / "assessed.csv", write)
+    for r in reports:
+        level = f" ({r['level']})" if r["level"] else ""
+        typer.echo(f"{r['file']}: index {r['index']:+.2f}, {assessor.label} {r['predictions'][assessor.label]:.1f}{level}")
+    typer.echo(f"assessed {len(reports)} session(s) -> {out}/ (assessed.json, assessed.csv)")
+    _report_failures(failures, len(reports) + len(failures))
 
 
 def _calibrate_assessor(

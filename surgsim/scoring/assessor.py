@@ -118,6 +118,10 @@ class Target:
         return float(np.clip(self.intercept + self.slope * index, self.low, self.high))
 
 
+#: lengths are shown in millimetres, as everywhere else in reports
+_SHOWN_UNITS = {"m": ("mm", 1e3), "m/s": ("mm/s", 1e3), "m/s^2": ("mm/s^2", 1e3), "m^3": ("cm^3", 1e6)}
+
+
 @dataclass(frozen=True)
 class Contribution:
     """How much one feature moved a grade."""
@@ -134,8 +138,8 @@ class Contribution:
         if self.value is None:
             return f"{feature_label(self.feature)}: not available (counted as average)"
         info = feature_info(self.feature)
-        unit = info.unit if info is not None else ""
-        shown = f"{self.value:.3g}" + (f" {unit}" if unit not in ("", "1") else "")
+        unit, scale = _SHOWN_UNITS.get(info.unit, (info.unit, 1.0)) if info is not None else ("", 1.0)
+        shown = f"{self.value * scale:.3g}" + (f" {unit}" if unit not in ("", "1") else "")
         return (f"{feature_label(self.feature)} = {shown} ({self.z:+.1f} SD): "
                 f"{self.index:+.2f} index, {self.points:+.2f} {target}")
 
@@ -203,6 +207,20 @@ class Assessor:
     def explain(self, values: Mapping[str, float | None], top: int = 5, task: str | None = None) -> list[str]:
         """The ``top`` features that moved the grade most, in plain words."""
         return [c.explain(self.label) for c in self.grade(values, task=task).contributions[:top]]
+
+
+def assessment(model: Assessor, session: Measured, top: int = 5) -> dict[str, Any]:
+    """One session's grade as a report: identity, index, predictions, level, each domain's share
+    and the ``top`` features that moved it, in words."""
+    task = session.meta.get("task")
+    grade = model.grade(session.values, session.source, task=task if isinstance(task, str) else None)
+    return {
+        "file": session.source, "trainee": session.meta.get("trainee"), "task": task,
+        "index": round(grade.index, 4), "level": grade.level,
+        "predictions": {name: round(value, 3) for name, value in grade.predictions.items()},
+        "domains": {name: round(value, 4) for name, value in grade.domains.items()},
+        "explanation": [c.explain(model.label) for c in grade.contributions[:top]],
+    }
 
 
 def fit_assessor(

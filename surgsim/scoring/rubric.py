@@ -208,6 +208,9 @@ def load_rubric(path: str | Path) -> Rubric:
         raise RubricError(f"{path}: not valid YAML ({yaml_problem(exc)})") from None
     if not isinstance(data, dict):
         raise RubricError(f"{path}: expected a mapping with task and metrics, got {type(data).__name__}")
+    if data.get("format") == "surgsim-assessor":
+        raise RubricError(f"{path}: an assessor model, not a rubric; grade with it by "
+                          f"`surgsim score assess DIR --model {path} --out DIR`")
     try:
         return Rubric.model_validate(data)
     except ValidationError as exc:
