@@ -294,6 +294,7 @@ def calibrate_cmd(
 ) -> None:
     """Fit expert reference distributions (and weights, level thresholds) from labelled sessions,
     or with --model assessor a skill index of fixed, signed session features, with lines to the grades."""
+    _inputs(paths)
     check_writable(out, "--out", folder=False)
     kind = _model_kind(model, label)
     wanted = {"assessor": (".json",), "rubric": (".yaml", ".yml")}[kind]
