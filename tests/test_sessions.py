@@ -147,6 +147,18 @@ def test_show_cli_prints_metadata_in_mm(tmp_path):
     assert result.exit_code == 2 and "nope.parquet: no such file" in result.output
 
 
+@pytest.mark.parametrize("task, unit, shown", [("SurgicalPath", "mm^2", "2"), ("Incision", "mm", "0.002"),
+                                               ("NeedleReach", "", "2e-06")])
+def test_show_cli_prints_tissue_damage_in_its_tasks_unit(tmp_path, task, unit, shown):
+    session = two_hand_session()
+    session.channels["tissue_damage"] = np.full(session.n_samples, 2e-6)  # m^2 swept, or m cut
+    session.meta["task"] = task
+    result = runner.invoke(app, ["session", "show", str(write_session(session, tmp_path / "s.parquet"))])
+    assert result.exit_code == 0, result.output
+    line = next(ln for ln in result.output.splitlines() if ln.startswith("tissue_damage"))
+    assert line.split()[1:] == ([unit] if unit else []) + [shown] * 3
+
+
 # ------------------------------------------------------------------ bad input
 def _plain_parquet(path, columns: dict, meta: dict | None = None) -> None:
     table = pa.table(columns)

@@ -322,6 +322,19 @@ def _fail_batch(failures: list[str], total: int, what: str) -> None:
         fail(f"{len(failures)} of {total} file(s) {what}:\n" + "\n".join(failures), code=1)
 
 
+def _channel_unit(name: str, task: object) -> tuple[str, float]:
+    """The unit a channel is shown in and the scale to it: lengths in mm, tissue damage in its
+    task's unit (mm^2 swept in SurgicalPath, mm cut in Incision; none known for other tasks)."""
+    from surgsim.scoring.metrics import TISSUE_DAMAGE_UNITS
+    from surgsim.sessions.session import CHANNELS
+
+    if name == "tissue_damage":
+        _, unit, scale = TISSUE_DAMAGE_UNITS.get(task, ("", "", 1.0)) if isinstance(task, str) else ("", "", 1.0)
+        return unit, scale
+    unit = CHANNELS.get(name, "")
+    return ("mm", 1e3) if unit == "m" else (unit, 1.0)
+
+
 @session_app.command("show")
 def show_cmd(file: Path = typer.Argument(..., help="A session file.")) -> None:
     """Print a session's metadata, integrity and a summary of every column (lengths in mm)."""
@@ -329,7 +342,7 @@ def show_cmd(file: Path = typer.Argument(..., help="A session file.")) -> None:
 
     from surgsim.polyline import total_length
     from surgsim.sessions.io import IntegrityError, read_session, verify_session
-    from surgsim.sessions.session import CHANNELS, SessionError
+    from surgsim.sessions.session import SessionError
 
     try:
         session = read_session(file, verify=False)
@@ -362,21 +375,20 @@ def show_cmd(file: Path = typer.Argument(..., help="A session file.")) -> None:
         echo("target:      (" + ", ".join(f"{1e3 * v:.1f}" for v in target) + ") mm")
     elif target:
         echo(f"target:      {target}")
-    rows = [("time", "s", session.time, 1.0)]
+    rows = [("time", "s", 1.0, session.time)]
     for name, track in session.tracks.items():
         path_length = total_length(track.position)
         echo(f"instrument:  {name}  path length {1e3 * path_length:.1f} mm")
-        rows += [(f"{name}_{axis}", "mm", track.position[:, i], 1e3) for i, axis in enumerate("xyz")]
+        rows += [(f"{name}_{axis}", "mm", 1e3, track.position[:, i]) for i, axis in enumerate("xyz")]
         if track.orientation is not None:
-            rows += [(f"{name}_q{axis}", "", track.orientation[:, i], 1.0) for i, axis in enumerate("xyzw")]
+            rows += [(f"{name}_q{axis}", "", 1.0, track.orientation[:, i]) for i, axis in enumerate("xyzw")]
         if track.gripper is not None:
-            rows.append((f"{name}_gripper", "rad", track.gripper, 1.0))
+            rows.append((f"{name}_gripper", "rad", 1.0, track.gripper))
     for name, values in session.channels.items():
-        unit = CHANNELS.get(name, "")
-        rows.append((name, "mm" if unit == "m" else unit, values, 1e3 if unit == "m" else 1.0))
+        rows.append((name, *_channel_unit(name, meta.get("task")), values))
     width, unit_width = max(len(r[0]) for r in rows), max(len(r[1]) for r in rows)
     echo(f"{'column':<{width}}  {'unit':<{unit_width}} {'min':>12} {'mean':>12} {'max':>12}")
-    for name, unit, values, scale in rows:
+    for name, unit, scale, values in rows:
         with np.errstate(over="ignore"):  # 1e307 m is inf mm
             v = np.asarray(values, dtype=np.float64) * scale
             echo(f"{name:<{width}}  {unit:<{unit_width}} {v.min():>12.4g} {v.mean():>12.4g} {v.max():>12.4g}")
