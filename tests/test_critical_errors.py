@@ -256,6 +256,21 @@ def test_report_leads_with_the_errors_and_the_cli_says_fail(tmp_path) -> None:
     assert "metric_score" in summary.splitlines()[0].split(",")
 
 
+def test_the_figure_keeps_the_numbers_of_close_errors_apart(tmp_path, monkeypatch) -> None:
+    import surgsim.scoring.report as report
+
+    figures = []
+    monkeypatch.setattr(report, "_save_png", lambda path, plt, figure: figures.append(figure) or path)
+    session = synthetic_session(np.random.default_rng(0), 0.0)
+    n = session.n_samples  # 100 Hz: contacts 0.1 s apart, and one far from both
+    session.channels["critical_contact"] = _flags(n, [n // 2, n // 2 + 10, n - 5])
+    graded = grade_session(session, any_task=True)
+    report.session_figure(tmp_path / "f.png", session, graded.metrics, graded.score, [("fail", True)] * 3)
+    speed_axis = figures[0].axes[1]
+    heights = {t.get_text(): t.xy[1] for t in speed_axis.texts}
+    assert heights["1"] != heights["2"] and heights["3"] == heights["1"]
+
+
 def _record_one_action(env_id: str, folder, action: list[float]) -> tuple[str, Graded]:
     """One seed-0 episode of ``env_id`` repeating ``action``, recorded: its failure reason and grade."""
     import gymnasium as gym

@@ -177,8 +177,10 @@ def session_figure(path: Path, session: Session, metrics: SessionMetrics, score:
     plt, figure = _figure((17, 6))
     time = np.asarray(session.time, dtype=float)
     errors = score.critical_errors
-    # errors at the same time are stacked on the plots, not printed over each other
-    stacked = [sum(1 for e in errors[:i] if abs(e.time_s - error.time_s) < 1e-6) for i, error in enumerate(errors)]
+    # errors within 3 % of the session of each other are stacked on the plots, not printed over or
+    # against each other ("34" for errors 3 and 4 at 0.1 s apart)
+    near = max(0.03 * float(time[-1] - time[0]), 1e-6)
+    stacked = [sum(1 for e in errors[:i] if abs(e.time_s - error.time_s) < near) for i, error in enumerate(errors)]
     ax3d = figure.add_subplot(1, 3, 1, projection="3d")
     shown = []
     for name, track in session.tracks.items():
