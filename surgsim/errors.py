@@ -30,13 +30,15 @@ def yaml_problem(exc: Any) -> str:
 def validation_problem(exc: Any, top_level: str, field: str = "", limit: int | None = None) -> str:
     """A pydantic ``ValidationError`` in one line: ``<field>loc: problem (got input)`` for each
     error, joined by ``; `` (the location ``top_level`` when it has none; the input's repr cut to
-    ``limit`` characters when given)."""
+    ``limit`` characters when given). A missing field has no input of its own (pydantic gives the
+    whole enclosing mapping), so none is shown."""
 
-    def got(value: Any) -> str:
-        shown = repr(value)
-        return shown if limit is None else shown[:limit]
+    def got(error: dict) -> str:
+        if error["type"] == "missing":
+            return ""
+        shown = repr(error.get("input"))
+        return f" (got {shown if limit is None else shown[:limit]})"
 
     return "; ".join(
-        f"{field}{'.'.join(map(str, e['loc'])) or top_level}: {e['msg']} (got {got(e.get('input'))})"
-        for e in exc.errors()
+        f"{field}{'.'.join(map(str, e['loc'])) or top_level}: {e['msg']}{got(e)}" for e in exc.errors()
     )

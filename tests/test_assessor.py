@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from surgsim.scoring.assessor import (
     AssessorError, evaluate_assessor, expert_novice_auc, fit_assessor, load_assessor, monotone_line, save_assessor,
 )
 from surgsim.scoring.calibrate import Measured
+from surgsim.scoring.rubric import rubric_dir
 from surgsim.scoring.features import (
     SKILL_DOMAINS, gripper_cycles, session_features, spectral_centroid, tremor_fraction, uniform,
 )
@@ -298,6 +300,8 @@ def test_save_load_round_trip(tmp_path):
          "targets.grs.slope: Input should be greater than or equal to 0 (got -1)"),
         (lambda d: d["targets"]["grs"].update(low=40.0, high=10.0), "targets.grs.low: 40.0 is above high 10.0"),
         (lambda d: d["targets"].pop("grs"), "targets: none for the label 'grs'"),
+        (lambda d: d["targets"]["skill"].update(low=-1.0, high=3.0),  # levels are 0 (N) to 2 (E)
+         "targets.skill: range -1.0-3.0 is not within the levels' 0 (N) - 2 (E)"),
         (lambda d: d.update(format="rubric"), "format: Input should be 'surgsim-assessor' (got 'rubric')"),
         (lambda d: d.update(signs=[1, 2, 1]), "signs.1: Input should be -1 or 1 (got 2)"),
         (lambda d: d["features"].__setitem__(0, "instruments.mean_sped"),
@@ -440,7 +444,7 @@ def test_cli_assess_grades_sessions_with_a_fitted_model_and_explains_them(tmp_pa
 
 
 def test_cli_keeps_rubrics_and_assessor_models_apart(tmp_path):
-    write_cohort(tmp_path / "s", n_trainees=2, per=2)
+    write_cohort(tmp_path / "s")
     calibrate = ["score", "calibrate", str(tmp_path / "s"), "--label", "grs", "--no-progress", "-j", "1"]
     result = runner.invoke(app, [*calibrate, "--model", "assessor", "--out", str(tmp_path / "m.yaml")])
     assert result.exit_code == 2 and "an assessor is written as JSON; name it *.json" in result.stderr
@@ -451,6 +455,18 @@ def test_cli_keeps_rubrics_and_assessor_models_apart(tmp_path):
                                  str(tmp_path / "r"), "--no-progress"])
     assert result.exit_code == 2, result.output
     assert "m.json: an assessor model, not a rubric; grade with it by `surgsim score assess" in result.stderr
+    assess = ["score", "assess", str(tmp_path / "s"), "--out", str(tmp_path / "a"), "--no-progress", "-j", "1"]
+    result = runner.invoke(app, [*assess, "--model", str(rubric_dir() / "NeedleReach.yaml")])
+    assert result.exit_code == 2 and "a rubric (YAML), not an assessor model; grade with it by `surgsim score" in result.stderr
+    model = load_assessor(tmp_path / "m.json")
+    save_assessor(replace(model, task="Suturing"), tmp_path / "sut.json")
+    result = runner.invoke(app, [*assess, "--model", str(tmp_path / "sut.json")])  # every session is Demo
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith(f"error: --model {tmp_path / 'sut.json'} grades 'Suturing' sessions, and none of these")
+    result = runner.invoke(app, ["score", "evaluate", str(tmp_path / "s"), "--label", "grs", "--model", "assessor",
+                                 "--out", str(tmp_path / "e.json"), "--no-progress", "-j", "1"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "e.json").read_text())["commonest_level_accuracy"] == 0.5  # trainees N, N, I, E
 
 
 @pytest.mark.parametrize(

@@ -278,6 +278,9 @@ def test_cli_says_which_sessions_have_no_label_and_the_level_accuracy_floor(sess
     assert result.exit_code == 0, result.output
     total = len(list(folder.rglob("*.parquet")))
     assert f"note: 1 of {total} session(s) have no numeric labels.grs and are left out: s77-0001.parquet" in result.stdout
+    calibrated = runner.invoke(app, ["score", "calibrate", str(folder), "--label", "grs", "--out", str(tmp_path / "r.yaml"),
+                                     "--no-progress", "-j", "1"])  # an expert all the same: a reference, no weight
+    assert "have no numeric labels.grs and weigh nothing (they still shape the expert references" in calibrated.stdout
     match = re.search(r"level accuracy: [\d.]+ \(calling every session the commonest level: ([\d.]+)\)", result.stdout)
     skills = [read_session(f).meta["labels"]["skill"] for f in folder.rglob("s[0-6]*.parquet")]
     assert match and float(match.group(1)) == pytest.approx(max(map(skills.count, set(skills))) / len(skills), abs=5e-4)
@@ -291,7 +294,7 @@ def test_cli_says_which_sessions_have_no_label_and_the_level_accuracy_floor(sess
         (["score", "{dir}", "--out", "{tmp}/r", "--rubric", "{tmp}/nope.yaml"], "nope.yaml: no such rubric file"),
         (["score", "calibrate", "{dir}", "--label", "age", "--out", "{tmp}/x.yaml"], None),
         (["score", "evaluate", "{dir}", "{mixed}", "--label", "grs"], "the sessions are from several tasks"),
-        (["score", "{dir}", "--out", "{tmp}/r", "--rubric", "{dir}"], "a folder, not rubric file"),
+        (["score", "{dir}", "--out", "{tmp}/r", "--rubric", "{dir}"], "a folder, not a rubric file"),
         (["score", "{journal}", "--out", "{tmp}/r"], "1 unfinished recording journal(s) (*.partial, e.g. "),
         (["score", "evaluate", "{one}", "--label", "grs", "--cv", "loso"],
          "--cv loso leaves one trial index (meta trial, else episode) out at a time, and every session has the same "
@@ -411,6 +414,9 @@ def test_summary_shows_each_metric_to_a_ten_thousandth_of_its_resolution() -> No
                        "metrics": {"path_length": item(71.2345678), "workspace_volume": item(0.0151013)}})
     assert row["path_length_mm"] == 71.2346  # resolution 2 mm
     assert row["workspace_volume_cm3"] == 0.0151  # resolution 1 cm^3, far above a NeedleReach reach's volume
+    cut = summary_row({"task": "Incision", "top_costs": [], "critical_errors": [],
+                       "metrics": {"tissue_damage": item(4.7907956359)}})
+    assert cut["tissue_damage_mm"] == 4.790796  # no more than 6 decimals
 
 
 def test_explanations_show_counts_whole_and_small_departures_unrounded() -> None:

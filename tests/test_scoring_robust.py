@@ -23,7 +23,7 @@ from surgsim.scoring import batch as batch_module
 from surgsim.scoring import score as score_module
 from surgsim.scoring.metrics import MetricSettings, compute_metrics
 from surgsim.scoring.batch import find_sessions
-from surgsim.scoring.rubric import load_rubric, rubric_dir
+from surgsim.scoring.rubric import RubricError, load_rubric, rubric_dir
 from surgsim.scoring.score import NotGradable, score_session
 from surgsim.scoring.synthetic import synthetic_session
 from surgsim.sessions import verify_session, write_session
@@ -145,6 +145,16 @@ def test_unexpected_error_is_one_failed_file_and_the_summary_is_written(tmp_path
     assert failure["file"].endswith("a.parquet")
     assert "unexpected error (IndexError: index -1 is out of bounds)" in failure["problem"]
     assert [Path(r["file"]).name for r in _rows(tmp_path / "r" / "summary.csv")] == ["b.parquet"]
+
+
+def test_a_rubric_missing_a_field_says_so_without_dumping_the_file(tmp_path) -> None:
+    data = yaml.safe_load((rubric_dir() / "generic.yaml").read_text())
+    del data["task"]
+    rubric = tmp_path / "notask.yaml"
+    rubric.write_text(yaml.safe_dump(data))
+    with pytest.raises(RubricError) as caught:
+        load_rubric(rubric)
+    assert str(caught.value) == f"{rubric}: field task: Field required"
 
 
 @pytest.mark.parametrize(
@@ -380,3 +390,6 @@ def test_reusing_out_says_that_earlier_reports_are_still_there(tmp_path) -> None
     result = _score(str(tmp_path / "day2"), "--out", str(tmp_path / "r"))
     assert result.exit_code == 0, result.output
     assert "also holds 1 report(s) of sessions not in this run (e.g. a.json)" in result.stdout
+    (tmp_path / "r" / "a.json").unlink()
+    (tmp_path / "r" / "assessed.json").write_text('[{"file": "x", "index": 0.1}]')  # no session report
+    assert "note:" not in _score(str(tmp_path / "day2"), "--out", str(tmp_path / "r")).stdout

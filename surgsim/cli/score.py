@@ -1,4 +1,4 @@
-"""``surgsim score DIR | calibrate | evaluate``: grade recorded sessions like a skills lab."""
+"""``surgsim score DIR | calibrate | evaluate | assess | plan``: grade recorded sessions like a skills lab."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ score_app = typer.Typer(
     help=(
         "Grade recorded sessions: `surgsim score DIR --out report/` writes a JSON and PNG per session, "
         "summary.csv and cohort.png; `score calibrate` fits a rubric from labelled sessions; "
-        "`score evaluate` cross-validates it against a label; "
+        "`score evaluate` cross-validates it against a label; `score assess` grades with a fitted assessor; "
         "`score plan TRAINEE --history DIR` writes a trainee's training plan."
     ),
     no_args_is_help=True,
@@ -122,16 +122,24 @@ def report_cmd(
 
 
 def _check_rubric_task(rubric: Path, sessions: List[Path]) -> None:
-    """A usage error (exit 2) when ``--rubric`` grades a task none of the sessions is of: a typo in
-    its ``task:`` or the wrong rubric, said once instead of failing every file."""
-    from surgsim.scoring.rubric import GENERIC, RubricError, load_rubric
-    from surgsim.sessions.io import read_meta
+    """``--rubric``'s task against the sessions' (a bad rubric is a usage error here, once)."""
+    from surgsim.scoring.rubric import RubricError, load_rubric
 
     try:
         task = load_rubric(rubric).task
     except RubricError as exc:
         fail(str(exc))
-    if task == GENERIC:
+    _check_task(task, "--rubric", rubric, sessions)
+
+
+def _check_task(task: str, option: str, model: Path, sessions: List[Path]) -> None:
+    """A usage error (exit 2) when ``model`` grades a task none of the sessions is of: a typo in its
+    task or the wrong model, said once instead of failing every file. Sessions without a task, and
+    models for any task (generic, or none), pass."""
+    from surgsim.scoring.rubric import GENERIC
+    from surgsim.sessions.io import read_meta
+
+    if task in ("", GENERIC):
         return
     tasks = set()
     for path in sessions:
@@ -140,8 +148,9 @@ def _check_rubric_task(rubric: Path, sessions: List[Path]) -> None:
         except Exception:  # an unreadable file fails on its own, with its reason, when graded
             continue
     if tasks and None not in tasks and task not in tasks:
-        fail(f"--rubric {rubric} grades {task!r} sessions, and none of these is one (tasks: "
-             f"{', '.join(sorted(map(repr, tasks)))}); check its task:, or add --any-task to grade them anyway")
+        fail(f"{option} {model} grades {task!r} sessions, and none of these is one (tasks: "
+             f"{', '.join(sorted(map(repr, tasks)))}); check its task" + (", or add --any-task to grade them anyway"
+                                                                           if option == "--rubric" else ""))
 
 
 def _note_earlier_reports(out: Path, placed: List[Path]) -> None:
@@ -150,10 +159,21 @@ def _note_earlier_reports(out: Path, placed: List[Path]) -> None:
     from surgsim.scoring.batch import REPORT_SUFFIXES
 
     ours = {out / p.with_name(p.name + REPORT_SUFFIXES[0]) for p in placed}
-    earlier = [path for path in out.rglob(f"*{REPORT_SUFFIXES[0]}") if path not in ours]
+    earlier = [path for path in out.rglob(f"*{REPORT_SUFFIXES[0]}") if path not in ours and _is_report(path)]
     if earlier:
         typer.echo(f"note: {out} also holds {len(earlier)} report(s) of sessions not in this run "
                    f"(e.g. {earlier[0].relative_to(out)}); summary.csv and cohort.png describe this run only")
+
+
+def _is_report(path: Path) -> bool:
+    """Whether ``path`` is a session report (not an assessment, an evaluation or a plan)."""
+    import json
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and {"critical_errors", "file", "rubric"} <= data.keys()
 
 
 def _note_generic(rows) -> None:
@@ -248,15 +268,15 @@ def _one_task(measured) -> str:
     return tasks[0] if tasks else "generic"
 
 
-def _note_unlabelled(measured, label: Optional[str]) -> None:
-    """Say which sessions calibration or evaluation leaves out for want of a numeric ``label``."""
+def _note_unlabelled(measured, label: Optional[str], left_out: str = "are left out") -> None:
+    """Say which sessions have no numeric ``label`` and what that costs them (``left_out``)."""
     if label is None:
         return
     missing = [m.source for m in measured if m.label(label) is None]
     if missing:
         shown = ", ".join(Path(name).name for name in missing[:3]) + (", ..." if len(missing) > 3 else "")
-        typer.echo(f"note: {len(missing)} of {len(measured)} session(s) have no numeric labels.{label} and are "
-                   f"left out: {shown}")
+        typer.echo(f"note: {len(missing)} of {len(measured)} session(s) have no numeric labels.{label} and "
+                   f"{left_out}: {shown}")
 
 
 def _commonest_level_share(measured, label: str) -> float | None:
@@ -308,7 +328,7 @@ def calibrate_cmd(
 
     batch = _measure(paths, workers, progress)
     task = task or _one_task(batch.results)
-    _note_unlabelled(batch.results, label)
+    _note_unlabelled(batch.results, label, "weigh nothing (they still shape the expert references, caps and levels)")
     try:
         experts = expert_sessions(batch.results, label)
         rubric = fit_rubric(batch.results, task, label=label, fit_weights=weights, robust=robust)
@@ -345,6 +365,7 @@ def evaluate_cmd(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Cross-validate: Spearman correlation of score and label, and skill-level accuracy."""
+    _inputs(paths)
     if out is not None:
         check_writable(out, "--out", folder=False)
     from dataclasses import asdict
@@ -383,7 +404,7 @@ def evaluate_cmd(
         shown = ", ".join(f"{k} {'n/a' if v is None else f'{v:.2f}'}" for k, v in result.targets.items())
         typer.echo(f"Spearman of the other predictions: {shown or 'none'}")
     if out is not None:
-        atomic_write_json(out, asdict(result), allow_nan=False)
+        atomic_write_json(out, {**asdict(result), "commonest_level_accuracy": commonest}, allow_nan=False)
         typer.echo(f"wrote {out}")
     _report_failures(batch.failures, len(batch.results) + len(batch.failures))
 
@@ -403,15 +424,21 @@ def assess_cmd(
 
     from surgsim._files import atomic_write_json
     from surgsim.scoring.assessor import AssessorError, assessment, load_assessor
+    from surgsim.scoring.batch import find_sessions
     from surgsim.scoring.report import atomic_write
 
+    _inputs(paths)
     if top < 1:
         fail(f"--top must be >= 1, got {top}")
+    if model.suffix.lower() in (".yaml", ".yml"):
+        fail(f"--model {model}: a rubric (YAML), not an assessor model; grade with it by `surgsim score DIR --rubric {model}`")
     try:
         assessor = load_assessor(model)
     except AssessorError as exc:
         fail(str(exc))
     check_writable(out, "--out", folder=True)
+    found, _ = find_sessions(paths)
+    _check_task(assessor.task, "--model", model, [path for path, _ in found])
     batch = _measure(paths, workers, progress, features=True)
     reports, failures = [], list(batch.failures)
     for session in batch.results:

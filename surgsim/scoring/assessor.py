@@ -44,7 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from scipy import stats
 
 from surgsim._files import atomic_write_json
-from surgsim.errors import SurgsimError
+from surgsim.errors import SurgsimError, validation_problem
 from surgsim.scoring.calibrate import SKILL_LEVELS, Measured, check_folds, group_of
 from surgsim.scoring.features import SKILL_DOMAINS, feature_info, feature_label
 from surgsim.scoring.metrics import METRICS
@@ -193,7 +193,7 @@ class Assessor:
         predictions = {name: t.predict(index) for name, t in self.targets.items()}
         level = None
         if SKILL in predictions:
-            level = SKILL_LEVELS["NIE"[int(np.rint(predictions[SKILL]))]]  # clipped to the labels' 0..2
+            level = SKILL_LEVELS["NIE"[int(np.clip(np.rint(predictions[SKILL]), 0, 2))]]
         slope = self.targets[self.label].slope
         contributions = sorted(
             (Contribution(name, domain, values.get(name) if np.isfinite(_transform(name, values.get(name))) else None,
@@ -229,7 +229,8 @@ def fit_assessor(
     """Fit the scales and the target lines of an assessor of ``label`` on the labelled ``sessions``.
 
     ``domains`` (default :data:`~surgsim.scoring.features.SKILL_DOMAINS`) names the features, by
-    domain, with the sign that makes higher more skilled; any numeric value may serve as one.
+    domain, with the sign that makes higher more skilled; a rubric metric may serve as one too
+    (a model of other names could not be saved: :func:`load_assessor` would not know them).
     """
     labelled = [s for s in sessions if s.label(label) is not None]
     if len(labelled) < 4:
@@ -310,15 +311,10 @@ def _inconsistencies(model: _AssessorFile) -> list[str]:
         problems.append(f"targets: none for the label {model.label!r}")
     problems += [f"targets.{name}.low: {t.low!r} is above high {t.high!r}"
                  for name, t in model.targets.items() if t.low > t.high]
+    skill = model.targets.get(SKILL)
+    if skill is not None and not 0 <= skill.low <= skill.high <= len(SKILL_LEVELS) - 1:
+        problems.append(f"targets.{SKILL}: range {skill.low!r}-{skill.high!r} is not within the levels' 0 (N) - 2 (E)")
     return problems
-
-
-def _field_problems(exc: ValidationError) -> str:
-    """Each error as ``field: problem (got value)``: the bad value, never the whole model."""
-    return "; ".join(
-        f"{'.'.join(map(str, e['loc']))}: {e['msg']}" + ("" if e["type"] == "missing" else f" (got {e['input']!r:.60})")
-        for e in exc.errors()
-    )
 
 
 def _checked(data: dict[str, Any], where: object) -> _AssessorFile:
@@ -326,7 +322,7 @@ def _checked(data: dict[str, Any], where: object) -> _AssessorFile:
     try:
         checked = _AssessorFile.model_validate(data)
     except ValidationError as exc:
-        raise AssessorError(f"{where}: {_field_problems(exc)}") from None
+        raise AssessorError(f"{where}: {validation_problem(exc, 'model', limit=60)}") from None
     problems = _inconsistencies(checked)
     if problems:
         raise AssessorError(f"{where}: {'; '.join(problems)}")

@@ -189,11 +189,12 @@ def metric_units(name: str, task: object = None) -> tuple[str, str, float]:
 
 
 def shown_decimals(name: str, task: object = None) -> int:
-    """Decimals that show a metric in its report unit to 1/10,000 of its resolution: a value far
-    below the resolution (a small task's workspace volume) keeps two or three digits, and float
-    residue (1e-13 mm^2 of tissue damage) shows as 0."""
+    """Decimals that show a metric in its report unit to 1/10,000 of its resolution, at most 6: a
+    value far below the resolution (a small task's workspace volume) keeps two or three digits,
+    float residue (1e-13 mm^2 of tissue damage) shows as 0, and a resolution made for another unit
+    (tissue damage's 1e-9 is an area's; in Incision it is a length in mm) shows no nanometres."""
     resolution = METRICS[name].resolution * metric_units(name, task)[2]
-    return max(0, math.ceil(-math.log10(resolution))) + 4
+    return min(max(0, math.ceil(-math.log10(resolution))) + 4, 6)
 
 
 #: metrics computed from the reference path / target of the instrument that follows it

@@ -201,7 +201,7 @@ def load_rubric(path: str | Path) -> Rubric:
     """Read and check a rubric YAML file; :class:`RubricError` names the file, field and value."""
     path = Path(path)
     if not path.is_file():
-        raise RubricError(f"{path}: {'a folder, not' if path.is_dir() else 'no such'} rubric file")
+        raise RubricError(f"{path}: {'a folder, not a' if path.is_dir() else 'no such'} rubric file")
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
