@@ -124,33 +124,30 @@ def report_cmd(
 def _check_rubric_task(rubric: Path, sessions: List[Path]) -> None:
     """``--rubric``'s task against the sessions' (a bad rubric is a usage error here, once)."""
     from surgsim.scoring.rubric import RubricError, load_rubric
+    from surgsim.sessions.io import read_meta
 
     try:
         task = load_rubric(rubric).task
     except RubricError as exc:
         fail(str(exc))
-    _check_task(task, "--rubric", rubric, sessions)
-
-
-def _check_task(task: str, option: str, model: Path, sessions: List[Path]) -> None:
-    """A usage error (exit 2) when ``model`` grades a task none of the sessions is of: a typo in its
-    task or the wrong model, said once instead of failing every file. Sessions without a task, and
-    models for any task (generic, or none), pass."""
-    from surgsim.scoring.rubric import GENERIC
-    from surgsim.sessions.io import read_meta
-
-    if task in ("", GENERIC):
-        return
-    tasks = set()
+    tasks = []
     for path in sessions:
         try:
-            tasks.add(read_meta(path).get("task"))
+            tasks.append(read_meta(path).get("task"))
         except Exception:  # an unreadable file fails on its own, with its reason, when graded
             continue
-    if tasks and None not in tasks and task not in tasks:
+    _check_task(task, "--rubric", rubric, tasks)
+
+
+def _check_task(task: str, option: str, model: Path, tasks: List[object]) -> None:
+    """A usage error (exit 2) when ``model`` grades none of the sessions (of ``tasks``, their meta
+    tasks): a typo in its task or the wrong model, said once instead of failing every file."""
+    from surgsim.scoring.rubric import grades_task
+
+    if tasks and not any(grades_task(task, t) for t in tasks):
         fail(f"{option} {model} grades {task!r} sessions, and none of these is one (tasks: "
-             f"{', '.join(sorted(map(repr, tasks)))}); check its task" + (", or add --any-task to grade them anyway"
-                                                                           if option == "--rubric" else ""))
+             f"{', '.join(sorted({repr(t) for t in tasks}))}); check its task"
+             + (", or add --any-task to grade them anyway" if option == "--rubric" else ""))
 
 
 def _note_earlier_reports(out: Path, placed: List[Path]) -> None:
@@ -424,7 +421,6 @@ def assess_cmd(
 
     from surgsim._files import atomic_write_json
     from surgsim.scoring.assessor import AssessorError, assessment, load_assessor
-    from surgsim.scoring.batch import find_sessions
     from surgsim.scoring.report import atomic_write
 
     _inputs(paths)
@@ -437,9 +433,8 @@ def assess_cmd(
     except AssessorError as exc:
         fail(str(exc))
     check_writable(out, "--out", folder=True)
-    found, _ = find_sessions(paths)
-    _check_task(assessor.task, "--model", model, [path for path, _ in found])
     batch = _measure(paths, workers, progress, features=True)
+    _check_task(assessor.task, "--model", model, [m.meta.get("task") for m in batch.results])
     reports, failures = [], list(batch.failures)
     for session in batch.results:
         try:

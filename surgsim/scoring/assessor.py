@@ -48,7 +48,7 @@ from surgsim.errors import SurgsimError, validation_problem
 from surgsim.scoring.calibrate import SKILL_LEVELS, Measured, check_folds, group_of
 from surgsim.scoring.features import SKILL_DOMAINS, feature_info, feature_label
 from surgsim.scoring.metrics import METRICS
-from surgsim.scoring.rubric import GENERIC
+from surgsim.scoring.rubric import grades_task
 
 #: a feature is used when available in at least this share of the training sessions
 MIN_AVAILABLE = 0.8
@@ -171,7 +171,7 @@ class Assessor:
     trained_on: dict[str, Any] = field(default_factory=dict)
 
     def _inputs(self, values: Mapping[str, float | None], source: str, task: str | None) -> np.ndarray:
-        if task is not None and self.task not in ("", GENERIC) and task != self.task:
+        if not grades_task(self.task, task):
             raise AssessorError(f"{source}: task {task!r}, but the assessor grades {self.task!r} sessions")
         x = np.array([_transform(n, values.get(n)) for n in self.features])
         present = int(np.isfinite(x).sum())

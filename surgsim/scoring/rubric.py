@@ -197,6 +197,13 @@ def group_shares(metrics: dict[str, MetricReference]) -> dict[str, float]:
     return shares
 
 
+def grades_task(model_task: str, session_task: object) -> bool:
+    """Whether a model (a rubric or an assessor) of ``model_task`` grades a session of
+    ``session_task`` (its meta task, any JSON value): one of its own task, any session when it is
+    generic (or has no task), and a session with no task."""
+    return session_task is None or model_task in ("", GENERIC) or model_task == str(session_task)
+
+
 def load_rubric(path: str | Path) -> Rubric:
     """Read and check a rubric YAML file; :class:`RubricError` names the file, field and value."""
     path = Path(path)
@@ -208,7 +215,9 @@ def load_rubric(path: str | Path) -> Rubric:
         raise RubricError(f"{path}: not valid YAML ({yaml_problem(exc)})") from None
     if not isinstance(data, dict):
         raise RubricError(f"{path}: expected a mapping with task and metrics, got {type(data).__name__}")
-    if data.get("format") == "surgsim-assessor":
+    from surgsim.scoring.assessor import FORMAT as ASSESSOR_FORMAT  # the assessor imports this module
+
+    if data.get("format") == ASSESSOR_FORMAT:
         raise RubricError(f"{path}: an assessor model, not a rubric; grade with it by "
                           f"`surgsim score assess DIR --model {path} --out DIR`")
     try:

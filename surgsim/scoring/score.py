@@ -35,7 +35,7 @@ from surgsim.scoring.critical import CriticalError, detect_critical_errors
 from surgsim.scoring.metrics import (
     DIMENSIONLESS, METRICS, SessionMetrics, apart_from, compute_metrics, metric_units,
 )
-from surgsim.scoring.rubric import GENERIC, CapRule, MetricReference, Rubric, default_rubric
+from surgsim.scoring.rubric import CapRule, MetricReference, Rubric, default_rubric, grades_task
 from surgsim.sessions.session import Session
 
 #: the level of an attempt failed by a critical error
@@ -56,7 +56,7 @@ class NotGradable(ScoreError):
 
 def check_task(rubric: Rubric, task: object, any_task: bool = False) -> None:
     """Refuse a rubric made for another task than the session's (``any_task`` allows it)."""
-    if any_task or task is None or rubric.task in (GENERIC, str(task)):
+    if any_task or grades_task(rubric.task, task):
         return
     raise ScoreError(
         f"task {task!r}, but the rubric grades {rubric.task!r} sessions (--any-task grades it anyway)"

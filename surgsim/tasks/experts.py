@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from surgsim.tasks.needle_reach import NeedleReachTask
     from surgsim.tasks.surgical_path import SurgicalPathTask
 
+
 def within_one_step(action: np.ndarray) -> np.ndarray:
     """``action`` shortened, if need be, to fit in [-1, 1]^n with its direction kept (clipping
     each axis instead would bend the direction towards a diagonal)."""
